@@ -1,0 +1,231 @@
+"""The one interface every BatchNorm adapter implements, and the plain data that crosses it.
+
+Everything that crosses this boundary is framework-neutral: specs and declarations are dataclasses, tensors are NumPy
+arrays, state is float64. Framework handles stay inside the adapter.
+
+Canonical momentum
+------------------
+``Spec.momentum`` is the weight of the NEW batch statistic (PyTorch's convention)::
+
+    running <- (1 - momentum) * running + momentum * batch_statistic
+
+``momentum=None`` asks for the cumulative moving average (running = plain mean of every batch seen so far). Each
+adapter converts the canonical value to its framework's own convention (Keras and Flax weight the OLD value, so they
+receive ``1 - momentum``); the declaration says which convention the framework uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Generic, Mapping, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+ESTIMATORS = ("biased", "unbiased")
+
+
+class Unsupported(Exception):
+    """The adapter cannot express this request on its framework (the message says why); suites skip the case."""
+
+
+class AdapterUnavailable(Exception):
+    """The adapter cannot run in this process (framework not installed, wrong backend, ...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Cited(Generic[T]):
+    """A declared value and where it comes from (a source file and line, or an upstream issue)."""
+
+    value: T
+    source: str
+
+
+@dataclasses.dataclass(frozen=True)
+class FreezeFacts:
+    """What one freezing idiom does, as three facts (issue: freeze semantics)."""
+
+    normalizes_with: str  # "batch" or "running" statistics in the forward pass
+    running_stats_update: bool  # do the running statistics change during the step
+    params_update: bool  # do scale and offset change after an optimizer step
+    error: str | None = None  # an exception class name if the idiom raises instead
+
+
+@dataclasses.dataclass(frozen=True)
+class Declaration:
+    """What a framework's BatchNorm does, as data. Every field cites its source."""
+
+    framework: str  # human name and version, e.g. "torch 2.13.0"
+    default_eps: Cited[float]
+    default_momentum: Cited[float]  # in the framework's OWN convention
+    momentum_weights: Cited[str]  # which term the framework's momentum weights: "new" or "old"
+    default_channels_last: Cited[bool]
+    # Estimator of the variance that feeds the running variance, per code path (see Adapter.code_path).
+    running_var_estimator: Cited[Mapping[str, str]]
+    # Estimator used to normalize in training mode (every framework: biased).
+    normalize_estimator: Cited[str]
+    # Training-mode forward on a batch with ONE value per channel: "error:<ExceptionClass>" or "offset"
+    # (variance 0, so every output equals the offset).
+    single_value_batch: Cited[str]
+    cumulative_average: Cited[bool]  # momentum=None (cumulative moving average) is supported
+    # How inference can normalize with batch statistics ("track_running_stats=False", ...) or None.
+    batch_stats_inference: Cited[str | None]
+    # What `training` left out of the call means: "inference", "training" or "module-mode".
+    training_default: Cited[str]
+    # Freeze idiom name -> the three facts (issue 3). Empty where not declared yet.
+    freeze: Mapping[str, Cited[FreezeFacts]] = dataclasses.field(default_factory=dict)
+    # Free-form findings that explain a surprise: property -> explanation with source.
+    notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def estimator_for(self, code_path: str) -> str:
+        table = self.running_var_estimator.value
+        return table.get(code_path, table.get("default", "unknown"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A framework-neutral BatchNorm layer description."""
+
+    num_features: int = 3
+    rank: int = 4  # 2, 3, 4 or 5 (N, C, spatial...)
+    channels_last: bool = False
+    eps: float = 1e-3
+    momentum: float | None = 0.1  # canonical convention, see module docstring; None = cumulative average
+    affine: bool = True
+    track_running_stats: bool = True
+    dtype: str = "float32"
+    device: str = "cpu"
+    use_defaults: bool = False  # build with the framework's own default eps/momentum/axis, ignoring the above
+
+    @property
+    def channel_axis(self) -> int:
+        return self.rank - 1 if self.channels_last else 1
+
+    @property
+    def layout(self) -> str:
+        """"NC", "NCL"/"NLC", "NCHW"/"NHWC" or "NCDHW"/"NDHWC"."""
+        spatial = {2: "", 3: "L", 4: "HW", 5: "DHW"}[self.rank]
+        if self.rank == 2:
+            return "NC"
+        return f"N{spatial}C" if self.channels_last else f"NC{spatial}"
+
+    def replace(self, **changes: Any) -> "Spec":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass
+class State:
+    """Layer state as float64 NumPy arrays of shape (C,). Missing pieces are None."""
+
+    scale: np.ndarray | None
+    offset: np.ndarray | None
+    mean: np.ndarray | None
+    var: np.ndarray | None
+
+    def copy(self) -> "State":
+        return State(*(None if a is None else np.array(a, dtype=np.float64) for a in dataclasses.astuple(self)))
+
+
+@dataclasses.dataclass
+class Grads:
+    """Gradients of sum(y * dy): input, scale, offset (float64 NumPy)."""
+
+    dx: np.ndarray
+    dscale: np.ndarray | None
+    doffset: np.ndarray | None
+
+
+class BatchNormAdapter(ABC):
+    """One BatchNorm layer of one framework, built from a Spec.
+
+    Subclasses set ``id``, ``requires`` (importable module names) and implement ``declare`` plus the abstract
+    methods. Framework imports happen inside methods, never at module import, so that discovery stays cheap and a
+    missing framework becomes a skip.
+    """
+
+    id: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]] = ()
+    # Environment this adapter needs set BEFORE its framework is imported (the runner starts its process with it).
+    process_env: ClassVar[Mapping[str, str]] = {}
+    # Markers for selection with -m (framework families).
+    families: ClassVar[tuple[str, ...]] = ()
+    # Devices the adapter knows how to target.
+    device_kinds: ClassVar[tuple[str, ...]] = ("cpu", "gpu")
+
+    # -- class level: availability, devices, declaration ------------------------------------------------------------
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """None when the adapter can run in this process, else one line saying why not."""
+        missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"not installed: {', '.join(missing)}"
+        for key, want in cls.process_env.items():
+            have = os.environ.get(key)
+            if have != want:
+                return (f"needs {key}={want} set before the framework is imported (this process has "
+                        f"{key}={have!r}); run `tox -e {cls.id}`")
+        return None
+
+    @classmethod
+    def device_unavailable_reason(cls, device: str) -> str | None:
+        """None when `device` ("cpu", "gpu") is visible to the framework, else why not."""
+        if device == "cpu":
+            return None
+        return f"{cls.id}: no {device} visible"
+
+    @classmethod
+    @abstractmethod
+    def declare(cls) -> Declaration:
+        """The declared semantics (may depend on the installed framework version)."""
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        """Versions of the framework packages this adapter runs on."""
+        return {}
+
+    @classmethod
+    def supported_dtypes(cls) -> tuple[str, ...]:
+        return ("float32",)
+
+    # -- instance level: one layer ------------------------------------------------------------------------------------
+    def __init__(self, spec: Spec):
+        self.spec = spec
+
+    @abstractmethod
+    def forward(self, x: np.ndarray, training: bool | None) -> np.ndarray:
+        """Run the layer. training=None leaves the argument out (the framework's default)."""
+
+    @abstractmethod
+    def get_state(self) -> State:
+        ...
+
+    @abstractmethod
+    def set_state(self, state: State) -> None:
+        ...
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """eps, momentum (framework's own convention) and channel axis as the built layer reports them."""
+        raise Unsupported(f"{self.id}: hyperparameters() not implemented")
+
+    def code_path(self, x_shape: tuple[int, ...]) -> str:
+        """Name of the implementation path taken for this input (keys of running_var_estimator)."""
+        return "default"
+
+    def backward(self, x: np.ndarray, dy: np.ndarray, training: bool) -> Grads:
+        raise Unsupported(f"{self.id}: backward not implemented")
+
+    # -- freeze (issue 3) ----------------------------------------------------------------------------------------------
+    def frozen_step(self, idiom: str, x: np.ndarray, dy: np.ndarray, lr: float) -> np.ndarray:
+        """Freeze the layer with `idiom`, run one forward and one optimizer (SGD, lr) step on loss = sum(y * dy).
+
+        Returns the forward output. The suite reads the state before and after.
+        """
+        raise Unsupported(f"{self.id}: freeze idiom {idiom!r} not implemented")
+
+    def snippet(self) -> str:
+        """A short copy-paste reproduction of the layer this adapter built."""
+        return f"# build {self.id} with {self.spec}"

@@ -1,0 +1,115 @@
+"""Flax linen adapter: flax.linen.BatchNorm with the `batch_stats` collection, applied through jax.jit."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from adapters.base import BatchNormAdapter, Cited, FreezeFacts, State, Unsupported
+from adapters.flax_common import LINEN, flax_declaration, gpu_reason, jax_device, jax_versions
+
+
+class FlaxLinen(BatchNormAdapter):
+    id = "flax-linen"
+    requires = ("flax", "jax")
+    families = ("flax", "jax")
+
+    @classmethod
+    def declare(cls):
+        return flax_declaration(
+            LINEN, "flax.linen",
+            training_default=Cited("error:ValueError", "flax/linen/module.py: merge_param raises 'Parameter "
+                                   "\"use_running_average\" must be passed to the constructor or at call time.'"),
+            batch_stats_inference=Cited("use_running_average=False", f"{LINEN}: use_running_average=False "
+                                        "normalizes with batch statistics; the update lands only in the returned "
+                                        "mutable batch_stats, which inference can discard"),
+            freeze={
+                "use_running_average_true": Cited(FreezeFacts("running", False, True),
+                                                  f"{LINEN}: use_running_average=True reads ra_mean/ra_var, no update"),
+                "use_running_average_false_mutable": Cited(FreezeFacts("batch", True, True),
+                                                           f"{LINEN}: the update writes batch_stats"),
+                "use_running_average_false_immutable": Cited(
+                    FreezeFacts("batch", False, False, error="ModifyScopeVariableError"),
+                    "flax/core/scope.py: put_variable raises errors.ModifyScopeVariableError when the collection "
+                    "is not mutable"),
+                "optax_masked_params": Cited(FreezeFacts("batch", True, False),
+                                             "optax.masked / set_to_zero leaves masked params untouched; batch_stats "
+                                             f"are not params and still update ({LINEN})"),
+            },
+        )
+
+    @classmethod
+    def versions(cls):
+        return jax_versions()
+
+    @classmethod
+    def device_unavailable_reason(cls, device):
+        return gpu_reason(device)
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        import flax.linen as nn
+        import jax
+        import jax.numpy as jnp
+
+        if spec.momentum is None and not spec.use_defaults:
+            raise Unsupported("flax has no cumulative moving average (momentum=None); declared")
+        if spec.dtype == "float64" and not jax.config.jax_enable_x64:
+            raise Unsupported("float64 needs jax_enable_x64, which this process does not set")
+        self.jax, self.jnp = jax, jnp
+        self.device = jax_device(spec.device)
+        kwargs = {"dtype": spec.dtype}
+        if not spec.use_defaults:
+            kwargs.update(axis=spec.channel_axis, momentum=1.0 - spec.momentum, epsilon=spec.eps,
+                          use_bias=spec.affine, use_scale=spec.affine)
+        elif not spec.channels_last:
+            kwargs.update(axis=1)
+        self.module = nn.BatchNorm(**kwargs)
+        self._kwargs = kwargs
+        shape = [2] * spec.rank
+        shape[spec.channel_axis] = spec.num_features
+        x0 = jax.device_put(jnp.zeros(shape, spec.dtype), self.device)
+        self.variables = jax.device_put(self.module.init(jax.random.PRNGKey(0), x0, use_running_average=True),
+                                        self.device)
+        m = self.module
+        self._train = jax.jit(lambda v, x: m.apply(v, x, use_running_average=False, mutable=["batch_stats"]))
+        self._infer = jax.jit(lambda v, x: m.apply(v, x, use_running_average=True))
+
+    def _x(self, x):
+        return self.jax.device_put(self.jnp.asarray(np.asarray(x), self.spec.dtype), self.device)
+
+    def forward(self, x, training):
+        if training is None:
+            y = self.module.apply(self.variables, self._x(x))  # raises: linen has no default mode
+        elif training or not self.spec.track_running_stats:
+            y, updates = self._train(self.variables, self._x(x))
+            if training:  # inference with batch statistics discards the update
+                self.variables = {**self.variables, **updates}
+        else:
+            y = self._infer(self.variables, self._x(x))
+        return np.asarray(y, np.float64)
+
+    def get_state(self) -> State:
+        p = self.variables.get("params", {})
+        s = self.variables["batch_stats"]
+        g = lambda d, k: None if k not in d else np.asarray(d[k], np.float64).copy()
+        return State(g(p, "scale"), g(p, "bias"), g(s, "mean"), g(s, "var"))
+
+    def set_state(self, state: State) -> None:
+        jnp = self.jnp
+        v = {k: dict(val) for k, val in self.variables.items()}
+        for col, key, val in (("params", "scale", state.scale), ("params", "bias", state.offset),
+                              ("batch_stats", "mean", state.mean), ("batch_stats", "var", state.var)):
+            if val is not None and key in v.get(col, {}):
+                v[col][key] = self.jax.device_put(jnp.asarray(val, v[col][key].dtype), self.device)
+        self.variables = v
+
+    def hyperparameters(self):
+        m = self.module
+        return {"eps": m.epsilon, "momentum": m.momentum, "channels_last": m.axis in (-1, self.spec.rank - 1)}
+
+    def snippet(self):
+        kw = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
+        return ("import flax.linen as nn, jax, jax.numpy as jnp\n"
+                f"bn = nn.BatchNorm({kw})\n"
+                "variables = bn.init(jax.random.PRNGKey(0), x, use_running_average=True)\n"
+                "y, updates = bn.apply(variables, x, use_running_average=False, mutable=['batch_stats'])")

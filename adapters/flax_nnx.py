@@ -1,0 +1,103 @@
+"""Flax NNX adapter: flax.nnx.BatchNorm, a stateful module whose BatchStat variables update in place."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from adapters.base import BatchNormAdapter, Cited, FreezeFacts, State, Unsupported
+from adapters.flax_common import NNX, flax_declaration, gpu_reason, jax_device, jax_versions
+
+MODULE = "flax/nnx/module.py"
+
+
+class FlaxNnx(BatchNormAdapter):
+    id = "flax-nnx"
+    requires = ("flax", "jax")
+    families = ("flax", "jax")
+
+    @classmethod
+    def declare(cls):
+        return flax_declaration(
+            NNX, "flax.nnx",
+            training_default=Cited("training", f"{NNX}: BatchNorm.__init__(use_running_average: bool | None = False)"),
+            batch_stats_inference=Cited("use_running_average=False", f"{NNX}: use_running_average=False "
+                                        "normalizes with batch statistics and updates the BatchStat variables"),
+            freeze={
+                "eval": Cited(FreezeFacts("running", False, True),
+                              f"{MODULE}: Module.eval sets use_running_average=True; an Optimizer(wrt=nnx.Param) "
+                              "still updates scale/bias"),
+                "train": Cited(FreezeFacts("batch", True, True), f"{MODULE}: Module.train sets "
+                                                                 "use_running_average=False"),
+                "view_use_running_average": Cited(FreezeFacts("running", False, True),
+                                                  f"{MODULE}: nnx.view(node, use_running_average=True) shares the "
+                                                  "arrays and sets the attribute on the view"),
+                "optimizer_excludes_bn_params": Cited(
+                    FreezeFacts("batch", True, False),
+                    "flax/nnx/training/optimizer.py: Optimizer(model, tx, wrt=filter) updates only the state that "
+                    "matches wrt; BatchStat is updated by the forward pass"),
+            },
+        )
+
+    @classmethod
+    def versions(cls):
+        return jax_versions()
+
+    @classmethod
+    def device_unavailable_reason(cls, device):
+        return gpu_reason(device)
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        import jax
+        import jax.numpy as jnp
+        from flax import nnx
+
+        if spec.momentum is None and not spec.use_defaults:
+            raise Unsupported("flax has no cumulative moving average (momentum=None); declared")
+        if spec.dtype == "float64" and not jax.config.jax_enable_x64:
+            raise Unsupported("float64 needs jax_enable_x64, which this process does not set")
+        self.jax, self.jnp, self.nnx = jax, jnp, nnx
+        self.device = jax_device(spec.device)
+        kwargs = {"dtype": spec.dtype}
+        if not spec.use_defaults:
+            kwargs.update(axis=spec.channel_axis, momentum=1.0 - spec.momentum, epsilon=spec.eps,
+                          use_bias=spec.affine, use_scale=spec.affine)
+        elif not spec.channels_last:
+            kwargs.update(axis=1)
+        self._kwargs = kwargs
+        with jax.default_device(self.device):
+            self.bn = nnx.BatchNorm(spec.num_features, rngs=nnx.Rngs(0), **kwargs)
+
+    def _x(self, x):
+        return self.jax.device_put(self.jnp.asarray(np.asarray(x), self.spec.dtype), self.device)
+
+    def forward(self, x, training):
+        if training is None:
+            y = self.bn(self._x(x))
+        elif not training and not self.spec.track_running_stats:
+            # batch statistics at inference: run on a copy so the BatchStat update is discarded
+            y = self.nnx.clone(self.bn)(self._x(x), use_running_average=False)
+        else:
+            y = self.bn(self._x(x), use_running_average=not training)
+        return np.asarray(y, np.float64)
+
+    def get_state(self) -> State:
+        bn = self.bn
+        g = lambda v: None if v is None else np.asarray(v[...], np.float64).copy()
+        return State(g(bn.scale), g(bn.bias), g(bn.mean), g(bn.var))
+
+    def set_state(self, state: State) -> None:
+        bn, jnp = self.bn, self.jnp
+        for var, val in ((bn.scale, state.scale), (bn.bias, state.offset), (bn.mean, state.mean),
+                         (bn.var, state.var)):
+            if var is not None and val is not None:
+                var[...] = self.jax.device_put(jnp.asarray(val, var[...].dtype), self.device)
+
+    def hyperparameters(self):
+        bn = self.bn
+        return {"eps": bn.epsilon, "momentum": bn.momentum, "channels_last": bn.axis in (-1, self.spec.rank - 1)}
+
+    def snippet(self):
+        kw = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
+        return (f"from flax import nnx\nbn = nnx.BatchNorm({self.spec.num_features}, {kw}, rngs=nnx.Rngs(0))\n"
+                "y = bn(x, use_running_average=False)")

@@ -1,0 +1,198 @@
+"""Keras 3 adapters: keras.layers.BatchNormalization on the tensorflow, jax and torch backends.
+
+Keras fixes its backend once per process from KERAS_BACKEND, so each backend is its own adapter id and runs in its own
+process (tox env). Sources cited below are keras-team/keras @ 3422977a (keras/src/...).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from adapters.base import BatchNormAdapter, Cited, Declaration, FreezeFacts, Grads, State, Unsupported
+
+_BN = "keras/src/layers/normalization/batch_normalization.py"
+
+
+def _declaration(backend: str) -> Declaration:
+    moments_src = {
+        "tensorflow": "keras/src/backend/tensorflow/nn.py: moments -> tf.nn.moments (divides by N)",
+        "jax": "keras/src/backend/jax/nn.py: moments -> jnp.var(x, axis=axes) (ddof=0)",
+        "torch": "keras/src/backend/torch/nn.py: moments -> mean(square(x)) - square(mean) (divides by N)",
+    }[backend]
+    freeze = {
+        "trainable_false_training_true": Cited(
+            FreezeFacts("running", False, False),
+            f"{_BN}: call() `if training and self.trainable:` else moving statistics; trainable=False also "
+            "removes gamma/beta from trainable_weights"),
+        "trainable_false_training_false": Cited(FreezeFacts("running", False, False), f"{_BN}: call()"),
+        "trainable_false_training_omitted": Cited(FreezeFacts("running", False, False), f"{_BN}: call()"),
+        "trainable_false_fit": Cited(
+            FreezeFacts("running", False, False),
+            f"{_BN}: docstring 'setting trainable = False on the layer means that the layer will be subsequently "
+            "run in inference mode'"),
+        "training_false_fit_optimizer": Cited(
+            FreezeFacts("running", False, True),
+            f"{_BN}: training=False uses the moving statistics; gamma/beta stay trainable"),
+    }
+    if backend == "torch":
+        freeze["torch_module_eval"] = Cited(
+            FreezeFacts("batch", True, True),
+            "keras/src/backend/torch/layer.py: TorchLayer never reads nn.Module.training; "
+            "keras/src/layers/layer.py resolves `training` from the call arguments only")
+    return Declaration(
+        framework=f"keras 3 ({backend} backend)",
+        default_eps=Cited(1e-3, f"{_BN}: __init__(epsilon=1e-3)"),
+        default_momentum=Cited(0.99, f"{_BN}: __init__(momentum=0.99)"),
+        momentum_weights=Cited("old", f"{_BN}: call(), moving_mean * self.momentum + mean * (1.0 - self.momentum)"),
+        default_channels_last=Cited(True, f"{_BN}: __init__(axis=-1)"),
+        running_var_estimator=Cited({"default": "biased"}, f"{_BN}: _moments -> ops.moments; {moments_src}"),
+        normalize_estimator=Cited("biased", moments_src),
+        single_value_batch=Cited("offset", f"{_BN}: no batch-size check; a single value has variance 0, "
+                                           "so (x - mean) = 0 and the output is beta"),
+        cumulative_average=Cited(False, f"{_BN}: momentum is a float; no cumulative-average mode"),
+        batch_stats_inference=Cited(None, f"{_BN}: batch statistics only with training=True, which also updates "
+                                          "the moving statistics"),
+        training_default=Cited("inference", "keras/src/layers/layer.py: training resolution ends with "
+                                            "'(5) False (treating the layer as if it's in inference)'"),
+        freeze=freeze,
+    )
+
+
+class _Keras3(BatchNormAdapter):
+    backend: str = ""
+    families = ("keras",)
+
+    @classmethod
+    def declare(cls) -> Declaration:
+        return _declaration(cls.backend)
+
+    @classmethod
+    def unavailable_reason(cls):
+        import importlib.util
+        import os
+        import sys
+
+        missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"not installed: {', '.join(missing)}"
+        if "keras" in sys.modules:  # the backend is already fixed for this process
+            have = sys.modules["keras"].backend.backend()
+        else:
+            have = os.environ.get("KERAS_BACKEND", "tensorflow")  # keras' own default
+        if have != cls.backend:
+            return (f"this process runs keras on the {have!r} backend (KERAS_BACKEND is fixed per process); "
+                    f"run `tox -e {cls.id}` or set KERAS_BACKEND={cls.backend}")
+        return None
+
+    @classmethod
+    def versions(cls):
+        import keras
+
+        out = {"keras": keras.__version__}
+        mod = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[cls.backend]
+        out[mod] = __import__(mod).__version__
+        return out
+
+    @classmethod
+    def supported_dtypes(cls):
+        return ("float32", "float64", "float16", "bfloat16")
+
+    @classmethod
+    def device_unavailable_reason(cls, device):
+        if device == "cpu":
+            return None
+        if cls.backend == "tensorflow":
+            import tensorflow as tf
+
+            ok = bool(tf.config.list_physical_devices("GPU"))
+        elif cls.backend == "jax":
+            import jax
+
+            ok = any(d.platform == "gpu" for d in jax.devices())
+        else:
+            import torch
+
+            ok = torch.cuda.is_available()
+        return None if ok else f"no GPU visible to the keras {cls.backend} backend"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        import keras
+
+        if keras.backend.backend() != self.backend:
+            raise Unsupported(f"keras backend is {keras.backend.backend()!r}, not {self.backend!r}")
+        self.keras = keras
+        self._device = "gpu:0" if spec.device == "gpu" else "cpu:0"
+        if spec.momentum is None and not spec.use_defaults:
+            raise Unsupported("keras has no cumulative moving average (momentum=None); declared")
+        if not spec.track_running_stats:
+            raise Unsupported("keras has no option to skip the moving statistics; declared batch_stats_inference")
+        kwargs = {"dtype": spec.dtype}
+        if not spec.use_defaults:
+            kwargs.update(axis=spec.channel_axis, epsilon=spec.eps, momentum=1.0 - spec.momentum,
+                          center=spec.affine, scale=spec.affine)
+        elif not spec.channels_last:
+            kwargs.update(axis=1)
+        with keras.device(self._device):
+            self.layer = keras.layers.BatchNormalization(**kwargs)
+            shape = [None] * spec.rank
+            shape[spec.channel_axis] = spec.num_features
+            self.layer.build(tuple(shape))
+
+    def _in(self, x):
+        return self.keras.ops.convert_to_tensor(np.asarray(x), dtype=self.spec.dtype)
+
+    def _out(self, y) -> np.ndarray:
+        return np.asarray(self.keras.ops.convert_to_numpy(y), dtype=np.float64)
+
+    def forward(self, x, training):
+        with self.keras.device(self._device):
+            y = self.layer(self._in(x)) if training is None else self.layer(self._in(x), training=training)
+        return self._out(y)
+
+    def get_state(self) -> State:
+        lay = self.layer
+        v = lambda w: None if w is None else np.asarray(self.keras.ops.convert_to_numpy(w), np.float64).copy()
+        return State(v(lay.gamma), v(lay.beta), v(lay.moving_mean), v(lay.moving_variance))
+
+    def set_state(self, state: State) -> None:
+        lay = self.layer
+        for var, val in ((lay.gamma, state.scale), (lay.beta, state.offset), (lay.moving_mean, state.mean),
+                         (lay.moving_variance, state.var)):
+            if var is not None and val is not None:
+                var.assign(np.asarray(val).astype(var.dtype))
+
+    def hyperparameters(self):
+        lay = self.layer
+        return {"eps": lay.epsilon, "momentum": lay.momentum, "channels_last": lay.axis in (-1, self.spec.rank - 1)}
+
+    def snippet(self):
+        s = self.spec
+        args = "" if s.use_defaults else (f"axis={s.channel_axis}, momentum={1 - (s.momentum or 0):g}, "
+                                          f"epsilon={s.eps}, center={s.affine}, scale={s.affine}, ")
+        return (f"import os; os.environ['KERAS_BACKEND'] = {self.backend!r}\nimport keras\n"
+                f"bn = keras.layers.BatchNormalization({args}dtype={s.dtype!r})")
+
+
+class KerasTensorFlow(_Keras3):
+    id = "keras-tensorflow"
+    backend = "tensorflow"
+    requires = ("keras", "tensorflow")
+    process_env = {"KERAS_BACKEND": "tensorflow"}
+    families = ("keras", "tensorflow")
+
+
+class KerasJax(_Keras3):
+    id = "keras-jax"
+    backend = "jax"
+    requires = ("keras", "jax")
+    process_env = {"KERAS_BACKEND": "jax"}
+    families = ("keras", "jax")
+
+
+class KerasTorch(_Keras3):
+    id = "keras-torch"
+    backend = "torch"
+    requires = ("keras", "torch")
+    process_env = {"KERAS_BACKEND": "torch"}
+    families = ("keras", "torch")

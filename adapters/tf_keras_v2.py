@@ -1,0 +1,161 @@
+"""tf_keras adapters: the legacy Keras 2 BatchNormalization layers that ship as the `tf_keras` package.
+
+`TfKerasV2` wraps the TF2 (V2) layer, ``tf_keras.layers.BatchNormalization``. The TF1 (V1) layer shares this code
+through ``TfKerasLayerBase`` (see adapters/tf1.py). Sources: keras-team/tf-keras @ dd0a7237
+(tf_keras/layers/normalization/batch_normalization.py, abbreviated BN below).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from adapters.base import BatchNormAdapter, Cited, Declaration, FreezeFacts, State, Unsupported
+
+BN = "tf_keras/layers/normalization/batch_normalization.py"
+
+FUSED_NOTE = (
+    "The fused kernel (tf.compat.v1.nn.fused_batch_norm, used by default for rank-4 and rank-5 inputs with the "
+    f"channel on axis 1 or -1) feeds the moving variance with Bessel's correction (n/(n-1)); the non-fused path "
+    f"(ranks 2 and 3, or fused=False) feeds it the biased variance. {BN}: _fused_batch_norm and "
+    "_maybe_add_or_remove_bessels_correction; tensorflow/core/kernels/fused_batch_norm_op.cc applies "
+    "sample_size / (sample_size - 1) to the running variance.")
+
+
+def tf_keras_declaration(v2: bool, framework: str, layer_src: str) -> Declaration:
+    """Shared by the V2 and V1 layers; they differ only in what `trainable=False` means."""
+    if v2:
+        frozen_true = Cited(FreezeFacts("running", False, False),
+                            f"{BN}: _get_training_value, 'if not self.trainable: training = False' "
+                            "(V2 behaviour since TF 2.0; docstring 'About setting layer.trainable = False')")
+    else:
+        frozen_true = Cited(FreezeFacts("batch", True, False),
+                            "tf_keras/layers/normalization/batch_normalization_v1.py: _USE_V2_BEHAVIOR = False, "
+                            "so trainable=False does not force inference; the moving statistics still update "
+                            "with training=True")
+    return Declaration(
+        framework=framework,
+        default_eps=Cited(1e-3, f"{layer_src}: __init__(epsilon=1e-3)"),
+        default_momentum=Cited(0.99, f"{layer_src}: __init__(momentum=0.99)"),
+        momentum_weights=Cited("old", f"{BN}: _assign_moving_average, "
+                                      "variable * decay + value * (1 - decay) with decay = momentum"),
+        default_channels_last=Cited(True, f"{layer_src}: __init__(axis=-1)"),
+        running_var_estimator=Cited({"fused": "unbiased", "non-fused": "biased"}, FUSED_NOTE),
+        normalize_estimator=Cited("biased", f"{BN}: _moments -> tf.nn.moments; fused kernel normalizes with "
+                                            "the batch variance divided by n"),
+        single_value_batch=Cited("offset", f"{BN}: no batch-size check; variance 0 gives output beta; the fused "
+                                           "kernel guards the n/(n-1) factor for n = 1"),
+        cumulative_average=Cited(False, f"{BN}: momentum is a float; no cumulative-average mode"),
+        batch_stats_inference=Cited(None, f"{BN}: batch statistics only with training=True, which also updates "
+                                          "the moving statistics"),
+        training_default=Cited("inference", f"{BN}: _get_training_value, training=None -> "
+                                            "backend.learning_phase() which is 0 outside fit()"),
+        freeze={
+            "trainable_false_training_true": frozen_true,
+            "trainable_false_training_false": Cited(FreezeFacts("running", False, False), f"{BN}: call()"),
+            "trainable_false_training_omitted": Cited(FreezeFacts("running", False, False), f"{BN}: call()"),
+            "trainable_false_fit": Cited(
+                FreezeFacts("running", False, False) if v2 else FreezeFacts("batch", True, False),
+                f"{BN}: fit() calls the layer with training=True; see trainable_false_training_true"),
+            "training_false_fit_optimizer": Cited(FreezeFacts("running", False, True),
+                                                  f"{BN}: training=False uses moving statistics; gamma/beta train"),
+        },
+        notes={"running_var_estimator": FUSED_NOTE},
+    )
+
+
+class TfKerasLayerBase(BatchNormAdapter):
+    """Common code for layers with the tf_keras BatchNormalization API (V1 and V2)."""
+
+    families = ("tensorflow",)
+
+    def _layer_class(self):
+        raise NotImplementedError
+
+    @classmethod
+    def supported_dtypes(cls):
+        return ("float32", "float64", "float16", "bfloat16")
+
+    @classmethod
+    def device_unavailable_reason(cls, device):
+        if device == "cpu":
+            return None
+        import tensorflow as tf
+
+        return None if tf.config.list_physical_devices("GPU") else "no GPU visible to TensorFlow"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        import tensorflow as tf
+
+        self.tf = tf
+        self._device = "/GPU:0" if spec.device == "gpu" else "/CPU:0"
+        if spec.momentum is None and not spec.use_defaults:
+            raise Unsupported("tf_keras has no cumulative moving average (momentum=None); declared")
+        if not spec.track_running_stats:
+            raise Unsupported("tf_keras has no option to skip the moving statistics; declared")
+        kwargs = {"dtype": spec.dtype}
+        if not spec.use_defaults:
+            kwargs.update(axis=spec.channel_axis, epsilon=spec.eps, momentum=1.0 - spec.momentum,
+                          center=spec.affine, scale=spec.affine)
+        elif not spec.channels_last:
+            kwargs.update(axis=1)
+        with tf.device(self._device):
+            self.layer = self._layer_class()(**kwargs)
+            shape = [None] * spec.rank
+            shape[spec.channel_axis] = spec.num_features
+            self.layer.build(tf.TensorShape(shape))
+
+    def forward(self, x, training):
+        with self.tf.device(self._device):
+            xt = self.tf.convert_to_tensor(np.asarray(x), dtype=self.spec.dtype)
+            y = self.layer(xt) if training is None else self.layer(xt, training=training)
+        return np.asarray(y.numpy(), dtype=np.float64)
+
+    def get_state(self) -> State:
+        lay = self.layer
+        v = lambda w: None if w is None else np.asarray(w.numpy(), np.float64).copy()
+        return State(v(lay.gamma), v(lay.beta), v(lay.moving_mean), v(lay.moving_variance))
+
+    def set_state(self, state: State) -> None:
+        lay = self.layer
+        for var, val in ((lay.gamma, state.scale), (lay.beta, state.offset), (lay.moving_mean, state.mean),
+                         (lay.moving_variance, state.var)):
+            if var is not None and val is not None:
+                var.assign(np.asarray(val).astype(var.dtype.as_numpy_dtype))
+
+    def hyperparameters(self):
+        lay = self.layer
+        axis = lay.axis[0] if isinstance(lay.axis, (list, tuple)) else lay.axis
+        return {"eps": lay.epsilon, "momentum": lay.momentum,
+                "channels_last": axis in (-1, self.spec.rank - 1)}
+
+    def code_path(self, x_shape) -> str:
+        # The layer decides at build time; `fused` is its own record of the decision.
+        return "fused" if self.layer.fused else "non-fused"
+
+
+class TfKerasV2(TfKerasLayerBase):
+    id = "tf_keras"
+    requires = ("tf_keras", "tensorflow")
+
+    @classmethod
+    def declare(cls):
+        return tf_keras_declaration(True, "tf_keras (TF2 layer)", BN)
+
+    @classmethod
+    def versions(cls):
+        import tensorflow as tf
+        import tf_keras
+
+        return {"tf_keras": tf_keras.__version__, "tensorflow": tf.__version__}
+
+    def _layer_class(self):
+        import tf_keras
+
+        return tf_keras.layers.BatchNormalization
+
+    def snippet(self):
+        s = self.spec
+        return ("import tf_keras\nbn = tf_keras.layers.BatchNormalization(" +
+                ("" if s.use_defaults else f"axis={s.channel_axis}, momentum={1 - (s.momentum or 0):g}, "
+                                           f"epsilon={s.eps}, ") + f"dtype={s.dtype!r})")

@@ -1,0 +1,1 @@
+"""Results files (JSON lines, one record per measurement) and the HTML report built from them."""

@@ -1,0 +1,46 @@
+"""Test cases: which adapter on which device in which dtype, and building layers for them.
+
+A case is parametrized by conftest.py; tests get it as the `case` fixture and build layers with `case.build(spec)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from adapters.base import BatchNormAdapter, Declaration, Spec, Unsupported
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    adapter: type[BatchNormAdapter]
+    device: str
+    dtype: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.adapter.id}-{self.device}-{self.dtype}"
+
+    @property
+    def decl(self) -> Declaration:
+        return self.adapter.declare()
+
+    def spec(self, **fields) -> Spec:
+        return Spec(dtype=self.dtype, device=self.device, **fields)
+
+    def build(self, spec: Spec) -> BatchNormAdapter:
+        """Build a layer; an adapter's declared inability becomes a skip with its reason."""
+        try:
+            return self.adapter(spec)
+        except Unsupported as e:
+            pytest.skip(f"{self.adapter.id}: {e}")
+
+
+# Ranks and layouts of the layout-parametrized tests; rank 2 has a single layout.
+LAYOUTS = [(2, False), (3, False), (3, True), (4, False), (4, True), (5, False), (5, True)]
+
+
+def layout_id(rank_layout) -> str:
+    rank, cl = rank_layout
+    return Spec(rank=rank, channels_last=cl).layout

@@ -1,0 +1,30 @@
+"""A training batch with one value per channel: an error, or a degenerate output equal to the offset."""
+
+import numpy as np
+import pytest
+
+from suites import checks as ch
+from suites import data
+
+
+@pytest.mark.parametrize("rank", [2, 4], ids=lambda r: f"rank{r}")
+def test_single_value_per_channel(case, rec, rank):
+    spec = case.spec(rank=rank, channels_last=True)
+    bn = case.build(spec)
+    rec.snippet = bn.snippet()
+    st = data.state(spec)
+    bn.set_state(st)
+    shape = [1] * rank
+    shape[spec.channel_axis] = spec.num_features
+    x = data.batch(spec)[tuple(slice(0, s) for s in shape)]
+    try:
+        y = bn.forward(x, training=True)
+    except Exception as e:
+        observed = f"error:{type(e).__name__}"
+        detail = str(e).splitlines()[0][:200] if str(e) else ""
+    else:
+        offset = np.zeros(spec.num_features) if st.offset is None else st.offset
+        observed = "offset" if np.allclose(y.reshape(-1), offset, atol=1e-6) else f"other: {y.ravel().tolist()}"
+        detail = ""
+    decl = case.decl.single_value_batch
+    ch.equal(rec, "single_value_batch", decl.value, observed, source=decl.source, extra={"detail": detail})
