@@ -188,12 +188,13 @@ class Tf1Graph(BatchNormAdapter):
             self.sess.run(ops, feed)
 
     def hyperparameters(self):
-        with self.graph.as_default():
-            layer_ops = [op for op in self.graph.get_operations() if op.type.startswith("FusedBatchNorm")]
-        eps = layer_ops[0].get_attr("epsilon") if layer_ops else None
-        kw = self._kwargs
-        return {"eps": kw.get("epsilon", eps), "momentum": kw.get("momentum"),
-                "channels_last": kw.get("axis", -1) in (-1, self.spec.rank - 1)}
+        import inspect
+
+        # The function builds a layer per call and returns only the tensor; its signature holds the defaults.
+        params = inspect.signature(self.tf.compat.v1.layers.batch_normalization).parameters
+        value = lambda name: self._kwargs.get(name, params[name].default)
+        return {"eps": value("epsilon"), "momentum": value("momentum"),
+                "channels_last": value("axis") in (-1, self.spec.rank - 1)}
 
     def frozen_step(self, idiom, x, dy, lr):
         if idiom == "train_op_with_update_ops":

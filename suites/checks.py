@@ -6,6 +6,7 @@ Each failure message says the property, the declared (or oracle) value, the obse
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,26 @@ class Recorder:
         self.base = {"test": test, "adapter": adapter, "device": device, "dtype": dtype, "repro": repro}
         self.snippet = ""
         self.checks: list[dict] = []
+        self._pending: list[str] | None = None
+
+    @contextlib.contextmanager
+    def together(self):
+        """Run several checks, record all of them, then fail once with every message (so one failing property
+        does not hide the next)."""
+        __tracebackhide__ = True
+        self._pending = []
+        try:
+            yield
+        finally:
+            pending, self._pending = self._pending, None
+        if pending:
+            raise AssertionError("\n".join(pending))
+
+    def fail(self, msg: str) -> None:
+        __tracebackhide__ = True
+        if self._pending is None:
+            raise AssertionError(msg)
+        self._pending.append(msg)
 
     def record(self, prop: str, **fields: Any) -> None:
         rec = {**self.base, "property": prop, "snippet": self.snippet, **fields}
@@ -52,7 +73,7 @@ def close(rec: Recorder, prop: str, observed, expected, tol: Tol, *, declared: A
     if obs.shape != exp.shape:
         msg = f"{prop}: shape {obs.shape}, but the oracle has shape {exp.shape} {rec.where()}"
         rec.record(prop, observed=f"shape {obs.shape}", passed=False, message=msg, **fields)
-        raise AssertionError(msg)
+        return rec.fail(msg)
     bad_nonfinite = ~np.isfinite(obs) & np.isfinite(exp)
     max_abs, max_rel = _errors(obs, exp)
     if bad_nonfinite.any():
@@ -60,7 +81,7 @@ def close(rec: Recorder, prop: str, observed, expected, tol: Tol, *, declared: A
                f"where the oracle is finite {rec.where()}")
         rec.record(prop, observed="non-finite", passed=False, message=msg, max_abs_err=max_abs,
                    max_rel_err=max_rel, **fields)
-        raise AssertionError(msg)
+        return rec.fail(msg)
     ok = tol.allows(obs, exp) | (np.isnan(obs) & np.isnan(exp))
     passed = bool(ok.all())
     msg = ""
@@ -72,7 +93,7 @@ def close(rec: Recorder, prop: str, observed, expected, tol: Tol, *, declared: A
     rec.record(prop, observed="matches" if passed else f"max abs err {max_abs:.3g}", passed=passed, message=msg,
                max_abs_err=max_abs, max_rel_err=max_rel, **fields)
     if not passed:
-        raise AssertionError(msg)
+        rec.fail(msg)
 
 
 def equal(rec: Recorder, prop: str, declared: Any, observed: Any, *, source: str = "", extra: dict | None = None,
@@ -85,7 +106,7 @@ def equal(rec: Recorder, prop: str, declared: Any, observed: Any, *, source: str
     rec.record(prop, declared=declared, observed=observed, passed=passed, message=msg, source=source,
                max_abs_err=max_abs_err, **(extra or {}))
     if not passed:
-        raise AssertionError(msg)
+        rec.fail(msg)
 
 
 def classify(observed: np.ndarray, candidates: dict[str, np.ndarray], tol: Tol) -> str:

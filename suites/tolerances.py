@@ -124,3 +124,18 @@ def assert_separable(tol_rel: float, effect_rel: float, what: str) -> None:
     if not tol_rel * 10 < effect_rel:
         raise AssertionError(f"tolerance {tol_rel:.3g} is too loose to tell {what} (effect {effect_rel:.3g}); "
                              "use a larger or better-conditioned test batch")
+
+
+def degenerate_output(x: np.ndarray, scale: np.ndarray | None, offset: np.ndarray | None, eps: float,
+                      dtype: str) -> Tol:
+    """Output of a batch with ONE value per channel: exactly the offset in exact arithmetic (x - mean = 0, var = 0).
+
+    Implementations that fold the mean into the offset (y = x * inv + (offset - mean * inv), inv = scale/sqrt(eps))
+    cancel two products of size |x| * |scale| / sqrt(eps) each, so a few roundings of that size remain.
+    """
+    u = roundoff(dtype)
+    g = 1.0 if scale is None else float(np.max(np.abs(scale)))
+    b = 0.0 if offset is None else float(np.max(np.abs(offset)))
+    big = float(np.max(np.abs(x))) * g / np.sqrt(eps)
+    return Tol(atol=8 * u * (big + b), rtol=0.0,
+               why=f"var=0: 8 u (|x| |scale| / sqrt(eps) + |offset|), u={u:.2g}, |x||scale|/sqrt(eps)={big:.3g}")
