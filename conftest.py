@@ -124,10 +124,18 @@ def _case_params(config, dtypes):
 
 
 def pytest_generate_tests(metafunc):
-    if "case" in metafunc.fixturenames:
-        marker = metafunc.definition.get_closest_marker("dtypes")
-        dtypes = marker.args if marker else ("float32",)
-        metafunc.parametrize("case", _case_params(metafunc.config, dtypes), indirect=True)
+    if "case" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("dtypes")
+    dtypes = marker.args if marker else ("float32",)
+    params = _case_params(metafunc.config, dtypes)
+    if "freeze_idiom" in metafunc.fixturenames:
+        # Each adapter declares its own freezing idioms: parametrize (case, idiom) jointly.
+        joint = [pytest.param(p.values[0], idiom, id=f"{p.id}-{idiom}", marks=p.marks)
+                 for p in params for idiom in p.values[0].adapter.declare().freeze]
+        metafunc.parametrize(("case", "freeze_idiom"), joint, indirect=["case"])
+    else:
+        metafunc.parametrize("case", params, indirect=True)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import dataclasses
 import importlib.util
 import os
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Generic, Mapping, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Mapping, TypeVar
 
 import numpy as np
 
@@ -53,6 +53,18 @@ class FreezeFacts:
     running_stats_update: bool  # do the running statistics change during the step
     params_update: bool  # do scale and offset change after an optimizer step
     error: str | None = None  # an exception class name if the idiom raises instead
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """A declared framework trap outside the layer's numerics (an import switch, a setter that raises, ...).
+
+    `run` returns the observed value as a short string; the suite compares it with `declared.value`.
+    """
+
+    property: str
+    declared: "Cited[str]"
+    run: Callable[[], str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +193,11 @@ class BatchNormAdapter(ABC):
     @abstractmethod
     def declare(cls) -> Declaration:
         """The declared semantics (may depend on the installed framework version)."""
+
+    @classmethod
+    def probes(cls) -> list[Probe]:
+        """Declared traps of the framework, checked by suites/test_framework_traps.py."""
+        return []
 
     @classmethod
     def versions(cls) -> dict[str, str]:

@@ -107,6 +107,38 @@ class FlaxLinen(BatchNormAdapter):
         m = self.module
         return {"eps": m.epsilon, "momentum": m.momentum, "channels_last": m.axis in (-1, self.spec.rank - 1)}
 
+    def frozen_step(self, idiom, x, dy, lr):
+        """One optax SGD step on loss = sum(y * dy) with the idiom's apply() arguments."""
+        import optax
+
+        jax, jnp = self.jax, self.jnp
+        m = self.module
+        xj, dyj = self._x(x), self._x(dy)
+        use_ra, mutable = {
+            "use_running_average_true": (True, False),
+            "use_running_average_false_mutable": (False, ["batch_stats"]),
+            "use_running_average_false_immutable": (False, False),
+            "optax_masked_params": (False, ["batch_stats"]),
+        }.get(idiom, (None, None))
+        if use_ra is None:
+            raise Unsupported(f"flax-linen: unknown freeze idiom {idiom!r}")
+        params, stats = self.variables["params"], self.variables["batch_stats"]
+
+        def loss(p):
+            out = m.apply({"params": p, "batch_stats": stats}, xj, use_running_average=use_ra, mutable=mutable)
+            y, updates = out if mutable else (out, {})
+            return jnp.sum(y * dyj), (y, updates)
+
+        (_, (y, updates)), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        tx = optax.sgd(lr)
+        if idiom == "optax_masked_params":  # freeze scale/bias in the optimizer only
+            tx = optax.masked(tx, jax.tree_util.tree_map(lambda _: False, params))
+            tx = optax.chain(tx, optax.masked(optax.set_to_zero(), jax.tree_util.tree_map(lambda _: True, params)))
+        steps, _ = tx.update(grads, tx.init(params), params)
+        new_params = optax.apply_updates(params, steps)
+        self.variables = {"params": new_params, "batch_stats": updates.get("batch_stats", stats)}
+        return np.asarray(y, np.float64)
+
     def snippet(self):
         kw = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
         return ("import flax.linen as nn, jax, jax.numpy as jnp\n"

@@ -97,6 +97,37 @@ class FlaxNnx(BatchNormAdapter):
         bn = self.bn
         return {"eps": bn.epsilon, "momentum": bn.momentum, "channels_last": bn.axis in (-1, self.spec.rank - 1)}
 
+    def frozen_step(self, idiom, x, dy, lr):
+        """One nnx.Optimizer (optax SGD) step on loss = sum(y * dy) after the idiom."""
+        import optax
+
+        nnx, jnp = self.nnx, self.jnp
+        bn = self.bn
+        xj, dyj = self._x(x), self._x(dy)
+        wrt = nnx.Param
+        if idiom == "eval":
+            bn.eval()
+        elif idiom == "train":
+            bn.train()
+        elif idiom == "view_use_running_average":
+            bn.train()
+        elif idiom == "optimizer_excludes_bn_params":
+            bn.train()
+            # the fine-tuning pattern: optimize every Param except BatchNorm's scale and bias
+            wrt = nnx.All(nnx.Param, lambda path, value: not any(p in ("scale", "bias") for p in path))
+        else:
+            raise Unsupported(f"flax-nnx: unknown freeze idiom {idiom!r}")
+        opt = nnx.Optimizer(bn, optax.sgd(lr), wrt=wrt)
+        target = nnx.view(bn, use_running_average=True) if idiom == "view_use_running_average" else bn
+
+        def loss(model):
+            y = model(xj)
+            return jnp.sum(y * dyj), y
+
+        (_, y), grads = nnx.value_and_grad(loss, argnums=nnx.DiffState(0, wrt), has_aux=True)(target)
+        opt.update(bn, grads)
+        return np.asarray(y, np.float64)
+
     def snippet(self):
         kw = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
         return (f"from flax import nnx\nbn = nnx.BatchNorm({self.spec.num_features}, {kw}, rngs=nnx.Rngs(0))\n"

@@ -6,9 +6,11 @@ process (tox env). Sources cited below are keras-team/keras @ 3422977a (keras/sr
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
-from adapters.base import BatchNormAdapter, Cited, Declaration, FreezeFacts, Grads, State, Unsupported
+from adapters.base import BatchNormAdapter, Cited, Declaration, FreezeFacts, Probe, State, Unsupported
 
 _BN = "keras/src/layers/normalization/batch_normalization.py"
 
@@ -133,11 +135,24 @@ class _Keras3(BatchNormAdapter):
                           center=spec.affine, scale=spec.affine)
         elif not spec.channels_last:
             kwargs.update(axis=1)
-        with keras.device(self._device):
+        # On the torch backend a layer built inside keras.device() gets non-leaf variables and then refuses
+        # `trainable = False` (see the probe below); keras-torch places variables on its default device anyway.
+        scope = keras.device(self._device) if self.backend != "torch" else contextlib.nullcontext()
+        with scope:
             self.layer = keras.layers.BatchNormalization(**kwargs)
             shape = [None] * spec.rank
             shape[spec.channel_axis] = spec.num_features
             self.layer.build(tuple(shape))
+
+    @classmethod
+    def probes(cls):
+        if cls.backend != "torch":
+            return []
+        return [Probe("keras_device_scope_then_freeze", Cited(
+            "error:RuntimeError",
+            "keras/src/backend/torch/core.py: the device scope moves new variables with .to(device), giving non-leaf "
+            "tensors; Variable.trainable then sets `self._value.requires_grad = value`, which torch refuses for "
+            "non-leaf tensors (observed with keras 3.15.1)"), _device_scope_then_freeze)]
 
     def _in(self, x):
         return self.keras.ops.convert_to_tensor(np.asarray(x), dtype=self.spec.dtype)
@@ -166,12 +181,35 @@ class _Keras3(BatchNormAdapter):
         lay = self.layer
         return {"eps": lay.epsilon, "momentum": lay.momentum, "channels_last": lay.axis in (-1, self.spec.rank - 1)}
 
+    def frozen_step(self, idiom, x, dy, lr):
+        from adapters.keras_fit import fit_step
+
+        if idiom == "torch_module_eval" and self.backend != "torch":
+            raise Unsupported("torch_module_eval exists on the torch backend only")
+        ops = self.keras.ops
+        with self.keras.device(self._device):
+            return fit_step(self.keras, self, idiom, x, dy, lr, self._in, ops.convert_to_numpy, ops.sum)
+
     def snippet(self):
         s = self.spec
         args = "" if s.use_defaults else (f"axis={s.channel_axis}, momentum={1 - (s.momentum or 0):g}, "
                                           f"epsilon={s.eps}, center={s.affine}, scale={s.affine}, ")
         return (f"import os; os.environ['KERAS_BACKEND'] = {self.backend!r}\nimport keras\n"
                 f"bn = keras.layers.BatchNormalization({args}dtype={s.dtype!r})")
+
+
+def _device_scope_then_freeze() -> str:
+    """Build a BatchNormalization inside keras.device("cpu:0"), then freeze it."""
+    import keras
+
+    with keras.device("cpu:0"):
+        bn = keras.layers.BatchNormalization()
+        bn.build((None, 3))
+    try:
+        bn.trainable = False
+    except Exception as e:
+        return f"error:{type(e).__name__}"
+    return "ok"
 
 
 class KerasTensorFlow(_Keras3):

@@ -15,12 +15,60 @@ import dataclasses
 
 import numpy as np
 
-from adapters.base import BatchNormAdapter, Cited, FreezeFacts, State, Unsupported
+from adapters.base import BatchNormAdapter, Cited, FreezeFacts, Probe, State, Unsupported
 from adapters.tf_keras_v2 import BN, TfKerasLayerBase, tf_keras_declaration
 
 V1_SRC = "tf_keras/layers/normalization/batch_normalization_v1.py"
 LEGACY_SRC = "tf_keras/legacy_tf_layers/normalization.py"
 LEGACY_ENV = {"TF_USE_LEGACY_KERAS": "1"}
+
+
+_PROBE_CODE = """
+import tensorflow as tf
+cls = tf.compat.v1.keras.layers.BatchNormalization
+print(cls.__module__.split(".")[0])
+try:
+    tf.compat.v1.layers.batch_normalization
+    print("available")
+except AttributeError as e:
+    print("error:AttributeError")
+"""
+
+
+def _without_legacy_flag() -> list[str]:
+    """What TensorFlow gives for the TF1 APIs in a fresh process WITHOUT TF_USE_LEGACY_KERAS."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    out = subprocess.run([sys.executable, "-c", _PROBE_CODE], env=env, capture_output=True, text=True, timeout=300)
+    lines = out.stdout.split()
+    return lines if len(lines) == 2 else [f"probe failed: {out.stderr.strip().splitlines()[-1:]}", ""]
+
+
+_LAZY = "tensorflow/python/util/lazy_loader.py (TF 2.21)"
+
+
+def legacy_switch_probes() -> list[Probe]:
+    cache: dict = {}
+
+    def get(i):
+        def run():
+            if "v" not in cache:
+                cache["v"] = _without_legacy_flag()
+            return cache["v"][i]
+        return run
+
+    return [
+        Probe("tf_compat_v1_keras_without_legacy_flag", Cited(
+            "keras", f"{_LAZY}: without TF_USE_LEGACY_KERAS, tf.compat.v1.keras resolves to keras._tf_keras.keras, "
+                     "so tf.compat.v1.keras.layers.BatchNormalization is the Keras 3 layer, not the TF1 one"), get(0)),
+        Probe("tf_compat_v1_layers_without_legacy_flag", Cited(
+            "error:AttributeError", f"{_LAZY}: raises AttributeError('`batch_normalization` is not available with "
+                                    "Keras 3.')"), get(1)),
+    ]
 
 
 def _tf_versions():
@@ -46,11 +94,17 @@ class Tf1Keras(TfKerasLayerBase):
                              "inference (_USE_V2_BEHAVIOR = False)")
         freeze = dict(d.freeze)
         freeze["trainable_false_training_true"] = eager_frozen
+        freeze["trainable_false_fit"] = Cited(eager_frozen.value, "fit() calls the layer with training=True: "
+                                              + eager_frozen.source)
         return dataclasses.replace(d, freeze=freeze)
 
     @classmethod
     def versions(cls):
         return _tf_versions()
+
+    @classmethod
+    def probes(cls):
+        return legacy_switch_probes()
 
     def _layer_class(self):
         import tensorflow as tf
@@ -89,9 +143,11 @@ class Tf1Graph(BatchNormAdapter):
                     "tf_keras/legacy_tf_layers/base.py: updates are only added to UPDATE_OPS; nothing runs them "
                     "unless the train op depends on them"),
                 "trainable_false_with_update_ops": Cited(
-                    FreezeFacts("batch", True, False),
-                    f"{LEGACY_SRC}: trainable=False keeps gamma/beta out of TRAINABLE_VARIABLES; V1 semantics do not "
-                    "force inference and graph-mode updates are not disabled for frozen layers"),
+                    FreezeFacts("batch", False, False),
+                    "tf_keras/src/engine/base_layer_v1.py: Layer.updates skips layers with `not layer.trainable and "
+                    "not layer.stateful`, and tf_keras/src/legacy_tf_layers/base.py adds only self.updates to "
+                    "UPDATE_OPS: a frozen layer contributes no update ops, so it normalizes with batch statistics "
+                    "(V1: trainable does not force inference) and never moves them"),
             },
         )
 
@@ -201,7 +257,13 @@ class Tf1Graph(BatchNormAdapter):
             return self.run_train_op(x, dy, lr, True)
         if idiom == "train_op_without_update_ops":
             return self.run_train_op(x, dy, lr, False)
-        raise Unsupported(f"tf1-graph: idiom {idiom!r} needs a layer built with trainable=False")
+        if idiom == "trainable_false_with_update_ops":
+            # trainable is fixed when the graph is built: rebuild the same layer frozen, with the same state.
+            state = self.get_state()
+            self.__init__(self.spec, trainable=False)
+            self.set_state(state)
+            return self.run_train_op(x, dy, lr, True)
+        raise Unsupported(f"tf1-graph: unknown freeze idiom {idiom!r}")
 
     def snippet(self):
         s = self.spec

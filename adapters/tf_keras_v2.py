@@ -129,6 +129,18 @@ class TfKerasLayerBase(BatchNormAdapter):
         return {"eps": lay.epsilon, "momentum": lay.momentum,
                 "channels_last": axis in (-1, self.spec.rank - 1)}
 
+    def frozen_step(self, idiom, x, dy, lr):
+        import tf_keras
+
+        from adapters.keras_fit import fit_step
+
+        if idiom == "torch_module_eval":
+            raise Unsupported("torch_module_eval exists on the Keras torch backend only")
+        tf = self.tf
+        to_tensor = lambda a: tf.convert_to_tensor(np.asarray(a), dtype=self.spec.dtype)
+        with tf.device(self._device):
+            return fit_step(tf_keras, self, idiom, x, dy, lr, to_tensor, lambda t: t.numpy(), tf.reduce_sum)
+
     def code_path(self, x_shape) -> str:
         # The layer decides at build time; `fused` is its own record of the decision.
         return "fused" if self.layer.fused else "non-fused"

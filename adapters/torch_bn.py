@@ -45,8 +45,8 @@ DECLARATION = Declaration(
                                           f"{_SRC}: eval() -> running stats; requires_grad_(False) -> no grads"),
         "func_replace_all_batch_norm_modules": Cited(
             FreezeFacts("batch", False, True),
-            "torch/func/_functional_call? torch/_functorch/batch_norm_replacement.py: "
-            "replace_all_batch_norm_modules_ sets running_mean/var to None and track_running_stats=False"),
+            "torch/_functorch/batch_norm_replacement.py: replace_all_batch_norm_modules_ sets running_mean/var "
+            "to None and track_running_stats=False, so batch statistics are used and nothing is updated"),
     },
 )
 
@@ -139,7 +139,10 @@ class TorchBatchNorm(BatchNormAdapter):
         def arr(t):
             return None if t is None else t.detach().to("cpu", self.torch.float64).numpy().copy()
 
-        return State(arr(m.weight), arr(m.bias), arr(m.running_mean), arr(m.running_var))
+        mean, var = m.running_mean, m.running_var
+        if mean is None and getattr(self, "_kept", None) is not None:
+            mean, var = self._kept  # the buffers replace_all_batch_norm_modules_ detached, as they are now
+        return State(arr(m.weight), arr(m.bias), arr(mean), arr(var))
 
     def set_state(self, state: State) -> None:
         m = self.module
@@ -186,8 +189,8 @@ class TorchBatchNorm(BatchNormAdapter):
         elif idiom == "func_replace_all_batch_norm_modules":
             from torch.func import replace_all_batch_norm_modules_
 
-            # The helper drops the running buffers; keep the originals to report them unchanged.
-            self._kept = (m.running_mean.detach().clone(), m.running_var.detach().clone())
+            # The helper drops the running buffers; keep references to show whether anything still moves them.
+            self._kept = (m.running_mean, m.running_var)
             replace_all_batch_norm_modules_(m)
         else:
             raise Unsupported(f"torch: unknown freeze idiom {idiom!r}")
@@ -199,12 +202,6 @@ class TorchBatchNorm(BatchNormAdapter):
             loss.backward()
         opt.step()
         return self._from_torch(y)
-
-    def get_state_after_freeze(self) -> State:
-        st = self.get_state()
-        if st.mean is None and getattr(self, "_kept", None) is not None:
-            st.mean, st.var = (t.to("cpu", self.torch.float64).numpy() for t in self._kept)
-        return st
 
     def snippet(self) -> str:
         s = self.spec
