@@ -122,8 +122,9 @@ def grid(items: list[tuple[str, tuple[str, str], dict]], cell) -> dict:
                 continue
             d = cell(lst)
             d["state"] = "fail" if d["failed"] else ("diverge" if diverges else "pass")
-            if d["state"] == "diverge":
-                d["decl"] = ", ".join(dict.fromkeys(fmt(x.get("declared"), 40) for x in lst))
+            decl = ", ".join(dict.fromkeys(fmt(x.get("declared"), 40) for x in lst))
+            # the declared value is worth a line only in a divergent row, and only when the observation doesn't say it
+            d["decl"] = decl if d["state"] == "diverge" and decl != ", ".join(d["lines"]) else ""
             cells.append(d)
         out_rows.append({"name": r, "cells": cells, "diverges": diverges})
     return {"cols": [col_label(c) for c in cols], "rows": out_rows}
@@ -173,7 +174,9 @@ def failures(checks: list[dict], outcomes: list[dict]) -> list[dict]:
     for o in outcomes:
         if o.get("outcome") in ("failed", "error"):
             t = str(o.get("test", ""))
-            entries.append({**o, "checks": failed_checks.pop(t, []), "snippet": snippet.get(t, "")})
+            cs = failed_checks.pop(t, [])
+            repro = o.get("repro") or next((c["repro"] for c in cs if c.get("repro")), "")
+            entries.append({**o, "repro": repro, "checks": cs, "snippet": snippet.get(t, "")})
     for t, cs in failed_checks.items():
         entries.append({**cs[0], "outcome": "check failed", "reason": "", "checks": cs, "snippet": snippet.get(t, "")})
     return entries
@@ -366,7 +369,7 @@ def context(records: list[dict], files: list[str], old: list[dict] | None, probl
     present = {"freeze matrix": bool(matrices), "batch-size curves": bool(curves),
                "cross-framework heat map": any(t["name"] == "crossfw_heatmap" for t in tables),
                "naive-port table": any("naive" in t["name"] for t in tables)}
-    starts = sorted(str(e["started"]) for e in kinds["env"] if e.get("started"))
+    starts = sorted(str(e["started"])[:19].replace("T", " ") for e in kinds["env"] if e.get("started"))
     return {
         "generated": datetime.datetime.now().isoformat(timespec="seconds"),
         "runs_started": (starts[0], starts[-1]) if starts else None,

@@ -1,0 +1,204 @@
+"""The batch-dependence probe names exactly the planted layer, gives a clean verdict without one, and turns bad input
+into one clear line (ProbeError in Python, exit 2 on the CLI)."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from probe import ProbeError, find_batch_dependence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+X = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
+
+
+def need(module):
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed")
+
+
+# -- models --------------------------------------------------------------------------------------------------------
+def torch_model(planted: bool):
+    need("torch")
+    import torch
+
+    class BatchMean(torch.nn.Module):
+        def forward(self, x):
+            return x - x.mean(dim=0, keepdim=True)
+
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm1d(8)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2.0)
+    layers = [("dense", torch.nn.Linear(4, 8)), ("bn", bn)]
+    if planted:
+        layers.append(("planted", torch.nn.BatchNorm1d(8, track_running_stats=False)))
+    layers += [("relu", torch.nn.ReLU()), ("head", torch.nn.Linear(8, 2))]
+    from collections import OrderedDict
+
+    return torch.nn.Sequential(OrderedDict(layers))
+
+
+def keras_model(planted: bool):
+    need("keras")
+    import keras
+
+    class BatchMean(keras.layers.Layer):
+        def call(self, x):
+            return x - keras.ops.mean(x, axis=0, keepdims=True)
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,))
+    h = keras.layers.Dense(8, name="dense")(inp)
+    bn = keras.layers.BatchNormalization(name="bn")
+    h = bn(h)
+    bn.moving_mean.assign(np.linspace(-1, 1, 8).astype("float32"))
+    bn.moving_variance.assign(np.linspace(0.5, 2, 8).astype("float32"))
+    if planted:
+        h = BatchMean(name="planted")(h)
+    h = keras.layers.ReLU(name="relu")(h)
+    return keras.Model(inp, keras.layers.Dense(2, name="head")(h))
+
+
+def flax_model(planted: bool):
+    need("flax")
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    class BatchMean(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return x - jnp.mean(x, axis=0, keepdims=True)
+
+    class Net(nn.Module):
+        planted: bool
+
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Dense(8, name="dense")(x)
+            x = nn.BatchNorm(use_running_average=True, name="bn")(x)
+            if self.planted:
+                x = BatchMean(name="planted")(x)
+            return nn.Dense(2, name="head")(nn.relu(x))
+
+    net = Net(planted)
+    variables = net.init(jax.random.PRNGKey(0), jnp.asarray(X))
+    stats = {"mean": jnp.linspace(-1, 1, 8), "var": jnp.linspace(0.5, 2, 8)}
+    return net, {**variables, "batch_stats": {"bn": stats}}
+
+
+MODELS = {"torch": torch_model, "keras": keras_model, "flax": flax_model}
+
+
+@pytest.mark.parametrize("framework", list(MODELS))
+def test_probe_names_the_planted_layer(framework):
+    report = find_batch_dependence(MODELS[framework](True), X)
+    assert report.framework == framework
+    assert report.first is not None, str(report)
+    assert report.first.name == "planted", str(report)
+    assert report.first.max_rel > 0.1
+    # every layer before the planted one is invariant within tolerance
+    before = [l for l in report.layers if l.index < report.first.index]
+    assert before and all(l.max_rel <= report.tol for l in before), str(report)
+    assert "planted" in str(report)
+
+
+@pytest.mark.parametrize("framework", list(MODELS))
+def test_probe_clean_verdict(framework):
+    report = find_batch_dependence(MODELS[framework](False), X)
+    assert report.invariant, str(report)
+    assert report.first is None
+    assert "invariant within tolerance" in str(report)
+
+
+@pytest.mark.parametrize("framework", list(MODELS))
+def test_framework_override(framework):
+    report = find_batch_dependence(MODELS[framework](True), X, framework=framework, batch_sizes=(4, None))
+    assert report.first.name == "planted"
+
+
+def _one_line_error(fn, *args, **kw):
+    with pytest.raises(ProbeError) as info:
+        fn(*args, **kw)
+    msg = str(info.value)
+    assert msg and len(msg.splitlines()) == 1, msg
+    return msg
+
+
+def test_bad_inputs_are_one_line():
+    assert "not a model" in _one_line_error(find_batch_dependence, object(), X)
+    assert "unknown framework 'mxnet'" in _one_line_error(find_batch_dependence, object(), X, framework="mxnet")
+
+
+@pytest.mark.parametrize("framework", list(MODELS))
+def test_bad_inputs_per_framework(framework):
+    model = MODELS[framework](True)
+    assert "does not divide" in _one_line_error(find_batch_dependence, model, X, batch_sizes=(3, None))
+    assert "not a positive integer" in _one_line_error(find_batch_dependence, model, X, batch_sizes=(0,))
+    msg = _one_line_error(find_batch_dependence, model, np.zeros((16, 5), np.float32))  # wrong feature count
+    assert "the model raised" in msg
+    other = "keras" if framework != "keras" else "torch"
+    need(other)
+    __import__(other)
+    _one_line_error(find_batch_dependence, model, X, framework=other)  # wrong framework override
+
+
+# -- CLI -----------------------------------------------------------------------------------------------------------
+FACTORY = textwrap.dedent("""
+    import numpy as np
+    import torch
+
+    def model_and_x():
+        torch.manual_seed(0)
+        m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8, track_running_stats=False),
+                                torch.nn.Linear(8, 2))
+        return m, np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
+
+    def model_only():
+        return model_and_x()[0]
+
+    def broken():
+        raise RuntimeError("factory exploded")
+""")
+
+
+def cli(tmp_path, *args):
+    (tmp_path / "user_models.py").write_text(FACTORY)
+    np.save(tmp_path / "bad.npy", np.zeros((16, 5), np.float32))
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "probe", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_reports_planted_layer(tmp_path):
+    need("torch")
+    proc = cli(tmp_path, "user_models:model_and_x", "--batch-sizes", "2,8")
+    assert proc.returncode == 1, proc.stderr
+    assert "first batch-dependent layer: '1' (BatchNorm1d)" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["no_such_module:f", "--input", "bad.npy"], "cannot import module 'no_such_module'"),
+    (["user_models:nope", "--input", "bad.npy"], "has no callable 'nope'"),
+    (["user_models:model_only", "--input", "bad.npy"], "the model raised"),
+    (["user_models:model_only"], "no input"),
+    (["user_models:model_only", "--input", "missing.npy"], "cannot read --input"),
+    (["user_models:model_and_x", "--framework", "mxnet"], "unknown framework 'mxnet'"),
+    (["user_models:model_and_x", "--batch-sizes", "3"], "does not divide"),
+    (["user_models:broken"], "factory exploded"),
+    (["user_models:model_and_x", "--bogus"], "unrecognized arguments"),
+], ids=["bad-module", "bad-factory", "shape-mismatch", "no-input", "missing-file", "unknown-framework",
+        "bad-batch-size", "factory-raises", "bad-option"])
+def test_cli_errors_are_one_line(tmp_path, args, message):
+    need("torch")
+    proc = cli(tmp_path, *args)
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert message in lines[0] and "Traceback" not in proc.stderr
