@@ -336,7 +336,7 @@ def expand(paths: list[str]) -> tuple[list[str], list[str]]:
     files, problems = [], []
     for p in paths:
         if os.path.isdir(p):
-            found = sorted(glob.glob(os.path.join(p, "*.jsonl")))
+            found = sorted(glob.glob(os.path.join(p, "**", "*.jsonl"), recursive=True))  # CI artifacts nest
             files += found
             if not found:
                 problems.append(f"{p}: directory has no *.jsonl results files")
