@@ -20,7 +20,9 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import sys
 import time
 import venv
@@ -155,7 +157,25 @@ def run_all(py: str, groups: list, run_dir: str, jobs: int, extra_args: list[str
 
 def render(py: str, run_dir: str, out: str) -> int:
     r = subprocess.run([py, "-m", "reports.render", run_dir, "-o", out], cwd=ROOT)
+    if r.returncode in (0, 1) and os.path.exists(out):
+        screenshot(out)
     return r.returncode
+
+
+def screenshot(html: str) -> None:
+    """Keep a PNG of the report's top (the behaviour matrix) beside it, where headless Chromium is installed."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        say("bnsuite: no chromium found; no screenshot of the report")
+        return
+    png = os.path.join(os.path.dirname(os.path.abspath(html)), "matrix.png")
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={profile}", f"--screenshot={png}", "--window-size=1400,1400",
+                        "file://" + os.path.abspath(html)], capture_output=True, timeout=120)
+    if os.path.exists(png):
+        say(f"bnsuite: screenshot of the matrix: {os.path.relpath(png, ROOT)}")
 
 
 def main(argv: list[str] | None = None) -> int:

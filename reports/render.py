@@ -352,7 +352,8 @@ def context(records: list[dict], files: list[str], old: list[dict] | None, probl
     checks, outcomes = kinds["check"], kinds["outcome"]
     col = lambda r: (str(r.get("adapter", "?")), str(r.get("device", "")))
     matrices = [m for m in kinds["matrix"] if m.get("name") == "freeze"]
-    other_matrices = [m for m in kinds["matrix"] if m.get("name") != "freeze"]
+    other_matrices = [m for m in kinds["matrix"] if m.get("name") not in ("freeze", "port")]
+    kinds["table"] = kinds["table"] + port_grids([m for m in kinds["matrix"] if m.get("name") == "port"])
     curves: dict[str, list[dict]] = defaultdict(list)
     for c in kinds["curve"]:
         if isinstance(c.get("x"), list) and isinstance(c.get("y"), list) and len(c["x"]) == len(c["y"]):
@@ -387,6 +388,27 @@ def context(records: list[dict], files: list[str], old: list[dict] | None, probl
         "environment": environment(files, kinds["env"]),
         "drift": drift(checks, [r for r in old if r["kind"] == "check"]) if old is not None else None,
     }
+
+
+def port_grids(recs: list[dict]) -> list[dict]:
+    """Porting pairs (matrix records named "port") as source x target grids: the worst difference after a correct
+    port (the cross-framework heat map) and after a naive one (copy the vectors, keep the target's defaults)."""
+    if not recs:
+        return []
+    sources = list(dict.fromkeys(str(r.get("source")) for r in recs))
+    targets = list(dict.fromkeys(f"{r.get('target')} / {r.get('device')} / {r.get('dtype')}" for r in recs))
+    grids = []
+    for name, field, what in (
+            ("crossfw_heatmap", "correct_port_max_abs", "max abs difference from the source after a correct port "
+                                                       "(outputs and running stats over 20 steps)"),
+            ("naive_port_inference_heatmap", "naive_inference_max_abs", "max abs inference-output error of a naive port"),
+            ("naive_port_running_var_heatmap", "naive_running_var_k5_max_rel",
+             "max relative running-variance error of a naive port after 5 steps")):
+        cell = {(str(r.get("source")), f"{r.get('target')} / {r.get('device')} / {r.get('dtype')}"): r.get(field)
+                for r in recs}
+        rows = [[f"from {s}"] + [cell.get((s, t), "") for t in targets] for s in sources]
+        grids.append({"name": name, "columns": [what] + [f"to {t}" for t in targets], "rows": rows, "_file": ""})
+    return grids
 
 
 def generic_matrices(recs: list[dict]) -> dict[str, dict]:
