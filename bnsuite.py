@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Run the BatchNorm conformance matrix: one process per adapter group, then one HTML report.
 
-    python3 bnsuite.py matrix     # every adapter group + the report (the main job)
-    python3 bnsuite.py test       # the project's own tests (meta tests) + every adapter group; exits non-zero on
-                                  # any failure, and fails if a group collected nothing
+    python3 bnsuite.py matrix     # the main job: every tox env (nine adapter groups + meta tests), then the HTML
+                                  # report and a screenshot of its matrix
+    python3 bnsuite.py test       # the project's tests: the same groups without the report; both exit non-zero on
+                                  # any failure, and fail if a group collected nothing
     python3 bnsuite.py groups     # list the groups
 
 Standard library only: it creates (or reuses) the virtual environment named by BNSUITE_VENV (default ./.venv) with the
@@ -192,9 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, (env, args) in [*GROUPS.items(), META_GROUP]:
             say(f"{name:18s} {' '.join(f'{k}={v}' for k, v in env.items()) or '-':28s} pytest {' '.join(args)}")
         return 0
-    groups = list(GROUPS.items())
-    if a.command == "test":
-        groups = [META_GROUP] + groups
+    groups = [META_GROUP] + list(GROUPS.items())
     if a.only:
         known = dict(groups)
         unknown = [g for g in a.only if g not in known]
@@ -208,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     say(f"bnsuite: running {len(groups)} groups, {a.jobs} at a time; results in {os.path.relpath(run_dir, ROOT)}")
     results = run_all(py, groups, run_dir, a.jobs, a.pytest_args)
-    report_rc = render(py, run_dir, a.report)
+    report_rc = render(py, run_dir, a.report) if a.command == "matrix" else 0
 
     totals: dict[str, int] = {}
     for r in results:
@@ -218,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     say("bnsuite summary")
     for r in results:
         say(f"  {describe(r)}")
-    say(f"  wall time {time.time() - t0:.0f} s; report: {os.path.relpath(a.report, ROOT)}"
-        + ("" if report_rc == 0 else f" (report exit {report_rc})"))
+    report = (f"; report: {os.path.relpath(a.report, ROOT)}" + ("" if report_rc == 0 else f" (exit {report_rc})")
+              if a.command == "matrix" else f"; results: {os.path.relpath(run_dir, ROOT)}")
+    say(f"  wall time {time.time() - t0:.0f} s{report}")
     bad = [r["group"] for r in results if not group_ok(r)]
     if bad:
         say(f"  failing groups: {', '.join(bad)}")

@@ -40,5 +40,5 @@ def test_runner_rejects_unknown_group():
     proc = subprocess.run([sys.executable, "bnsuite.py", "matrix", "--only", "nope"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("bnsuite: error: unknown group 'nope': use one of torch, keras-tensorflow, "
+    assert proc.stderr.strip() == ("bnsuite: error: unknown group 'nope': use one of meta, torch, keras-tensorflow, "
                                    "keras-jax, keras-torch, tf_keras, tf1-keras, tf1-graph, flax-linen, flax-nnx")
