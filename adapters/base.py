@@ -68,6 +68,23 @@ class Probe:
 
 
 @dataclasses.dataclass(frozen=True)
+class DtypeRule:
+    """What a layer built in one input dtype does (issue: precision). Dtype names as NumPy spells them.
+
+    `supported` is "yes" or "error:<ExceptionClass>" (the framework raises when the layer is built or first run;
+    the other fields are then None). `stats` is the dtype the batch mean/variance are computed in, `state` the dtype
+    the running statistics (and scale/offset) are stored in when built, `state_after_training` the dtype the running
+    statistics have after one training step (None: unchanged).
+    """
+
+    supported: str = "yes"
+    output: str | None = None
+    stats: str | None = None
+    state: str | None = None
+    state_after_training: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Declaration:
     """What a framework's BatchNorm does, as data. Every field cites its source."""
 
@@ -88,10 +105,20 @@ class Declaration:
     batch_stats_inference: Cited[str | None]
     # What `training` left out of the call means: "inference", "training" or "module-mode".
     training_default: Cited[str]
+    # How the batch variance is computed: "two-pass" (mean((x - mean)^2)), "one-pass-clamped"
+    # (max(0, E[x^2] - E[x]^2)) or "one-pass-unclamped" (E[x^2] - E[x]^2, may go negative). Decides the error bound
+    # on numerically hard inputs (suites/test_hard_inputs.py).
+    variance_algorithm: Cited[str] = Cited("one-pass-unclamped", "not declared: the weakest assumption")
     # Freeze idiom name -> the three facts (issue 3). Empty where not declared yet.
     freeze: Mapping[str, Cited[FreezeFacts]] = dataclasses.field(default_factory=dict)
     # Free-form findings that explain a surprise: property -> explanation with source.
     notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Input dtype ("float16", "bfloat16", "float64", ...) -> what the layer does in it (issue: precision). A key
+    # "<dtype>:<code_path>" overrides "<dtype>" for that code path. Empty where not declared yet.
+    precision: Mapping[str, Cited[DtypeRule]] = dataclasses.field(default_factory=dict)
+
+    def precision_for(self, dtype: str, code_path: str = "default") -> "Cited[DtypeRule] | None":
+        return self.precision.get(f"{dtype}:{code_path}", self.precision.get(dtype))
 
     def estimator_for(self, code_path: str) -> str:
         table = self.running_var_estimator.value
@@ -151,6 +178,16 @@ class Grads:
     doffset: np.ndarray | None
 
 
+def dtype_name(dtype: Any) -> str:
+    """A framework dtype (torch.dtype, tf.DType, NumPy/JAX dtype, Keras string) as NumPy spells it: "float16"."""
+    if isinstance(dtype, str):
+        return dtype
+    name = getattr(dtype, "name", None)
+    if not isinstance(name, str):
+        name = str(dtype)
+    return name.replace("torch.", "")
+
+
 class BatchNormAdapter(ABC):
     """One BatchNorm layer of one framework, built from a Spec.
 
@@ -167,6 +204,8 @@ class BatchNormAdapter(ABC):
     families: ClassVar[tuple[str, ...]] = ()
     # Devices the adapter knows how to target.
     device_kinds: ClassVar[tuple[str, ...]] = ("cpu", "gpu")
+    # dtype name of the tensor the last forward() returned, before conversion to float64 (None: not recorded).
+    last_output_dtype: str | None = None
 
     # -- class level: availability, devices, declaration ------------------------------------------------------------
     @classmethod
@@ -233,7 +272,16 @@ class BatchNormAdapter(ABC):
         return "default"
 
     def backward(self, x: np.ndarray, dy: np.ndarray, training: bool) -> Grads:
+        """Gradients of sum(y * dy) w.r.t. input, scale and offset; dx in the layout of x.
+
+        training=True differentiates through the batch statistics. The layer's state afterwards is the state before
+        (a framework that updates running statistics during the step has them restored).
+        """
         raise Unsupported(f"{self.id}: backward not implemented")
+
+    def state_dtypes(self) -> dict[str, str | None]:
+        """dtype names of the stored scale, offset, running mean and running variance (None where absent)."""
+        raise Unsupported(f"{self.id}: state_dtypes() not implemented")
 
     # -- freeze (issue 3) ----------------------------------------------------------------------------------------------
     def frozen_step(self, idiom: str, x: np.ndarray, dy: np.ndarray, lr: float) -> np.ndarray:

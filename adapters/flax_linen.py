@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapters.base import BatchNormAdapter, Cited, FreezeFacts, State, Unsupported
-from adapters.flax_common import LINEN, flax_declaration, gpu_reason, jax_device, jax_versions
+from adapters.base import BatchNormAdapter, Cited, DtypeRule, FreezeFacts, Grads, State, Unsupported, dtype_name
+from adapters.flax_common import (LINEN, flax_declaration, gpu_reason, jax_device, jax_versions,
+                                  with_x64)
 
 
 class FlaxLinen(BatchNormAdapter):
@@ -42,9 +43,15 @@ class FlaxLinen(BatchNormAdapter):
         return jax_versions()
 
     @classmethod
+    def supported_dtypes(cls):
+        # float64 runs inside jax.enable_x64 (adapters/flax_common.py: x64_scope), not process-wide.
+        return ("float32", "float64", "float16", "bfloat16")
+
+    @classmethod
     def device_unavailable_reason(cls, device):
         return gpu_reason(device)
 
+    @with_x64
     def __init__(self, spec):
         super().__init__(spec)
         import flax.linen as nn
@@ -53,8 +60,6 @@ class FlaxLinen(BatchNormAdapter):
 
         if spec.momentum is None and not spec.use_defaults:
             raise Unsupported("flax has no cumulative moving average (momentum=None); declared")
-        if spec.dtype == "float64" and not jax.config.jax_enable_x64:
-            raise Unsupported("float64 needs jax_enable_x64, which this process does not set")
         self.jax, self.jnp = jax, jnp
         self.device = jax_device(spec.device)
         kwargs = {"dtype": spec.dtype}
@@ -77,6 +82,7 @@ class FlaxLinen(BatchNormAdapter):
     def _x(self, x):
         return self.jax.device_put(self.jnp.asarray(np.asarray(x), self.spec.dtype), self.device)
 
+    @with_x64
     def forward(self, x, training):
         if training is None:
             y = self.module.apply(self.variables, self._x(x))  # raises: linen has no default mode
@@ -86,14 +92,42 @@ class FlaxLinen(BatchNormAdapter):
                 self.variables = {**self.variables, **updates}
         else:
             y = self._infer(self.variables, self._x(x))
+        self.last_output_dtype = dtype_name(y.dtype)
         return np.asarray(y, np.float64)
 
+    def state_dtypes(self):
+        p = self.variables.get("params", {})
+        s = self.variables["batch_stats"]
+        d = lambda col, k: None if k not in col else dtype_name(col[k].dtype)
+        return {"scale": d(p, "scale"), "offset": d(p, "bias"), "mean": d(s, "mean"), "var": d(s, "var")}
+
+    @with_x64
+    def backward(self, x, dy, training):
+        """jax.grad of sum(y * dy) w.r.t. (params, x); the batch_stats update is returned by apply and dropped."""
+        jax, jnp = self.jax, self.jnp
+        m = self.module
+        params = self.variables.get("params", {})
+        stats = self.variables["batch_stats"]
+        dyj = self._x(dy)
+
+        def loss(p, xj):
+            out = m.apply({"params": p, "batch_stats": stats}, xj, use_running_average=not training,
+                          mutable=["batch_stats"] if training else False)
+            y = out[0] if training else out
+            return jnp.sum(y * dyj)
+
+        dp, dx = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, self._x(x))
+        g = lambda k: None if k not in dp else np.asarray(dp[k], np.float64)
+        return Grads(np.asarray(dx, np.float64), g("scale"), g("bias"))
+
+    @with_x64
     def get_state(self) -> State:
         p = self.variables.get("params", {})
         s = self.variables["batch_stats"]
         g = lambda d, k: None if k not in d else np.asarray(d[k], np.float64).copy()
         return State(g(p, "scale"), g(p, "bias"), g(s, "mean"), g(s, "var"))
 
+    @with_x64
     def set_state(self, state: State) -> None:
         jnp = self.jnp
         v = {k: dict(val) for k, val in self.variables.items()}
@@ -107,6 +141,7 @@ class FlaxLinen(BatchNormAdapter):
         m = self.module
         return {"eps": m.epsilon, "momentum": m.momentum, "channels_last": m.axis in (-1, self.spec.rank - 1)}
 
+    @with_x64
     def frozen_step(self, idiom, x, dy, lr):
         """One optax SGD step on loss = sum(y * dy) with the idiom's apply() arguments."""
         import optax

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapters.base import BatchNormAdapter, Cited, FreezeFacts, State, Unsupported
-from adapters.flax_common import NNX, flax_declaration, gpu_reason, jax_device, jax_versions
+from adapters.base import BatchNormAdapter, Cited, DtypeRule, FreezeFacts, Grads, State, Unsupported, dtype_name
+from adapters.flax_common import (NNX, flax_declaration, gpu_reason, jax_device, jax_versions,
+                                  with_x64)
 
 MODULE = "flax/nnx/module.py"
 
@@ -43,9 +44,15 @@ class FlaxNnx(BatchNormAdapter):
         return jax_versions()
 
     @classmethod
+    def supported_dtypes(cls):
+        # float64 runs inside jax.enable_x64 (adapters/flax_common.py: x64_scope), not process-wide.
+        return ("float32", "float64", "float16", "bfloat16")
+
+    @classmethod
     def device_unavailable_reason(cls, device):
         return gpu_reason(device)
 
+    @with_x64
     def __init__(self, spec):
         super().__init__(spec)
         import jax
@@ -54,8 +61,6 @@ class FlaxNnx(BatchNormAdapter):
 
         if spec.momentum is None and not spec.use_defaults:
             raise Unsupported("flax has no cumulative moving average (momentum=None); declared")
-        if spec.dtype == "float64" and not jax.config.jax_enable_x64:
-            raise Unsupported("float64 needs jax_enable_x64, which this process does not set")
         self.jax, self.jnp, self.nnx = jax, jnp, nnx
         self.device = jax_device(spec.device)
         kwargs = {"dtype": spec.dtype}
@@ -71,6 +76,7 @@ class FlaxNnx(BatchNormAdapter):
     def _x(self, x):
         return self.jax.device_put(self.jnp.asarray(np.asarray(x), self.spec.dtype), self.device)
 
+    @with_x64
     def forward(self, x, training):
         if training is None:
             y = self.bn(self._x(x))
@@ -79,13 +85,35 @@ class FlaxNnx(BatchNormAdapter):
             y = self.nnx.clone(self.bn)(self._x(x), use_running_average=False)
         else:
             y = self.bn(self._x(x), use_running_average=not training)
+        self.last_output_dtype = dtype_name(y.dtype)
         return np.asarray(y, np.float64)
 
+    def state_dtypes(self):
+        bn = self.bn
+        d = lambda v: None if v is None else dtype_name(v[...].dtype)
+        return {"scale": d(bn.scale), "offset": d(bn.bias), "mean": d(bn.mean), "var": d(bn.var)}
+
+    @with_x64
+    def backward(self, x, dy, training):
+        """nnx.grad of sum(y * dy) w.r.t. the Params and x, on a clone so the BatchStat update is discarded."""
+        nnx, jnp = self.nnx, self.jnp
+        model = nnx.clone(self.bn)
+        dyj = self._x(dy)
+
+        def loss(mdl, xj):
+            return jnp.sum(mdl(xj, use_running_average=not training) * dyj)
+
+        dparams, dx = nnx.grad(loss, argnums=(nnx.DiffState(0, nnx.Param), 1))(model, self._x(x))
+        g = lambda name: None if getattr(self.bn, name, None) is None else np.asarray(dparams[name][...], np.float64)
+        return Grads(np.asarray(dx, np.float64), g("scale"), g("bias"))
+
+    @with_x64
     def get_state(self) -> State:
         bn = self.bn
         g = lambda v: None if v is None else np.asarray(v[...], np.float64).copy()
         return State(g(bn.scale), g(bn.bias), g(bn.mean), g(bn.var))
 
+    @with_x64
     def set_state(self, state: State) -> None:
         bn, jnp = self.bn, self.jnp
         for var, val in ((bn.scale, state.scale), (bn.bias, state.offset), (bn.mean, state.mean),
@@ -97,6 +125,7 @@ class FlaxNnx(BatchNormAdapter):
         bn = self.bn
         return {"eps": bn.epsilon, "momentum": bn.momentum, "channels_last": bn.axis in (-1, self.spec.rank - 1)}
 
+    @with_x64
     def frozen_step(self, idiom, x, dy, lr):
         """One nnx.Optimizer (optax SGD) step on loss = sum(y * dy) after the idiom."""
         import optax

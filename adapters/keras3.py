@@ -10,16 +10,19 @@ import contextlib
 
 import numpy as np
 
-from adapters.base import BatchNormAdapter, Cited, Declaration, FreezeFacts, Probe, State, Unsupported
+from adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, Grads, Probe, State,
+                           Unsupported, dtype_name)
 
 _BN = "keras/src/layers/normalization/batch_normalization.py"
 
 
 def _declaration(backend: str) -> Declaration:
     moments_src = {
-        "tensorflow": "keras/src/backend/tensorflow/nn.py: moments -> tf.nn.moments (divides by N)",
-        "jax": "keras/src/backend/jax/nn.py: moments -> jnp.var(x, axis=axes) (ddof=0)",
-        "torch": "keras/src/backend/torch/nn.py: moments -> mean(square(x)) - square(mean) (divides by N)",
+        "tensorflow": "keras/src/backend/tensorflow/nn.py: moments -> tf.nn.moments (divides by N; "
+                      "tensorflow/python/ops/nn_impl.py: reduce_mean(squared_difference(y, mean)))",
+        "jax": "keras/src/backend/jax/nn.py: moments -> jnp.var(x, axis=axes) (ddof=0; jnp.var centers first)",
+        "torch": "keras/src/backend/torch/nn.py: moments -> mean(square(x)) - square(mean) (divides by N, no clamp "
+                 "at 0)",
     }[backend]
     freeze = {
         "trainable_false_training_true": Cited(
@@ -42,6 +45,7 @@ def _declaration(backend: str) -> Declaration:
             "keras/src/backend/torch/layer.py: TorchLayer never reads nn.Module.training; "
             "keras/src/layers/layer.py resolves `training` from the call arguments only")
     return Declaration(
+        precision=_precision(backend),
         framework=f"keras 3 ({backend} backend)",
         default_eps=Cited(1e-3, f"{_BN}: __init__(epsilon=1e-3)"),
         default_momentum=Cited(0.99, f"{_BN}: __init__(momentum=0.99)"),
@@ -54,10 +58,38 @@ def _declaration(backend: str) -> Declaration:
         cumulative_average=Cited(False, f"{_BN}: momentum is a float; no cumulative-average mode"),
         batch_stats_inference=Cited(None, f"{_BN}: batch statistics only with training=True, which also updates "
                                           "the moving statistics"),
+        variance_algorithm=Cited({"tensorflow": "two-pass", "jax": "two-pass", "torch": "one-pass-unclamped"}[backend],
+                                 moments_src),
         training_default=Cited("inference", "keras/src/layers/layer.py: training resolution ends with "
                                             "'(5) False (treating the layer as if it's in inference)'"),
         freeze=freeze,
     )
+
+
+_DTYPES = "keras/src/backend/common/dtypes.py"
+
+
+def _precision(backend: str) -> dict:
+    """Keras computes BatchNorm in result_type(input, float32) and casts the output to the layer's compute dtype."""
+    call = (f"{_BN}: call(), compute_dtype = backend.result_type(inputs.dtype, 'float32') ... "
+            "return ops.cast(outputs, self.compute_dtype)")
+    weights = f"{_BN}: build() add_weight(..., autocast=False) in the policy's variable_dtype"
+    low = lambda dt: Cited(DtypeRule("yes", output=dt, stats="float32", state=dt),
+                           f"{call}; {weights} (policy {dt!r}: variables in {dt}, unlike tf_keras)")
+    if backend == "tensorflow":
+        f64 = Cited(DtypeRule("yes", output="float64", stats="float64", state="float64"),
+                    f"{call}; {_DTYPES}: BIT64_TO_BIT32_DTYPE keeps float64 on the tensorflow backend")
+    elif backend == "torch":
+        f64 = Cited(DtypeRule("yes", output="float64", stats="float32", state="float64"),
+                    f"{_DTYPES}: _lattice_result_type maps float64 -> float32 (BIT64_TO_BIT32_DTYPE, 'aligned with "
+                    f"JAX') on every backend but tensorflow, so {call} computes a float64 layer in float32 and "
+                    "casts the output back to float64 (observed: float32-level error 4e-7)")
+    else:
+        f64 = Cited(DtypeRule("yes", output="float32", stats="float32", state="float32"),
+                    f"{_DTYPES}: BIT64_TO_BIT32_DTYPE as for torch, and without jax_enable_x64 JAX truncates every "
+                    "float64 array to float32 (UserWarning 'Explicitly requested dtype float64 ... truncated'): the "
+                    "layer reports dtype float64 but stores and returns float32")
+    return {"float16": low("float16"), "bfloat16": low("bfloat16"), "float64": f64}
 
 
 class _Keras3(BatchNormAdapter):
@@ -163,7 +195,69 @@ class _Keras3(BatchNormAdapter):
     def forward(self, x, training):
         with self.keras.device(self._device):
             y = self.layer(self._in(x)) if training is None else self.layer(self._in(x), training=training)
+        self.last_output_dtype = dtype_name(self.keras.backend.standardize_dtype(y.dtype))
         return self._out(y)
+
+    def state_dtypes(self):
+        lay = self.layer
+        # The backing array, not Variable.dtype: keras-jax without x64 reports "float64" over float32 storage.
+        d = lambda w: None if w is None else dtype_name(self.keras.backend.standardize_dtype(w.value.dtype))
+        return {"scale": d(lay.gamma), "offset": d(lay.beta), "mean": d(lay.moving_mean),
+                "var": d(lay.moving_variance)}
+
+    def backward(self, x, dy, training):
+        """Gradient of sum(y * dy) with the backend's own autodiff; the moving statistics are restored after."""
+        lay = self.layer
+        params = [w for w in (lay.gamma, lay.beta) if w is not None]
+        saved = self.get_state()
+        try:
+            with self.keras.device(self._device):
+                dx, dparams = getattr(self, f"_grads_{self.backend}")(x, dy, training, params)
+        finally:
+            self.set_state(saved)
+        f64 = lambda g: np.asarray(self.keras.ops.convert_to_numpy(g), np.float64)
+        named = dict(zip([id(w) for w in params], dparams))
+        pick = lambda w: None if w is None else f64(named[id(w)])
+        return Grads(f64(dx), pick(lay.gamma), pick(lay.beta))
+
+    def _grads_tensorflow(self, x, dy, training, params):
+        import tensorflow as tf
+
+        xt, dyt = self._in(x), self._in(dy)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            loss = tf.reduce_sum(self.layer(xt, training=training) * dyt)
+        grads = tape.gradient(loss, [xt] + params)
+        return grads[0], grads[1:]
+
+    def _grads_jax(self, x, dy, training, params):
+        import jax
+        import jax.numpy as jnp
+
+        lay = self.layer
+        trainable = [v.value for v in lay.trainable_variables]
+        non_trainable = [v.value for v in lay.non_trainable_variables]
+        order = [id(v) for v in lay.trainable_variables]
+        dyt = self._in(dy)
+
+        def loss(tv, xt):
+            y, _ = lay.stateless_call(tv, non_trainable, xt, training=training)
+            return jnp.sum(y * dyt)
+
+        dtv, dx = jax.grad(loss, argnums=(0, 1))(trainable, self._in(x))
+        by_id = dict(zip(order, dtv))
+        return dx, [by_id[id(w)] for w in params]
+
+    def _grads_torch(self, x, dy, training, params):
+        import torch
+
+        xt = self._in(x).detach().requires_grad_(True)
+        tensors = [w.value for w in params]
+        for t in tensors:
+            t.grad = None
+        loss = torch.sum(self.layer(xt, training=training) * self._in(dy))
+        grads = torch.autograd.grad(loss, [xt] + tensors)
+        return grads[0], list(grads[1:])
 
     def get_state(self) -> State:
         lay = self.layer

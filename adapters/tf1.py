@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 
-from adapters.base import BatchNormAdapter, Cited, FreezeFacts, Probe, State, Unsupported
+from adapters.base import BatchNormAdapter, Cited, DtypeRule, FreezeFacts, Grads, Probe, State, Unsupported, dtype_name
 from adapters.tf_keras_v2 import BN, TfKerasLayerBase, tf_keras_declaration
 
 V1_SRC = "tf_keras/layers/normalization/batch_normalization_v1.py"
@@ -157,7 +157,8 @@ class Tf1Graph(BatchNormAdapter):
 
     @classmethod
     def supported_dtypes(cls):
-        return ("float32", "float64", "float16")
+        # bfloat16 added after a run: the graph builds and runs it like tf_keras (float32 math and parameters).
+        return ("float32", "float64", "float16", "bfloat16")
 
     @classmethod
     def device_unavailable_reason(cls, device):
@@ -208,6 +209,12 @@ class Tf1Graph(BatchNormAdapter):
             self._ph = {k: v1.placeholder(v.dtype.base_dtype, v.shape) for k, v in self.vars.items() if v is not None}
             self._assign = {k: v.assign(self._ph[k]) for k, v in self.vars.items() if v is not None}
             self.layer_fused = self._fused_flag()
+            # Gradients of sum(y * dy) in the graph: training through the batch statistics (no update ops run).
+            wrt = [self.x] + [v for v in (self.vars["gamma"], self.vars["beta"]) if v is not None]
+            self.grads = {
+                True: tf.gradients(tf.reduce_sum(self.y_train * self.dy), wrt),
+                False: tf.gradients(tf.reduce_sum(self.y_infer * self.dy), wrt),
+            }
             init = v1.global_variables_initializer()
         self.sess = v1.Session(graph=self.graph)
         self.sess.run(init)
@@ -221,7 +228,23 @@ class Tf1Graph(BatchNormAdapter):
 
     def forward(self, x, training):
         fetch = {True: self.y_train_with_updates, False: self.y_infer, None: self.y_default}[training]
-        return np.asarray(self.sess.run(fetch, {self.x: np.asarray(x)}), np.float64)
+        y = self.sess.run(fetch, {self.x: np.asarray(x)})
+        self.last_output_dtype = dtype_name(fetch.dtype.base_dtype)
+        return np.asarray(y, np.float64)
+
+    def state_dtypes(self):
+        v = self.vars
+        d = lambda k: None if v.get(k) is None else dtype_name(v[k].dtype.base_dtype)
+        return {"scale": d("gamma"), "offset": d("beta"), "mean": d("moving_mean"), "var": d("moving_variance")}
+
+    def backward(self, x, dy, training):
+        """tf.gradients built with the graph; fetching them runs no update op, so the state is untouched."""
+        out = self.sess.run(self.grads[bool(training)], {self.x: np.asarray(x), self.dy: np.asarray(dy)})
+        out = [np.asarray(g, np.float64) for g in out]
+        dx, rest = out[0], out[1:]
+        scale = rest.pop(0) if self.vars["gamma"] is not None else None
+        offset = rest.pop(0) if self.vars["beta"] is not None else None
+        return Grads(dx, scale, offset)
 
     def run_train_op(self, x, dy, lr: float, with_update_ops: bool) -> np.ndarray:
         step = self.step_with_updates if with_update_ops else self.step_without_updates

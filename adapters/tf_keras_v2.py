@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapters.base import BatchNormAdapter, Cited, Declaration, FreezeFacts, State, Unsupported
+from adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, Grads, State, Unsupported,
+                           dtype_name)
 
 BN = "tf_keras/layers/normalization/batch_normalization.py"
 
@@ -19,6 +20,19 @@ FUSED_NOTE = (
     f"(ranks 2 and 3, or fused=False) feeds it the biased variance. {BN}: _fused_batch_norm and "
     "_maybe_add_or_remove_bessels_correction; tensorflow/core/kernels/fused_batch_norm_op.cc applies "
     "sample_size / (sample_size - 1) to the running variance.")
+
+
+def tf_keras_precision() -> dict:
+    """tf_keras BatchNormalization (V1, V2 and the legacy tf.compat.v1.layers function share BatchNormalizationBase)."""
+    params = f"{BN}: _param_dtype, 'Raise parameters of fp16 batch norm to fp32' (float16/bfloat16 -> float32)"
+    math = (f"{BN}: call(), non-fused path 'Do all math in float32 if given 16-bit inputs' then "
+            "tf.cast(outputs, inputs_dtype); fused path _fused_batch_norm -> FusedBatchNormV3 with float32 "
+            "scale/mean/variance (tensorflow/core/kernels/fused_batch_norm_op.cc: U = float)")
+    low = lambda dt: Cited(DtypeRule("yes", output=dt, stats="float32", state="float32"), f"{params}; {math}")
+    return {"float16": low("float16"), "bfloat16": low("bfloat16"),
+            "float64": Cited(DtypeRule("yes", output="float64", stats="float64", state="float64"),
+                             f"{params} (float64 kept); {BN}: _fused_can_be_used is False for float64, so the "
+                             "non-fused path computes in float64")}
 
 
 def tf_keras_declaration(v2: bool, framework: str, layer_src: str) -> Declaration:
@@ -33,6 +47,7 @@ def tf_keras_declaration(v2: bool, framework: str, layer_src: str) -> Declaratio
                             "so trainable=False does not force inference; the moving statistics still update "
                             "with training=True")
     return Declaration(
+        precision=tf_keras_precision(),
         framework=framework,
         default_eps=Cited(1e-3, f"{layer_src}: __init__(epsilon=1e-3)"),
         default_momentum=Cited(0.99, f"{layer_src}: __init__(momentum=0.99)"),
@@ -47,6 +62,9 @@ def tf_keras_declaration(v2: bool, framework: str, layer_src: str) -> Declaratio
         cumulative_average=Cited(False, f"{BN}: momentum is a float; no cumulative-average mode"),
         batch_stats_inference=Cited(None, f"{BN}: batch statistics only with training=True, which also updates "
                                           "the moving statistics"),
+        variance_algorithm=Cited("two-pass", "tensorflow/core/kernels/fused_batch_norm_op.cc: x_centered = x - mean, "
+                                             "then the mean of its square; non-fused: tensorflow/python/ops/nn_impl.py "
+                                             "moments, reduce_mean(squared_difference(y, mean))"),
         training_default=Cited("inference", f"{BN}: _get_training_value, training=None -> "
                                             "backend.learning_phase() which is 0 outside fit()"),
         freeze={
@@ -109,7 +127,34 @@ class TfKerasLayerBase(BatchNormAdapter):
         with self.tf.device(self._device):
             xt = self.tf.convert_to_tensor(np.asarray(x), dtype=self.spec.dtype)
             y = self.layer(xt) if training is None else self.layer(xt, training=training)
+        self.last_output_dtype = dtype_name(y.dtype)
         return np.asarray(y.numpy(), dtype=np.float64)
+
+    def state_dtypes(self):
+        lay = self.layer
+        d = lambda w: None if w is None else dtype_name(w.dtype.base_dtype)
+        return {"scale": d(lay.gamma), "offset": d(lay.beta), "mean": d(lay.moving_mean),
+                "var": d(lay.moving_variance)}
+
+    def backward(self, x, dy, training):
+        """tf.GradientTape over one call; a training call moves the moving statistics, so they are restored."""
+        tf, lay = self.tf, self.layer
+        params = [w for w in (lay.gamma, lay.beta) if w is not None]
+        saved = self.get_state()
+        try:
+            with tf.device(self._device):
+                xt = tf.convert_to_tensor(np.asarray(x), dtype=self.spec.dtype)
+                dyt = tf.convert_to_tensor(np.asarray(dy), dtype=self.spec.dtype)
+                with tf.GradientTape() as tape:
+                    tape.watch(xt)
+                    loss = tf.reduce_sum(lay(xt, training=training) * dyt)
+                grads = tape.gradient(loss, [xt] + params)
+        finally:
+            self.set_state(saved)
+        f64 = lambda g: None if g is None else np.asarray(g.numpy(), np.float64)
+        named = dict(zip([id(w) for w in params], grads[1:]))
+        pick = lambda w: None if w is None else f64(named[id(w)])
+        return Grads(f64(grads[0]), pick(lay.gamma), pick(lay.beta))
 
     def get_state(self) -> State:
         lay = self.layer

@@ -5,9 +5,12 @@ Named torch_bn (not torch) so that it never shadows the framework itself.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from adapters.base import BatchNormAdapter, Cited, Declaration, FreezeFacts, Grads, State, Unsupported
+from adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, Grads, State, Unsupported,
+                           dtype_name)
 
 _SRC = "torch/nn/modules/batchnorm.py"
 
@@ -29,6 +32,8 @@ DECLARATION = Declaration(
                                    "1.0 / float(self.num_batches_tracked)"),
     batch_stats_inference=Cited("track_running_stats=False", f"{_SRC}: _BatchNorm.forward, "
                                 "bn_training = (self.running_mean is None) and (self.running_var is None)"),
+    variance_algorithm=Cited("two-pass", "aten/src/ATen/native/cpu/batch_norm_kernel.cpp: batch_norm_cpu_collect_stats "
+                                         "computes the mean first, then var_sum of (x - mean)^2"),
     training_default=Cited("module-mode", "torch/nn/modules/module.py: Module.training, set by train()/eval(); "
                                           "a new module is in training mode"),
     freeze={
@@ -49,6 +54,25 @@ DECLARATION = Declaration(
             "to None and track_running_stats=False, so batch statistics are used and nothing is updated"),
     },
 )
+
+
+_KERNEL = ("aten/src/ATen/native/cpu/batch_norm_kernel.cpp: batch_norm_cpu_collect_stats_*_impl accumulate in "
+           "opmath_t = at::opmath_type<scalar_t> (float for Half/BFloat16)")
+_FACTORY = f"{_SRC}: _NormBase.__init__ creates weight/bias/running_mean/running_var with factory_kwargs dtype"
+
+
+def _low(dt: str) -> Cited[DtypeRule]:
+    return Cited(DtypeRule("yes", output=dt, stats="float32", state=dt),
+                 f"{_FACTORY}; {_KERNEL}; observed torch 2.13 CPU")
+
+
+PRECISION = {
+    "float16": _low("float16"),
+    "bfloat16": _low("bfloat16"),
+    "float64": Cited(DtypeRule("yes", output="float64", stats="float64", state="float64"),
+                     f"{_FACTORY}; opmath_type<double> is double"),
+}
+DECLARATION = dataclasses.replace(DECLARATION, precision=PRECISION)
 
 
 def _dtype(torch, name: str):
@@ -131,7 +155,14 @@ class TorchBatchNorm(BatchNormAdapter):
         if training is not None:
             self.module.train(training)
         with self.torch.no_grad():
-            return self._from_torch(self.module(self._to_torch(x)))
+            y = self.module(self._to_torch(x))
+        self.last_output_dtype = dtype_name(y.dtype)
+        return self._from_torch(y)
+
+    def state_dtypes(self):
+        m = self.module
+        d = lambda t: None if t is None else dtype_name(t.dtype)
+        return {"scale": d(m.weight), "offset": d(m.bias), "mean": d(m.running_mean), "var": d(m.running_var)}
 
     def get_state(self) -> State:
         m = self.module
@@ -157,12 +188,20 @@ class TorchBatchNorm(BatchNormAdapter):
         return {"eps": self.module.eps, "momentum": self.module.momentum, "channels_last": False}
 
     def backward(self, x, dy, training):
-        self.module.train(training)
+        m = self.module
+        # A training-mode forward updates the running buffers: keep them to restore afterwards.
+        saved = {k: b.detach().clone() for k, b in m.named_buffers()}
+        was_training = m.training
+        m.train(training)
         xt = self._to_torch(x, requires_grad=True)
-        y = self.module(xt)
+        y = m(xt)
         dyt = self._to_torch(dy)
-        self.module.zero_grad(set_to_none=True)
+        m.zero_grad(set_to_none=True)
         (y * dyt).sum().backward()
+        with self.torch.no_grad():
+            for k, b in m.named_buffers():
+                b.copy_(saved[k])
+        m.train(was_training)
         g = lambda p: None if p is None or p.grad is None else p.grad.detach().to("cpu", self.torch.float64).numpy()
         dx = xt.grad
         if self.spec.channels_last and self.spec.rank > 2:

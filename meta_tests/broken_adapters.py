@@ -116,3 +116,54 @@ EXPECTED_FAILURES = {
 }
 
 _ = FreezeFacts  # re-exported for adapter authors who copy this file as a template
+
+
+class TrainingBackwardIgnoresBatchStats(TorchBatchNorm):
+    """Training-mode backward that treats the batch statistics as constants: it returns the affine-only gradient
+    dx = dy * scale / sqrt(batch_var + eps), dropping the two reduction terms (a stop_gradient on mean/var)."""
+
+    id = "broken-backward-ignores-batch-stats"
+
+    def backward(self, x, dy, training):
+        grads = super().backward(x, dy, training)
+        if not training:
+            return grads
+        import numpy as np
+
+        from adapters import reference
+
+        axis = self.spec.channel_axis
+        m = reference.moments(x, axis)
+        scale = None if self.module.weight is None else self.module.weight.detach().double().cpu().numpy()
+        dx, _, _ = reference.backward_inference(x, dy, scale, m.mean, m.var_biased, self.module.eps, axis)
+        return type(grads)(np.asarray(dx), grads.dscale, grads.doffset)
+
+
+EXPECTED_FAILURES[TrainingBackwardIgnoresBatchStats] = {"training_backward_dx"}
+
+
+class OnePassVarianceDeclaredTwoPass(TorchBatchNorm):
+    """Normalizes with a float32 one-pass variance, max(0, E[x^2] - E[x]^2), while declaring torch's two-pass one:
+    the hard-input suite must catch the lost accuracy on a large mean."""
+
+    id = "broken-one-pass-variance"
+
+    def forward(self, x, training):
+        y = super().forward(x, training)
+        if training is not True:
+            return y
+        import numpy as np
+
+        axis = self.spec.channel_axis
+        axes = tuple(a for a in range(np.ndim(x)) if a != axis % np.ndim(x))
+        x32 = np.asarray(x, np.float32)
+        mean = x32.mean(axis=axes, keepdims=True, dtype=np.float32)
+        var = np.maximum(np.float32(0), (x32 * x32).mean(axis=axes, keepdims=True, dtype=np.float32) - mean * mean)
+        shape = [1] * np.ndim(x)
+        shape[axis] = -1
+        w = self.module.weight.detach().double().numpy().reshape(shape)
+        b = self.module.bias.detach().double().numpy().reshape(shape)
+        return (x32 - mean) / np.sqrt(var + np.float32(self.module.eps)) * w + b
+
+
+EXPECTED_FAILURES[OnePassVarianceDeclaredTwoPass] = {"hard_input_training_output"}
