@@ -35,9 +35,18 @@ def _declaration(backend: str) -> Declaration:
             FreezeFacts("running", False, False),
             f"{_BN}: docstring 'setting trainable = False on the layer means that the layer will be subsequently "
             "run in inference mode'"),
-        "training_false_fit_optimizer": Cited(
+        "subclassed_training_false_fit": Cited(
             FreezeFacts("running", False, True),
-            f"{_BN}: training=False uses the moving statistics; gamma/beta stay trainable"),
+            f"{_BN}: training=False uses the moving statistics; gamma/beta stay trainable. A subclassed model's "
+            "call() passes training=False to the layer itself"),
+        # FINDING: the functional-API idiom `bn(x, training=False)` (keras-team/keras#4762, the transfer-learning
+        # guide's `base_model(inputs, training=False)`) is overridden during fit in Keras 3.
+        "functional_training_false_fit": Cited(
+            FreezeFacts("batch", True, True),
+            "keras/src/models/functional.py: operation_fn writes every call-context argument of the outer call "
+            "(fit's training=True) over the layer's own recorded kwargs (`if name in operation._call_context_args "
+            "and value is not None: kwargs[name] = value`), so training=False baked into a functional model is "
+            "replaced by training=True (observed with keras 3.15.1 on all backends)"),
     }
     if backend == "torch":
         freeze["torch_module_eval"] = Cited(

@@ -18,7 +18,8 @@ IDIOMS = {
     "trainable_false_training_false": (False, False, True),
     "trainable_false_training_omitted": (False, "omit", True),
     "trainable_false_fit": (False, "omit", False),
-    "training_false_fit_optimizer": (True, False, False),
+    "subclassed_training_false_fit": (True, False, False),
+    "functional_training_false_fit": (True, False, False),
     "torch_module_eval": (True, "omit", False),
 }
 
@@ -46,7 +47,12 @@ def fit_step(K, adapter, idiom: str, x: np.ndarray, dy: np.ndarray, lr: float, t
         def call(self, inputs, training=None):
             return _call(self.bn, inputs, IDIOMS[idiom][1])
 
-    model = OneLayer()
+    if idiom == "functional_training_false_fit":
+        # The functional-API idiom: the layer's training argument is recorded when the model is built.
+        inputs = K.Input(shape=tuple(x.shape[1:]), dtype=adapter.spec.dtype)
+        model = K.Model(inputs, bn(inputs, training=False))
+    else:
+        model = OneLayer()
     if idiom == "torch_module_eval":
         model.eval()  # the torch idiom; Keras resolves `training` from its own call context instead
     y = _call(bn, to_tensor(x), training) if direct else model(to_tensor(x), training=True)

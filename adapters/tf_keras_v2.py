@@ -74,8 +74,12 @@ def tf_keras_declaration(v2: bool, framework: str, layer_src: str) -> Declaratio
             "trainable_false_fit": Cited(
                 FreezeFacts("running", False, False) if v2 else FreezeFacts("batch", True, False),
                 f"{BN}: fit() calls the layer with training=True; see trainable_false_training_true"),
-            "training_false_fit_optimizer": Cited(FreezeFacts("running", False, True),
-                                                  f"{BN}: training=False uses moving statistics; gamma/beta train"),
+            "subclassed_training_false_fit": Cited(FreezeFacts("running", False, True),
+                                                   f"{BN}: training=False uses moving statistics; gamma/beta train"),
+            "functional_training_false_fit": Cited(
+                FreezeFacts("running", False, True),
+                "tf_keras/engine/functional.py: a layer's recorded call kwargs (training=False) are kept when the "
+                "model runs under fit; unlike Keras 3 (see adapters/keras3.py)"),
         },
         notes={"running_var_estimator": FUSED_NOTE},
     )

@@ -14,36 +14,8 @@ from suites import tolerances as tl
 
 BATCH_SIZES = (1, 2, 8, 32, 128, 512)
 TRAIN_BATCH_SIZES = (2, 4, 8, 16, 32, 128)
-# Standard errors allowed between a sampling statistic and its expectation. The statistics below are weighted sums of
-# >= 40 effectively independent batch variances over several independent channels, so they are close to normal;
-# a two-sided normal tail beyond 5 sigma has probability 6e-7, and the data are seeded, so the check is deterministic
-# and cannot flake while still catching an estimator that is off by a factor n/(n-1) at small n.
-STAT_Z = 5.0
 
 
-def inference_invariance(tol_vs_exact: tl.Tol) -> tl.Tol:
-    """Tolerance for |y(batch size b) - y(full batch)| in inference mode.
-
-    Inference BatchNorm is a fixed per-channel affine map y = (x - mean) / sqrt(var + eps) * scale + offset: every
-    output element depends on its own input element and the state only, so in exact arithmetic the output of a sample
-    cannot depend on the batch it travels in, and the deviation is 0. A framework may still pick a different kernel
-    per batch size (vectorized body vs scalar tail, FMA or not, the mean folded into the offset or not), so each of
-    the two computed outputs is only within the per-element rounding bound of the exact value:
-    ``tl.bn_output(..., normalize_var=running var)`` = 8 u_stats (|scale| max|x| / sqrt(min var + eps) + max|y|)
-    + 4 u_out max|y| (a few roundings per element, u = unit roundoff of the dtype). By the triangle inequality
-    the two computed outputs differ by at most twice that bound. No reduction is involved, so the bound does not grow
-    with the batch size.
-    """
-    return tl.Tol(atol=2 * tol_vs_exact.atol, rtol=2 * tol_vs_exact.rtol,
-                  why="inference is a per-element affine map (exact deviation 0); two outputs each within the "
-                      f"per-element bound -> 2x ({tol_vs_exact.why})")
-
-
-def difference_of_outputs(tol_a: tl.Tol, tol_b: tl.Tol) -> tl.Tol:
-    """Tolerance for (y_a - y_b) against the oracle's (ref_a - ref_b): each output is within its own bound of its
-    oracle value, so the difference is within the sum of the two bounds (triangle inequality)."""
-    return tl.Tol(atol=tol_a.atol + tol_b.atol, rtol=0.0,
-                  why=f"difference of two outputs: sum of their bounds ({tol_a.why})")
 
 
 def ema_weights(steps: int, momentum: float | None) -> tuple[float, np.ndarray]:
@@ -138,21 +110,3 @@ def pooled_statistics(means: list[np.ndarray], biased_vars: list[np.ndarray]) ->
     return mean, v.mean(axis=0) + (m ** 2).mean(axis=0) - mean ** 2
 
 
-def pooled_statistics_tol(mean_tol: tl.Tol, var_tol: tl.Tol, means: list[np.ndarray], n: int,
-                          estimator: str) -> tuple[tl.Tol, tl.Tol]:
-    """Tolerances of pooled_statistics computed (in float64) from per-batch statistics read from a framework.
-
-    Each per-batch mean has error <= dm = mean_tol bound and each per-batch variance <= dv = var_tol bound (one
-    update with momentum 1, ``tl.running_stats(steps=1)``). Averaging in float64 does not grow an error bound. An
-    unbiased estimate is converted to biased by the factor (n-1)/n <= 1. In var = mean(v_k) + mean(m_k^2) - M^2,
-    d(m_k^2) <= 2 |m_k| dm (+ dm^2) and d(M^2) <= 2 |M| dm (+ dm^2), so
-    |d var| <= dv + 4 max|m_k| dm + 2 dm^2.
-    """
-    mmax = float(np.max(np.abs(np.stack(means))))
-    dm = mean_tol.atol + mean_tol.rtol * mmax
-    # mean_k(v_k) <= pooled var, so rtol * |v_k| averaged is at most rtol * pooled var: keep rtol on the result.
-    dv = var_tol.atol
-    return (tl.Tol(atol=dm, rtol=0.0, why=f"mean of per-batch means, each within {dm:.3g} ({mean_tol.why})"),
-            tl.Tol(atol=dv + 4 * mmax * dm + 2 * dm * dm, rtol=var_tol.rtol,
-                   why=f"law of total variance from per-batch stats: dv + 4 max|m| dm + 2 dm^2 "
-                       f"(dv={dv:.3g}, dm={dm:.3g}, max|m|={mmax:.3g}; {var_tol.why})"))

@@ -69,7 +69,7 @@ def test_inference_batch_size_invariance(case, rec):
     y_ref = ref.forward_inference(x, st.scale, st.offset, st.mean, st.var, spec.eps, spec.channel_axis)
     tol_exact = tl.bn_output(x, spec.channel_axis, y_ref, st.scale, spec.eps, io_dtype=spec.dtype,
                              normalize_var=st.var)
-    tol = bsz.inference_invariance(tol_exact)
+    tol = tl.inference_invariance(tol_exact)
     sizes = list(bsz.BATCH_SIZES)
     abs_dev = [dev[b][0] for b in sizes]
     rel_dev = [dev[b][1] for b in sizes]
@@ -176,7 +176,7 @@ def test_training_output_depends_on_batch_composition(case, rec):
         refs.append(yr)
         tols.append(tl.bn_output(x, axis, yr, st.scale, spec.eps, io_dtype=spec.dtype))
     obs, exp = ys[0][0] - ys[1][0], refs[0][0] - refs[1][0]
-    tol = bsz.difference_of_outputs(*tols)
+    tol = tl.difference_of_outputs(*tols)
     tl.assert_separable(tol.atol, float(np.max(np.abs(exp))), "a batch-composition effect from roundoff")
     ch.close(rec, "training_output_batch_composition", obs, exp, tol,
              declared="oracle: change of sample 0's output when samples 1..n-1 change",
@@ -230,7 +230,7 @@ def test_running_var_bias_vs_batch_size(case, rec):
             ch.close(rec, "running_mean_at_batch_size", after.mean, mean_ref, tol, declared="oracle", extra=extra)
             # Statistical: the oracle's ratio is where sampling theory puts it (expectation +- STAT_Z standard errors).
             ch.close(rec, "running_var_ratio_sampling_theory", o_ratio, e_ratio,
-                     tl.Tol(bsz.STAT_Z * se, 0.0, f"{bsz.STAT_Z:g} standard errors of the weighted average of "
+                     tl.Tol(tl.STAT_Z * se, 0.0, f"{tl.STAT_Z:g} standard errors of the weighted average of "
                                                    f"{TRAIN_STEPS} batch variances over {c} channels"),
                      declared=f"E[ratio] = {'(n-1)/n' if estimator == 'biased' else '1'} (+ init weight)",
                      extra=extra)
@@ -269,7 +269,7 @@ def test_population_statistics_recompute(case, rec):
     union = np.concatenate(batches, axis=0)
     m_ref = ref.moments(union, 1)
     one = tl.running_stats(batches, 1, stats_dtype=spec.dtype, steps=1, state_scale=1.0)
-    tol_m, tol_v = bsz.pooled_statistics_tol(one, one, means, n, estimator)
+    tol_m, tol_v = tl.pooled_statistics_tol(one, one, means, n, estimator)
     bn.set_state(State(trained.scale, trained.offset, mean, var))
     after = bn.get_state()
     x = union[:64]
@@ -294,7 +294,7 @@ def test_population_statistics_recompute(case, rec):
         ch.close(rec, "population_recompute_inference", y, y_ref, tol_y,
                  declared="oracle inference with the recomputed statistics", extra=extra)
         ch.close(rec, "population_recompute_bias_removed", ratio, 1.0 - 1.0 / total,
-                 tl.Tol(bsz.STAT_Z * se, 0.0, f"{bsz.STAT_Z:g} standard errors of a variance from {total} draws"),
+                 tl.Tol(tl.STAT_Z * se, 0.0, f"{tl.STAT_Z:g} standard errors of a variance from {total} draws"),
                  declared="E[pooled var] / population var = (N-1)/N, N = all training samples", extra=extra)
 
 
@@ -329,6 +329,6 @@ def test_population_statistics_cumulative_average(case, rec):
         ch.close(rec, "update_bn_var", after.var, var_ref, tol, declared=f"average of the {estimator} batch variances",
                  source=decl.cumulative_average.source, extra=extra)
         ch.close(rec, "update_bn_var_ratio", ratio, e_ratio,
-                 tl.Tol(bsz.STAT_Z * se, 0.0, f"{bsz.STAT_Z:g} standard errors of the average of {steps} batch "
+                 tl.Tol(tl.STAT_Z * se, 0.0, f"{tl.STAT_Z:g} standard errors of the average of {steps} batch "
                                                "variances"),
                  declared=f"E[ratio] = {'(n-1)/n' if estimator == 'biased' else '1'}", extra=extra)
