@@ -173,7 +173,7 @@ def screenshot(html: str) -> None:
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        f"--user-data-dir={profile}", f"--screenshot={png}", "--window-size=1400,1400",
+                        f"--user-data-dir={profile}", f"--screenshot={png}", "--window-size=1900,1500",
                         "file://" + os.path.abspath(html)], capture_output=True, timeout=120)
     if os.path.exists(png):
         say(f"bnsuite: screenshot of the matrix: {os.path.relpath(png, ROOT)}")

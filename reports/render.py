@@ -89,8 +89,24 @@ def tests_title(tests: list[str], limit: int = 8) -> str:
     return "\n".join(["tests:"] + [f"  {t}" for t in shown[:limit]] + ([f"  … and {more} more"] if more > 0 else []))
 
 
+# The built-in adapter ids in the order users meet them (reports never import adapters/; unknown ids go last).
+ADAPTER_ORDER = {a: i for i, a in enumerate(["torch", "keras-tensorflow", "keras-jax", "keras-torch", "tf_keras",
+                                             "tf1-keras", "tf1-graph", "flax-linen", "flax-nnx"])}
+# Matrix rows: the semantics people port and debug first, then the deeper suites.
+MODULE_ORDER = {m: i for i, m in enumerate([
+    "test_defaults", "test_running_stats", "test_equal_stats_paradox", "test_training_mode", "test_inference_mode",
+    "test_single_value_batch", "test_batch_stats_inference", "test_freeze", "test_finetune",
+    "test_tf1_vs_tf2_trainable", "test_framework_traps", "test_batch_size", "test_deep_batch_size", "test_porting",
+    "test_network_equivalence", "test_gradients", "test_precision", "test_hard_inputs"])}
+
+
 def col_key(ad: tuple[str, str]) -> tuple:
-    return ad[0], DEVICE_ORDER.get(ad[1], 9), ad[1]
+    return ADAPTER_ORDER.get(ad[0], len(ADAPTER_ORDER)), ad[0], DEVICE_ORDER.get(ad[1], 9), ad[1]
+
+
+def row_key(rec: dict) -> int:
+    module = str(rec.get("test", "")).split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+    return MODULE_ORDER.get(module, len(MODULE_ORDER))
 
 
 def col_label(ad: tuple[str, str]) -> str:
@@ -105,7 +121,10 @@ def grid(items: list[tuple[str, tuple[str, str], dict]], cell) -> dict:
     A row whose declared values differ (between adapters, or code paths) is a known divergence: its passing
     cells are shaded as such, so a stranger tells "frameworks differ by design" from "framework broke its contract".
     """
-    rows = list(dict.fromkeys(r for r, _, _ in items))
+    first: dict[str, tuple[int, int]] = {}
+    for i, (r, _, rec) in enumerate(items):
+        first.setdefault(r, (row_key(rec), i))
+    rows = sorted(first, key=first.get)
     cols = sorted({c for _, c, _ in items}, key=col_key)
     by_cell: dict[tuple, list[dict]] = defaultdict(list)
     for r, c, rec in items:
