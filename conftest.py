@@ -20,6 +20,12 @@ from reports.results import ResultsWriter
 from suites.cases import Case
 from suites.checks import Recorder
 
+# JAX compiles every new shape (and Keras-on-JAX every eager op); a persistent on-disk cache turns the second run of
+# the jax groups from ~30 s of XLA compilation into seconds. Set before any adapter imports jax.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache",
+                                                                "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
 DEVICES = ("cpu", "gpu")
 FAMILIES = ("torch", "keras", "tensorflow", "jax", "flax")
 ENV_SHOWN = ("KERAS_BACKEND", "TF_USE_LEGACY_KERAS", registry.ENV_VAR, "BNSUITE_DEVICE", "BNSUITE_RESULTS")

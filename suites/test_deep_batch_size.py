@@ -20,6 +20,9 @@ from suites.test_network_equivalence import EPS, MOMENTUM, build
 ARCH = "bn_stack"
 FULL = 128
 BATCH_SIZES = (1, 2, 8, 32, 128)
+# Samples evaluated at the small batch sizes: each sample is compared with its own full-batch output, so a prefix
+# measures the same thing with far fewer calls (16 calls at batch size 1 instead of 128).
+PREFIX = 16
 SUMMARY: list[dict] = []
 
 
@@ -43,11 +46,13 @@ def test_deep_inference_batch_size(case, rec):
     outs = {FULL: y_full}
     for b in BATCH_SIZES:
         if b != FULL:
-            outs[b] = np.concatenate([net.forward(x[i:i + b], training=False) for i in range(0, FULL, b)], axis=0)
+            n = max(PREFIX, b)
+            outs[b] = np.concatenate([net.forward(x[i:i + b], training=False) for i in range(0, n, b)], axis=0)
     sizes = list(BATCH_SIZES)
-    diff = {b: np.abs(outs[b] - y_full) for b in sizes}
+    diff = {b: np.abs(outs[b] - y_full[:len(outs[b])]) for b in sizes}
     abs_dev = [float(diff[b].max()) for b in sizes]
-    rel_dev = [float((diff[b] / np.maximum(np.abs(y_full), np.finfo(np.float64).tiny)).max()) for b in sizes]
+    rel_dev = [float((diff[b] / np.maximum(np.abs(y_full[:len(diff[b])]), np.finfo(np.float64).tiny)).max())
+               for b in sizes]
 
     refnet = nets.ReferenceNet(ARCH, w, channels_last=cl, eps=EPS, momentum=MOMENTUM, estimator="biased")
     y_ref = refnet.forward(x, training=False)
@@ -68,8 +73,8 @@ def test_deep_inference_batch_size(case, rec):
                     "dev": dict(zip(sizes, abs_dev)), "ref": float(np.max(np.abs(y_full - y_ref))),
                     "tol_bs": tol_bs.atol, "tol_ref": tol_ref.atol, "y_max": float(np.max(np.abs(y_ref)))})
     with rec.together():
-        ch.close(rec, "deep_inference_batch_size_invariance", np.stack([outs[b] for b in sizes]),
-                 np.stack([y_full] * len(sizes)), tol_bs, declared=f"output at batch size {FULL} (exact: identical)",
+        ch.close(rec, "deep_inference_batch_size_invariance", np.concatenate([outs[b].ravel() for b in sizes]),
+                 np.concatenate([y_full[:len(outs[b])].ravel() for b in sizes]), tol_bs, declared=f"output at batch size {FULL} (exact: identical)",
                  extra=extra)
         ch.close(rec, "deep_inference_output_vs_reference", y_full, y_ref, tol_ref, declared="reference network",
                  extra={"arch": ARCH, "bn_layers": n_bn})
