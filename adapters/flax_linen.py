@@ -26,6 +26,10 @@ class FlaxLinen(BatchNormAdapter):
             freeze={
                 "use_running_average_true": Cited(FreezeFacts("running", False, True),
                                                   f"{LINEN}: use_running_average=True reads ra_mean/ra_var, no update"),
+                "use_running_average_true_mutable": Cited(
+                    FreezeFacts("running", False, True),
+                    f"{LINEN}: the update is guarded by `not use_running_average`; a mutable batch_stats collection "
+                    "comes back unchanged"),
                 "use_running_average_false_mutable": Cited(FreezeFacts("batch", True, True),
                                                            f"{LINEN}: the update writes batch_stats"),
                 "use_running_average_false_immutable": Cited(
@@ -151,6 +155,7 @@ class FlaxLinen(BatchNormAdapter):
         xj, dyj = self._x(x), self._x(dy)
         use_ra, mutable = {
             "use_running_average_true": (True, False),
+            "use_running_average_true_mutable": (True, ["batch_stats"]),
             "use_running_average_false_mutable": (False, ["batch_stats"]),
             "use_running_average_false_immutable": (False, False),
             "optax_masked_params": (False, ["batch_stats"]),

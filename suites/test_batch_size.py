@@ -13,6 +13,7 @@ Only the adapter interface is used; curves go to the results file for the report
 import numpy as np
 import pytest
 
+import conftest
 from adapters import reference as ref
 from adapters.base import State
 from suites import batch_size as bsz
@@ -28,7 +29,12 @@ TRAIN_MOMENTUM = 0.05
 STAT_CHANNELS = 16
 
 
+WORST: dict[tuple, dict] = {}  # (adapter, device, dtype) -> curve name -> {batch size: max abs deviation}
+
+
 def _curve(rec, name, x, y, xlabel, ylabel, **extra):
+    b = rec.base
+    WORST.setdefault((b["adapter"], b["device"], b["dtype"]), {})[name] = dict(zip(x, y))
     if rec.writer is not None:
         b = rec.base
         rec.writer.write("curve", name=name, adapter=b["adapter"], device=b["device"], dtype=b["dtype"],
@@ -332,3 +338,18 @@ def test_population_statistics_cumulative_average(case, rec):
                  tl.Tol(tl.STAT_Z * se, 0.0, f"{tl.STAT_Z:g} standard errors of the average of {steps} batch "
                                                "variances"),
                  declared=f"E[ratio] = {'(n-1)/n' if estimator == 'biased' else '1'}", extra=extra)
+
+
+def _summary(tr, config):
+    rows = {k: v["inference_deviation_vs_batch_size"] for k, v in WORST.items()
+            if "inference_deviation_vs_batch_size" in v}
+    if not rows:
+        return
+    tr.section("bnsuite: inference output vs batch size (max abs deviation from the full batch of 512)")
+    for (adapter, device, dtype), dev in sorted(rows.items()):
+        worst = max(dev.values())
+        tr.write_line(f"  {adapter:16s} {device:4s} {dtype:8s} worst {worst:.3g}  at batch 1: {dev.get(1, 0.0):.3g}"
+                      + ("  (bitwise identical at every batch size)" if worst == 0.0 else ""))
+
+
+conftest.SUMMARY_HOOKS.append(_summary)

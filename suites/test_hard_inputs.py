@@ -13,6 +13,8 @@ are recorded as findings on every case. Runs are reproducible: the CI profile is
 the Hypothesis seed and the falsifying example.
 """
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
@@ -23,9 +25,14 @@ from suites import checks as ch
 from suites import data
 from suites import tolerances as tl
 
-settings.register_profile("bnsuite", max_examples=12, deadline=None, derandomize=True, database=None,
-                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-settings.load_profile("bnsuite")
+# "ci" (the default): a fixed, derandomized set of examples, identical on every run and machine.
+# "explore": random examples; a failure prints the falsifying example and a @reproduce_failure blob, and
+# `pytest --hypothesis-seed=N` replays a run. Select with BNSUITE_HYPOTHESIS=explore.
+_COMMON = dict(deadline=None, database=None, print_blob=True,
+               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=12, derandomize=True, **_COMMON)
+settings.register_profile("explore", max_examples=200, **_COMMON)
+settings.load_profile(os.environ.get("BNSUITE_HYPOTHESIS", "ci"))
 
 SHAPES = {"4x3x5x6": (4, 3, 5, 6), "single-sample-map": (1, 3, 6, 6), "single-pixel-batch": (16, 3, 1, 1)}
 

@@ -15,7 +15,8 @@ from adapters.base import Unsupported
 from adapters.nets import Network, bn_names
 from adapters.nets.reference_net import plan
 
-LINEN_IDIOMS = {"use_running_average_true": (False, ["batch_stats"]),  # (train, mutable)
+LINEN_IDIOMS = {"use_running_average_true": (False, False),  # (train, mutable)
+                "use_running_average_true_mutable": (False, ["batch_stats"]),
                 "use_running_average_false_mutable": (True, ["batch_stats"]),
                 "use_running_average_false_immutable": (True, False),
                 "optax_masked_params": (True, ["batch_stats"])}
