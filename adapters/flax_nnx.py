@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapters.base import BatchNormAdapter, Cited, DtypeRule, FreezeFacts, Grads, State, Unsupported, dtype_name
+from adapters.base import BatchNormAdapter, Cited, FreezeFacts, Grads, State, Unsupported, dtype_name
 from adapters.flax_common import (NNX, flax_declaration, gpu_reason, jax_device, jax_versions,
                                   with_x64)
 

@@ -15,8 +15,8 @@ import dataclasses
 
 import numpy as np
 
-from adapters.base import BatchNormAdapter, Cited, DtypeRule, FreezeFacts, Grads, Probe, State, Unsupported, dtype_name
-from adapters.tf_keras_v2 import BN, TfKerasLayerBase, tf_keras_declaration
+from adapters.base import BatchNormAdapter, Cited, FreezeFacts, Grads, Probe, State, Unsupported, dtype_name
+from adapters.tf_keras_v2 import TfKerasLayerBase, tf_keras_declaration
 
 V1_SRC = "tf_keras/layers/normalization/batch_normalization_v1.py"
 LEGACY_SRC = "tf_keras/legacy_tf_layers/normalization.py"

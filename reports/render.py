@@ -417,13 +417,13 @@ def port_grids(recs: list[dict]) -> list[dict]:
     sources = list(dict.fromkeys(str(r.get("source")) for r in recs))
     targets = list(dict.fromkeys(f"{r.get('target')} / {r.get('device')} / {r.get('dtype')}" for r in recs))
     grids = []
-    for name, field, what in (
+    for name, key, what in (
             ("crossfw_heatmap", "correct_port_max_abs", "max abs difference from the source after a correct port "
                                                        "(outputs and running stats over 20 steps)"),
             ("naive_port_inference_heatmap", "naive_inference_max_abs", "max abs inference-output error of a naive port"),
             ("naive_port_running_var_heatmap", "naive_running_var_k5_max_rel",
              "max relative running-variance error of a naive port after 5 steps")):
-        cell = {(str(r.get("source")), f"{r.get('target')} / {r.get('device')} / {r.get('dtype')}"): r.get(field)
+        cell = {(str(r.get("source")), f"{r.get('target')} / {r.get('device')} / {r.get('dtype')}"): r.get(key)
                 for r in recs}
         rows = [[f"from {s}"] + [cell.get((s, t), "") for t in targets] for s in sources]
         grids.append({"name": name, "columns": [what] + [f"to {t}" for t in targets], "rows": rows, "_file": ""})

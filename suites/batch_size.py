@@ -10,7 +10,6 @@ import dataclasses
 
 import numpy as np
 
-from suites import tolerances as tl
 
 BATCH_SIZES = (1, 2, 8, 32, 128, 512)
 TRAIN_BATCH_SIZES = (2, 4, 8, 16, 32, 128)

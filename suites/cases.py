@@ -36,6 +36,18 @@ class Case:
         except Unsupported as e:
             pytest.skip(f"{self.adapter.id}: {e}")
 
+    def layer(self, rec, **fields):
+        """The usual start of a test: a layer built from spec fields, its snippet on the recorder, the seeded
+        non-trivial state loaded, and the seeded batch. Returns (spec, layer, state, x)."""
+        from suites import data
+
+        spec = self.spec(**fields)
+        bn = self.build(spec)
+        rec.snippet = bn.snippet()
+        st = data.state(spec)
+        bn.set_state(st)
+        return spec, bn, st, data.batch(spec)
+
 
 # Ranks and layouts of the layout-parametrized tests; rank 2 has a single layout.
 LAYOUTS = [(2, False), (3, False), (3, True), (4, False), (4, True), (5, False), (5, True)]

@@ -5,7 +5,6 @@ import pytest
 
 from adapters import reference as ref
 from suites import checks as ch
-from suites import data
 from suites import tolerances as tl
 
 
@@ -15,12 +14,7 @@ def test_batch_stats_at_inference(case, rec):
     if how.value is None:
         pytest.skip(f"{case.adapter.id} declares no way to normalize with batch statistics at inference "
                     f"({how.source})")
-    spec = case.spec(rank=4, track_running_stats=False)
-    bn = case.build(spec)
-    rec.snippet = bn.snippet()
-    st = data.state(spec)
-    bn.set_state(st)
-    x = data.batch(spec)
+    spec, bn, st, x = case.layer(rec, rank=4, track_running_stats=False)
     y = bn.forward(x, training=False)
     y_ref, _ = ref.forward_train(x, st.scale, st.offset, spec.eps, spec.channel_axis)
     tol = tl.bn_output(x, spec.channel_axis, y_ref, st.scale, spec.eps, io_dtype=spec.dtype)

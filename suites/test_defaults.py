@@ -1,7 +1,6 @@
 """Declared defaults are the real defaults: eps, momentum (value and direction), channel axis, `training` left out."""
 
 import numpy as np
-import pytest
 
 from adapters import reference as ref
 from suites import checks as ch
@@ -61,12 +60,7 @@ def _classify_mode(bn, x, spec, st_before):
 def test_training_left_out(case, rec):
     """What `training` left out of the call means: inference, training, an error, or the module's own mode."""
     decl = case.decl
-    spec = case.spec(rank=2)
-    bn = case.build(spec)
-    rec.snippet = bn.snippet()
-    st = data.state(spec)
-    bn.set_state(st)
-    x = data.batch(spec)
+    spec, bn, st, x = case.layer(rec, rank=2)
     try:
         first = _classify_mode(bn, x, spec, st)
     except Exception as e:  # the framework refuses a call without a mode

@@ -10,18 +10,12 @@ import pytest
 
 from adapters import reference as ref
 from suites import checks as ch
-from suites import data
 from suites import tolerances as tl
 
 
 @pytest.mark.parametrize("rank", [2, 4], ids=lambda r: f"rank{r}")
 def test_train_eval_gap_after_copying_batch_stats(case, rec, rank):
-    spec = case.spec(rank=rank, channels_last=True, momentum=1.0)
-    bn = case.build(spec)
-    rec.snippet = bn.snippet()
-    st = data.state(spec)
-    bn.set_state(st)
-    x = data.batch(spec)
+    spec, bn, st, x = case.layer(rec, rank=rank, channels_last=True, momentum=1.0)
     y_train = bn.forward(x, training=True)
     y_eval = bn.forward(x, training=False)
     axis = spec.channel_axis

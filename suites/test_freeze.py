@@ -21,12 +21,7 @@ def test_freeze_idiom(case, rec, freeze_idiom):
     decl = case.decl
     declared = decl.freeze[freeze_idiom]
     facts = declared.value
-    spec = case.spec(rank=4, channels_last=decl.default_channels_last.value, momentum=0.1)
-    bn = case.build(spec)
-    rec.snippet = bn.snippet()
-    st = data.state(spec)
-    bn.set_state(st)
-    x = data.batch(spec)
+    spec, bn, st, x = case.layer(rec, rank=4, channels_last=decl.default_channels_last.value, momentum=0.1)
     dy = data.cotangent(x)
     row = {"adapter": case.adapter.id, "device": case.device, "idiom": freeze_idiom}
     try:

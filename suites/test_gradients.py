@@ -16,12 +16,7 @@ GRAD_LAYOUTS = [(2, False), (4, False), (4, True)]
 
 def _setup(case, rec, layout):
     rank, channels_last = layout
-    spec = case.spec(rank=rank, channels_last=channels_last)
-    bn = case.build(spec)
-    rec.snippet = bn.snippet()
-    st = data.state(spec)
-    bn.set_state(st)
-    x = data.batch(spec)
+    spec, bn, st, x = case.layer(rec, rank=rank, channels_last=channels_last)
     dy = data.representable(data.cotangent(x), spec.dtype)
     return spec, bn, st, x, dy
 

@@ -16,7 +16,6 @@ the Hypothesis seed and the falsifying example.
 import os
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 

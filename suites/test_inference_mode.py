@@ -4,7 +4,6 @@ import pytest
 
 from adapters import reference as ref
 from suites import checks as ch
-from suites import data
 from suites import tolerances as tl
 from suites.cases import LAYOUTS, layout_id
 
@@ -12,12 +11,7 @@ from suites.cases import LAYOUTS, layout_id
 @pytest.mark.parametrize("layout", LAYOUTS, ids=layout_id)
 def test_inference_output(case, rec, layout):
     rank, channels_last = layout
-    spec = case.spec(rank=rank, channels_last=channels_last)
-    bn = case.build(spec)
-    rec.snippet = bn.snippet()
-    st = data.state(spec)
-    bn.set_state(st)
-    x = data.batch(spec)
+    spec, bn, st, x = case.layer(rec, rank=rank, channels_last=channels_last)
     y = bn.forward(x, training=False)
     y_ref = ref.forward_inference(x, st.scale, st.offset, st.mean, st.var, spec.eps, spec.channel_axis)
     tol = tl.bn_output(x, spec.channel_axis, y_ref, st.scale, spec.eps, io_dtype=spec.dtype, normalize_var=st.var)

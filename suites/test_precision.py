@@ -9,7 +9,6 @@ that computed statistics in a narrower dtype than declared would exceed them).
 The oracle is fed the state as the layer stores it: the suite's state rounded to the declared state dtype.
 """
 
-import numpy as np
 import pytest
 
 from adapters import reference as ref
