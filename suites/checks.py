@@ -29,6 +29,9 @@ class Recorder:
         """Run several checks, record all of them, then fail once with every message (so one failing property
         does not hide the next)."""
         __tracebackhide__ = True
+        if self._pending is not None:  # nested: the outermost block reports
+            yield
+            return
         self._pending = []
         try:
             yield
