@@ -23,6 +23,14 @@ LINEN_IDIOMS = {"use_running_average_true": (False, False),  # (train, mutable)
 NNX_IDIOMS = ("eval", "train", "view_use_running_average", "optimizer_excludes_bn_params")
 
 
+def _nhwc_on_device(net, x):
+    """Flax convolutions are channels-last: move a channels-first batch, then put it on the network's device."""
+    x = np.asarray(x)
+    if not net.channels_last:
+        x = np.moveaxis(x, 1, -1)
+    return net.jax.device_put(net.jnp.asarray(x, net.dtype), net.device)
+
+
 def _key(name: str) -> str:
     return name.replace(".", "_")
 
@@ -110,10 +118,7 @@ class LinenNet(Network):
         self._steps = {}
 
     def _x(self, x):
-        x = np.asarray(x)
-        if not self.channels_last:
-            x = np.moveaxis(x, 1, -1)
-        return self.jax.device_put(self.jnp.asarray(x, self.dtype), self.device)
+        return _nhwc_on_device(self, x)
 
     def forward(self, x, training):
         if training:
@@ -239,10 +244,7 @@ class NnxNet(Network):
         self.model.train()
 
     def _x(self, x):
-        x = np.asarray(x)
-        if not self.channels_last:
-            x = np.moveaxis(x, 1, -1)
-        return self.jax.device_put(self.jnp.asarray(x, self.dtype), self.device)
+        return _nhwc_on_device(self, x)
 
     def forward(self, x, training):
         if training:
