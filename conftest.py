@@ -183,6 +183,19 @@ def repro_command(nodeid: str, cls) -> str:
 
 
 @pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """Every check of a test is recorded and judged, even after an earlier one fails: the test fails once, at the
+    end, with all messages (so a broken momentum does not hide a broken estimator checked after it)."""
+    __tracebackhide__ = True
+    rec = pyfuncitem.funcargs.get("rec")
+    if not isinstance(rec, Recorder):
+        return (yield)
+    with rec.together():
+        result = yield
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):

@@ -202,6 +202,9 @@ class BatchNormAdapter(ABC):
     process_env: ClassVar[Mapping[str, str]] = {}
     # Markers for selection with -m (framework families).
     families: ClassVar[tuple[str, ...]] = ()
+    # "module:function" building small networks in this framework (adapters/nets); None: the builder of the built-in
+    # adapter this class derives from, if any.
+    network: ClassVar[str | None] = None
     # Devices the adapter knows how to target.
     device_kinds: ClassVar[tuple[str, ...]] = ("cpu", "gpu")
     # dtype name of the tensor the last forward() returned, before conversion to float64 (None: not recorded).

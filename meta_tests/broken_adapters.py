@@ -27,8 +27,9 @@ class BiasedRunningVar(TorchBatchNorm):
         xt = self._to_torch(x).double()
         dims = [d for d in range(xt.dim()) if d != 1]
         biased = xt.var(dim=dims, unbiased=False)
+        w = 1.0 / float(m.num_batches_tracked) if m.momentum is None else m.momentum  # torch's cumulative weight
         with torch.no_grad():
-            m.running_var.copy_(((1 - m.momentum) * old.double() + m.momentum * biased).to(old.dtype))
+            m.running_var.copy_(((1 - w) * old.double() + w * biased).to(old.dtype))
         return y
 
 
@@ -106,7 +107,7 @@ class IgnoresFreeze(TorchBatchNorm):
 
 # Which property each broken adapter must fail on (checked by meta_tests/test_broken_adapters.py).
 EXPECTED_FAILURES = {
-    BiasedRunningVar: {"running_var_estimator", "running_var", "train_eval_gap"},
+    BiasedRunningVar: {"running_var_estimator", "running_var", "train_eval_gap", "update_bn_var_ratio"},
     MomentumWrongDirection: {"running_mean", "running_var"},
     InferenceUsesBatchStats: {"inference_output"},
     WrongDefaultEps: {"default_eps"},
@@ -158,12 +159,196 @@ class OnePassVarianceDeclaredTwoPass(TorchBatchNorm):
         axes = tuple(a for a in range(np.ndim(x)) if a != axis % np.ndim(x))
         x32 = np.asarray(x, np.float32)
         mean = x32.mean(axis=axes, keepdims=True, dtype=np.float32)
-        var = np.maximum(np.float32(0), (x32 * x32).mean(axis=axes, keepdims=True, dtype=np.float32) - mean * mean)
+        var = (x32 * x32).mean(axis=axes, keepdims=True, dtype=np.float32) - mean * mean  # may go negative
         shape = [1] * np.ndim(x)
         shape[axis] = -1
         w = self.module.weight.detach().double().numpy().reshape(shape)
         b = self.module.bias.detach().double().numpy().reshape(shape)
-        return (x32 - mean) / np.sqrt(var + np.float32(self.module.eps)) * w + b
+        m = self.module
+        if m.momentum == 1.0:  # the running variance is this batch's (unclamped) variance
+            with self.torch.no_grad():
+                m.running_var.copy_(self.torch.as_tensor(var.reshape(-1), dtype=m.running_var.dtype))
+        return (x32 - mean) / np.sqrt(np.maximum(var, 0) + np.float32(m.eps)) * w + b
 
 
-EXPECTED_FAILURES[OnePassVarianceDeclaredTwoPass] = {"hard_input_training_output"}
+EXPECTED_FAILURES[OnePassVarianceDeclaredTwoPass] = {"hard_input_training_output", "hard_input_negative_variance"}
+
+
+class WrongEpsInForward(TorchBatchNorm):
+    """Builds the layer with ten times the requested eps (a conversion bug)."""
+
+    id = "broken-eps-in-forward"
+
+    def __init__(self, spec):
+        super().__init__(spec if spec.use_defaults else spec.replace(eps=spec.eps * 10))
+
+
+class TrainingUsesRunningStats(TorchBatchNorm):
+    """Updates the running statistics in training mode but normalizes with the running statistics."""
+
+    id = "broken-training-running-stats"
+
+    def forward(self, x, training):
+        if training is not True or self.module.running_mean is None:
+            return super().forward(x, training)
+        super().forward(x, True)  # the update
+        y = super().forward(x, False)
+        self.module.train()
+        return y
+
+
+class NoCumulativeAverage(TorchBatchNorm):
+    """Treats momentum=None as torch's default 0.1 instead of the cumulative average."""
+
+    id = "broken-no-cumulative-average"
+
+    def __init__(self, spec):
+        super().__init__(spec.replace(momentum=0.1) if spec.momentum is None and not spec.use_defaults else spec)
+
+
+class InferenceMovesRunningStats(TorchBatchNorm):
+    """Inference that nudges the running mean (a layer left half in training mode)."""
+
+    id = "broken-inference-moves-stats"
+
+    def forward(self, x, training):
+        y = super().forward(x, training)
+        if training is False and self.module.running_mean is not None:
+            with self.torch.no_grad():
+                self.module.running_mean.add_(0.01)
+                self.module.running_var.mul_(1.01)
+        return y
+
+
+class BatchStatsInferenceSkipsNormalization(TorchBatchNorm):
+    """Without running statistics, inference returns the affine map of the raw input (no normalization)."""
+
+    id = "broken-batch-stats-inference"
+
+    def forward(self, x, training):
+        if training is False and self.module.running_mean is None:
+            import numpy as np
+
+            shape = [1] * np.ndim(x)
+            shape[self.spec.channel_axis] = -1
+            st = self.get_state()
+            return np.asarray(x, np.float64) * st.scale.reshape(shape) + st.offset.reshape(shape)
+        return super().forward(x, training)
+
+
+class BackwardDoublesParamGrads(TorchBatchNorm):
+    """A backward pass (both modes) whose scale and offset gradients are twice the true ones and which moves the
+    running statistics."""
+
+    id = "broken-backward-param-grads"
+
+    def backward(self, x, dy, training):
+        grads = super().backward(x, dy, training)
+        grads.dscale, grads.doffset = grads.dscale * 2, grads.doffset * 2
+        with self.torch.no_grad():
+            self.module.running_mean.add_(0.01)
+            self.module.running_var.mul_(1.01)
+        return grads
+
+
+class WrongDeclarations(TorchBatchNorm):
+    """torch behaviour under a declaration that gets defaults, directions, modes, freezing, precision and a trap
+    wrong: every declared-fact check must fail on its own property."""
+
+    id = "broken-declarations"
+
+    @classmethod
+    def declare(cls):
+        d = super().declare()
+        freeze = dict(d.freeze)
+        freeze["eval"] = Cited(FreezeFacts("running", True, False), "deliberately wrong")
+        freeze["no_grad"] = Cited(FreezeFacts("batch", True, False, error="RuntimeError"), "deliberately wrong")
+        precision = dict(d.precision)
+        rule = precision["float16"].value
+        precision["float16"] = Cited(dataclasses.replace(rule, output="float32", state="float64"),
+                                     "deliberately wrong")
+        precision["bfloat16"] = Cited(dataclasses.replace(precision["bfloat16"].value, supported="error:TypeError"),
+                                      "deliberately wrong")
+        return dataclasses.replace(
+            d, default_momentum=Cited(0.01, "deliberately wrong"),
+            momentum_weights=Cited("old", "deliberately wrong"),
+            default_channels_last=Cited(True, "deliberately wrong"),
+            training_default=Cited("inference", "deliberately wrong"),
+            batch_stats_inference=Cited("track_running_stats=False", "deliberately wrong"),
+            freeze=freeze, precision=precision)
+
+    @classmethod
+    def probes(cls):
+        from adapters.base import Probe
+
+        return [Probe("declared_trap", Cited("error:RuntimeError", "deliberately wrong"), lambda: "ok")]
+
+
+def wrong_eps_torch_net(adapter_cls, arch, weights, **kw):
+    """The torch network with every BatchNorm built with 1000 times the requested eps (1e-2 for 1e-5)."""
+    from adapters.nets import torch_net
+
+    return torch_net.build(adapter_cls, arch, weights, **{**kw, "eps": kw["eps"] * 1000})
+
+
+def frozen_conv_torch_net(adapter_cls, arch, weights, **kw):
+    """The torch network whose convolution and dense weights never train (requires_grad False)."""
+    from adapters.nets import torch_net
+
+    net = torch_net.build(adapter_cls, arch, weights, **kw)
+    for module in net.mods.modules():
+        if not isinstance(module, net.torch.nn.modules.batchnorm._BatchNorm):
+            for p in module.parameters(recurse=False):
+                p.requires_grad_(False)
+    return net
+
+
+def batch_stats_torch_net(adapter_cls, arch, weights, **kw):
+    """The torch network whose inference normalizes with batch statistics (BatchNorm left in training mode)."""
+    from adapters.nets import torch_net
+
+    net = torch_net.build(adapter_cls, arch, weights, **kw)
+    forward = net.forward
+    net.forward = lambda x, training: forward(x, True)
+    return net
+
+
+class BatchStatsNetwork(TorchBatchNorm):
+    """A correct layer, but its network's inference depends on the batch."""
+
+    id = "broken-network-batch-stats"
+    network = "meta_tests.broken_adapters:batch_stats_torch_net"
+
+
+class WrongEpsNetwork(TorchBatchNorm):
+    """A correct layer, but its network normalizes with the wrong eps."""
+
+    id = "broken-network-eps"
+    network = "meta_tests.broken_adapters:wrong_eps_torch_net"
+
+
+class FrozenConvNetwork(TorchBatchNorm):
+    """A correct layer, but its network never trains the convolution and dense layers."""
+
+    id = "broken-network-frozen-conv"
+    network = "meta_tests.broken_adapters:frozen_conv_torch_net"
+
+
+EXPECTED_FAILURES.update({
+    WrongEpsInForward: {"training_output", "inference_output"},
+    TrainingUsesRunningStats: {"training_output", "train_eval_gap"},
+    NoCumulativeAverage: {"cumulative_running_mean", "cumulative_running_var"},
+    InferenceMovesRunningStats: {"inference_keeps_running_mean", "inference_keeps_running_var"},
+    BatchStatsInferenceSkipsNormalization: {"batch_stats_inference"},
+    BackwardDoublesParamGrads: {"training_backward_dscale", "training_backward_doffset", "inference_backward_dscale",
+                                "inference_backward_doffset", "training_backward_keeps_running_mean",
+                                "training_backward_keeps_running_var", "inference_backward_keeps_running_mean",
+                                "inference_backward_keeps_running_var"},
+    WrongDeclarations: {"default_momentum", "momentum_weights", "default_channels_last", "training_default",
+                        "freeze_running_stats_update", "freeze_params_update", "freeze_error",
+                        "finetune_bn_running_stats_update", "finetune_bn_params_update", "finetune_error",
+                        "precision_output_dtype", "precision_state_dtype", "precision_supported", "declared_trap"},
+    WrongEpsNetwork: {"deep_inference_output_vs_reference", "network_inference_output", "network_loss_step1"},
+    BatchStatsNetwork: {"deep_inference_batch_size_invariance"},
+    FrozenConvNetwork: {"finetune_conv_dense_update"},
+})

@@ -40,6 +40,19 @@ class Recorder:
         if pending:
             raise AssertionError("\n".join(pending))
 
+    @contextlib.contextmanager
+    def judged_here(self):
+        """Checks inside are judged at the end of this block even within a test-level block: for Hypothesis, which
+        must see the failing example raise to report and shrink it."""
+        __tracebackhide__ = True
+        outer, self._pending = self._pending, []
+        try:
+            yield
+        finally:
+            local, self._pending = self._pending, outer
+        if local:
+            raise AssertionError("\n".join(local))
+
     def fail(self, msg: str) -> None:
         __tracebackhide__ = True
         if self._pending is None:

@@ -98,7 +98,7 @@ def test_hard_inputs(case, rec):
         worst["beyond_two_pass_bound"] = worst.get("beyond_two_pass_bound", False) or lost
         extra = {**info, "variance_algorithm": algo.value, "nonfinite_output": nonfinite,
                  "negative_running_var": negative, "beyond_two_pass_bound": lost}
-        with rec.together():
+        with rec.judged_here():
             if algo.value != "one-pass-unclamped":
                 ch.equal(rec, "hard_input_negative_variance", False, negative, source=algo.source, extra=extra)
                 ch.close(rec, "hard_input_training_output", y, y_ref, tol,

@@ -35,6 +35,18 @@ BUILDERS = {
 }
 
 
+def network_builder(adapter_cls) -> str | None:
+    """The adapter's own `network` ("module:function"), else the builder of the nearest built-in adapter it
+    subclasses: a user's adapter derived from TorchBatchNorm gets the torch network without declaring anything."""
+    own = getattr(adapter_cls, "network", None)
+    if own:
+        return own
+    for cls in adapter_cls.__mro__:
+        if getattr(cls, "id", None) in BUILDERS and cls.__module__.startswith("adapters."):
+            return BUILDERS[cls.id]
+    return None
+
+
 class Network:
     """The interface every framework network implements (see the module docstring)."""
 
@@ -72,10 +84,10 @@ def build_network(adapter_cls, arch: str, weights: dict, *, dtype: str = "float3
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHS)}")
-    ref = BUILDERS.get(adapter_cls.id)
+    ref = network_builder(adapter_cls)
     if ref is None:
         raise Unsupported(f"no network builder for adapter {adapter_cls.id!r} (adapters/nets covers "
-                          f"{', '.join(BUILDERS)})")
+                          f"{', '.join(BUILDERS)}; an adapter may name its own in `network`)")
     module, _, fn = ref.partition(":")
     builder = getattr(importlib.import_module(module), fn)
     kw: dict[str, Any] = dict(dtype=dtype, device=device, channels_last=channels_last, eps=eps, momentum=momentum,
