@@ -85,18 +85,7 @@ class Tf1Keras(TfKerasLayerBase):
 
     @classmethod
     def declare(cls):
-        d = tf_keras_declaration(False, "tf.compat.v1.keras (TF1 layer)", V1_SRC)
-        # In TF2 eager execution the V1 layer's updates are callables, and callable updates are disabled for a frozen
-        # layer: it normalizes with batch statistics but does not move them.
-        eager_frozen = Cited(FreezeFacts("batch", False, False),
-                             "tf_keras/engine/base_layer.py: add_update, '# Callable updates are disabled by setting "
-                             "trainable=False.' `if not call_context.frozen:`; V1 _get_training_value does not force "
-                             "inference (_USE_V2_BEHAVIOR = False)")
-        freeze = dict(d.freeze)
-        freeze["trainable_false_training_true"] = eager_frozen
-        freeze["trainable_false_fit"] = Cited(eager_frozen.value, "fit() calls the layer with training=True: "
-                                              + eager_frozen.source)
-        return dataclasses.replace(d, freeze=freeze)
+        return tf_keras_declaration(False, "tf.compat.v1.keras (TF1 layer)", V1_SRC)
 
     @classmethod
     def versions(cls):

@@ -42,10 +42,12 @@ def tf_keras_declaration(v2: bool, framework: str, layer_src: str) -> Declaratio
                             f"{BN}: _get_training_value, 'if not self.trainable: training = False' "
                             "(V2 behaviour since TF 2.0; docstring 'About setting layer.trainable = False')")
     else:
-        frozen_true = Cited(FreezeFacts("batch", True, False),
-                            "tf_keras/layers/normalization/batch_normalization_v1.py: _USE_V2_BEHAVIOR = False, "
-                            "so trainable=False does not force inference; the moving statistics still update "
-                            "with training=True")
+        # V1 does not force inference; in TF2 eager execution its updates are callables, and callable updates are
+        # disabled for a frozen layer: batch statistics, but they do not move. (A TF1 graph: see adapters/tf1.py.)
+        frozen_true = Cited(FreezeFacts("batch", False, False),
+                            "tf_keras/layers/normalization/batch_normalization_v1.py: _USE_V2_BEHAVIOR = False; "
+                            "tf_keras/engine/base_layer.py: add_update, '# Callable updates are disabled by setting "
+                            "trainable=False.' `if not call_context.frozen:`")
     return Declaration(
         precision=tf_keras_precision(),
         framework=framework,
@@ -71,9 +73,8 @@ def tf_keras_declaration(v2: bool, framework: str, layer_src: str) -> Declaratio
             "trainable_false_training_true": frozen_true,
             "trainable_false_training_false": Cited(FreezeFacts("running", False, False), f"{BN}: call()"),
             "trainable_false_training_omitted": Cited(FreezeFacts("running", False, False), f"{BN}: call()"),
-            "trainable_false_fit": Cited(
-                FreezeFacts("running", False, False) if v2 else FreezeFacts("batch", True, False),
-                f"{BN}: fit() calls the layer with training=True; see trainable_false_training_true"),
+            "trainable_false_fit": Cited(frozen_true.value, "fit() calls the layer with training=True: "
+                                         + frozen_true.source),
             "subclassed_training_false_fit": Cited(FreezeFacts("running", False, True),
                                                    f"{BN}: training=False uses moving statistics; gamma/beta train"),
             "functional_training_false_fit": Cited(

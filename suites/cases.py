@@ -36,6 +36,13 @@ class Case:
         except Unsupported as e:
             pytest.skip(f"{self.adapter.id}: {e}")
 
+    def needs(self, field: str, what: str):
+        """The declared value of `field` (a Cited); the test skips, citing the declaration, where it is falsy."""
+        cited = getattr(self.decl, field)
+        if not cited.value:
+            pytest.skip(f"{self.adapter.id} declares no {what} ({cited.source})")
+        return cited
+
     def layer(self, rec, **fields):
         """The usual start of a test: a layer built from spec fields, its snippet on the recorder, the seeded
         non-trivial state loaded, and the seeded batch. Returns (spec, layer, state, x)."""

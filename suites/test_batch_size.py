@@ -11,7 +11,6 @@ Only the adapter interface is used; curves go to the results file for the report
 """
 
 import numpy as np
-import pytest
 
 import conftest
 from adapters import reference as ref
@@ -85,11 +84,10 @@ def test_inference_batch_size_invariance(case, rec):
     exact = all(d == 0.0 for d in abs_dev)
     rec.record("inference_batch_size_exactly_invariant", declared="information, not asserted", observed=exact,
                passed=True, message="", max_abs_err=max(abs_dev), max_rel_err=max(rel_dev), **extra)
-    with rec.together():
-        ch.close(rec, "inference_batch_size_invariance", np.concatenate([outs[b].ravel() for b in sizes]),
-                 np.concatenate([y_full[:len(outs[b])].ravel() for b in sizes]), tol, declared=f"output at batch size {FULL} (exact: identical)",
-                 extra=extra)
-        ch.close(rec, "inference_output_full_batch", y_full, y_ref, tol_exact, declared="oracle with running stats")
+    ch.close(rec, "inference_batch_size_invariance", np.concatenate([outs[b].ravel() for b in sizes]),
+             np.concatenate([y_full[:len(outs[b])].ravel() for b in sizes]), tol, declared=f"output at batch size {FULL} (exact: identical)",
+             extra=extra)
+    ch.close(rec, "inference_output_full_batch", y_full, y_ref, tol_exact, declared="oracle with running stats")
 
 
 def test_inference_repeatable(case, rec):
@@ -105,10 +103,7 @@ def test_inference_repeatable(case, rec):
 def test_batch_stats_inference_is_batch_size_dependent(case, rec):
     """Inference with batch statistics: the output of a sample depends on the batch size (and is the oracle's)."""
     decl = case.decl
-    how = decl.batch_stats_inference
-    if how.value is None:
-        pytest.skip(f"{case.adapter.id} declares no way to normalize with batch statistics at inference "
-                    f"({how.source})")
+    how = case.needs("batch_stats_inference", "way to normalize with batch statistics at inference")
     spec, bn, st, x = _inference_layer(case, rec, track_running_stats=False)
     axis = spec.channel_axis
     y_full = bn.forward(x, training=False)
@@ -148,20 +143,19 @@ def test_batch_stats_inference_is_batch_size_dependent(case, rec):
         observed = "offset" if ok else "other"
         detail = f"max |y - offset| = {float(np.max(np.abs(y2_one - offset))):.3g} ({tol_deg.why})"
 
-    with rec.together():
-        ch.close(rec, "batch_stats_inference_per_batch_size", np.concatenate([outs[b].ravel() for b in sizes]),
-                 np.concatenate([refs[b].ravel() for b in sizes]), tl.Tol(atol, 0.0, "worst bn_output bound over all chunks"),
-                 declared="oracle: each chunk normalized with its own batch statistics", source=how.source,
-                 extra=extra)
-        ch.equal(rec, "batch_stats_inference_depends_on_batch_size", True, dev[1][0] > 0.1,
-                 source=how.source, max_abs_err=dev[1][0],
-                 extra={"detail": f"rank 4, batch size 1 vs {FULL}: max abs deviation {dev[1][0]:.3g} (> 0.1)"})
-        ch.equal(rec, "batch_stats_inference_single_sample", declared.value, observed, source=declared.source,
-                 extra={"detail": detail, "how": how.value})
-        if y2_one is not None:
-            d1 = float(np.max(np.abs(y2_one - y2_full)))
-            ch.equal(rec, "batch_stats_inference_single_sample_deviates", True, d1 > 0.1, max_abs_err=d1,
-                     extra={"detail": f"rank 2, batch size 1 vs {len(x2)}: max abs deviation {d1:.3g} (> 0.1)"})
+    ch.close(rec, "batch_stats_inference_per_batch_size", np.concatenate([outs[b].ravel() for b in sizes]),
+             np.concatenate([refs[b].ravel() for b in sizes]), tl.Tol(atol, 0.0, "worst bn_output bound over all chunks"),
+             declared="oracle: each chunk normalized with its own batch statistics", source=how.source,
+             extra=extra)
+    ch.equal(rec, "batch_stats_inference_depends_on_batch_size", True, dev[1][0] > 0.1,
+             source=how.source, max_abs_err=dev[1][0],
+             extra={"detail": f"rank 4, batch size 1 vs {FULL}: max abs deviation {dev[1][0]:.3g} (> 0.1)"})
+    ch.equal(rec, "batch_stats_inference_single_sample", declared.value, observed, source=declared.source,
+             extra={"detail": detail, "how": how.value})
+    if y2_one is not None:
+        d1 = float(np.max(np.abs(y2_one - y2_full)))
+        ch.equal(rec, "batch_stats_inference_single_sample_deviates", True, d1 > 0.1, max_abs_err=d1,
+                 extra={"detail": f"rank 2, batch size 1 vs {len(x2)}: max abs deviation {d1:.3g} (> 0.1)"})
 
 
 def test_training_output_depends_on_batch_composition(case, rec):
@@ -211,35 +205,34 @@ def test_running_var_bias_vs_batch_size(case, rec):
     decl = case.decl
     sizes = list(bsz.TRAIN_BATCH_SIZES)
     ratios, oracle_ratios, expected, estimators = [], [], [], []
-    with rec.together():
-        for n in sizes:
-            batches = pop.batches(n, TRAIN_STEPS, seed=100 + n)
-            bn, after = _train(case, spec, batches)
-            rec.snippet = bn.snippet()
-            estimator = decl.estimator_for(bn.code_path(batches[0].shape))
-            c = spec.num_features
-            mean_ref, var_ref = ref.train_steps(batches, np.zeros(c), np.ones(c), momentum, estimator, 1)
-            tol = tl.running_stats(batches, 1, stats_dtype=spec.dtype, steps=TRAIN_STEPS,
-                                   state_scale=max(1.0, float(np.max(var_ref))))
-            e_ratio, se = bsz.running_var_ratio_expectation(pop, n, TRAIN_STEPS, momentum, estimator, 1.0)
-            ratio = float(np.mean(after.var / pop.var))
-            o_ratio = float(np.mean(var_ref / pop.var))
-            ratios.append(ratio)
-            oracle_ratios.append(o_ratio)
-            expected.append({"biased": (n - 1) / n, "unbiased": 1.0}[estimator])
-            estimators.append(estimator)
-            extra = {"batch_size": n, "steps": TRAIN_STEPS, "momentum": momentum, "estimator": estimator,
-                     "ratio": ratio, "oracle_ratio": o_ratio, "expected_ratio": e_ratio, "standard_error": se}
-            ch.close(rec, "running_var_at_batch_size", after.var, var_ref, tol,
-                     declared=f"oracle fed the same batches, {estimator} estimator",
-                     source=decl.running_var_estimator.source, extra=extra)
-            ch.close(rec, "running_mean_at_batch_size", after.mean, mean_ref, tol, declared="oracle", extra=extra)
-            # Statistical: the oracle's ratio is where sampling theory puts it (expectation +- STAT_Z standard errors).
-            ch.close(rec, "running_var_ratio_sampling_theory", o_ratio, e_ratio,
-                     tl.Tol(tl.STAT_Z * se, 0.0, f"{tl.STAT_Z:g} standard errors of the weighted average of "
-                                                   f"{TRAIN_STEPS} batch variances over {c} channels"),
-                     declared=f"E[ratio] = {'(n-1)/n' if estimator == 'biased' else '1'} (+ init weight)",
-                     extra=extra)
+    for n in sizes:
+        batches = pop.batches(n, TRAIN_STEPS, seed=100 + n)
+        bn, after = _train(case, spec, batches)
+        rec.snippet = bn.snippet()
+        estimator = decl.estimator_for(bn.code_path(batches[0].shape))
+        c = spec.num_features
+        mean_ref, var_ref = ref.train_steps(batches, np.zeros(c), np.ones(c), momentum, estimator, 1)
+        tol = tl.running_stats(batches, 1, stats_dtype=spec.dtype, steps=TRAIN_STEPS,
+                               state_scale=max(1.0, float(np.max(var_ref))))
+        e_ratio, se = bsz.running_var_ratio_expectation(pop, n, TRAIN_STEPS, momentum, estimator, 1.0)
+        ratio = float(np.mean(after.var / pop.var))
+        o_ratio = float(np.mean(var_ref / pop.var))
+        ratios.append(ratio)
+        oracle_ratios.append(o_ratio)
+        expected.append({"biased": (n - 1) / n, "unbiased": 1.0}[estimator])
+        estimators.append(estimator)
+        extra = {"batch_size": n, "steps": TRAIN_STEPS, "momentum": momentum, "estimator": estimator,
+                 "ratio": ratio, "oracle_ratio": o_ratio, "expected_ratio": e_ratio, "standard_error": se}
+        ch.close(rec, "running_var_at_batch_size", after.var, var_ref, tol,
+                 declared=f"oracle fed the same batches, {estimator} estimator",
+                 source=decl.running_var_estimator.source, extra=extra)
+        ch.close(rec, "running_mean_at_batch_size", after.mean, mean_ref, tol, declared="oracle", extra=extra)
+        # Statistical: the oracle's ratio is where sampling theory puts it (expectation +- STAT_Z standard errors).
+        ch.close(rec, "running_var_ratio_sampling_theory", o_ratio, e_ratio,
+                 tl.Tol(tl.STAT_Z * se, 0.0, f"{tl.STAT_Z:g} standard errors of the weighted average of "
+                                               f"{TRAIN_STEPS} batch variances over {c} channels"),
+                 declared=f"E[ratio] = {'(n-1)/n' if estimator == 'biased' else '1'} (+ init weight)",
+                 extra=extra)
     _curve(rec, "running_var_ratio_vs_batch_size", sizes, ratios, "batch size",
            "running var / population var", expected=expected, oracle=oracle_ratios, estimator=estimators,
            momentum=momentum, steps=TRAIN_STEPS)
@@ -292,16 +285,15 @@ def test_population_statistics_recompute(case, rec):
              "recomputed_ratio": ratio, "standard_error": se, "method": "momentum-1 probe layer + pooling"}
     rec.record("population_recompute_ratio", declared="information", observed=f"running var / population var: "
                f"trained {trained_ratio:.4f}, recomputed {ratio:.4f}", passed=True, message="", **extra)
-    with rec.together():
-        ch.close(rec, "population_recompute_mean", after.mean, m_ref.mean, tol_m,
-                 declared="mean of the union of the training batches", extra=extra)
-        ch.close(rec, "population_recompute_var", after.var, m_ref.var_biased, tol_v,
-                 declared="variance of the union of the training batches", extra=extra)
-        ch.close(rec, "population_recompute_inference", y, y_ref, tol_y,
-                 declared="oracle inference with the recomputed statistics", extra=extra)
-        ch.close(rec, "population_recompute_bias_removed", ratio, 1.0 - 1.0 / total,
-                 tl.Tol(tl.STAT_Z * se, 0.0, f"{tl.STAT_Z:g} standard errors of a variance from {total} draws"),
-                 declared="E[pooled var] / population var = (N-1)/N, N = all training samples", extra=extra)
+    ch.close(rec, "population_recompute_mean", after.mean, m_ref.mean, tol_m,
+             declared="mean of the union of the training batches", extra=extra)
+    ch.close(rec, "population_recompute_var", after.var, m_ref.var_biased, tol_v,
+             declared="variance of the union of the training batches", extra=extra)
+    ch.close(rec, "population_recompute_inference", y, y_ref, tol_y,
+             declared="oracle inference with the recomputed statistics", extra=extra)
+    ch.close(rec, "population_recompute_bias_removed", ratio, 1.0 - 1.0 / total,
+             tl.Tol(tl.STAT_Z * se, 0.0, f"{tl.STAT_Z:g} standard errors of a variance from {total} draws"),
+             declared="E[pooled var] / population var = (N-1)/N, N = all training samples", extra=extra)
 
 
 def test_population_statistics_cumulative_average(case, rec):
@@ -309,9 +301,8 @@ def test_population_statistics_cumulative_average(case, rec):
     run the training batches again. The result is the plain average of the per-batch (declared-estimator) statistics,
     exactly the oracle's; with an unbiased estimator it has no batch-size bias, with a biased one (n-1)/n remains."""
     decl = case.decl
-    if not decl.cumulative_average.value:
-        pytest.skip(f"{case.adapter.id} declares no cumulative moving average (momentum=None), which update_bn "
-                    f"needs; the generic recompute covers it ({decl.cumulative_average.source})")
+    case.needs("cumulative_average", "cumulative moving average (momentum=None), which update_bn needs; the "
+                                     "generic recompute covers it")
     n, steps = 4, 100
     spec = case.spec(rank=2, momentum=None, num_features=STAT_CHANNELS)
     pop = bsz.make_population(spec.num_features, spec.dtype)
@@ -329,15 +320,14 @@ def test_population_statistics_cumulative_average(case, rec):
     extra = {"batch_size": n, "steps": steps, "estimator": estimator, "recomputed_ratio": ratio,
              "trained_ratio": float(np.mean(trained.var / pop.var)), "expected_ratio": e_ratio,
              "standard_error": se, "method": "momentum=None (update_bn)"}
-    with rec.together():
-        ch.close(rec, "update_bn_mean", after.mean, mean_ref, tol, declared="average of the batch means",
-                 source=decl.cumulative_average.source, extra=extra)
-        ch.close(rec, "update_bn_var", after.var, var_ref, tol, declared=f"average of the {estimator} batch variances",
-                 source=decl.cumulative_average.source, extra=extra)
-        ch.close(rec, "update_bn_var_ratio", ratio, e_ratio,
-                 tl.Tol(tl.STAT_Z * se, 0.0, f"{tl.STAT_Z:g} standard errors of the average of {steps} batch "
-                                               "variances"),
-                 declared=f"E[ratio] = {'(n-1)/n' if estimator == 'biased' else '1'}", extra=extra)
+    ch.close(rec, "update_bn_mean", after.mean, mean_ref, tol, declared="average of the batch means",
+             source=decl.cumulative_average.source, extra=extra)
+    ch.close(rec, "update_bn_var", after.var, var_ref, tol, declared=f"average of the {estimator} batch variances",
+             source=decl.cumulative_average.source, extra=extra)
+    ch.close(rec, "update_bn_var_ratio", ratio, e_ratio,
+             tl.Tol(tl.STAT_Z * se, 0.0, f"{tl.STAT_Z:g} standard errors of the average of {steps} batch "
+                                           "variances"),
+             declared=f"E[ratio] = {'(n-1)/n' if estimator == 'biased' else '1'}", extra=extra)
 
 
 def _summary(tr, config):

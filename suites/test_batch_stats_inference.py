@@ -1,7 +1,6 @@
 """Inference with batch statistics (torch track_running_stats=False, Flax use_running_average=False)."""
 
 import numpy as np
-import pytest
 
 from adapters import reference as ref
 from suites import checks as ch
@@ -9,11 +8,7 @@ from suites import tolerances as tl
 
 
 def test_batch_stats_at_inference(case, rec):
-    decl = case.decl
-    how = decl.batch_stats_inference
-    if how.value is None:
-        pytest.skip(f"{case.adapter.id} declares no way to normalize with batch statistics at inference "
-                    f"({how.source})")
+    how = case.needs("batch_stats_inference", "way to normalize with batch statistics at inference")
     spec, bn, st, x = case.layer(rec, rank=4, track_running_stats=False)
     y = bn.forward(x, training=False)
     y_ref, _ = ref.forward_train(x, st.scale, st.offset, spec.eps, spec.channel_axis)

@@ -72,12 +72,11 @@ def test_deep_inference_batch_size(case, rec):
     SUMMARY.append({"adapter": case.adapter.id, "device": case.device, "dtype": case.dtype,
                     "dev": dict(zip(sizes, abs_dev)), "ref": float(np.max(np.abs(y_full - y_ref))),
                     "tol_bs": tol_bs.atol, "tol_ref": tol_ref.atol, "y_max": float(np.max(np.abs(y_ref)))})
-    with rec.together():
-        ch.close(rec, "deep_inference_batch_size_invariance", np.concatenate([outs[b].ravel() for b in sizes]),
-                 np.concatenate([y_full[:len(outs[b])].ravel() for b in sizes]), tol_bs, declared=f"output at batch size {FULL} (exact: identical)",
-                 extra=extra)
-        ch.close(rec, "deep_inference_output_vs_reference", y_full, y_ref, tol_ref, declared="reference network",
-                 extra={"arch": ARCH, "bn_layers": n_bn})
+    ch.close(rec, "deep_inference_batch_size_invariance", np.concatenate([outs[b].ravel() for b in sizes]),
+             np.concatenate([y_full[:len(outs[b])].ravel() for b in sizes]), tol_bs, declared=f"output at batch size {FULL} (exact: identical)",
+             extra=extra)
+    ch.close(rec, "deep_inference_output_vs_reference", y_full, y_ref, tol_ref, declared="reference network",
+             extra={"arch": ARCH, "bn_layers": n_bn})
 
 
 def _summary(tr, config):

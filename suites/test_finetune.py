@@ -61,16 +61,15 @@ def test_finetune_step(case, rec, freeze_idiom):
                    "ok": (stats_moved, params_moved, others_moved) == (facts.running_stats_update,
                                                                         facts.params_update, want_others)
                    and facts.error is None})
-    with rec.together():
-        ch.equal(rec, "finetune_error", facts.error, None, source=declared.source, extra=extra)
-        ch.equal(rec, "finetune_bn_running_stats_update", facts.running_stats_update, stats_moved,
-                 source=declared.source, extra={**extra, "max_change": stats_change})
-        ch.equal(rec, "finetune_bn_params_update", facts.params_update, params_moved, source=declared.source,
-                 extra={**extra, "max_change": params_change})
-        ch.equal(rec, "finetune_conv_dense_update", want_others, others_moved,
-                 source="an idiom that freezes BN leaves the other layers training"
-                 if want_others else "the idiom disables gradients for the whole network",
-                 extra={**extra, "max_change": others_change})
+    ch.equal(rec, "finetune_error", facts.error, None, source=declared.source, extra=extra)
+    ch.equal(rec, "finetune_bn_running_stats_update", facts.running_stats_update, stats_moved,
+             source=declared.source, extra={**extra, "max_change": stats_change})
+    ch.equal(rec, "finetune_bn_params_update", facts.params_update, params_moved, source=declared.source,
+             extra={**extra, "max_change": params_change})
+    ch.equal(rec, "finetune_conv_dense_update", want_others, others_moved,
+             source="an idiom that freezes BN leaves the other layers training"
+             if want_others else "the idiom disables gradients for the whole network",
+             extra={**extra, "max_change": others_change})
 
 
 def _summary(tr, config):

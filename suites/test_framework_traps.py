@@ -9,7 +9,6 @@ from suites import checks as ch
 def test_declared_traps(case, rec):
     for probe in case.adapter.probes():
         observed = probe.run()
-        with rec.together():
-            ch.equal(rec, probe.property, probe.declared.value, observed, source=probe.declared.source)
+        ch.equal(rec, probe.property, probe.declared.value, observed, source=probe.declared.source)
     if not case.adapter.probes():
         rec.record("traps", declared=[], observed=[], passed=True, message="no traps declared", source="")

@@ -49,14 +49,13 @@ def test_freeze_idiom(case, rec, freeze_idiom):
                params_change=float(np.max(np.abs(after.scale - st.scale))))
     _record_row(rec, row, facts, declared.source)
     extra = {"idiom": freeze_idiom}
-    with rec.together():
-        ch.equal(rec, "freeze_error", facts.error, None, source=declared.source, extra=extra)
-        ch.equal(rec, "freeze_normalizes_with", facts.normalizes_with, normalizes_with, source=declared.source,
-                 extra=extra)
-        ch.equal(rec, "freeze_running_stats_update", facts.running_stats_update, stats_moved,
-                 source=declared.source, extra={**extra, "max_change": row["stats_change"]})
-        ch.equal(rec, "freeze_params_update", facts.params_update, params_moved, source=declared.source,
-                 extra={**extra, "max_change": row["params_change"]})
+    ch.equal(rec, "freeze_error", facts.error, None, source=declared.source, extra=extra)
+    ch.equal(rec, "freeze_normalizes_with", facts.normalizes_with, normalizes_with, source=declared.source,
+             extra=extra)
+    ch.equal(rec, "freeze_running_stats_update", facts.running_stats_update, stats_moved,
+             source=declared.source, extra={**extra, "max_change": row["stats_change"]})
+    ch.equal(rec, "freeze_params_update", facts.params_update, params_moved, source=declared.source,
+             extra={**extra, "max_change": row["params_change"]})
 
 
 def _record_row(rec, row, facts, source):

@@ -98,18 +98,17 @@ def test_network_equivalence(case, rec):
     tl.assert_separable(bounds.weight(var_key).atol / float(np.min(np.abs(w_ref[var_key]))), effect,
                         f"the {estimator} from the {other} running variance")
 
-    with rec.together():
-        for s in steps:
-            ch.close(rec, f"network_loss_step{s}", loss_fw[s - 1], loss_ref[s - 1], bounds.loss(s),
-                     declared="reference network", extra=extra)
-        for k in param_keys + stat_keys:
-            if k not in w_fw:
-                ch.equal(rec, f"network_weight_{k}", "present", "missing", extra=extra)
-                continue
-            ch.close(rec, f"network_weight_{k}", w_fw[k], w_ref[k], bounds.weight(k),
-                     declared=f"reference network ({estimator} running variance)" if k in stat_keys
-                     else "reference network", extra=extra)
-        ch.close(rec, "network_inference_output", y_fw, y_ref, tol_out, declared="reference network", extra=extra)
+    for s in steps:
+        ch.close(rec, f"network_loss_step{s}", loss_fw[s - 1], loss_ref[s - 1], bounds.loss(s),
+                 declared="reference network", extra=extra)
+    for k in param_keys + stat_keys:
+        if k not in w_fw:
+            ch.equal(rec, f"network_weight_{k}", "present", "missing", extra=extra)
+            continue
+        ch.close(rec, f"network_weight_{k}", w_fw[k], w_ref[k], bounds.weight(k),
+                 declared=f"reference network ({estimator} running variance)" if k in stat_keys
+                 else "reference network", extra=extra)
+    ch.close(rec, "network_inference_output", y_fw, y_ref, tol_out, declared="reference network", extra=extra)
 
 
 def _summary(tr, config):

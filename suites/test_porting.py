@@ -57,9 +57,8 @@ def test_port_from_every_framework(case, rec):
     """Every source framework ported into this one. One test per target (not per pair), so that `-k torch` selects
     the torch target without pulling every other framework in; each pair's checks and its matrix record name the
     source, and one failing pair does not hide the others."""
-    with rec.together():
-        for source_id in registry.BUILTIN:
-            _port_pair(case, rec, source_id)
+    for source_id in registry.BUILTIN:
+        _port_pair(case, rec, source_id)
 
 
 def _port_pair(case, rec, source_id):
@@ -89,43 +88,42 @@ def _port_pair(case, rec, source_id):
     extra = {"source_adapter": source_id, "target_momentum": target["momentum"], "source_momentum": mom_s,
              "source_estimator": est_s, "target_estimator": est_b}
     worst = {"inference": float(np.max(np.abs(y_inf - o_inf))), "training": float(np.max(np.abs(y_train - o_train)))}
-    with rec.together():
-        ch.close(rec, "port_momentum_conversion", hp["momentum"], target["momentum"],
-                 tl.Tol(1e-12, 1e-7, "a float round trip"), declared=f"{source_id} momentum {mom_s} -> "
-                 f"{case.adapter.id} momentum {target['momentum']:g}", source=dst.momentum_weights.source, extra=extra)
-        ch.close(rec, "port_inference_output", y_inf, o_inf,
-                 tl.bn_output(xs[0], axis, o_inf, state.scale, eps_s, io_dtype=case.dtype, normalize_var=state.var),
-                 declared=f"{source_id} inference output", extra=extra)
-        ch.close(rec, "port_training_output", y_train, o_train,
-                 tl.bn_output(xs[0], axis, o_train, state.scale, eps_s, io_dtype=case.dtype),
-                 declared=f"{source_id} training output", extra=extra)
-        for k in STEPS:
-            tol = tl.running_stats(xs[:k], axis, stats_dtype=case.dtype, steps=k,
-                                   state_scale=float(np.max(np.abs(state.var))))
-            mean, var = stats[k - 1]
-            o_mean, o_var = o_stats[k - 1]
-            predicted_gap = o_stats_b[k - 1][1] - o_var  # zero where the two estimators agree
-            worst[f"running_var_k{k}"] = float(np.max(np.abs(var - o_var)))
-            ch.close(rec, "port_running_mean", mean, o_mean, tol, declared=f"{source_id} running mean after {k}",
-                     extra={**extra, "steps": k})
-            ch.close(rec, "port_running_var", var, o_var + predicted_gap, tol,
-                     declared=(f"{source_id} running var after {k}" if est_s == est_b else
-                               f"{source_id} running var after {k} + predicted {est_b}-vs-{est_s} gap "
-                               f"{float(np.max(np.abs(predicted_gap))):.3g}"),
-                     extra={**extra, "steps": k, "predicted_gap": float(np.max(np.abs(predicted_gap)))})
+    ch.close(rec, "port_momentum_conversion", hp["momentum"], target["momentum"],
+             tl.Tol(1e-12, 1e-7, "a float round trip"), declared=f"{source_id} momentum {mom_s} -> "
+             f"{case.adapter.id} momentum {target['momentum']:g}", source=dst.momentum_weights.source, extra=extra)
+    ch.close(rec, "port_inference_output", y_inf, o_inf,
+             tl.bn_output(xs[0], axis, o_inf, state.scale, eps_s, io_dtype=case.dtype, normalize_var=state.var),
+             declared=f"{source_id} inference output", extra=extra)
+    ch.close(rec, "port_training_output", y_train, o_train,
+             tl.bn_output(xs[0], axis, o_train, state.scale, eps_s, io_dtype=case.dtype),
+             declared=f"{source_id} training output", extra=extra)
+    for k in STEPS:
+        tol = tl.running_stats(xs[:k], axis, stats_dtype=case.dtype, steps=k,
+                               state_scale=float(np.max(np.abs(state.var))))
+        mean, var = stats[k - 1]
+        o_mean, o_var = o_stats[k - 1]
+        predicted_gap = o_stats_b[k - 1][1] - o_var  # zero where the two estimators agree
+        worst[f"running_var_k{k}"] = float(np.max(np.abs(var - o_var)))
+        ch.close(rec, "port_running_mean", mean, o_mean, tol, declared=f"{source_id} running mean after {k}",
+                 extra={**extra, "steps": k})
+        ch.close(rec, "port_running_var", var, o_var + predicted_gap, tol,
+                 declared=(f"{source_id} running var after {k}" if est_s == est_b else
+                           f"{source_id} running var after {k} + predicted {est_b}-vs-{est_s} gap "
+                           f"{float(np.max(np.abs(predicted_gap))):.3g}"),
+                 extra={**extra, "steps": k, "predicted_gap": float(np.max(np.abs(predicted_gap)))})
 
-        # The naive port: copy the vectors, keep the target's defaults.
-        naive = case.build(case.spec(rank=RANK, channels_last=b_last, use_defaults=True))
-        eps_b, mom_b = porting.defaults(dst)
-        n_inf, _, n_stats = _run_target(naive, xs[:5], state, s_last, b_last)
-        p_inf, p_stats = _oracle_run(xs[:5], state, eps_b, porting.canonical_momentum(dst, mom_b), est_b, axis)
-        tol5 = tl.running_stats(xs[:5], axis, stats_dtype=case.dtype, steps=5,
-                                state_scale=float(np.max(np.abs(state.var))))
-        ch.close(rec, "naive_port_inference_output", n_inf, p_inf,
-                 tl.bn_output(xs[0], axis, p_inf, state.scale, eps_b, io_dtype=case.dtype, normalize_var=state.var),
-                 declared=f"oracle with {case.adapter.id} defaults", extra=extra)
-        ch.close(rec, "naive_port_running_var", n_stats[4][1], p_stats[4][1], tol5,
-                 declared=f"oracle with {case.adapter.id} defaults", extra={**extra, "steps": 5})
+    # The naive port: copy the vectors, keep the target's defaults.
+    naive = case.build(case.spec(rank=RANK, channels_last=b_last, use_defaults=True))
+    eps_b, mom_b = porting.defaults(dst)
+    n_inf, _, n_stats = _run_target(naive, xs[:5], state, s_last, b_last)
+    p_inf, p_stats = _oracle_run(xs[:5], state, eps_b, porting.canonical_momentum(dst, mom_b), est_b, axis)
+    tol5 = tl.running_stats(xs[:5], axis, stats_dtype=case.dtype, steps=5,
+                            state_scale=float(np.max(np.abs(state.var))))
+    ch.close(rec, "naive_port_inference_output", n_inf, p_inf,
+             tl.bn_output(xs[0], axis, p_inf, state.scale, eps_b, io_dtype=case.dtype, normalize_var=state.var),
+             declared=f"oracle with {case.adapter.id} defaults", extra=extra)
+    ch.close(rec, "naive_port_running_var", n_stats[4][1], p_stats[4][1], tol5,
+             declared=f"oracle with {case.adapter.id} defaults", extra={**extra, "steps": 5})
     naive_inf_err = float(np.max(np.abs(n_inf - o_inf)))
     naive_var_err = float(np.max(np.abs(n_stats[4][1] - o_stats[4][1]) / np.abs(o_stats[4][1])))
     if rec.writer is not None:

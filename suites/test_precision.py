@@ -61,25 +61,24 @@ def test_precision(case, rec, layout):
     st = _stored(st, rule.state)
     axis = spec.channel_axis
     io_dtype = rule.output or spec.dtype
-    with rec.together():
-        ch.equal(rec, "precision_output_dtype", rule.output, bn.last_output_dtype, source=cited.source, extra=extra)
-        y_ref, _ = ref.forward_train(x, st.scale, st.offset, spec.eps, axis)
-        tol = tl.bn_output(x, axis, y_ref, st.scale, spec.eps, io_dtype=io_dtype, stats_dtype=rule.stats)
-        ch.close(rec, "precision_training_output", y, y_ref, tol, declared=f"oracle, statistics in {rule.stats}",
-                 source=cited.source, extra=extra)
-        running = {k: v for k, v in bn.state_dtypes().items() if k in ("mean", "var")}
-        ch.equal(rec, "precision_state_dtype_after_training", rule.state_after_training or rule.state,
-                 _one(running), source=cited.source, extra=extra)
-        # Inference from a freshly set state (the training step moved the running statistics).
-        bn2 = case.build(spec)
-        bn2.set_state(st)
-        ch.equal(rec, "precision_state_dtype", rule.state, _one(bn2.state_dtypes()), source=cited.source, extra=extra)
-        yi = bn2.forward(x, training=False)
-        yi_ref = ref.forward_inference(x, st.scale, st.offset, st.mean, st.var, spec.eps, axis)
-        # Inference normalizes with the STORED running statistics; a framework that does not promote them does
-        # its per-element arithmetic (rsqrt(var + eps), ...) in the storage dtype: use the coarser of the two.
-        inf_dtype = max(rule.stats, rule.state, key=tl.roundoff)
-        tol_i = tl.bn_output(x, axis, yi_ref, st.scale, spec.eps, io_dtype=io_dtype, stats_dtype=inf_dtype,
-                             normalize_var=st.var)
-        ch.close(rec, "precision_inference_output", yi, yi_ref, tol_i, declared=f"oracle, running statistics "
-                 f"stored in {rule.state}", source=cited.source, extra=extra)
+    ch.equal(rec, "precision_output_dtype", rule.output, bn.last_output_dtype, source=cited.source, extra=extra)
+    y_ref, _ = ref.forward_train(x, st.scale, st.offset, spec.eps, axis)
+    tol = tl.bn_output(x, axis, y_ref, st.scale, spec.eps, io_dtype=io_dtype, stats_dtype=rule.stats)
+    ch.close(rec, "precision_training_output", y, y_ref, tol, declared=f"oracle, statistics in {rule.stats}",
+             source=cited.source, extra=extra)
+    running = {k: v for k, v in bn.state_dtypes().items() if k in ("mean", "var")}
+    ch.equal(rec, "precision_state_dtype_after_training", rule.state_after_training or rule.state,
+             _one(running), source=cited.source, extra=extra)
+    # Inference from a freshly set state (the training step moved the running statistics).
+    bn2 = case.build(spec)
+    bn2.set_state(st)
+    ch.equal(rec, "precision_state_dtype", rule.state, _one(bn2.state_dtypes()), source=cited.source, extra=extra)
+    yi = bn2.forward(x, training=False)
+    yi_ref = ref.forward_inference(x, st.scale, st.offset, st.mean, st.var, spec.eps, axis)
+    # Inference normalizes with the STORED running statistics; a framework that does not promote them does
+    # its per-element arithmetic (rsqrt(var + eps), ...) in the storage dtype: use the coarser of the two.
+    inf_dtype = max(rule.stats, rule.state, key=tl.roundoff)
+    tol_i = tl.bn_output(x, axis, yi_ref, st.scale, spec.eps, io_dtype=io_dtype, stats_dtype=inf_dtype,
+                         normalize_var=st.var)
+    ch.close(rec, "precision_inference_output", yi, yi_ref, tol_i, declared=f"oracle, running statistics "
+             f"stored in {rule.state}", source=cited.source, extra=extra)
