@@ -27,22 +27,17 @@ class Recorder:
     @contextlib.contextmanager
     def together(self):
         """Run several checks, record all of them, then fail once with every message (so one failing property
-        does not hide the next)."""
+        does not hide the next). Nested inside another such block it adds nothing: the outermost one reports."""
         __tracebackhide__ = True
-        if self._pending is not None:  # nested: the outermost block reports
+        if self._pending is not None:
             yield
             return
-        self._pending = []
-        try:
+        with self.judged_here():
             yield
-        finally:
-            pending, self._pending = self._pending, None
-        if pending:
-            raise AssertionError("\n".join(pending))
 
     @contextlib.contextmanager
     def judged_here(self):
-        """Checks inside are judged at the end of this block even within a test-level block: for Hypothesis, which
+        """Checks inside are judged at the end of this block, even within a test-level block: for Hypothesis, which
         must see the failing example raise to report and shrink it."""
         __tracebackhide__ = True
         outer, self._pending = self._pending, []
