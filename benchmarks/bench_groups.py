@@ -4,7 +4,7 @@ its framework(s), the number of cases, cases per second and the suite/import rat
 
     python3 benchmarks/bench_groups.py [--only GROUP ...]
 
-Runs groups one at a time so timings do not compete for the 2 cores. Uses the venv that bnsuite.py manages.
+Runs groups one at a time so timings do not compete for the 2 cores. Uses the venv that the runner (python3 -m bnsuite) manages.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import bnsuite  # noqa: E402
+from bnsuite import runner  # noqa: E402
 
 IMPORTS = {
     "torch": "import torch",
@@ -30,7 +30,7 @@ IMPORTS = {
 
 
 def import_time(py: str, group: str) -> float:
-    env = {**os.environ, **bnsuite.GROUPS[group][0], "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, **runner.GROUPS[group][0], "TF_CPP_MIN_LOG_LEVEL": "3"}
     t0 = time.time()
     subprocess.run([py, "-c", IMPORTS[group]], env=env, check=True, capture_output=True)
     return time.time() - t0
@@ -40,14 +40,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", action="append", default=[])
     a = ap.parse_args()
-    py = bnsuite.ensure_venv(os.environ.get("BNSUITE_VENV", os.path.join(bnsuite.ROOT, ".venv")))
-    groups = a.only or list(bnsuite.GROUPS)
+    py = runner.ensure_venv(os.environ.get("BNSUITE_VENV", os.path.join(runner.ROOT, ".venv")))
+    groups = a.only or list(runner.GROUPS)
     rows = []
     with tempfile.TemporaryDirectory() as run_dir:
         for g in groups:
             imp = import_time(py, g)
-            env, args = bnsuite.GROUPS[g]
-            r = bnsuite.run_group(py, g, env, args, run_dir, [])
+            env, args = runner.GROUPS[g]
+            r = runner.run_group(py, g, env, args, run_dir, [])
             cases = sum(r["counts"].values())
             rows.append((g, r["wall_s"], imp, cases, r["counts"].get("passed", 0)))
             print(f"{g}: {r['wall_s']:.1f} s, import {imp:.1f} s, {cases} cases", flush=True)

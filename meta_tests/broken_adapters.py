@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from adapters.base import Cited, FreezeFacts
-from adapters.torch_bn import TorchBatchNorm
+from bnsuite.adapters.base import Cited, FreezeFacts
+from bnsuite.adapters.torch_bn import TorchBatchNorm
 
 
 class BiasedRunningVar(TorchBatchNorm):
@@ -131,7 +131,7 @@ class TrainingBackwardIgnoresBatchStats(TorchBatchNorm):
             return grads
         import numpy as np
 
-        from adapters import reference
+        from bnsuite.adapters import reference
 
         axis = self.spec.channel_axis
         m = reference.moments(x, axis)
@@ -279,21 +279,21 @@ class WrongDeclarations(TorchBatchNorm):
 
     @classmethod
     def probes(cls):
-        from adapters.base import Probe
+        from bnsuite.adapters.base import Probe
 
         return [Probe("declared_trap", Cited("error:RuntimeError", "deliberately wrong"), lambda: "ok")]
 
 
 def wrong_eps_torch_net(adapter_cls, arch, weights, **kw):
     """The torch network with every BatchNorm built with 1000 times the requested eps (1e-2 for 1e-5)."""
-    from adapters.nets import torch_net
+    from bnsuite.adapters.nets import torch_net
 
     return torch_net.build(adapter_cls, arch, weights, **{**kw, "eps": kw["eps"] * 1000})
 
 
 def frozen_conv_torch_net(adapter_cls, arch, weights, **kw):
     """The torch network whose convolution and dense weights never train (requires_grad False)."""
-    from adapters.nets import torch_net
+    from bnsuite.adapters.nets import torch_net
 
     net = torch_net.build(adapter_cls, arch, weights, **kw)
     for module in net.mods.modules():
@@ -305,7 +305,7 @@ def frozen_conv_torch_net(adapter_cls, arch, weights, **kw):
 
 def batch_stats_torch_net(adapter_cls, arch, weights, **kw):
     """The torch network whose inference normalizes with batch statistics (BatchNorm left in training mode)."""
-    from adapters.nets import torch_net
+    from bnsuite.adapters.nets import torch_net
 
     net = torch_net.build(adapter_cls, arch, weights, **kw)
     forward = net.forward

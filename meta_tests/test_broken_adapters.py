@@ -14,7 +14,7 @@ import pytest
 from meta_tests import broken_adapters as ba
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REAL = "adapters.torch_bn:TorchBatchNorm"
+REAL = "bnsuite.adapters.torch_bn:TorchBatchNorm"
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def suite_run(tmp_path_factory):
     results = tmp_path_factory.mktemp("broken") / "results.jsonl"
     env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "TF_USE_LEGACY_KERAS")}
     refs = [REAL] + [f"meta_tests.broken_adapters:{cls.__name__}" for cls in ba.EXPECTED_FAILURES]
-    cmd = [sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider", "--device", "cpu",
+    cmd = [sys.executable, "-m", "pytest", "bnsuite/suites", "-q", "-p", "no:cacheprovider", "--device", "cpu",
            f"--results={results}"]
     for ref in refs:
         cmd += ["--adapter", ref]

@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from adapters import registry
-from adapters.base import Cited, Declaration
+from bnsuite.adapters import registry
+from bnsuite.adapters.base import Cited, Declaration
 
 CATEGORIES = {
     "momentum_weights": {"new", "old"},

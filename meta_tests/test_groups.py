@@ -3,8 +3,8 @@
 import configparser
 import os
 
-import bnsuite
-from adapters import registry
+from bnsuite import runner
+from bnsuite.adapters import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,13 +18,13 @@ def _tox():
 def test_every_builtin_adapter_has_a_group_and_a_tox_env():
     cp = _tox()
     envs = [e.strip() for e in cp["tox"]["env_list"].split(",")]
-    assert set(registry.BUILTIN) == set(bnsuite.GROUPS), "bnsuite.GROUPS must name every built-in adapter"
-    assert set(envs) == set(bnsuite.GROUPS) | {"meta"}, f"tox env_list {envs} differs from the runner's groups"
+    assert set(registry.BUILTIN) == set(runner.GROUPS), "runner.GROUPS must name every built-in adapter"
+    assert set(envs) == set(runner.GROUPS) | {"meta"}, f"tox env_list {envs} differs from the runner's groups"
 
 
 def test_group_environment_matches_adapter_needs():
     cp = _tox()
-    for name, (env, args) in bnsuite.GROUPS.items():
+    for name, (env, args) in runner.GROUPS.items():
         cls = registry.load(name)
         assert args[-1] == cls.id, f"group {name} runs adapter {args[-1]}"
         for key, value in cls.process_env.items():

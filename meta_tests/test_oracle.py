@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from adapters import reference as ref
+from bnsuite.adapters import reference as ref
 
 
 def test_moments_by_hand():

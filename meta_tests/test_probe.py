@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from probe import ProbeError, find_batch_dependence
+from bnsuite.probe import ProbeError, find_batch_dependence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 X = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
@@ -172,7 +172,7 @@ def cli(tmp_path, *args):
     (tmp_path / "user_models.py").write_text(FACTORY)
     np.save(tmp_path / "bad.npy", np.zeros((16, 5), np.float32))
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "probe", *args], cwd=tmp_path, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bnsuite.probe", *args], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)
 
 

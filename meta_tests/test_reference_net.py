@@ -4,8 +4,8 @@ BatchNorm oracle."""
 import numpy as np
 import pytest
 
-from adapters import reference as ref
-from adapters.nets import reference_net as rn
+from bnsuite.adapters import reference as ref
+from bnsuite.adapters.nets import reference_net as rn
 
 EPS = 1e-3
 

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from reports.render import main, render
-from reports.results import ResultsWriter
+from bnsuite.reports.render import main, render
+from bnsuite.reports.results import ResultsWriter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = "/usr/bin/chromium"
@@ -138,7 +138,7 @@ def test_corrupt_line_still_writes_report(tmp_path, capsys):
 def test_empty_input_exits_2(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    proc = subprocess.run([sys.executable, "-m", "reports.render", str(empty), "-o", str(tmp_path / "r.html")],
+    proc = subprocess.run([sys.executable, "-m", "bnsuite.reports.render", str(empty), "-o", str(tmp_path / "r.html")],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
@@ -146,7 +146,7 @@ def test_empty_input_exits_2(tmp_path):
 
 
 def test_missing_file_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "reports.render", str(tmp_path / "nope.jsonl"),
+    proc = subprocess.run([sys.executable, "-m", "bnsuite.reports.render", str(tmp_path / "nope.jsonl"),
                            "-o", str(tmp_path / "r.html")], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "cannot open results file" in proc.stderr

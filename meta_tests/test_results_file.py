@@ -1,6 +1,6 @@
 """The results file: appended and flushed per record; corrupt lines cost only themselves."""
 
-from reports.results import ResultsWriter, read_all
+from bnsuite.reports.results import ResultsWriter, read_all
 
 
 def test_records_survive_a_corrupt_line(tmp_path):

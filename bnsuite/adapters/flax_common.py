@@ -1,0 +1,105 @@
+"""What flax.linen.BatchNorm and flax.nnx.BatchNorm share: the declaration skeleton and JAX device handling.
+
+Sources: google/flax @ 18f8f311 (flax 0.12.8): flax/linen/normalization.py (LINEN), flax/nnx/nn/normalization.py (NNX).
+"""
+
+from __future__ import annotations
+
+from bnsuite.adapters.base import Cited, Declaration, DtypeRule
+
+LINEN = "flax/linen/normalization.py"
+NNX = "flax/nnx/nn/normalization.py"
+
+FAST_VARIANCE_NOTE = (
+    "use_fast_variance=True (default) computes var = max(0, E[x^2] - E[x]^2) in one pass, which loses digits when "
+    "|mean| >> std (google/flax#1491); the clamp at 0 hides negative results")
+
+
+def flax_precision(src: str, nnx: bool) -> dict:
+    """Flax computes statistics in at least float32, stores params in param_dtype (float32) and batch statistics
+    created as float32, whatever `dtype` (the computation/output dtype) is."""
+    stats = f"{src}: _compute_stats, dtype = jnp.promote_types(dtype, jnp.float32) (force_float32_reductions=True)"
+    store = (f"{src}: param_dtype = jnp.float32 default for scale/bias; batch statistics initialized with "
+             "jnp.float32 (linen: self.variable('batch_stats', 'mean', lambda s: jnp.zeros(s, jnp.float32 ...)); "
+             "nnx: nnx.BatchStat(jnp.zeros(feature_shape, jnp.float32)))")
+    out = f"{src}: _normalize returns jnp.asarray(y, dtype)"
+    low = lambda dt: Cited(DtypeRule("yes", output=dt, stats="float32", state="float32"), f"{stats}; {store}; {out}")
+    if nnx:
+        after, how = None, ("nnx writes the update into the float32 BatchStat (jax scatter FutureWarning "
+                            "'cannot safely cast value from dtype=float64 to dtype=float32')")
+    else:
+        after, how = "float64", ("linen REPLACES ra_mean.value with momentum * ra_mean + (1 - momentum) * mean, "
+                                 "which promotes to float64: the batch_stats dtype changes after the first step")
+    f64 = Cited(DtypeRule("yes", output="float64", stats="float64", state="float32", state_after_training=after),
+                f"{stats}; {store}; {how}. float64 runs inside jax.enable_x64 (adapters/flax_common.py x64_scope)")
+    return {"float16": low("float16"), "bfloat16": low("bfloat16"), "float64": f64}
+
+
+def flax_declaration(src: str, framework: str, *, freeze, training_default: Cited[str],
+                     batch_stats_inference: Cited[str | None]) -> Declaration:
+    return Declaration(
+        precision=flax_precision(src, nnx=src == NNX),
+        framework=framework,
+        default_eps=Cited(1e-5, f"{src}: BatchNorm epsilon: float = 1e-5"),
+        default_momentum=Cited(0.99, f"{src}: BatchNorm momentum: float = 0.99"),
+        momentum_weights=Cited("old", f"{src}: ra_mean = momentum * ra_mean + (1 - momentum) * mean"),
+        default_channels_last=Cited(True, f"{src}: BatchNorm axis: int = -1"),
+        running_var_estimator=Cited({"default": "biased"}, f"{src}: _compute_stats, var = mean(x^2) - mean(x)^2 "
+                                                           "(divides by n, no Bessel correction)"),
+        normalize_estimator=Cited("biased", f"{src}: _compute_stats"),
+        single_value_batch=Cited("offset", f"{src}: no batch-size check; variance 0 gives output = bias"),
+        cumulative_average=Cited(False, f"{src}: momentum is a float; no cumulative-average mode"),
+        batch_stats_inference=batch_stats_inference,
+        training_default=training_default,
+        variance_algorithm=Cited("one-pass-clamped", f"{src}: _compute_stats with use_fast_variance=True (default): "
+                                                     "var = jnp.maximum(0.0, mu2 - _abs_sq(mu)); google/flax#1491"),
+        freeze=freeze,
+        notes={"fast_variance": FAST_VARIANCE_NOTE},
+    )
+
+
+def x64_scope(dtype: str):
+    """jax.enable_x64(True) for float64 layers only, so the float32 cases of the process keep JAX's defaults.
+
+    JAX keys its jit caches on the x64 setting, so functions traced inside the scope are not reused outside it.
+    """
+    import contextlib
+
+    import jax
+
+    return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
+
+
+def with_x64(method):
+    """Run an adapter method inside x64_scope(self.spec.dtype) (or the dtype of the Spec passed to __init__)."""
+    import functools
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        spec = getattr(self, "spec", None) or args[0]
+        with x64_scope(spec.dtype):
+            return method(self, *args, **kwargs)
+
+    return run
+
+
+def jax_device(kind: str):
+    import jax
+
+    if kind == "gpu":
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        return gpus[0] if gpus else None
+    return jax.devices("cpu")[0]
+
+
+def gpu_reason(kind: str) -> str | None:
+    if kind == "cpu":
+        return None
+    return None if jax_device(kind) is not None else "no GPU visible to JAX (jax.devices() has no gpu platform)"
+
+
+def jax_versions() -> dict[str, str]:
+    import flax
+    import jax
+
+    return {"flax": flax.__version__, "jax": jax.__version__}

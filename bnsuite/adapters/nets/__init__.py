@@ -1,0 +1,101 @@
+"""Small networks with BatchNorm, one implementation per adapter id, built from ONE set of canonical weights.
+
+``build_network(adapter_cls, arch, weights, ...)`` returns a `Network`: forward, one step of the framework's own SGD
+optimizer on the MSE loss (mean over every element), the BN states and every weight, in the canonical layout of
+``adapters/nets/reference_net.py`` (conv kernels (out, in, kh, kw), dense kernels (out, in)). Each framework module
+documents its layout conversion. Frameworks are imported inside the builders only, so importing this package stays
+framework-free.
+
+``bn_idiom`` freezes the BatchNorm layers with one of the adapter's declared freeze idioms (``Declaration.freeze``);
+``sgd_step`` then takes the idiom's training step. None means ordinary training (everything trains, BN in training
+mode, running statistics update).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+
+from bnsuite.adapters.base import State, Unsupported
+from bnsuite.adapters.nets.reference_net import ARCHS, ReferenceNet, bn_names, init_weights, param_names, plan
+
+# adapter id -> module:function building the network
+BUILDERS = {
+    "torch": "bnsuite.adapters.nets.torch_net:build",
+    "keras-tensorflow": "bnsuite.adapters.nets.keras_net:build",
+    "keras-jax": "bnsuite.adapters.nets.keras_net:build",
+    "keras-torch": "bnsuite.adapters.nets.keras_net:build",
+    "tf_keras": "bnsuite.adapters.nets.keras_net:build",
+    "tf1-keras": "bnsuite.adapters.nets.keras_net:build",
+    "tf1-graph": "bnsuite.adapters.nets.tf1_graph_net:build",
+    "flax-linen": "bnsuite.adapters.nets.flax_net:build_linen",
+    "flax-nnx": "bnsuite.adapters.nets.flax_net:build_nnx",
+}
+
+
+def network_builder(adapter_cls) -> str | None:
+    """The adapter's own `network` ("module:function"), else the builder of the nearest built-in adapter it
+    subclasses: a user's adapter derived from TorchBatchNorm gets the torch network without declaring anything."""
+    own = getattr(adapter_cls, "network", None)
+    if own:
+        return own
+    for cls in adapter_cls.__mro__:
+        if getattr(cls, "id", None) in BUILDERS and cls.__module__.startswith("bnsuite.adapters."):
+            return BUILDERS[cls.id]
+    return None
+
+
+class Network:
+    """The interface every framework network implements (see the module docstring)."""
+
+    arch: str
+    adapter_id: str
+    channels_last: bool
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    def sgd_step(self, x: np.ndarray, target: np.ndarray, lr: float) -> float:
+        raise NotImplementedError
+
+    def bn_states(self) -> list[State]:
+        w = self.get_weights()
+        return [State(w.get(f"{n}.scale"), w.get(f"{n}.offset"), w.get(f"{n}.mean"), w.get(f"{n}.var"))
+                for n in bn_names(self.arch)]
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def code_path(self) -> str:
+        """The BN implementation path the network's (rank-4) BatchNorm layers take: a key of the declaration's
+        running_var_estimator table."""
+        return "default"
+
+
+def build_network(adapter_cls, arch: str, weights: dict, *, dtype: str = "float32", device: str = "cpu",
+                  channels_last: bool, eps: float, momentum: float, bn_idiom: str | None = None) -> Network:
+    """Build `arch` in the adapter's framework with the canonical `weights`.
+
+    momentum is canonical (weight of the new batch statistic, PyTorch's convention); each builder converts it the way
+    the adapter converts it for its single layer. Raises Unsupported for an adapter id without a network builder or
+    a request the framework cannot express.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHS)}")
+    ref = network_builder(adapter_cls)
+    if ref is None:
+        raise Unsupported(f"no network builder for adapter {adapter_cls.id!r} (adapters/nets covers "
+                          f"{', '.join(BUILDERS)}; an adapter may name its own in `network`)")
+    module, _, fn = ref.partition(":")
+    builder = getattr(importlib.import_module(module), fn)
+    kw: dict[str, Any] = dict(dtype=dtype, device=device, channels_last=channels_last, eps=eps, momentum=momentum,
+                              bn_idiom=bn_idiom)
+    net = builder(adapter_cls, arch, {k: np.asarray(v, np.float64) for k, v in weights.items()}, **kw)
+    net.arch, net.adapter_id, net.channels_last = arch, adapter_cls.id, channels_last
+    return net
+
+
+__all__ = ["ARCHS", "BUILDERS", "Network", "ReferenceNet", "build_network", "bn_names", "init_weights",
+           "param_names", "plan"]

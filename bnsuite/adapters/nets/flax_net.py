@@ -1,0 +1,298 @@
+"""Flax networks: flax.linen (functional variables, batch_stats collection, optax.sgd) and flax.nnx (stateful
+modules, nnx.Optimizer over optax.sgd).
+
+Layout conversions: Flax convolutions are NHWC; a channels-first input is transposed to NHWC on entry. Conv kernel
+(kh, kw, in, out) = canonical (out, in, kh, kw).transpose(2, 3, 1, 0); Dense/Linear kernel (in, out) = canonical.T;
+BN scale/bias/mean/var = scale/offset/mean/var; momentum = 1 - canonical (Flax weights the OLD value, as
+adapters/flax_linen.py and adapters/flax_nnx.py convert it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bnsuite.adapters.base import Unsupported
+from bnsuite.adapters.nets import Network, bn_names
+from bnsuite.adapters.nets.reference_net import plan
+
+LINEN_IDIOMS = {"use_running_average_true": (False, False),  # (train, mutable)
+                "use_running_average_true_mutable": (False, ["batch_stats"]),
+                "use_running_average_false_mutable": (True, ["batch_stats"]),
+                "use_running_average_false_immutable": (True, False),
+                "optax_masked_params": (True, ["batch_stats"])}
+NNX_IDIOMS = ("eval", "train", "view_use_running_average", "optimizer_excludes_bn_params")
+
+
+def _nhwc_on_device(net, x):
+    """Flax convolutions are channels-last: move a channels-first batch, then put it on the network's device."""
+    x = np.asarray(x)
+    if not net.channels_last:
+        x = np.moveaxis(x, 1, -1)
+    return net.jax.device_put(net.jnp.asarray(x, net.dtype), net.device)
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "_")
+
+
+def _to_flax(name, a):
+    if name.endswith(".kernel"):
+        return a.transpose(2, 3, 1, 0) if a.ndim == 4 else a.T
+    return a
+
+
+def _from_flax(name, a):
+    a = np.asarray(a, np.float64)
+    if name.endswith(".kernel"):
+        return (a.transpose(3, 2, 0, 1) if a.ndim == 4 else a.T).copy()
+    return a.copy()
+
+
+def _kinds(arch):
+    """canonical layer name -> kind, forward order."""
+    out = {}
+    for op in plan(arch):
+        if op[0] in ("conv", "bn", "dense"):
+            out[op[1]] = op[0]
+        elif op[0] == "block":
+            out[f"{op[1]}.bn"], out[f"{op[1]}.conv"] = "bn", "conv"
+    return out
+
+
+_FIELDS = {"conv": (("kernel", "kernel"), ("bias", "bias")), "dense": (("kernel", "kernel"), ("bias", "bias")),
+           "bn": (("scale", "scale"), ("offset", "bias"))}
+_STATS = (("mean", "mean"), ("var", "var"))
+
+
+# -- linen --------------------------------------------------------------------------------------------------------------
+class LinenNet(Network):
+    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
+        import flax.linen as nn
+        import jax
+        import jax.numpy as jnp
+
+        from bnsuite.adapters.flax_common import jax_device
+
+        if bn_idiom is not None and bn_idiom not in LINEN_IDIOMS:
+            raise Unsupported(f"flax-linen network: unknown freeze idiom {bn_idiom!r}")
+        self.jax, self.jnp = jax, jnp
+        self.device = jax_device(device)
+        self.dtype, self.channels_last, self.bn_idiom, self.arch = dtype, channels_last, bn_idiom, arch
+        ops = plan(arch)
+
+        class Net(nn.Module):
+            @nn.compact
+            def __call__(self, x, train: bool):
+                h = x
+                conv = lambda name, cout, k: nn.Conv(cout, (k, k), padding="SAME", dtype=dtype, param_dtype=dtype,
+                                                     name=_key(name))
+                bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=1.0 - momentum, epsilon=eps,
+                                               dtype=dtype, param_dtype=dtype, name=_key(name))
+                for op in ops:
+                    if op[0] == "conv":
+                        h = conv(op[1], op[3], op[4])(h)
+                    elif op[0] == "bn":
+                        h = bn(op[1])(h)
+                    elif op[0] == "relu":
+                        h = nn.relu(h)
+                    elif op[0] == "gap":
+                        h = h.mean(axis=(1, 2))
+                    elif op[0] == "dense":
+                        h = nn.Dense(op[3], dtype=dtype, param_dtype=dtype, name=_key(op[1]))(h)
+                    elif op[0] == "block":
+                        c = conv(f"{op[1]}.conv", op[3], 1)(nn.relu(bn(f"{op[1]}.bn")(h)))
+                        h = jnp.concatenate([h, c], axis=-1)
+                return h
+
+        self.module = Net()
+        kinds = _kinds(arch)
+        params, stats = {}, {}
+        for name, kind in kinds.items():
+            params[_key(name)] = {f: jnp.asarray(_to_flax(f"{name}.{c}", weights[f"{name}.{c}"]), dtype)
+                                  for c, f in _FIELDS[kind]}
+            if kind == "bn":
+                stats[_key(name)] = {f: jnp.asarray(weights[f"{name}.{c}"], dtype) for c, f in _STATS}
+        self.variables = jax.device_put({"params": params, "batch_stats": stats}, self.device)
+        m = self.module
+        self._infer = jax.jit(lambda v, x: m.apply(v, x, train=False))
+        self._steps = {}
+
+    def _x(self, x):
+        return _nhwc_on_device(self, x)
+
+    def forward(self, x, training):
+        if training:
+            y, upd = self.module.apply(self.variables, self._x(x), train=True, mutable=["batch_stats"])
+            self.variables = {**self.variables, **upd}
+        else:
+            y = self._infer(self.variables, self._x(x))
+        return np.asarray(y, np.float64)
+
+    def _make_step(self, lr):
+        import optax
+
+        jax, jnp, m = self.jax, self.jnp, self.module
+        train, mutable = LINEN_IDIOMS.get(self.bn_idiom, (True, ["batch_stats"]))
+        tx = optax.sgd(lr)
+        if self.bn_idiom == "optax_masked_params":  # freeze BN scale/bias in the optimizer only
+            bn_keys = {_key(n) for n in bn_names(self.arch)}
+            labels = {k: jax.tree_util.tree_map(lambda _: "freeze" if k in bn_keys else "sgd", v)
+                      for k, v in self.variables["params"].items()}
+            tx = optax.multi_transform({"sgd": optax.sgd(lr), "freeze": optax.set_to_zero()}, labels)
+
+        def step(variables, x, t):
+            params, stats = variables["params"], variables["batch_stats"]
+
+            def loss_fn(p):
+                out = m.apply({"params": p, "batch_stats": stats}, x, train=train, mutable=mutable)
+                y, upd = out if mutable else (out, {})
+                return jnp.mean(jnp.square(y - t)), upd
+
+            (loss, upd), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            updates, _ = tx.update(grads, tx.init(params), params)
+            return loss, {"params": optax.apply_updates(params, updates),
+                          "batch_stats": upd.get("batch_stats", stats)}
+
+        return jax.jit(step)
+
+    def sgd_step(self, x, target, lr):
+        if lr not in self._steps:
+            self._steps[lr] = self._make_step(lr)
+        t = self.jax.device_put(self.jnp.asarray(np.asarray(target), self.dtype), self.device)
+        loss, self.variables = self._steps[lr](self.variables, self._x(x), t)
+        return float(loss)
+
+    def get_weights(self):
+        out = {}
+        p, s = self.variables["params"], self.variables["batch_stats"]
+        for name, kind in _kinds(self.arch).items():
+            for c, f in _FIELDS[kind]:
+                out[f"{name}.{c}"] = _from_flax(f"{name}.{c}", p[_key(name)][f])
+            if kind == "bn":
+                for c, f in _STATS:
+                    out[f"{name}.{c}"] = _from_flax(c, s[_key(name)][f])
+        return out
+
+
+# -- nnx ----------------------------------------------------------------------------------------------------------------
+class NnxNet(Network):
+    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
+        import jax
+        import jax.numpy as jnp
+        from flax import nnx
+
+        from bnsuite.adapters.flax_common import jax_device
+
+        if bn_idiom is not None and bn_idiom not in NNX_IDIOMS:
+            raise Unsupported(f"flax-nnx network: unknown freeze idiom {bn_idiom!r}")
+        self.jax, self.jnp, self.nnx = jax, jnp, nnx
+        self.device = jax_device(device)
+        self.dtype, self.channels_last, self.bn_idiom, self.arch = dtype, channels_last, bn_idiom, arch
+        ops = plan(arch)
+        kinds = _kinds(arch)
+
+        class Net(nnx.Module):
+            def __init__(self, rngs):
+                for op in ops:
+                    if op[0] == "conv":
+                        setattr(self, _key(op[1]), nnx.Conv(op[2], op[3], (op[4], op[4]), padding="SAME", dtype=dtype,
+                                                           param_dtype=dtype, rngs=rngs))
+                    elif op[0] == "bn":
+                        setattr(self, _key(op[1]), nnx.BatchNorm(op[2], momentum=1.0 - momentum, epsilon=eps,
+                                                                 dtype=dtype, param_dtype=dtype, rngs=rngs))
+                    elif op[0] == "dense":
+                        setattr(self, _key(op[1]), nnx.Linear(op[2], op[3], dtype=dtype, param_dtype=dtype,
+                                                             rngs=rngs))
+                    elif op[0] == "block":
+                        setattr(self, _key(f"{op[1]}.bn"), nnx.BatchNorm(op[2], momentum=1.0 - momentum, epsilon=eps,
+                                                                         dtype=dtype, param_dtype=dtype, rngs=rngs))
+                        setattr(self, _key(f"{op[1]}.conv"), nnx.Conv(op[2], op[3], (1, 1), padding="SAME",
+                                                                      dtype=dtype, param_dtype=dtype, rngs=rngs))
+
+            def __call__(self, x, use_running_average=None):
+                h = x
+                kw = {} if use_running_average is None else {"use_running_average": use_running_average}
+                for op in ops:
+                    if op[0] in ("conv", "dense"):
+                        h = getattr(self, _key(op[1]))(h)
+                    elif op[0] == "bn":
+                        h = getattr(self, _key(op[1]))(h, **kw)
+                    elif op[0] == "relu":
+                        h = nnx.relu(h)
+                    elif op[0] == "gap":
+                        h = h.mean(axis=(1, 2))
+                    elif op[0] == "block":
+                        a = nnx.relu(getattr(self, _key(f"{op[1]}.bn"))(h, **kw))
+                        h = jnp.concatenate([h, getattr(self, _key(f"{op[1]}.conv"))(a)], axis=-1)
+                return h
+
+        # Abstract construction (no random initialization: eager init of ~40 layers costs seconds), then every
+        # variable gets its canonical value.
+        self.model = nnx.eval_shape(lambda: Net(nnx.Rngs(0)))
+        n_set = 0
+        for name, kind in kinds.items():
+            mod = getattr(self.model, _key(name))
+            fields = _FIELDS[kind] + (_STATS if kind == "bn" else ())
+            for c, f in fields:
+                getattr(mod, f).value = jax.device_put(
+                    jnp.asarray(_to_flax(f"{name}.{c}", weights[f"{name}.{c}"]), dtype), self.device)
+                n_set += 1
+        n_vars = len(jax.tree_util.tree_leaves(nnx.state(self.model)))
+        if n_vars != n_set:  # a variable left abstract would fail later, obscurely
+            raise RuntimeError(f"flax-nnx network: set {n_set} of {n_vars} variables")
+        self._kinds = kinds
+        self.model.train()
+
+    def _x(self, x):
+        return _nhwc_on_device(self, x)
+
+    def forward(self, x, training):
+        if training:
+            return np.asarray(self.model(self._x(x), use_running_average=False), np.float64)
+        # inference changes no state: a jitted pure function of the split state (eager NNX is slow here)
+        nnx = self.nnx
+        graphdef, state = nnx.split(self.model)
+        if getattr(self, "_infer", None) is None:
+            self._infer = self.jax.jit(lambda g_state, x: nnx.merge(graphdef, g_state)(x, use_running_average=True))
+        return np.asarray(self._infer(state, self._x(x)), np.float64)
+
+    def sgd_step(self, x, target, lr):
+        import optax
+
+        nnx, jnp = self.nnx, self.jnp
+        model, idiom = self.model, self.bn_idiom
+        wrt = nnx.Param
+        if idiom == "eval":
+            model.eval()
+        else:
+            model.train()
+        if idiom == "optimizer_excludes_bn_params":
+            bn_keys = {_key(n) for n in bn_names(self.arch)}
+            wrt = nnx.All(nnx.Param, lambda path, value: not any(str(p) in bn_keys for p in path))
+        opt = nnx.Optimizer(model, optax.sgd(lr), wrt=wrt)
+        target_model = nnx.view(model, use_running_average=True) if idiom == "view_use_running_average" else model
+        xj = self._x(x)
+        tj = self.jax.device_put(jnp.asarray(np.asarray(target), self.dtype), self.device)
+
+        def loss_fn(m):
+            return jnp.mean(jnp.square(m(xj) - tj))
+
+        loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, wrt))(target_model)
+        opt.update(model, grads)
+        return float(loss)
+
+    def get_weights(self):
+        out = {}
+        for name, kind in self._kinds.items():
+            mod = getattr(self.model, _key(name))
+            for c, f in _FIELDS[kind] + (_STATS if kind == "bn" else ()):
+                out[f"{name}.{c}"] = _from_flax(f"{name}.{c}", getattr(mod, f)[...])
+        return out
+
+
+def build_linen(adapter_cls, arch, weights, **kw) -> LinenNet:
+    return LinenNet(arch, weights, **kw)
+
+
+def build_nnx(adapter_cls, arch, weights, **kw) -> NnxNet:
+    return NnxNet(arch, weights, **kw)

@@ -1,0 +1,154 @@
+"""PyTorch networks: nn.Conv2d / nn.BatchNorm2d / nn.Linear, trained with torch.optim.SGD.
+
+Layout: torch's own layouts ARE the canonical ones (Conv2d.weight (out, in, kh, kw), Linear.weight (out, in)), so
+weights copy over unchanged. A channels-last input (N, H, W, C) is moved to torch's logical NCHW and made
+channels_last-contiguous (the way torch users run channels-last data). BN: momentum is canonical as is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bnsuite.adapters.base import Unsupported
+from bnsuite.adapters.nets import Network, bn_names
+from bnsuite.adapters.nets.reference_net import plan
+
+IDIOMS = ("requires_grad_false", "eval", "no_grad", "eval_requires_grad_false", "func_replace_all_batch_norm_modules")
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "_")  # module names cannot hold dots
+
+
+class TorchNet(Network):
+    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
+        import torch
+
+        if bn_idiom is not None and bn_idiom not in IDIOMS:
+            raise Unsupported(f"torch network: unknown freeze idiom {bn_idiom!r}")
+        self.torch = torch
+        self.dtype = getattr(torch, dtype)
+        self.device = torch.device("cuda" if device == "gpu" else "cpu")
+        self.ops = plan(arch)
+        self.arch = arch
+        self.channels_last = channels_last
+        self.bn_idiom = bn_idiom
+        mods = torch.nn.ModuleDict()
+        nn = torch.nn
+        for op in self.ops:
+            if op[0] == "conv":
+                mods[_key(op[1])] = nn.Conv2d(op[2], op[3], op[4], padding="same")
+            elif op[0] == "bn":
+                mods[_key(op[1])] = nn.BatchNorm2d(op[2], eps=eps, momentum=momentum)
+            elif op[0] == "dense":
+                mods[_key(op[1])] = nn.Linear(op[2], op[3])
+            elif op[0] == "block":
+                mods[_key(f"{op[1]}.bn")] = nn.BatchNorm2d(op[2], eps=eps, momentum=momentum)
+                mods[_key(f"{op[1]}.conv")] = nn.Conv2d(op[2], op[3], 1)
+        self.mods = mods.to(self.device, self.dtype)
+        self._bn_keys = [_key(n) for n in bn_names(arch)]
+        with torch.no_grad():
+            for name, t in self._tensors().items():
+                t.copy_(torch.as_tensor(weights[name], dtype=t.dtype))
+        self.mods.train(True)
+        self._kept = None
+        self._apply_idiom()
+        self.opt = None
+
+    def _tensors(self):
+        """canonical name -> parameter or buffer (live)."""
+        out = {}
+        for op in self.ops:
+            names = []
+            if op[0] in ("conv", "dense"):
+                names = [(op[1], "conv")]
+            elif op[0] == "bn":
+                names = [(op[1], "bn")]
+            elif op[0] == "block":
+                names = [(f"{op[1]}.bn", "bn"), (f"{op[1]}.conv", "conv")]
+            for name, kind in names:
+                m = self.mods[_key(name)]
+                if kind == "conv":
+                    out[f"{name}.kernel"], out[f"{name}.bias"] = m.weight, m.bias
+                else:
+                    out[f"{name}.scale"], out[f"{name}.offset"] = m.weight, m.bias
+                    mean, var = m.running_mean, m.running_var
+                    if mean is None and self._kept is not None:  # detached by replace_all_batch_norm_modules_
+                        mean, var = self._kept[name]
+                    out[f"{name}.mean"], out[f"{name}.var"] = mean, var
+        return out
+
+    def _bns(self):
+        return [self.mods[k] for k in self._bn_keys]
+
+    def _apply_idiom(self):
+        idiom = self.bn_idiom
+        if idiom in ("requires_grad_false", "eval_requires_grad_false"):
+            for bn in self._bns():
+                bn.requires_grad_(False)
+        if idiom in ("eval", "eval_requires_grad_false"):
+            for bn in self._bns():
+                bn.eval()
+        if idiom == "func_replace_all_batch_norm_modules":
+            from torch.func import replace_all_batch_norm_modules_
+
+            self._kept = {n: (self.mods[_key(n)].running_mean, self.mods[_key(n)].running_var)
+                          for n in bn_names(self.arch)}
+            replace_all_batch_norm_modules_(self.mods)
+
+    # -- compute --------------------------------------------------------------------------------------------------------
+    def _in(self, x):
+        t = self.torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype)
+        if self.channels_last:
+            t = t.movedim(-1, 1).contiguous(memory_format=self.torch.channels_last)
+        return t
+
+    def _run(self, h):
+        torch, m = self.torch, self.mods
+        for op in self.ops:
+            if op[0] in ("conv", "bn", "dense"):
+                h = m[_key(op[1])](h)
+            elif op[0] == "relu":
+                h = torch.relu(h)
+            elif op[0] == "gap":
+                h = h.mean(dim=(2, 3))
+            elif op[0] == "block":
+                c = m[_key(f"{op[1]}.conv")](torch.relu(m[_key(f"{op[1]}.bn")](h)))
+                h = torch.cat([h, c], dim=1)
+        return h
+
+    def forward(self, x, training):
+        torch = self.torch
+        modes = [mod.training for mod in self.mods.modules()]
+        self.mods.train(training)
+        try:
+            with torch.no_grad():
+                y = self._run(self._in(x))
+        finally:
+            for mod, mode in zip(self.mods.modules(), modes):
+                mod.training = mode
+        return y.detach().to("cpu", torch.float64).numpy()
+
+    def sgd_step(self, x, target, lr):
+        torch = self.torch
+        if self.opt is None or self._lr != lr:
+            self.opt = torch.optim.SGD(self.mods.parameters(), lr=lr)
+            self._lr = lr
+        self.opt.zero_grad(set_to_none=True)
+        ctx = torch.no_grad() if self.bn_idiom == "no_grad" else torch.enable_grad()
+        with ctx:
+            y = self._run(self._in(x))
+            loss = torch.nn.functional.mse_loss(y, torch.as_tensor(np.asarray(target), dtype=y.dtype,
+                                                                   device=self.device))
+        if loss.requires_grad:
+            loss.backward()
+        self.opt.step()
+        return float(loss.detach().to("cpu", torch.float64))
+
+    def get_weights(self):
+        return {k: v.detach().to("cpu", self.torch.float64).numpy().copy() for k, v in self._tensors().items()
+                if v is not None}
+
+
+def build(adapter_cls, arch, weights, **kw) -> TorchNet:
+    return TorchNet(arch, weights, **kw)

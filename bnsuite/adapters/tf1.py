@@ -1,0 +1,286 @@
+"""TF1-compat adapters.
+
+* ``tf1-keras``: the V1 Keras layer, ``tf.compat.v1.keras.layers.BatchNormalization``, run eagerly.
+* ``tf1-graph``: ``tf.compat.v1.layers.batch_normalization`` in a TF1 graph and session; the moving-statistic updates
+  live in the UPDATE_OPS collection and run only when a fetched op depends on them.
+
+Both need TF_USE_LEGACY_KERAS=1 before TensorFlow is imported: without it TF 2.21 routes ``tf.compat.v1.keras`` to
+Keras 3 and ``tf.compat.v1.layers.batch_normalization`` raises AttributeError (tensorflow/python/util/lazy_loader.py,
+``if os.environ.get("TF_USE_LEGACY_KERAS", None) in ("true", "True", "1")``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from bnsuite.adapters.base import BatchNormAdapter, Cited, FreezeFacts, Grads, Probe, State, Unsupported, dtype_name
+from bnsuite.adapters.tf_keras_v2 import TfKerasLayerBase, tf_keras_declaration
+
+V1_SRC = "tf_keras/layers/normalization/batch_normalization_v1.py"
+LEGACY_SRC = "tf_keras/legacy_tf_layers/normalization.py"
+LEGACY_ENV = {"TF_USE_LEGACY_KERAS": "1"}
+
+
+_PROBE_CODE = """
+import tensorflow as tf
+cls = tf.compat.v1.keras.layers.BatchNormalization
+print(cls.__module__.split(".")[0])
+try:
+    tf.compat.v1.layers.batch_normalization
+    print("available")
+except AttributeError as e:
+    print("error:AttributeError")
+"""
+
+
+def _without_legacy_flag() -> list[str]:
+    """What TensorFlow gives for the TF1 APIs in a fresh process WITHOUT TF_USE_LEGACY_KERAS."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    out = subprocess.run([sys.executable, "-c", _PROBE_CODE], env=env, capture_output=True, text=True, timeout=300)
+    lines = out.stdout.split()
+    return lines if len(lines) == 2 else [f"probe failed: {out.stderr.strip().splitlines()[-1:]}", ""]
+
+
+_LAZY = "tensorflow/python/util/lazy_loader.py (TF 2.21)"
+
+
+def legacy_switch_probes() -> list[Probe]:
+    cache: dict = {}
+
+    def get(i):
+        def run():
+            if "v" not in cache:
+                cache["v"] = _without_legacy_flag()
+            return cache["v"][i]
+        return run
+
+    return [
+        Probe("tf_compat_v1_keras_without_legacy_flag", Cited(
+            "keras", f"{_LAZY}: without TF_USE_LEGACY_KERAS, tf.compat.v1.keras resolves to keras._tf_keras.keras, "
+                     "so tf.compat.v1.keras.layers.BatchNormalization is the Keras 3 layer, not the TF1 one"), get(0)),
+        Probe("tf_compat_v1_layers_without_legacy_flag", Cited(
+            "error:AttributeError", f"{_LAZY}: raises AttributeError('`batch_normalization` is not available with "
+                                    "Keras 3.')"), get(1)),
+    ]
+
+
+def _tf_versions():
+    import tensorflow as tf
+    import tf_keras
+
+    return {"tensorflow": tf.__version__, "tf_keras": tf_keras.__version__}
+
+
+class Tf1Keras(TfKerasLayerBase):
+    id = "tf1-keras"
+    requires = ("tf_keras", "tensorflow")
+    process_env = LEGACY_ENV
+
+    @classmethod
+    def declare(cls):
+        return tf_keras_declaration(False, "tf.compat.v1.keras (TF1 layer)", V1_SRC)
+
+    @classmethod
+    def versions(cls):
+        return _tf_versions()
+
+    @classmethod
+    def probes(cls):
+        return legacy_switch_probes()
+
+    def _layer_class(self):
+        import tensorflow as tf
+
+        return tf.compat.v1.keras.layers.BatchNormalization
+
+    def snippet(self):
+        s = self.spec
+        return ("import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'\nimport tensorflow as tf\n"
+                "bn = tf.compat.v1.keras.layers.BatchNormalization(" +
+                ("" if s.use_defaults else f"axis={s.channel_axis}, momentum={1 - (s.momentum or 0):g}, "
+                                           f"epsilon={s.eps}, ") + f"dtype={s.dtype!r})")
+
+
+class Tf1Graph(BatchNormAdapter):
+    """One tf.compat.v1.layers.batch_normalization in its own graph and session."""
+
+    id = "tf1-graph"
+    requires = ("tf_keras", "tensorflow")
+    process_env = LEGACY_ENV
+    families = ("tensorflow",)
+
+    @classmethod
+    def declare(cls):
+        d = tf_keras_declaration(False, "tf.compat.v1.layers (TF1 graph)", LEGACY_SRC)
+        return dataclasses.replace(
+            d,
+            training_default=Cited("inference", f"{LEGACY_SRC}: batch_normalization(..., training=False)"),
+            freeze={
+                "train_op_with_update_ops": Cited(
+                    FreezeFacts("batch", True, True),
+                    f"{LEGACY_SRC}: docstring 'the update ops are placed in tf.GraphKeys.UPDATE_OPS, so they need to "
+                    "be executed alongside the train_op'"),
+                "train_op_without_update_ops": Cited(
+                    FreezeFacts("batch", False, True),
+                    "tf_keras/legacy_tf_layers/base.py: updates are only added to UPDATE_OPS; nothing runs them "
+                    "unless the train op depends on them"),
+                "trainable_false_with_update_ops": Cited(
+                    FreezeFacts("batch", False, False),
+                    "tf_keras/src/engine/base_layer_v1.py: Layer.updates skips layers with `not layer.trainable and "
+                    "not layer.stateful`, and tf_keras/src/legacy_tf_layers/base.py adds only self.updates to "
+                    "UPDATE_OPS: a frozen layer contributes no update ops, so it normalizes with batch statistics "
+                    "(V1: trainable does not force inference) and never moves them"),
+            },
+        )
+
+    @classmethod
+    def versions(cls):
+        return _tf_versions()
+
+    @classmethod
+    def supported_dtypes(cls):
+        # bfloat16 added after a run: the graph builds and runs it like tf_keras (float32 math and parameters).
+        return ("float32", "float64", "float16", "bfloat16")
+
+    @classmethod
+    def device_unavailable_reason(cls, device):
+        return TfKerasLayerBase.device_unavailable_reason.__func__(cls, device)
+
+    def __init__(self, spec, trainable: bool = True):
+        super().__init__(spec)
+        import tensorflow as tf
+
+        if spec.momentum is None and not spec.use_defaults:
+            raise Unsupported("tf.compat.v1.layers has no cumulative moving average (momentum=None); declared")
+        if not spec.track_running_stats:
+            raise Unsupported("tf.compat.v1.layers has no option to skip the moving statistics; declared")
+        v1 = tf.compat.v1
+        self.tf = tf
+        self.graph = tf.Graph()
+        kwargs = {}
+        if not spec.use_defaults:
+            kwargs = dict(axis=spec.channel_axis, epsilon=spec.eps, momentum=1.0 - spec.momentum, center=spec.affine,
+                          scale=spec.affine)
+        elif not spec.channels_last:
+            kwargs = dict(axis=1)
+        self._kwargs = kwargs
+        device = "/GPU:0" if spec.device == "gpu" else "/CPU:0"
+        with self.graph.as_default(), tf.device(device):
+            shape = [None] * spec.rank
+            shape[spec.channel_axis] = spec.num_features
+            self.x = v1.placeholder(spec.dtype, shape, name="x")
+            self.dy = v1.placeholder(spec.dtype, shape, name="dy")
+            self.lr = v1.placeholder(spec.dtype, (), name="lr")
+            bn = v1.layers.batch_normalization
+            self.y_train = bn(self.x, training=True, trainable=trainable, name="bn", **kwargs)
+            self.update_ops = list(v1.get_collection(v1.GraphKeys.UPDATE_OPS))
+            self.y_infer = bn(self.x, training=False, trainable=trainable, name="bn", reuse=True, **kwargs)
+            self.y_default = bn(self.x, trainable=trainable, name="bn", reuse=True, **kwargs)  # training left out
+            with tf.control_dependencies(self.update_ops):
+                self.y_train_with_updates = tf.identity(self.y_train)
+            loss = tf.reduce_sum(self.y_train * self.dy)
+            trainables = v1.trainable_variables()
+            opt = v1.train.GradientDescentOptimizer(self.lr)
+            self.step_without_updates = opt.minimize(loss, var_list=trainables) if trainables else tf.no_op()
+            with tf.control_dependencies(self.update_ops):
+                self.step_with_updates = (opt.minimize(loss, var_list=trainables) if trainables
+                                          else tf.group(*self.update_ops))
+            variables = {v.name.split("/")[-1].split(":")[0]: v for v in v1.global_variables()
+                         if v.name.startswith("bn/")}
+            self.vars = {k: variables.get(k) for k in ("gamma", "beta", "moving_mean", "moving_variance")}
+            self._ph = {k: v1.placeholder(v.dtype.base_dtype, v.shape) for k, v in self.vars.items() if v is not None}
+            self._assign = {k: v.assign(self._ph[k]) for k, v in self.vars.items() if v is not None}
+            self.layer_fused = self._fused_flag()
+            # Gradients of sum(y * dy) in the graph: training through the batch statistics (no update ops run).
+            wrt = [self.x] + [v for v in (self.vars["gamma"], self.vars["beta"]) if v is not None]
+            self.grads = {
+                True: tf.gradients(tf.reduce_sum(self.y_train * self.dy), wrt),
+                False: tf.gradients(tf.reduce_sum(self.y_infer * self.dy), wrt),
+            }
+            init = v1.global_variables_initializer()
+        self.sess = v1.Session(graph=self.graph)
+        self.sess.run(init)
+
+    def _fused_flag(self) -> bool:
+        # The fused kernel shows up as a FusedBatchNormV3 op in the graph.
+        return any(op.type.startswith("FusedBatchNorm") for op in self.graph.get_operations())
+
+    def code_path(self, x_shape) -> str:
+        return "fused" if self.layer_fused else "non-fused"
+
+    def forward(self, x, training):
+        fetch = {True: self.y_train_with_updates, False: self.y_infer, None: self.y_default}[training]
+        y = self.sess.run(fetch, {self.x: np.asarray(x)})
+        self.last_output_dtype = dtype_name(fetch.dtype.base_dtype)
+        return np.asarray(y, np.float64)
+
+    def state_dtypes(self):
+        v = self.vars
+        d = lambda k: None if v.get(k) is None else dtype_name(v[k].dtype.base_dtype)
+        return {"scale": d("gamma"), "offset": d("beta"), "mean": d("moving_mean"), "var": d("moving_variance")}
+
+    def backward(self, x, dy, training):
+        """tf.gradients built with the graph; fetching them runs no update op, so the state is untouched."""
+        out = self.sess.run(self.grads[bool(training)], {self.x: np.asarray(x), self.dy: np.asarray(dy)})
+        out = [np.asarray(g, np.float64) for g in out]
+        dx, rest = out[0], out[1:]
+        scale = rest.pop(0) if self.vars["gamma"] is not None else None
+        offset = rest.pop(0) if self.vars["beta"] is not None else None
+        return Grads(dx, scale, offset)
+
+    def run_train_op(self, x, dy, lr: float, with_update_ops: bool) -> np.ndarray:
+        step = self.step_with_updates if with_update_ops else self.step_without_updates
+        y, _ = self.sess.run([self.y_train, step], {self.x: np.asarray(x), self.dy: np.asarray(dy), self.lr: lr})
+        return np.asarray(y, np.float64)
+
+    def get_state(self) -> State:
+        vals = self.sess.run({k: v for k, v in self.vars.items() if v is not None})
+        g = lambda k: None if k not in vals else np.asarray(vals[k], np.float64).copy()
+        return State(g("gamma"), g("beta"), g("moving_mean"), g("moving_variance"))
+
+    def set_state(self, state: State) -> None:
+        feed, ops = {}, []
+        for k, val in (("gamma", state.scale), ("beta", state.offset), ("moving_mean", state.mean),
+                       ("moving_variance", state.var)):
+            if k in self._assign and val is not None:
+                ops.append(self._assign[k])
+                feed[self._ph[k]] = np.asarray(val)
+        if ops:
+            self.sess.run(ops, feed)
+
+    def hyperparameters(self):
+        import inspect
+
+        # The function builds a layer per call and returns only the tensor; its signature holds the defaults.
+        params = inspect.signature(self.tf.compat.v1.layers.batch_normalization).parameters
+        value = lambda name: self._kwargs.get(name, params[name].default)
+        return {"eps": value("epsilon"), "momentum": value("momentum"),
+                "channels_last": value("axis") in (-1, self.spec.rank - 1)}
+
+    def frozen_step(self, idiom, x, dy, lr):
+        if idiom == "train_op_with_update_ops":
+            return self.run_train_op(x, dy, lr, True)
+        if idiom == "train_op_without_update_ops":
+            return self.run_train_op(x, dy, lr, False)
+        if idiom == "trainable_false_with_update_ops":
+            # trainable is fixed when the graph is built: rebuild the same layer frozen, with the same state.
+            state = self.get_state()
+            self.__init__(self.spec, trainable=False)
+            self.set_state(state)
+            return self.run_train_op(x, dy, lr, True)
+        raise Unsupported(f"tf1-graph: unknown freeze idiom {idiom!r}")
+
+    def snippet(self):
+        s = self.spec
+        return ("import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'\nimport tensorflow as tf\n"
+                "tf.compat.v1.disable_eager_execution()\n"
+                f"x = tf.compat.v1.placeholder({s.dtype!r}, [None] * {s.rank})\n"
+                f"y = tf.compat.v1.layers.batch_normalization(x, training=True, **{self._kwargs!r})\n"
+                "update_ops = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)")

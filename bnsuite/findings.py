@@ -1,0 +1,35 @@
+"""Findings: surprises in a framework (a divergence from its documentation, from the other frameworks, or from itself
+across code paths or releases), each declared ONCE here as data.
+
+The README's findings section, the report's findings list and the failure messages of the checks that demonstrate a
+finding all come from these declarations. Each finding has a standalone reproduction ``findings/<name>.py`` at the
+root of the checkout: it imports only its framework and NumPy, builds the layer AND its input (seeded), prints the
+observed and the expected value (with the words "observed" and "expected"), and exits 1 while the behaviour is
+present, 0 once it is gone, 2 on any other error.
+
+Standard library only: the report and the README generator import this module without any framework.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+SEVERITIES = ("high", "medium", "low")  # high: silently wrong numbers or training; medium: a trap with a loud symptom
+# or a documented-but-surprising default; low: a cosmetic or well-documented divergence.
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    name: str  # snake_case; the reproduction is findings/<name>.py
+    title: str  # one sentence a user understands without the suite
+    area: str  # the semantic area: "porting", "freeze", "batch-size", "precision", "replicas", "inputs", "norms", ...
+    adapters: tuple[str, ...]  # adapter ids affected
+    versions: str  # the framework versions it was observed on, e.g. "keras 3.15.1"
+    severity: str  # one of SEVERITIES
+    source: str  # the framework source (file and function or line) or documentation that explains it
+    upstream: str | None  # "owner/repo#N" (with its state, e.g. "closed, guide edit only") or None: not reported
+    properties: tuple[str, ...]  # property names whose checks demonstrate it (written whole, greppable)
+
+
+FINDINGS: list[Finding] = [
+]

@@ -1,0 +1,230 @@
+"""The bnsuite pytest plugin: adapter selection, case parametrization, results recording.
+
+Settings that change what runs (adapters, devices, results file, KERAS_BACKEND, TF_USE_LEGACY_KERAS) are printed in
+the pytest header, to catch typos.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+from collections import Counter, defaultdict
+
+import pytest
+
+from bnsuite.adapters import registry
+from bnsuite.reports.results import ResultsWriter
+from bnsuite.suites.cases import Case
+from bnsuite.suites.checks import Recorder
+from bnsuite.suites import summaries
+
+# JAX compiles every new shape (and Keras-on-JAX every eager op); a persistent on-disk cache turns the second run of
+# the jax groups from ~30 s of XLA compilation into seconds. Set before any adapter imports jax.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+DEVICES = ("cpu", "gpu")
+FAMILIES = ("torch", "keras", "tensorflow", "jax", "flax")
+ENV_SHOWN = ("KERAS_BACKEND", "TF_USE_LEGACY_KERAS", registry.ENV_VAR, "BNSUITE_DEVICE", "BNSUITE_RESULTS")
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("bnsuite", "BatchNorm conformance suite")
+    g.addoption("--adapter", action="append", default=[], metavar="ID|module:Class",
+                help=f"adapter to test (repeatable): a built-in id ({', '.join(registry.BUILTIN)}) or an importable "
+                     f"'package.module:ClassName'. Default: all built-in ones; env {registry.ENV_VAR} does the same.")
+    g.addoption("--device", action="append", default=[], metavar="cpu|gpu",
+                help="device(s) to parametrize (repeatable). Default: cpu and gpu (gpu cases skip where none is "
+                     "visible). Env BNSUITE_DEVICE does the same.")
+    g.addoption("--results", default=None, metavar="PATH",
+                help="results file (JSON lines) to append to; 'none' disables. Default: env BNSUITE_RESULTS or "
+                     "results/run-<time>-<pid>.jsonl")
+
+
+def pytest_configure(config):
+    for fam in FAMILIES:
+        config.addinivalue_line("markers", f"{fam}: cases of adapters built on {fam}")
+    config.addinivalue_line("markers", "cpu: cases on the CPU")
+    config.addinivalue_line("markers", "gpu: cases on a GPU (skipped with a reason where none is visible)")
+    config.addinivalue_line("markers", "dtypes(*names): dtypes a test is parametrized over (default float32)")
+    for adapter_id in registry.BUILTIN:
+        config.addinivalue_line("markers", f"{adapter_id}: cases of the {adapter_id} adapter")
+
+    refs = config.getoption("--adapter") or [r for r in os.environ.get(registry.ENV_VAR, "").split(",") if r]
+    try:
+        config._bn_adapters = registry.load_all(refs)
+    except registry.AdapterLoadError as e:
+        raise pytest.UsageError(str(e)) from None
+    devices = config.getoption("--device") or [d for d in os.environ.get("BNSUITE_DEVICE", "").split(",") if d]
+    unknown = [d for d in devices if d not in DEVICES]
+    if unknown:
+        raise pytest.UsageError(f"unknown device {unknown[0]!r}: use one of {', '.join(DEVICES)}")
+    config._bn_devices = tuple(devices) or DEVICES
+
+    path = config.getoption("--results") or os.environ.get("BNSUITE_RESULTS")
+    if path is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = os.path.join("results", f"run-{stamp}-{os.getpid()}.jsonl")
+    config._bn_writer = None
+    is_worker = hasattr(config, "workerinput")
+    if path.lower() != "none" and not is_worker and not config.getoption("collectonly"):
+        try:
+            config._bn_writer = ResultsWriter(path)
+        except OSError as e:
+            raise pytest.UsageError(f"cannot write results file {path!r}: {e.strerror}") from None
+        config._bn_writer.write(
+            "env", group=os.environ.get("BNSUITE_GROUP", ""), python=sys.version.split()[0],
+            platform=platform.platform(), argv=sys.argv[1:], started=datetime.datetime.now().isoformat(),
+            env={k: os.environ.get(k) for k in ENV_SHOWN}, versions={}, numeric={})
+        for cls in config._bn_adapters:
+            write_declaration(config._bn_writer, cls)
+    config._bn_seen_adapters = set()
+    config._bn_outcomes = defaultdict(Counter)
+
+
+def write_declaration(writer, cls) -> None:
+    import dataclasses
+
+    decl = cls.declare()
+    writer.write("declaration", adapter=cls.id, adapter_class=f"{cls.__module__}:{cls.__qualname__}",
+                 unavailable=cls.unavailable_reason(), declaration=dataclasses.asdict(decl))
+
+
+def pytest_unconfigure(config):
+    w = getattr(config, "_bn_writer", None)
+    if w is not None:
+        w.close()
+
+
+def pytest_report_header(config):
+    lines = []
+    for cls in config._bn_adapters:
+        why = cls.unavailable_reason()
+        lines.append(f"  {cls.id:18s} {'runs here' if why is None else 'SKIPPED: ' + why}")
+    env = ", ".join(f"{k}={os.environ[k]}" for k in ENV_SHOWN if k in os.environ) or "(none set)"
+    w = config._bn_writer
+    return (["bnsuite adapters:"] + lines +
+            [f"bnsuite devices: {', '.join(config._bn_devices)}", f"bnsuite env: {env}",
+             f"bnsuite results: {w.path if w else 'not written'}"])
+
+
+def _case_params(config, dtypes):
+    params = []
+    for cls in config._bn_adapters:
+        why = cls.unavailable_reason()
+        for device in config._bn_devices:
+            for dtype in dtypes:
+                case = Case(cls, device, dtype)
+                marks = [getattr(pytest.mark, fam) for fam in cls.families] + [getattr(pytest.mark, device)]
+                if cls.id in registry.BUILTIN:
+                    marks.append(getattr(pytest.mark, cls.id))
+                if why is not None:
+                    marks.append(pytest.mark.skip(reason=f"{cls.id}: {why}"))
+                elif dtype not in cls.supported_dtypes():
+                    marks.append(pytest.mark.skip(reason=f"{cls.id}: dtype {dtype} not declared supported"))
+                params.append(pytest.param(case, id=case.id, marks=marks))
+    return params
+
+
+def pytest_generate_tests(metafunc):
+    if "case" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("dtypes")
+    dtypes = marker.args if marker else ("float32",)
+    params = _case_params(metafunc.config, dtypes)
+    if "freeze_idiom" in metafunc.fixturenames:
+        # Each adapter declares its own freezing idioms: parametrize (case, idiom) jointly.
+        joint = [pytest.param(p.values[0], idiom, id=f"{p.id}-{idiom}", marks=p.marks)
+                 for p in params for idiom in p.values[0].adapter.declare().freeze]
+        metafunc.parametrize(("case", "freeze_idiom"), joint, indirect=["case"])
+    else:
+        metafunc.parametrize("case", params, indirect=True)
+
+
+@pytest.fixture
+def case(request):
+    c: Case = request.param
+    why = c.adapter.device_unavailable_reason(c.device)
+    if why is not None:
+        pytest.skip(f"{c.adapter.id}: {why}")
+    return c
+
+
+@pytest.fixture
+def rec(request, case) -> Recorder:
+    config = request.config
+    writer = config._bn_writer
+    if case.adapter.id not in config._bn_seen_adapters:
+        config._bn_seen_adapters.add(case.adapter.id)
+        if writer is not None:
+            try:
+                versions = case.adapter.versions()
+            except Exception as e:  # a broken install must not lose the run
+                versions = {"error": f"{type(e).__name__}: {e}"}
+            writer.write("env", group=os.environ.get("BNSUITE_GROUP", ""), adapter=case.adapter.id,
+                         versions=versions, numeric=numeric_settings(case.adapter))
+    return Recorder(writer, test=request.node.nodeid, adapter=case.adapter.id, device=case.device,
+                    dtype=case.dtype, repro=repro_command(request.node.nodeid, case.adapter))
+
+
+def numeric_settings(cls) -> dict:
+    """Turn off TF32 and similar reduced-precision modes so numbers compare with the float64 oracle."""
+    hook = getattr(cls, "numeric_settings", None)
+    return hook() if hook else {}
+
+
+def repro_command(nodeid: str, cls) -> str:
+    env = " ".join(f"{k}={v}" for k, v in cls.process_env.items())
+    adapter = "" if cls.id in registry.BUILTIN else f" --adapter {cls.__module__}:{cls.__qualname__}"
+    return f"{env + ' ' if env else ''}python -m pytest '{nodeid}'{adapter} -p no:cacheprovider"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """Every check of a test is recorded and judged, even after an earlier one fails: the test fails once, at the
+    end, with all messages (so a broken momentum does not hide a broken estimator checked after it)."""
+    __tracebackhide__ = True
+    rec = pyfuncitem.funcargs.get("rec")
+    if not isinstance(rec, Recorder):
+        return (yield)
+    with rec.together():
+        result = yield
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        case = getattr(item, "callspec", None) and item.callspec.params.get("case")
+        outcome = report.outcome if report.when == "call" or report.skipped else "error"
+        reason = ""
+        if report.skipped and isinstance(report.longrepr, tuple):
+            reason = report.longrepr[2]
+        elif report.failed:
+            reason = (report.longreprtext or "").strip().splitlines()[-1][:500] if report.longreprtext else ""
+        adapter = case.adapter.id if isinstance(case, Case) else ""
+        item.config._bn_outcomes[adapter][outcome] += 1
+        w = item.config._bn_writer
+        if w is not None:
+            w.write("outcome", test=item.nodeid, adapter=adapter, device=getattr(case, "device", ""),
+                    dtype=getattr(case, "dtype", ""), outcome=outcome, reason=reason,
+                    repro=repro_command(item.nodeid, case.adapter) if isinstance(case, Case) else "")
+    return report
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    outcomes = getattr(config, "_bn_outcomes", {})
+    if not outcomes:
+        return
+    tr = terminalreporter
+    tr.section("bnsuite: cases per adapter")
+    for adapter, counts in sorted(outcomes.items()):
+        tr.write_line(f"  {adapter or '(no adapter)':18s} " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    if config._bn_writer is not None:
+        tr.write_line(f"  results: {config._bn_writer.path}")
+    for hook in summaries.SUMMARY_HOOKS:
+        hook(tr, config)

@@ -1,0 +1,65 @@
+"""Test cases: which adapter on which device in which dtype, and building layers for them.
+
+A case is parametrized by conftest.py; tests get it as the `case` fixture and build layers with `case.build(spec)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from bnsuite.adapters.base import BatchNormAdapter, Declaration, Spec, Unsupported
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    adapter: type[BatchNormAdapter]
+    device: str
+    dtype: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.adapter.id}-{self.device}-{self.dtype}"
+
+    @property
+    def decl(self) -> Declaration:
+        return self.adapter.declare()
+
+    def spec(self, **fields) -> Spec:
+        return Spec(dtype=self.dtype, device=self.device, **fields)
+
+    def build(self, spec: Spec) -> BatchNormAdapter:
+        """Build a layer; an adapter's declared inability becomes a skip with its reason."""
+        try:
+            return self.adapter(spec)
+        except Unsupported as e:
+            pytest.skip(f"{self.adapter.id}: {e}")
+
+    def needs(self, field: str, what: str):
+        """The declared value of `field` (a Cited); the test skips, citing the declaration, where it is falsy."""
+        cited = getattr(self.decl, field)
+        if not cited.value:
+            pytest.skip(f"{self.adapter.id} declares no {what} ({cited.source})")
+        return cited
+
+    def layer(self, rec, **fields):
+        """The usual start of a test: a layer built from spec fields, its snippet on the recorder, the seeded
+        non-trivial state loaded, and the seeded batch. Returns (spec, layer, state, x)."""
+        from bnsuite.suites import data
+
+        spec = self.spec(**fields)
+        bn = self.build(spec)
+        rec.snippet = bn.snippet()
+        st = data.state(spec)
+        bn.set_state(st)
+        return spec, bn, st, data.batch(spec)
+
+
+# Ranks and layouts of the layout-parametrized tests; rank 2 has a single layout.
+LAYOUTS = [(2, False), (3, False), (3, True), (4, False), (4, True), (5, False), (5, True)]
+
+
+def layout_id(rank_layout) -> str:
+    rank, cl = rank_layout
+    return Spec(rank=rank, channels_last=cl).layout

@@ -1,0 +1,133 @@
+"""Assertion helpers that record every measurement before they judge it.
+
+Each failure message says the property, the declared (or oracle) value, the observed value and the adapter.
+`__tracebackhide__` makes a failure point at the test, not at this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+
+from bnsuite.suites.tolerances import Tol
+
+
+class Recorder:
+    """Bound to one test case; writes "check" records to the results file (if any)."""
+
+    def __init__(self, writer, *, test: str, adapter: str, device: str, dtype: str, repro: str):
+        self.writer = writer
+        self.base = {"test": test, "adapter": adapter, "device": device, "dtype": dtype, "repro": repro}
+        self.snippet = ""
+        self.checks: list[dict] = []
+        self._pending: list[str] | None = None
+
+    @contextlib.contextmanager
+    def together(self):
+        """Run several checks, record all of them, then fail once with every message (so one failing property
+        does not hide the next). Nested inside another such block it adds nothing: the outermost one reports."""
+        __tracebackhide__ = True
+        if self._pending is not None:
+            yield
+            return
+        with self.judged_here():
+            yield
+
+    @contextlib.contextmanager
+    def judged_here(self):
+        """Checks inside are judged at the end of this block, even within a test-level block: for Hypothesis, which
+        must see the failing example raise to report and shrink it."""
+        __tracebackhide__ = True
+        outer, self._pending = self._pending, []
+        try:
+            yield
+        finally:
+            local, self._pending = self._pending, outer
+        if local:
+            raise AssertionError("\n".join(local))
+
+    def fail(self, msg: str) -> None:
+        __tracebackhide__ = True
+        if self._pending is None:
+            raise AssertionError(msg)
+        self._pending.append(msg)
+
+    def record(self, prop: str, **fields: Any) -> None:
+        rec = {**self.base, "property": prop, "snippet": self.snippet, **fields}
+        self.checks.append(rec)
+        if self.writer is not None:
+            self.writer.write("check", **rec)
+
+    def where(self) -> str:
+        b = self.base
+        return f"[adapter {b['adapter']}, {b['device']}, {b['dtype']}]"
+
+
+def _errors(observed: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
+    if observed.size == 0:
+        return 0.0, 0.0
+    diff = np.abs(observed - expected)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = diff / np.maximum(np.abs(expected), np.finfo(np.float64).tiny)
+    return float(np.nanmax(diff)), float(np.nanmax(rel))
+
+
+def close(rec: Recorder, prop: str, observed, expected, tol: Tol, *, declared: Any = "oracle",
+          source: str = "", extra: dict | None = None) -> None:
+    """observed ~= expected elementwise within tol; checks shape, then NaN/inf, then values."""
+    __tracebackhide__ = True
+    obs = np.asarray(observed, np.float64)
+    exp = np.asarray(expected, np.float64)
+    fields = dict(declared=declared, source=source, atol=tol.atol, rtol=tol.rtol, tol_why=tol.why, **(extra or {}))
+    if obs.shape != exp.shape:
+        msg = f"{prop}: shape {obs.shape}, but the oracle has shape {exp.shape} {rec.where()}"
+        rec.record(prop, observed=f"shape {obs.shape}", passed=False, message=msg, **fields)
+        return rec.fail(msg)
+    bad_nonfinite = ~np.isfinite(obs) & np.isfinite(exp)
+    max_abs, max_rel = _errors(obs, exp)
+    if bad_nonfinite.any():
+        msg = (f"{prop}: {int(bad_nonfinite.sum())} non-finite values (first at {np.argwhere(bad_nonfinite)[0]}) "
+               f"where the oracle is finite {rec.where()}")
+        rec.record(prop, observed="non-finite", passed=False, message=msg, max_abs_err=max_abs,
+                   max_rel_err=max_rel, **fields)
+        return rec.fail(msg)
+    ok = tol.allows(obs, exp) | (np.isnan(obs) & np.isnan(exp))
+    passed = bool(ok.all())
+    msg = ""
+    if not passed:
+        idx = tuple(np.argwhere(~ok)[0])
+        msg = (f"{prop}: observed {obs[idx]:.9g} at {idx}, but {declared} gives {exp[idx]:.9g} "
+               f"(max abs err {max_abs:.3g} > atol {tol.atol:.3g} + rtol {tol.rtol:.3g}*|expected|; {tol.why}) "
+               f"{rec.where()}")
+    rec.record(prop, observed="matches" if passed else f"max abs err {max_abs:.3g}", passed=passed, message=msg,
+               max_abs_err=max_abs, max_rel_err=max_rel, **fields)
+    if not passed:
+        rec.fail(msg)
+
+
+def equal(rec: Recorder, prop: str, declared: Any, observed: Any, *, source: str = "", extra: dict | None = None,
+          max_abs_err: float | None = None) -> None:
+    """A declared fact equals the observed one."""
+    __tracebackhide__ = True
+    passed = declared == observed
+    msg = "" if passed else (f"{prop}: declared {declared!r}, observed {observed!r} {rec.where()}"
+                             + (f"; declared from {source}" if source else ""))
+    rec.record(prop, declared=declared, observed=observed, passed=passed, message=msg, source=source,
+               max_abs_err=max_abs_err, **(extra or {}))
+    if not passed:
+        rec.fail(msg)
+
+
+def classify(observed: np.ndarray, candidates: dict[str, np.ndarray], tol: Tol) -> str:
+    """Name of the single candidate the observation matches within tol, else a description of the miss."""
+    obs = np.asarray(observed, np.float64)
+    hits = [name for name, exp in candidates.items() if bool(tol.allows(obs, np.asarray(exp, np.float64)).all())]
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        return "ambiguous(" + "|".join(hits) + ")"
+    errs = {n: _errors(obs, np.asarray(e, np.float64))[1] for n, e in candidates.items()}
+    nearest = min(errs, key=errs.get)
+    return f"neither (nearest {nearest}, max rel err {errs[nearest]:.3g})"

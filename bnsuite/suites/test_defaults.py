@@ -1,0 +1,73 @@
+"""Declared defaults are the real defaults: eps, momentum (value and direction), channel axis, `training` left out."""
+
+import numpy as np
+
+from bnsuite.adapters import reference as ref
+from bnsuite.suites import checks as ch
+from bnsuite.suites import data
+from bnsuite.suites import tolerances as tl
+
+
+def _default_layer(case, rec):
+    # channels_last=True means "pass no axis": the framework's own default decides the layout.
+    spec = case.spec(rank=4, channels_last=True, use_defaults=True)
+    bn = case.build(spec)
+    rec.snippet = bn.snippet()
+    return spec, bn
+
+
+def test_default_hyperparameters(case, rec):
+    spec, bn = _default_layer(case, rec)
+    hp = bn.hyperparameters()
+    decl = case.decl
+    ch.equal(rec, "default_eps", decl.default_eps.value, hp["eps"], source=decl.default_eps.source)
+    ch.equal(rec, "default_momentum", decl.default_momentum.value, hp["momentum"],
+             source=decl.default_momentum.source)
+    ch.equal(rec, "default_channels_last", decl.default_channels_last.value, hp["channels_last"],
+             source=decl.default_channels_last.source)
+
+
+def test_default_momentum_behaviour(case, rec):
+    """One training step with the defaults: which term does the default momentum weight, and by how much?"""
+    spec, bn = _default_layer(case, rec)
+    decl = case.decl
+    st = data.state(spec)
+    bn.set_state(st)
+    x = data.batch(spec)
+    bn.forward(x, training=True)
+    after = bn.get_state()
+    axis = spec.channel_axis
+    batch_mean = ref.moments(x, axis).mean
+    w_new = (after.mean - st.mean) / (batch_mean - st.mean)  # weight the update gave the new batch mean
+    m = decl.default_momentum.value
+    tol = 1e3 * tl.roundoff(spec.dtype)  # w is a ratio of O(1) differences of float32 values
+    observed = ("new" if np.allclose(w_new, m, atol=tol) else
+                "old" if np.allclose(w_new, 1 - m, atol=tol) else f"neither (weight on new = {w_new.tolist()})")
+    ch.equal(rec, "momentum_weights", decl.momentum_weights.value, observed, source=decl.momentum_weights.source,
+             extra={"weight_on_new_batch": float(np.mean(w_new))})
+
+
+def _classify_mode(bn, x, spec, st_before):
+    y = bn.forward(x, training=None)
+    train_ref, _ = ref.forward_train(x, st_before.scale, st_before.offset, spec.eps, spec.channel_axis)
+    infer_ref = ref.forward_inference(x, st_before.scale, st_before.offset, st_before.mean, st_before.var, spec.eps,
+                                      spec.channel_axis)
+    tol = tl.bn_output(x, spec.channel_axis, train_ref, st_before.scale, spec.eps, io_dtype=spec.dtype)
+    tol = tl.Tol(max(tol.atol, 1e-4), 0, tol.why)
+    return ch.classify(y, {"training": train_ref, "inference": infer_ref}, tol)
+
+
+def test_training_left_out(case, rec):
+    """What `training` left out of the call means: inference, training, an error, or the module's own mode."""
+    decl = case.decl
+    spec, bn, st, x = case.layer(rec, rank=2)
+    try:
+        first = _classify_mode(bn, x, spec, st)
+    except Exception as e:  # the framework refuses a call without a mode
+        observed = f"error:{type(e).__name__}"
+    else:
+        bn.forward(x, training=False)  # put stateful modules (torch) into inference mode
+        bn.set_state(st)
+        second = _classify_mode(bn, x, spec, st)
+        observed = first if first == second else "module-mode"
+    ch.equal(rec, "training_default", decl.training_default.value, observed, source=decl.training_default.source)

@@ -1,0 +1,123 @@
+"""Cross-framework equivalence of a whole (small) network: conv 3x3 -> BN -> ReLU -> global average pool -> dense,
+built in the adapter's framework from the same seeded canonical weights, trained 3 steps of plain SGD (the framework's
+own optimizer, MSE loss) on the same fixed batches, then compared with the float64 reference network run with the
+running-variance estimator the adapter DECLARES for the path its rank-4 BatchNorm takes.
+
+Compared: the loss of every step, every weight after training (conv, BN scale/offset, dense), the BN running
+statistics and the inference-mode output on a fresh batch, each within the bounds of suites/tolerances.py. Every
+framework is compared with the same oracle, so two frameworks agree within the sum of their two tolerances.
+"""
+
+import numpy as np
+import pytest
+
+from bnsuite.suites import summaries
+from bnsuite.adapters import nets
+from bnsuite.adapters.base import Unsupported
+from bnsuite.adapters.nets.reference_net import IMAGE, IN_CHANNELS, OUT_FEATURES
+from bnsuite.suites import checks as ch
+from bnsuite.suites import data
+from bnsuite.suites import tolerances as tl
+
+ARCH = "conv_bn_relu_dense"
+BATCH = 8
+STEPS = 3
+LR = 0.1
+EPS = 1e-3
+MOMENTUM = 0.1
+SUMMARY: list[dict] = []
+
+
+def fixed_batches(dtype: str, channels_last: bool, k: int, seed: int = 11, batch: int = BATCH):
+    """k (input, target) pairs, rounded to dtype; inputs with a per-channel offset so the BN has work to do."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(k):
+        x = rng.standard_normal((batch, IN_CHANNELS, *IMAGE)) * 1.5 + rng.uniform(-1, 1, (1, IN_CHANNELS, 1, 1))
+        t = rng.standard_normal((batch, OUT_FEATURES))
+        x = data.representable(x, dtype)
+        out.append((np.moveaxis(x, 1, -1).copy() if channels_last else x, data.representable(t, dtype)))
+    return out
+
+
+def build(case, arch, weights, channels_last, bn_idiom=None, eps=EPS, momentum=MOMENTUM):
+    try:
+        return nets.build_network(case.adapter, arch, weights, dtype=case.dtype, device=case.device,
+                                  channels_last=channels_last, eps=eps, momentum=momentum, bn_idiom=bn_idiom)
+    except Unsupported as e:
+        pytest.skip(f"{case.adapter.id}: {e}")
+
+
+def test_network_equivalence(case, rec):
+    decl = case.decl
+    cl = decl.default_channels_last.value
+    w0 = nets.init_weights(ARCH, seed=0, dtype=case.dtype)
+    net = build(case, ARCH, w0, cl)
+    code_path = net.code_path()
+    estimator = decl.estimator_for(code_path)
+    rec.snippet = f"bnsuite.adapters.nets.build_network({case.adapter.id!r}, {ARCH!r}, ...)  # BN path {code_path!r}"
+    refnet = nets.ReferenceNet(ARCH, w0, channels_last=cl, eps=EPS, momentum=MOMENTUM, estimator=estimator)
+    other = "biased" if estimator == "unbiased" else "unbiased"
+    altnet = nets.ReferenceNet(ARCH, w0, channels_last=cl, eps=EPS, momentum=MOMENTUM, estimator=other)
+    bounds = tl.NetTrainingBounds(case.dtype, LR, MOMENTUM, estimator)
+    batches = fixed_batches(case.dtype, cl, STEPS)
+    loss_ref, loss_fw = [], []
+    for x, t in batches:
+        loss_ref.append(refnet.sgd_step(x, t, LR))
+        bounds.after_step(refnet, loss_ref[-1], t)
+        altnet.sgd_step(x, t, LR)
+        loss_fw.append(float(net.sgd_step(x, t, LR)))
+    (x_eval, _), = fixed_batches(case.dtype, cl, 1, seed=99)
+    y_ref = refnet.forward(x_eval, training=False)
+    tol_out = tl.net_output(refnet.layers, case.dtype, steps_before=STEPS)
+    y_fw = net.forward(x_eval, training=False)
+    w_ref, w_fw = refnet.get_weights(), net.get_weights()
+
+    extra = {"arch": ARCH, "code_path": code_path, "estimator": estimator, "steps": STEPS, "lr": LR}
+    steps = list(range(1, STEPS + 1))
+    if rec.writer is not None:
+        b = rec.base
+        rec.writer.write("curve", name="network_loss_per_sgd_step", adapter=b["adapter"], device=b["device"],
+                         dtype=b["dtype"], test=b["test"], x=steps, y=loss_fw, y_reference=loss_ref,
+                         xlabel="SGD step", ylabel="MSE loss (before the step)", arch=ARCH)
+        rec.writer.write("table", name=f"network losses per step ({b['adapter']}, {b['device']}, {b['dtype']})",
+                         columns=["step", "framework loss", "reference loss", "abs diff", "tolerance"],
+                         rows=[[s, lf, lr_, abs(lf - lr_), bounds.loss(s).atol]
+                               for s, lf, lr_ in zip(steps, loss_fw, loss_ref)])
+    diffs = {"loss": max(abs(a - b) for a, b in zip(loss_fw, loss_ref)),
+             "output": float(np.max(np.abs(y_fw - y_ref))) if y_fw.shape == y_ref.shape else float("nan")}
+    stat_keys = [k for k in w_ref if k.endswith((".mean", ".var"))]
+    param_keys = nets.param_names(ARCH)
+    for group, keys in (("weights", param_keys), ("running_stats", stat_keys)):
+        diffs[group] = max(float(np.max(np.abs(w_fw[k] - w_ref[k]))) for k in keys if k in w_fw)
+    SUMMARY.append({"adapter": case.adapter.id, "device": case.device, "dtype": case.dtype, **diffs})
+
+    # The running variance must tell the declared estimator from the other one.
+    var_key = stat_keys[-1]
+    effect = float(np.max(np.abs(altnet.w[var_key] - w_ref[var_key]) / np.abs(w_ref[var_key])))
+    tl.assert_separable(bounds.weight(var_key).atol / float(np.min(np.abs(w_ref[var_key]))), effect,
+                        f"the {estimator} from the {other} running variance")
+
+    for s in steps:
+        ch.close(rec, f"network_loss_step{s}", loss_fw[s - 1], loss_ref[s - 1], bounds.loss(s),
+                 declared="reference network", extra=extra)
+    for k in param_keys + stat_keys:
+        if k not in w_fw:
+            ch.equal(rec, f"network_weight_{k}", "present", "missing", extra=extra)
+            continue
+        ch.close(rec, f"network_weight_{k}", w_fw[k], w_ref[k], bounds.weight(k),
+                 declared=f"reference network ({estimator} running variance)" if k in stat_keys
+                 else "reference network", extra=extra)
+    ch.close(rec, "network_inference_output", y_fw, y_ref, tol_out, declared="reference network", extra=extra)
+
+
+def _summary(tr, config):
+    if not SUMMARY:
+        return
+    tr.section("bnsuite: network equivalence, max |framework - reference| after 3 SGD steps")
+    for r in SUMMARY:
+        tr.write_line(f"  {r['adapter']:16s} {r['device']:4s} {r['dtype']:8s} loss {r['loss']:.3g}  weights "
+                      f"{r['weights']:.3g}  running stats {r['running_stats']:.3g}  outputs {r['output']:.3g}")
+
+
+summaries.register(_summary)
