@@ -103,6 +103,14 @@ def test_norm_layer(case, rec, kind_layout):
                  extra={**extra, "batch_size": 1})
         ch.close(rec, "norm_batch_size_independent", y3, y[:3], tol_b, declared=declared, source=src,
                  extra={**extra, "batch_size": 3})
+        if training and rec.writer is not None:
+            b = rec.base
+            rec.writer.write("curve", name=f"norm_sample_change_vs_batch_size ({_kind_layout_id(kind_layout)})",
+                             adapter=b["adapter"], device=b["device"], dtype=b["dtype"], test=b["test"],
+                             x=[1, 3, BATCH], y=[float(np.max(np.abs(y1 - y[:2]))),
+                                                 float(np.max(np.abs(y3 - y[:3]))), 0.0],
+                             xlabel="batch size", ylabel=f"max |y(sample) - y(sample in batch {BATCH})|",
+                             layer=f.layer)
         # Sample 0 among other samples, and the batch permuted.
         y_mixed = layer.forward(mixed, training)
         y_perm = layer.forward(x[perm], training)
