@@ -376,7 +376,13 @@ class BatchAxisNorms(TorchNorms):
 
 
 class WrongNormsDeclaration(TorchNorms):
-    """Correct torch layers, every declared fact of the norm adapter wrong."""
+    """Correct torch layers, every declared fact of the norm adapter wrong. Its LayerNorm rms_scaling option is a
+    true RMSNorm (mean square) while it declares Keras' variance."""
+
+    def __init__(self, spec):
+        if spec.rms_scaling:
+            spec = spec.replace(kind="rms", rms_scaling=False)
+        super().__init__(spec)
 
     @classmethod
     def declare(cls):
@@ -390,7 +396,8 @@ class WrongNormsDeclaration(TorchNorms):
         return dataclasses.replace(
             decl, kinds=kinds, group_layout=Cited("strided", "wrong on purpose"),
             instance_running_stats=Cited("instance", "wrong on purpose"),
-            instance_running_stats_default=Cited(True, "wrong on purpose"))
+            instance_running_stats_default=Cited(True, "wrong on purpose"),
+            layer_rms_scaling=Cited("variance", "wrong on purpose"))
 
 
 class BatchAxisLayerNorm(TorchBatchNorm):
@@ -411,5 +418,5 @@ EXPECTED_FAILURES.update({
     BatchAxisLayerNorm: {"norm_output_vs_oracle", "norm_batch_size_independent", "norm_batch_composition_independent"},
     WrongNormDeclarations: {"norm_default_eps", "norm_default_axes", "norm_default_affine", "norm_variance_algorithm",
                             "group_norm_channel_layout", "instance_norm_default_track_running_stats",
-                            "instance_norm_inference_statistics"},
+                            "instance_norm_inference_statistics", "layer_norm_rms_scaling_divides_by"},
 })

@@ -37,6 +37,7 @@ def test_norm_declaration_is_complete_and_cited(name):
     assert decl.group_layout.value in nref.GROUP_LAYOUTS
     assert set(decl.group_layouts.value) <= {"channels-first", "channels-last"} and decl.group_layouts.value
     assert decl.instance_running_stats.value in (None, "running", "instance")
+    assert decl.layer_rms_scaling.value in (None, "variance", "mean-square")
 
 
 @pytest.mark.parametrize("adapter_id", list(registry.BUILTIN))

@@ -220,3 +220,19 @@ def test_instance_norm_running_statistics(case, rec):
     tl.norm_classification_margin(tol, cands)
     ch.equal(rec, "instance_norm_inference_statistics", decl.instance_running_stats.value,
              ch.classify(y, cands, tol), source=decl.instance_running_stats.source)
+
+
+def test_layer_norm_rms_scaling(case, rec):
+    """LayerNorm's rms_scaling option where a framework has one (Keras): what it divides by, declared and observed."""
+    spec = NormSpec("layer", rank=2, eps=EPS, rms_scaling=True, dtype=case.dtype, device=case.device)
+    decl, facts, layer = norm_layer(case, rec, spec)
+    bspec = _bn_spec(spec)
+    x = data.batch(bspec, seed=0, batch_size=BATCH)
+    st = data.state(bspec)
+    layer.set_params(st.scale, None)
+    y = layer.forward(x, False)
+    cands = {"variance": nref.scaled_by_variance(x, EPS, st.scale), "mean-square": nref.rms_norm(x, EPS, st.scale)}
+    tol = tl.norm_output(nref.rows(x, "layer"), cands["variance"], st.scale, EPS, io_dtype=case.dtype)
+    tl.norm_classification_margin(tol, cands)
+    ch.equal(rec, "layer_norm_rms_scaling_divides_by", decl.layer_rms_scaling.value, ch.classify(y, cands, tol),
+             source=decl.layer_rms_scaling.source)

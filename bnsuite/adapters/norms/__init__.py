@@ -52,6 +52,7 @@ class NormSpec:
     dtype: str = "float32"
     device: str = "cpu"
     use_defaults: bool = False  # the framework's own eps, axes, affine and running-statistics defaults
+    rms_scaling: bool = False  # "layer" only: Keras' LayerNormalization(rms_scaling=True)
 
     @property
     def channel_axis(self) -> int:
@@ -95,6 +96,9 @@ class NormDeclaration:
     instance_running_stats: Cited[str | None] = Cited(None, "not declared")
     # Whether InstanceNorm keeps running statistics when built with its defaults.
     instance_running_stats_default: Cited[bool] = Cited(False, "not declared")
+    # LayerNorm's rms_scaling option: what it divides by ("variance": the centered variance, "mean-square") or None
+    # (no such option).
+    layer_rms_scaling: Cited[str | None] = Cited(None, "not declared")
     notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def facts(self, kind: str) -> Cited[NormFacts] | None:
@@ -122,6 +126,8 @@ class NormAdapter(ABC):
             if want not in decl.group_layouts.value:
                 raise Unsupported(f"{decl.kinds[spec.kind].value.layer} takes {' or '.join(decl.group_layouts.value)} "
                                   f"input only, not {want} ({decl.group_layouts.source})")
+        if spec.rms_scaling and decl.layer_rms_scaling.value is None:
+            raise Unsupported(f"{self.framework}: LayerNorm has no rms_scaling option ({decl.layer_rms_scaling.source})")
         if spec.track_running_stats and decl.instance_running_stats.value is None:
             raise Unsupported(f"{self.framework}: no running statistics for {spec.kind} "
                               f"({decl.instance_running_stats.source})")

@@ -45,6 +45,7 @@ def _declaration(api: str, path: str) -> NormDeclaration:
         instance_running_stats=Cited(None, f"{path}: InstanceNorm has no running statistics and no "
                                            "use_running_average"),
         instance_running_stats_default=Cited(False, f"{path}: InstanceNorm keeps no batch_stats collection"),
+        layer_rms_scaling=Cited(None, f"{path}: LayerNorm has no rms_scaling option; RMSNorm is its own layer"),
     )
 
 

@@ -8,6 +8,8 @@ still passed, as a user's model passes it.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from bnsuite.adapters.base import Cited
@@ -57,9 +59,10 @@ def _keras3_declaration(backend: str) -> NormDeclaration:
                             f"{_K3}/group_normalization.py: GroupNormalization(axis=-1) by default; any axis"),
         instance_running_stats=Cited(None, f"{_K3}/group_normalization.py: no running statistics"),
         instance_running_stats_default=Cited(False, f"{_K3}/group_normalization.py: no running statistics"),
-        notes={"rms_scaling": "keras/src/layers/normalization/layer_normalization.py: LayerNormalization("
-                              "rms_scaling=True) is deprecated with a warning: it 'incorrectly scales the input by the "
-                              "variance, not the root mean square'; use RMSNormalization"},
+        layer_rms_scaling=Cited("variance", f"{_K3}/layer_normalization.py: LayerNormalization(rms_scaling=True) is "
+                                            "deprecated with a warning: it 'incorrectly scales the input by the "
+                                            "variance, not the root mean square'; keras/src/ops/nn.py: "
+                                            "_layer_normalization, rms_scaling: rsqrt(var(x) + epsilon), no offset"),
     )
 
 
@@ -90,6 +93,7 @@ TF_KERAS_DECLARATION = NormDeclaration(
     group_layouts=Cited(("channels-first", "channels-last"), f"{_TFK}/group_normalization.py: axis=-1 by default"),
     instance_running_stats=Cited(None, f"{_TFK}/group_normalization.py: no running statistics"),
     instance_running_stats_default=Cited(False, f"{_TFK}/group_normalization.py: no running statistics"),
+    layer_rms_scaling=Cited(None, f"{_TFK}/layer_normalization.py: LayerNormalization has no rms_scaling argument"),
 )
 
 
@@ -106,10 +110,14 @@ class _KerasNorms(NormAdapter):
             kw["groups"] = spec.groups if spec.kind == "group" else -1
         if not spec.use_defaults and spec.kind != "rms":
             kw.update(center=spec.affine, scale=spec.affine)
+        if spec.rms_scaling:
+            kw["rms_scaling"] = True
         make = {"layer": "LayerNormalization", "rms": "RMSNormalization", "group": "GroupNormalization",
                 "instance": "GroupNormalization"}[spec.kind]
         self.kwargs, self.cls_name = kw, make
-        self.layer = getattr(layers, make)(dtype=spec.dtype, **kw)
+        with warnings.catch_warnings():  # rms_scaling=True warns that it is deprecated; the suite checks what it does
+            warnings.simplefilter("ignore")
+            self.layer = getattr(layers, make)(dtype=spec.dtype, **kw)
         shape = (2, 4, 4, spec.num_features) if spec.rank == 4 and spec.channels_last else \
             (2, spec.num_features, 4, 4) if spec.rank == 4 else (2, spec.num_features)
         self.layer.build(shape)

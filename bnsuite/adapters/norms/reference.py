@@ -58,6 +58,13 @@ def rms_norm(x, eps: float, scale=None, axes: str = "last") -> np.ndarray:
     return _affine(x / np.sqrt(ms + eps), scale, None, -1)
 
 
+def scaled_by_variance(x, eps: float, scale=None) -> np.ndarray:
+    """x / sqrt(var + eps) over the last axis, NOT centered (what Keras' LayerNormalization(rms_scaling=True) does)."""
+    x = np.asarray(x, np.float64)
+    var = x.var(axis=-1, keepdims=True)
+    return _affine(x / np.sqrt(var + eps), scale, None, -1)
+
+
 def _grouped(x: np.ndarray, channel_axis: int, groups: int, layout: str):
     """x as (N, G, n): each row the values of one (sample, group), and the inverse mapping."""
     xc = np.moveaxis(x, channel_axis, -1)  # (N, S..., C)

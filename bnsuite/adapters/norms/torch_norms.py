@@ -47,6 +47,7 @@ DECLARATION = NormDeclaration(
                                             "`self.training or not self.track_running_stats` as use_input_stats, so "
                                             "eval with track_running_stats=True normalizes with the running stats"),
     instance_running_stats_default=Cited(False, f"{_INST}: _InstanceNorm.__init__(track_running_stats=False)"),
+    layer_rms_scaling=Cited(None, f"{_NORM}: LayerNorm has no rms_scaling option; RMSNorm is its own layer"),
 )
 
 
