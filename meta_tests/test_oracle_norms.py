@@ -79,3 +79,8 @@ def test_unknown_names_raise():
         nref.forward("batch", np.zeros((1, 2)), 0.0)
     with pytest.raises(ValueError):
         nref.group_of(4, 2, "random")
+
+
+def test_scaled_by_variance_is_not_centered():
+    # [1, 3]: biased var 1 -> x / sqrt(1 + 3) = x / 2, no mean subtracted (Keras' rms_scaling)
+    assert nref.scaled_by_variance(np.array([[1.0, 3.0]]), eps=3.0).tolist() == [[0.5, 1.5]]
