@@ -32,4 +32,37 @@ class Finding:
 
 
 FINDINGS: list[Finding] = [
+    # -- norms: LayerNorm, GroupNorm, InstanceNorm, RMSNorm ------------------------------------------------------------
+    Finding(
+        name="keras_torch_groupnorm_one_pass_variance",
+        title="Keras 3 GroupNormalization (and InstanceNorm via groups=-1) on the torch backend loses every digit, down "
+              "to NaN, when a group's mean is large against its spread; the tensorflow and jax backends stay accurate",
+        area="norms", adapters=("keras-torch",), versions="keras 3.15.1, torch 2.13.0", severity="high",
+        source="keras/src/backend/torch/nn.py: moments computes Var = E[|x|^2] - |E[x]|^2 without clamping; "
+               "keras/src/layers/normalization/group_normalization.py: _apply_normalization uses ops.moments",
+        upstream="keras-team/keras#18795 (merged: fixed the tensorflow and jax moments only); "
+                 "keras-team/keras-core#866 (merged: the fast one-pass moments, by design)",
+        properties=("norm_variance_algorithm",)),
+    Finding(
+        name="flax_norms_fast_variance_large_mean",
+        title="Flax LayerNorm, GroupNorm and InstanceNorm default to use_fast_variance=True (E[x^2] - E[x]^2): in "
+              "float32 a sample whose mean is ~1000x its spread gets a variance with no correct digit and a visibly "
+              "wrong output; use_fast_variance=False is accurate",
+        area="norms", adapters=("flax-linen", "flax-nnx"), versions="flax 0.12.8, jax 0.10.2", severity="medium",
+        source="flax/linen/normalization.py: _compute_stats (use_fast_variance=True: 'faster, but less numerically "
+               "stable'), LayerNorm/GroupNorm/InstanceNorm use_fast_variance: bool = True; "
+               "flax/nnx/nn/normalization.py: the same defaults",
+        upstream=None,
+        properties=("norm_variance_algorithm",)),
+    Finding(
+        name="flax_layernorm_not_bitwise_batch_independent",
+        title="Per-sample normalizations are batch-independent only up to rounding outside torch: a sample's Flax "
+              "LayerNorm output under jax.jit changes by 1 ulp between a batch of 8 and a batch of 1 (Keras on "
+              "jax and tensorflow, tf_keras GroupNormalization likewise, up to 7e-7)",
+        area="norms", adapters=("flax-linen", "flax-nnx", "keras-jax", "keras-tensorflow", "tf_keras"),
+        versions="flax 0.12.8, jax 0.10.2, keras 3.15.1, tensorflow 2.21", severity="low",
+        source="XLA compiles one fusion per input shape (jax.jit(lambda a: jnp.mean(a * a, -1)) differs by 1 ulp "
+               "between x[:1] and x); TF's Eigen reductions split the reduced axes by tensor shape",
+        upstream=None,
+        properties=("norm_batch_size_independent",)),
 ]

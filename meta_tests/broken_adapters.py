@@ -352,3 +352,71 @@ EXPECTED_FAILURES.update({
     BatchStatsNetwork: {"deep_inference_batch_size_invariance"},
     FrozenConvNetwork: {"finetune_conv_dense_update"},
 })
+
+
+# -- normalization layers (LayerNorm, GroupNorm, InstanceNorm, RMSNorm) -------------------------------------------------
+from bnsuite.adapters.norms.torch_norms import TorchNorms  # noqa: E402
+
+
+class BatchAxisNorms(TorchNorms):
+    """A LayerNorm whose statistics also reduce over the batch axis (one mean and variance for the whole batch)."""
+
+    def forward(self, x, training):
+        if self.spec.kind != "layer":
+            return super().forward(x, training)
+        torch, m = self.torch, self.module
+        xt = torch.as_tensor(x, dtype=self.dtype)
+        with torch.no_grad():
+            mean = xt.mean()
+            var = ((xt - mean) ** 2).mean()
+            y = (xt - mean) / torch.sqrt(var + m.eps)
+            if m.weight is not None:
+                y = y * m.weight + m.bias
+        return y.double().numpy()
+
+
+class WrongNormsDeclaration(TorchNorms):
+    """Correct torch layers, every declared fact of the norm adapter wrong. Its LayerNorm rms_scaling option is a
+    true RMSNorm (mean square) while it declares Keras' variance."""
+
+    def __init__(self, spec):
+        if spec.rms_scaling:
+            spec = spec.replace(kind="rms", rms_scaling=False)
+        super().__init__(spec)
+
+    @classmethod
+    def declare(cls):
+        decl = TorchNorms.declare()
+        kinds = dict(decl.kinds)
+        wrong = {"layer": dict(default_eps=1e-3, default_axes="non-batch"), "group": dict(variance="one-pass"),
+                 "instance": dict(default_affine=True)}
+        for kind, changes in wrong.items():
+            facts = kinds[kind]
+            kinds[kind] = Cited(dataclasses.replace(facts.value, **changes), facts.source)
+        return dataclasses.replace(
+            decl, kinds=kinds, group_layout=Cited("strided", "wrong on purpose"),
+            instance_running_stats=Cited("instance", "wrong on purpose"),
+            instance_running_stats_default=Cited(True, "wrong on purpose"),
+            layer_rms_scaling=Cited("variance", "wrong on purpose"))
+
+
+class BatchAxisLayerNorm(TorchBatchNorm):
+    """A correct BatchNorm; its framework's LayerNorm reduces over the batch axis."""
+
+    id = "broken-layernorm-batch-axis"
+    norms = "meta_tests.broken_adapters:BatchAxisNorms"
+
+
+class WrongNormDeclarations(TorchBatchNorm):
+    """A correct BatchNorm; its norm adapter declares every fact wrong."""
+
+    id = "broken-norm-declarations"
+    norms = "meta_tests.broken_adapters:WrongNormsDeclaration"
+
+
+EXPECTED_FAILURES.update({
+    BatchAxisLayerNorm: {"norm_output_vs_oracle", "norm_batch_size_independent", "norm_batch_composition_independent"},
+    WrongNormDeclarations: {"norm_default_eps", "norm_default_axes", "norm_default_affine", "norm_variance_algorithm",
+                            "group_norm_channel_layout", "instance_norm_default_track_running_stats",
+                            "instance_norm_inference_statistics", "layer_norm_rms_scaling_divides_by"},
+})

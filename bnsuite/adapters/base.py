@@ -205,6 +205,8 @@ class BatchNormAdapter(ABC):
     # "module:function" building small networks in this framework (adapters/nets); None: the builder of the built-in
     # adapter this class derives from, if any.
     network: ClassVar[str | None] = None
+    # "module:Class" of this framework's normalization-layer adapter (adapters/norms: LayerNorm, GroupNorm, ...).
+    norms: ClassVar[str | None] = None
     # Devices the adapter knows how to target.
     device_kinds: ClassVar[tuple[str, ...]] = ("cpu", "gpu")
     # dtype name of the tensor the last forward() returned, before conversion to float64 (None: not recorded).

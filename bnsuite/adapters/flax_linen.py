@@ -13,6 +13,7 @@ class FlaxLinen(BatchNormAdapter):
     id = "flax-linen"
     requires = ("flax", "jax")
     families = ("flax", "jax")
+    norms = "bnsuite.adapters.norms.flax_norms:LinenNorms"
 
     @classmethod
     def declare(cls):

@@ -15,6 +15,7 @@ class FlaxNnx(BatchNormAdapter):
     id = "flax-nnx"
     requires = ("flax", "jax")
     families = ("flax", "jax")
+    norms = "bnsuite.adapters.norms.flax_norms:NnxNorms"
 
     @classmethod
     def declare(cls):

@@ -104,6 +104,7 @@ def _precision(backend: str) -> dict:
 class _Keras3(BatchNormAdapter):
     backend: str = ""
     families = ("keras",)
+    norms = "bnsuite.adapters.norms.keras_norms:Keras3Norms"
 
     @classmethod
     def declare(cls) -> Declaration:

@@ -199,6 +199,7 @@ class TfKerasLayerBase(BatchNormAdapter):
 class TfKerasV2(TfKerasLayerBase):
     id = "tf_keras"
     requires = ("tf_keras", "tensorflow")
+    norms = "bnsuite.adapters.norms.keras_norms:TfKerasNorms"
 
     @classmethod
     def declare(cls):

@@ -86,6 +86,7 @@ class TorchBatchNorm(BatchNormAdapter):
     id = "torch"
     requires = ("torch",)
     families = ("torch",)
+    norms = "bnsuite.adapters.norms.torch_norms:TorchNorms"
 
     @classmethod
     def declare(cls) -> Declaration:

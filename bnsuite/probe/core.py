@@ -219,9 +219,18 @@ def _flax_runner(model) -> tuple[Runner, Callable[[], None]]:
     import jax.numpy as jnp
     from flax import traverse_util
 
+    # Collections the user's apply kwargs make mutable (e.g. "batch_stats" for a BatchNorm in training mode) stay
+    # mutable; their updates are discarded, so every batch runs on the same variables.
+    user_mutable = kwargs.get("mutable", ())
+    if isinstance(user_mutable, str):
+        user_mutable = [user_mutable]
+    mutable = True if user_mutable is True else \
+        ["intermediates", *[c for c in user_mutable or () if c != "intermediates"]]
+    kwargs = {k: v for k, v in kwargs.items() if k != "mutable"}
+
     def run(x):
-        _, state = module.apply(variables, jnp.asarray(x), capture_intermediates=True, mutable=["intermediates"],
-                                **kwargs)
+        _, state = module.apply(variables, jnp.asarray(x), capture_intermediates=True,
+                                mutable=mutable, **kwargs)
         flat = traverse_util.flatten_dict(dict(state["intermediates"]))
         res = []
         for path, vals in flat.items():

@@ -467,3 +467,80 @@ class NetTrainingBounds:
         return Tol(self.stat_err[name], 0.0, f"{self.steps} EMA steps, m={self.momentum}: "
                                              "m (e_x + reduction bound) + 2u max|state| per step "
                                              "(suites/tolerances.py, networks)")
+
+
+# -- batch-independent normalization layers (LayerNorm, GroupNorm, InstanceNorm, RMSNorm) -----------------------------
+def norm_output(rows: np.ndarray, y_ref: np.ndarray, scale: np.ndarray | None, eps: float, *, io_dtype: str,
+                stats_dtype: str | None = None, variance: str = "one-pass") -> Tol:
+    """Tolerance for a per-sample normalization's output against the float64 oracle.
+
+    `rows` holds the sets of values the layer reduces, one per row (n values each): a LayerNorm row is one sample's
+    features, a GroupNorm row one (sample, group). Each row is a BatchNorm-like normalization of n values, so the
+    module's BatchNorm reasoning applies row by row: |dmu| <= (n + 2) u_s max|row|; the variance's relative error is
+    (n + 4) u_s + (dmu/sigma)^2 for a "two-pass" (or Welford) variance and (n + 4) u_s kappa, kappa = 1 + max(mu^2 /
+    var), for the "one-pass" E[x^2] - E[x]^2; |dy| <= |gamma| (|dmu| / sigma + |xhat| |dvar| / (2 var)) + 4 u_o
+    max|y|. "mean-square" (RMSNorm) sums n squares without cancellation: relative error (n + 4) u_s, no mean term.
+    """
+    rows = np.asarray(rows, np.float64)
+    stats_dtype = stats_dtype or io_dtype
+    u_s, u_o = roundoff(stats_dtype), roundoff(io_dtype)
+    n = rows.shape[1]
+    g = 1.0 if scale is None else float(np.max(np.abs(scale)))
+    y_max = float(np.max(np.abs(y_ref))) if y_ref.size else 0.0
+    if variance == "mean-square":
+        ms = (rows * rows).mean(axis=1)
+        xhat_max = float(np.max(np.abs(rows) / np.sqrt(ms + eps)[:, None]))
+        dvar_rel = (n + 4) * u_s
+        atol = g * xhat_max * dvar_rel / 2 + 4 * u_o * y_max
+        why = f"mean square of n={n}: (n+4)u relative, |xhat| dvar_rel/2 + 4 u_out max|y|, u={u_s:.2g}"
+        return Tol(atol=atol, rtol=0.0, why=why)
+    mu = rows.mean(axis=1)
+    var = rows.var(axis=1)
+    sigma = np.sqrt(var + eps)
+    xhat_max = float(np.max(np.abs(rows - mu[:, None]) / sigma[:, None]))
+    dmu_over_sigma = float(np.max((n + 2) * u_s * np.max(np.abs(rows), axis=1) / sigma))
+    if variance == "two-pass":
+        dvar_rel = (n + 4) * u_s + dmu_over_sigma ** 2
+        var_why = "(n+4)u + (dmu/sigma)^2 [two-pass]"
+    else:
+        kappa = float(1.0 + np.max(mu * mu / np.maximum(var, np.finfo(np.float64).tiny)))
+        dvar_rel = (n + 4) * u_s * kappa
+        var_why = f"(n+4)u kappa, kappa={kappa:.3g} [one-pass]"
+    atol = g * (dmu_over_sigma + xhat_max * dvar_rel / 2) + 4 * u_o * y_max
+    if dvar_rel >= 1:
+        # No digit of the variance left: the bound of a variance anywhere in [0, var (1 + dvar_rel)].
+        spread = float(np.max(np.abs(rows - mu[:, None])))
+        atol = g * spread * (1 + dmu_over_sigma) / np.sqrt(eps) + y_max + 4 * u_o * y_max
+        var_why += " >= 1: no digit of the variance left, bound of a zero variance"
+    why = (f"per-sample stats: n={n}, u_stats={u_s:.2g}; (n+2)u max|x|/sigma + |xhat| dvar_rel/2 with dvar_rel = "
+           f"{var_why}, + 4 u_out max|y|")
+    return Tol(atol=atol, rtol=0.0, why=why)
+
+
+def norm_batch_independence(tol_vs_exact: Tol, bitwise: bool) -> Tol:
+    """Tolerance for |y_sample(in batch A) - y_sample(in batch B)| of a per-sample normalization.
+
+    The statistics of a sample use that sample's values only, so in exact arithmetic the deviation is 0. Where the
+    framework's declaration says the computation is bitwise batch-independent (each sample's reduction is the same
+    sequence of operations whatever the batch: row-wise kernels), the bound is 0. Otherwise a framework may pick a
+    different reduction order or vectorization per batch shape (XLA fuses and tiles per shape), so each of the two
+    outputs is only within its bound of the exact value (`norm_output`), and by the triangle inequality they differ
+    by at most twice that bound.
+    """
+    if bitwise:
+        return Tol(atol=0.0, rtol=0.0, why="declared bitwise batch-independent: per-sample reductions whose "
+                                            "arithmetic does not depend on the batch")
+    return Tol(atol=2 * tol_vs_exact.atol, rtol=2 * tol_vs_exact.rtol,
+               why=f"per-sample statistics (exact deviation 0); two outputs each within the oracle bound -> 2x "
+                   f"({tol_vs_exact.why})")
+
+
+def norm_classification_margin(tol: Tol, candidates: dict[str, np.ndarray]) -> None:
+    """Assert that candidate oracle outputs differ from each other by more than the tolerance (else a declared
+    fact cannot be told apart by the data); raises AssertionError naming the pair."""
+    names = list(candidates)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            d = float(np.max(np.abs(np.asarray(candidates[a]) - np.asarray(candidates[b]))))
+            assert d > 10 * tol.atol, (f"test design: candidates {a!r} and {b!r} differ by {d:.3g}, not separable "
+                                       f"from the tolerance {tol.atol:.3g}")
