@@ -6,6 +6,7 @@
     python3 -m bnsuite test       # the project's tests: the same groups without the report; both exit non-zero on
                                   # any failure, and fail if a group collected nothing
     python3 -m bnsuite groups     # list the groups
+    python3 -m bnsuite drift      # the same suites over a window of framework releases (bnsuite/drift.py)
 
 Standard library only: it creates (or reuses) the virtual environment named by BNSUITE_VENV (default ./.venv) with the
 pinned requirements, then runs everything inside it. Each group runs in its own process because Keras fixes its
@@ -60,6 +61,8 @@ def fail(msg: str, code: int = 2) -> "None":
 def _req_hash() -> str:
     h = hashlib.sha256()
     for name in sorted(os.listdir(REQ_DIR)):
+        if not os.path.isfile(os.path.join(REQ_DIR, name)):
+            continue  # requirements/drift/: release sets, each with its own environment
         with open(os.path.join(REQ_DIR, name), "rb") as fh:
             h.update(name.encode() + fh.read())
     return h.hexdigest()[:16]
@@ -180,8 +183,13 @@ def screenshot(html: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["drift"]:
+        from bnsuite import drift
+
+        return drift.main(argv[1:])
     ap = argparse.ArgumentParser(prog="python3 -m bnsuite", description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=["matrix", "test", "groups"])
+    ap.add_argument("command", choices=["matrix", "test", "groups", "drift"])
     ap.add_argument("--only", action="append", default=[], metavar="GROUP", help="run only these groups")
     ap.add_argument("--jobs", type=int, default=2, help="groups run at once (default 2)")
     ap.add_argument("--report", default=os.path.join(ROOT, "report", "index.html"), help="report path")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import itertools
 import os
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar, Generic, Mapping, TypeVar
@@ -43,6 +44,61 @@ class Cited(Generic[T]):
 
     value: T
     source: str
+
+
+def installed_version(dist: str) -> str | None:
+    """The installed release of a distribution ("keras", "flax", ...), or None where it is not installed."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """"3.15.1" -> (3, 15, 1); local and pre-release tails ("2.13.0+cpu", "0.12.4rc1") are cut at the first non-digit."""
+    parts = []
+    for piece in version.split(".")[:4]:
+        digits = "".join(itertools.takewhile(str.isdigit, piece))
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def in_range(version: str, spec: str) -> bool:
+    """Whether `version` lies in `spec`: "*" or comma-separated clauses "<3.15", ">=0.12.4", "==2.16.0"."""
+    if spec.strip() == "*":
+        return True
+    ops = {"<": tuple.__lt__, "<=": tuple.__le__, ">": tuple.__gt__, ">=": tuple.__ge__, "==": tuple.__eq__}
+    v = _release(version)
+    for clause in spec.split(","):
+        clause = clause.strip()
+        op = next(o for o in ("<=", ">=", "==", "<", ">") if clause.startswith(o))
+        bound = _release(clause[len(op):].strip())
+        width = max(len(v), len(bound))
+        if not ops[op](v + (0,) * (width - len(v)), bound + (0,) * (width - len(bound))):
+            return False
+    return True
+
+
+def by_version(dist: str, *ranges: "tuple[str, Cited[T]]") -> "Cited[T]":
+    """A declared value that differs by release: `ranges` are (range, Cited) pairs, e.g.
+    ``by_version("keras", ("<3.15", Cited("running-mean", src_old)), (">=3.15", Cited("batch", src_new)))``.
+    Returns the Cited of the first range holding the installed release, its source prefixed with that range, so a
+    results file (and the drift view) says which declaration applied. Where `dist` is not installed (a declaration read
+    in another framework's process, e.g. by the porting suite) the LAST range, the newest releases', applies. Raises
+    LookupError where no range holds an installed release: an undeclared release is a gap, not a default.
+    """
+    version = installed_version(dist)
+    if version is None:
+        spec, cited = ranges[-1]
+        return Cited(cited.value, f"[{dist} {spec}; not installed here] {cited.source}")
+    for spec, cited in ranges:
+        if in_range(version, spec):
+            return Cited(cited.value, f"[{dist} {spec}] {cited.source}")
+    raise LookupError(f"no declared value for {dist} {version}: ranges {[spec for spec, _ in ranges]}")
 
 
 @dataclasses.dataclass(frozen=True)

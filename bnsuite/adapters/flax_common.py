@@ -5,7 +5,7 @@ Sources: google/flax @ 18f8f311 (flax 0.12.8): flax/linen/normalization.py (LINE
 
 from __future__ import annotations
 
-from bnsuite.adapters.base import Cited, Declaration, DtypeRule
+from bnsuite.adapters.base import Cited, Declaration, DtypeRule, by_version
 
 LINEN = "flax/linen/normalization.py"
 NNX = "flax/nnx/nn/normalization.py"
@@ -24,15 +24,22 @@ def flax_precision(src: str, nnx: bool) -> dict:
              "nnx: nnx.BatchStat(jnp.zeros(feature_shape, jnp.float32)))")
     out = f"{src}: _normalize returns jnp.asarray(y, dtype)"
     low = lambda dt: Cited(DtypeRule("yes", output=dt, stats="float32", state="float32"), f"{stats}; {store}; {out}")
+    replaced = ("REPLACES the statistic with momentum * ra + (1 - momentum) * batch_stat, which promotes to float64: "
+                "the batch statistics' dtype changes after the first step")
+    f64 = lambda after, how: Cited(
+        DtypeRule("yes", output="float64", stats="float64", state="float32", state_after_training=after),
+        f"{stats}; {store}; {how}. float64 runs inside jax.enable_x64 (adapters/flax_common.py x64_scope)")
     if nnx:
-        after, how = None, ("nnx writes the update into the float32 BatchStat (jax scatter FutureWarning "
-                            "'cannot safely cast value from dtype=float64 to dtype=float32')")
-    else:
-        after, how = "float64", ("linen REPLACES ra_mean.value with momentum * ra_mean + (1 - momentum) * mean, "
-                                 "which promotes to float64: the batch_stats dtype changes after the first step")
-    f64 = Cited(DtypeRule("yes", output="float64", stats="float64", state="float32", state_after_training=after),
-                f"{stats}; {store}; {how}. float64 runs inside jax.enable_x64 (adapters/flax_common.py x64_scope)")
-    return {"float16": low("float16"), "bfloat16": low("bfloat16"), "float64": f64}
+        # nnx moved from replacing the BatchStat's array to writing into it with the mutable-array work in 0.11.0.
+        return {"float16": low("float16"), "bfloat16": low("bfloat16"), "float64": by_version(
+            "flax",
+            ("<0.11", f64("float64", f"nnx BatchNorm.__call__ `self.mean.value = ...` {replaced}")),
+            (">=0.11", f64(None, "nnx BatchNorm.__call__ `self.mean[...] = ...` writes the update into the float32 "
+                                 "BatchStat (commit 571c9e40 '[nnx] mutable array p3', first released in 0.11.0; jax "
+                                 "scatter FutureWarning 'cannot safely cast value from dtype=float64 to "
+                                 "dtype=float32')")))}
+    return {"float16": low("float16"), "bfloat16": low("bfloat16"),
+            "float64": f64("float64", f"linen `ra_mean.value = ...` {replaced}")}
 
 
 def flax_declaration(src: str, framework: str, *, freeze, training_default: Cited[str],
@@ -67,7 +74,34 @@ def x64_scope(dtype: str):
 
     import jax
 
-    return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
+    if dtype != "float64":
+        return contextlib.nullcontext()
+    # jax.enable_x64 is the public name since jax 0.8; earlier releases have it in jax.experimental only.
+    enable = getattr(jax, "enable_x64", None)
+    if enable is None:
+        from jax.experimental import enable_x64 as enable
+    return enable(True)
+
+
+def optimizer_update(opt, model, grads) -> None:
+    """One nnx.Optimizer step: `update(model, grads)` since flax 0.11.0 (the optimizer no longer holds the model);
+    `update(grads)` before (flax/nnx/training/optimizer.py in each release)."""
+    import inspect
+
+    if "model" in inspect.signature(opt.update).parameters:
+        opt.update(model, grads)
+    else:
+        opt.update(grads)
+
+
+def assign(var, value) -> None:
+    """Replace an nnx Variable's array. flax >= 0.11 assigns with `var[...] = value` (and deprecates the `.value`
+    setter in 0.12); earlier releases raise TypeError there (no item assignment, or the immutable jax array's), and
+    replace the array through the `.value` setter."""
+    try:
+        var[...] = value
+    except TypeError:
+        var.value = value
 
 
 def with_x64(method):

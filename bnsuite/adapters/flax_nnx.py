@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters.base import BatchNormAdapter, Cited, FreezeFacts, Grads, State, Unsupported, dtype_name
-from bnsuite.adapters.flax_common import (NNX, flax_declaration, gpu_reason, jax_device, jax_versions,
-                                  with_x64)
+from bnsuite.adapters.base import (BatchNormAdapter, Cited, FreezeFacts, Grads, State, Unsupported, by_version,
+                                   dtype_name)
+from bnsuite.adapters.flax_common import (NNX, assign, flax_declaration, gpu_reason, jax_device, jax_versions,
+                                          optimizer_update, with_x64)
 
 MODULE = "flax/nnx/module.py"
 
@@ -30,9 +31,15 @@ class FlaxNnx(BatchNormAdapter):
                               "still updates scale/bias"),
                 "train": Cited(FreezeFacts("batch", True, True), f"{MODULE}: Module.train sets "
                                                                  "use_running_average=False"),
-                "view_use_running_average": Cited(FreezeFacts("running", False, True),
-                                                  f"{MODULE}: nnx.view(node, use_running_average=True) shares the "
-                                                  "arrays and sets the attribute on the view"),
+                "view_use_running_average": by_version(
+                    "flax",
+                    ("<0.12.4", Cited(FreezeFacts("running", False, True, error="AttributeError"),
+                                      "flax/nnx/__init__.py has no `view` before 0.12.4: nnx.view arrived with commit "
+                                      "4f5a64c6 'nnx.view, removing train_view and eval_view' (first released in "
+                                      "0.12.4)")),
+                    (">=0.12.4", Cited(FreezeFacts("running", False, True),
+                                       f"{MODULE}: nnx.view(node, use_running_average=True) shares the arrays and "
+                                       "sets the attribute on the view"))),
                 "optimizer_excludes_bn_params": Cited(
                     FreezeFacts("batch", True, False),
                     "flax/nnx/training/optimizer.py: Optimizer(model, tx, wrt=filter) updates only the state that "
@@ -120,7 +127,7 @@ class FlaxNnx(BatchNormAdapter):
         for var, val in ((bn.scale, state.scale), (bn.bias, state.offset), (bn.mean, state.mean),
                          (bn.var, state.var)):
             if var is not None and val is not None:
-                var[...] = self.jax.device_put(jnp.asarray(val, var[...].dtype), self.device)
+                assign(var, self.jax.device_put(jnp.asarray(val, var[...].dtype), self.device))
 
     def hyperparameters(self):
         bn = self.bn
@@ -155,7 +162,7 @@ class FlaxNnx(BatchNormAdapter):
             return jnp.sum(y * dyj), y
 
         (_, y), grads = nnx.value_and_grad(loss, argnums=nnx.DiffState(0, wrt), has_aux=True)(target)
-        opt.update(bn, grads)
+        optimizer_update(opt, bn, grads)
         return np.asarray(y, np.float64)
 
     def snippet(self):

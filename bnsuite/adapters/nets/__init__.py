@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bnsuite.adapters.base import State, Unsupported
+from bnsuite.adapters.base import Cited, State, Unsupported
 from bnsuite.adapters.nets.reference_net import ARCHS, ReferenceNet, bn_names, init_weights, param_names, plan
 
 # adapter id -> module:function building the network
@@ -53,6 +53,9 @@ class Network:
     arch: str
     adapter_id: str
     channels_last: bool
+    # What sgd_step returns: "batch" (the loss of this step's batch, before the step) or "running-mean" (the mean of
+    # the losses of every step since the model was compiled, as Keras' train_on_batch reported before 3.15).
+    reported_loss: "Cited[str]" = Cited("batch", "the network computes the loss of the step's batch itself")
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         raise NotImplementedError

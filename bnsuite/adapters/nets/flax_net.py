@@ -14,6 +14,7 @@ import numpy as np
 from bnsuite.adapters.base import Unsupported
 from bnsuite.adapters.nets import Network, bn_names
 from bnsuite.adapters.nets.reference_net import plan
+from bnsuite.adapters.flax_common import optimizer_update
 
 LINEN_IDIOMS = {"use_running_average_true": (False, False),  # (train, mutable)
                 "use_running_average_true_mutable": (False, ["batch_stats"]),
@@ -278,7 +279,7 @@ class NnxNet(Network):
             return jnp.mean(jnp.square(m(xj) - tj))
 
         loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, wrt))(target_model)
-        opt.update(model, grads)
+        optimizer_update(opt, model, grads)
         return float(loss)
 
     def get_weights(self):

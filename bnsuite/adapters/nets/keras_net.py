@@ -21,7 +21,7 @@ import contextlib
 
 import numpy as np
 
-from bnsuite.adapters.base import Unsupported
+from bnsuite.adapters.base import Cited, by_version, Unsupported
 from bnsuite.adapters.nets import Network
 from bnsuite.adapters.nets.reference_net import plan
 
@@ -60,6 +60,14 @@ class KerasNet(Network):
         if bn_idiom == "torch_module_eval" and self.backend != "torch":
             raise Unsupported("torch_module_eval exists on the Keras torch backend only")
         self.K, self.dtype, self.bn_idiom, self.adapter_id = K, dtype, bn_idiom, adapter_id
+        if adapter_id.startswith("keras-"):
+            self.reported_loss = by_version(
+                "keras",
+                ("<3.15", Cited("running-mean", "keras/src/backend/*/trainer.py: train_on_batch returns the loss "
+                                "tracker's mean since the last metric reset, which only fit/evaluate reset (fixed by "
+                                "keras-team/keras#22617, commit bfe3412265, first released in 3.15.0)")),
+                (">=3.15", Cited("batch", "keras/src/backend/*/trainer.py: train_on_batch calls reset_metrics() "
+                                 "first (keras-team/keras#22617)")))
         self._device = device
         fmt = "channels_last" if channels_last else "channels_first"
         axis = -1 if channels_last else 1
