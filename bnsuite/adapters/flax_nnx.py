@@ -13,6 +13,7 @@ MODULE = "flax/nnx/module.py"
 
 class FlaxNnx(BatchNormAdapter):
     id = "flax-nnx"
+    blocks = "bnsuite.adapters.blocks.flax_blocks:FlaxNnxBlocks"
     requires = ("flax", "jax")
     families = ("flax", "jax")
 
