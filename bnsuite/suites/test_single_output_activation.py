@@ -1,7 +1,8 @@
 """A sigmoid or softmax on a single output before binary cross-entropy.
 
 A softmax over ONE unit is the constant 1: its gradient is exactly zero, so the network cannot learn (one step of
-the framework's SGD leaves every weight bit-identical). A softmax over the wrong axis (the batch axis) mixes the
+the framework's SGD leaves every weight bit-identical), unless the framework's loss reads the softmax's input as
+logits (declared per framework: then it trains a sigmoid that the model's own output never applies). A softmax over the wrong axis (the batch axis) mixes the
 samples of a batch: outputs change with the batch size, and bnsuite.probe names that layer. The losses each
 framework offers for binary cross-entropy are declared with what they take (logits or probabilities) and checked by
 one SGD step each: loss and gradient equal the oracle's for that input.
@@ -38,13 +39,22 @@ def test_softmax_over_one_unit(case, rec):
     ch.equal(rec, "softmax_one_unit_output", "all exactly 1.0",
              "all exactly 1.0" if np.all(y == 1.0) else f"values in [{y.min():.9g}, {y.max():.9g}]",
              source="softmax(z)_i = exp(z_i) / sum_j exp(z_j) over one unit is exp(z)/exp(z) = 1")
+    declared = decl.one_unit_softmax_bce
+    t = _targets(case.dtype)
     for loss in decl.bce_losses.value:  # the output is constant: every loss on it has zero gradient
         w0 = blk.weights()
-        blk.sgd_step(x, _targets(case.dtype), loss, LR)
+        _, gk, gb = bref.bce_and_grads(w0, x, t)
+        blk.sgd_step(x, t, loss, LR)
         w1 = blk.weights()
-        change = max(float(np.max(np.abs(w1[k] - w0[k]))) for k in ("dense.kernel", "dense.bias"))
-        ch.equal(rec, "softmax_one_unit_zero_gradient", 0.0, change, extra={"loss": loss},
-                 source="d softmax_i / d z_j = y_i (delta_ij - y_j) = 1 (1 - 1) = 0 for one unit")
+        keys = ("dense.kernel", "dense.bias")
+        change = max(float(np.max(np.abs(w1[k] - w0[k]))) for k in keys)
+        g_obs = np.concatenate([((w0[k] - w1[k]) / LR).ravel() for k in keys])
+        w_all0, w_all1 = (np.concatenate([w[k].ravel() for k in keys]) for w in (w0, w1))
+        tol = tl.sgd_recovered_gradient(x, w_all0, w_all1, LR, case.dtype)
+        observed = "zero" if change == 0.0 else ch.classify(
+            g_obs, {"sigmoid-of-its-input": np.concatenate([gk.ravel(), gb])}, tol)
+        ch.equal(rec, "softmax_one_unit_bce_gradient", declared.value, observed, max_abs_err=change,
+                 extra={"loss": loss}, source=declared.source)
 
 
 def test_declared_bce_losses(case, rec):

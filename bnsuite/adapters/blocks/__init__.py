@@ -71,6 +71,9 @@ class BlockDeclaration:
     dropout_scaling: Cited[str]
     # Binary cross-entropy losses by name -> what they take: "logits" or "probabilities".
     bce_losses: Cited[Mapping[str, str]]
+    # Gradient of those losses on a softmax over ONE unit (the constant 1): "zero", or "sigmoid-of-its-input" where
+    # the loss reads the softmax's input as logits (so it trains a sigmoid the model does not apply).
+    one_unit_softmax_bce: Cited[str] = Cited("zero", "softmax over one unit is the constant 1")
 
 
 class Blocks(ABC):
