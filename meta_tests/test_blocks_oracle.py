@@ -5,6 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
+from bnsuite.adapters import registry
 from bnsuite.adapters.base import Unsupported
 from bnsuite.adapters.blocks import BLOCKS, BlockSpec, blocks_for
 from bnsuite.adapters.blocks import reference as bref
@@ -82,3 +83,18 @@ def test_adapter_without_blocks_is_unsupported():
 
     with pytest.raises(Unsupported, match="no block implementation"):
         blocks_for(NoBlocks)
+
+
+@pytest.mark.parametrize("adapter_id", list(registry.BUILTIN))
+def test_block_declaration_is_cited(adapter_id):
+    """Every built-in adapter's blocks declaration (where it has blocks) cites a source for every value and uses
+    the known categories (importing a block module imports no framework)."""
+    try:
+        decl = blocks_for(registry.load(adapter_id)).declaration
+    except Unsupported as e:
+        pytest.skip(str(e))
+    for name in ("dropout_scaling", "bce_losses", "one_unit_softmax_bce"):
+        assert getattr(decl, name).source.strip(), f"{adapter_id}: {name} has no source"
+    assert decl.dropout_scaling.value in ("inverted", "classic")
+    assert set(decl.bce_losses.value.values()) <= {"logits", "probabilities"} and decl.bce_losses.value
+    assert decl.one_unit_softmax_bce.value in ("zero", "sigmoid-of-its-input")
