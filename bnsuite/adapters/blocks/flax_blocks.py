@@ -190,7 +190,6 @@ class FlaxNnxBlocks(Blocks):
                 layers.append(nnx.sigmoid)
             elif op[0] == "softmax":
                 layers.append(lambda h, axis=op[1]: jax.nn.softmax(h, axis=axis))
-        self.model = nnx.List(layers) if hasattr(nnx, "List") else layers
         self.layers = layers
         self._by = {op[0]: layers[i] for i, op in enumerate(spec.ops)}
         self._load(weights)

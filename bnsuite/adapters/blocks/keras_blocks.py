@@ -90,8 +90,7 @@ class _KerasBlocks(Blocks):
         return self.keras.layers.Dropout(self.spec.rate, seed=seed, dtype=self.spec.dtype)
 
     def _np(self, t):
-        return np.asarray(t.numpy() if hasattr(t, "numpy") and not hasattr(self.keras, "ops") else
-                          self.keras.ops.convert_to_numpy(t), np.float64)
+        return np.asarray(self.keras.ops.convert_to_numpy(t), np.float64)
 
     def forward(self, x, training, seed=0):
         h = np.asarray(x, self.spec.dtype)
