@@ -100,13 +100,19 @@ def check_layers(case, rec, spec: blocks.BlockSpec, w, x, outs, training: bool, 
                      declared=f"oracle {op[0]} on the layer's input", extra=fields)
 
 
+_PATHS: dict[tuple, str] = {}
+
+
 def bn_estimator(case, features: int, n: int) -> str:
-    """The running-variance estimator the adapter declares for a rank-2 BatchNorm of this shape."""
-    try:
-        path = case.adapter(case.spec(rank=2, num_features=features)).code_path((n, features))
-    except Unsupported:
-        path = "default"
-    return case.decl.estimator_for(path)
+    """The running-variance estimator the adapter declares for a rank-2 BatchNorm of this shape (the code path is
+    asked once per adapter and shape)."""
+    key = (case.adapter, case.device, case.dtype, features, n)
+    if key not in _PATHS:
+        try:
+            _PATHS[key] = case.adapter(case.spec(rank=2, num_features=features)).code_path((n, features))
+        except Unsupported:
+            _PATHS[key] = "default"
+    return case.decl.estimator_for(_PATHS[key])
 
 
 def check_running_stats(case, rec, spec: blocks.BlockSpec, w, bn_in, after, extra: dict) -> None:

@@ -477,9 +477,11 @@ Li et al.'s variance shift are statistical (the masks are random): their bound i
 times ``SAMPLING_Z``.
 """
 
-# Width of a statistical bound in standard errors. A normal deviate exceeds 6 with probability 2.0e-9 (two-sided),
-# so with a few hundred such checks per run a false alarm is expected once in ~10^6 runs; the estimators checked
-# are means of >= 1000 independent bounded terms, where the normal approximation holds to well within this margin.
+# Width of a statistical bound in standard errors. A normal deviate exceeds 6 with probability 2.0e-9 (two-sided).
+# A run compares about 1000 such values (9 adapters x 2 blocks x 3 rates x 4 features x 4 measurements, plus the kept
+# fractions), so a false alarm is expected about once in 5 x 10^5 runs (and the data are seeded, so a given version
+# either always or never alarms). The estimators are means of 8192 independent bounded terms, where the normal
+# approximation holds well; the delta-method standard error is first order, its O(1/n) error is far below the margin.
 SAMPLING_Z = 6.0
 
 
