@@ -59,9 +59,7 @@ class Tf1GraphBlocks(Blocks):
                     h = v1.layers.dropout(h, spec.rate, training=self.training, seed=1)
                 self.outs.append(h)
             self.update_ops = list(v1.get_collection(v1.GraphKeys.UPDATE_OPS))
-            self.t = v1.placeholder(spec.dtype, (None, spec.features), name="t")
-            self.loss = v1.losses.sigmoid_cross_entropy(self.t, h)
-            self.step = v1.train.GradientDescentOptimizer(self.lr).minimize(self.loss)
+            self.loss = self.step = None  # built by the first sgd_step (most blocks never train)
             self.vars = {v.name.split(":")[0]: v for v in v1.global_variables()}
             self._ph = {n: v1.placeholder(v.dtype.base_dtype, v.shape) for n, v in self.vars.items()}
             self._assign = {n: v.assign(self._ph[n]) for n, v in self.vars.items()}
@@ -94,6 +92,12 @@ class Tf1GraphBlocks(Blocks):
     def sgd_step(self, x, target, loss, lr):
         if loss != _LOSS:
             raise Unsupported(f"tf1-graph: no loss {loss!r}")
+        if self.step is None:
+            v1 = self.tf.compat.v1
+            with self.graph.as_default():
+                self.t = v1.placeholder(self.spec.dtype, (None, self.spec.features), name="t")
+                self.loss = v1.losses.sigmoid_cross_entropy(self.t, self.outs[-1])
+                self.step = v1.train.GradientDescentOptimizer(self.lr).minimize(self.loss)
         value, _ = self.sess.run([self.loss, self.step], {self.x: np.asarray(x, self.spec.dtype),
                                                           self.t: np.asarray(target, self.spec.dtype),
                                                           self.lr: lr})
