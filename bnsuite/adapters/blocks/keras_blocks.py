@@ -20,8 +20,9 @@ _LOSSES = {"BinaryCrossentropy(from_logits=False)": "probabilities", "BinaryCros
 
 KERAS3_DECLARATION = BlockDeclaration(
     dropout_scaling=Cited("inverted", f"{_K3}: Dropout docstring 'Inputs not set to 0 are scaled up by 1 / (1 - rate)"
-                                      "' and 'only applies when training is set to True'; keras/src/random/random.py: "
-                                      "dropout returns where(mask, inputs / keep_prob, 0)"),
+                                      "', call returns inputs unless training; keras/src/backend/<backend>/random.py: "
+                                      "dropout (jax: select(mask, inputs / keep_prob, 0); tensorflow: "
+                                      "tf.nn.experimental.stateless_dropout)"),
     bce_losses=Cited(_LOSSES, "keras/src/losses/losses.py: BinaryCrossentropy(from_logits=False) 'whether to "
                               "interpret y_pred as a tensor of logit values. By default, we assume that y_pred is "
                               "probabilities (i.e., values in [0, 1])'"),
