@@ -65,4 +65,21 @@ FINDINGS: list[Finding] = [
                "between x[:1] and x); TF's Eigen reductions split the reduced axes by tensor shape",
         upstream=None,
         properties=("norm_batch_size_independent",)),
+    # -- blocks around BatchNorm (Dropout order, ReLU order, one-output sigmoid/softmax) ------------------------------
+    Finding(
+        name="keras_tf_one_unit_softmax_trains_as_sigmoid",
+        title="Keras on TensorFlow trains a softmax over one unit (whose output is the constant 1) as if it were a "
+              "sigmoid: BinaryCrossentropy reads the softmax's input as logits, so the loss falls while every "
+              "prediction stays 1.0; torch, Flax and Keras on jax/torch give the exact zero gradient",
+        area="blocks",
+        adapters=("keras-tensorflow", "tf_keras", "tf1-keras"),
+        versions="keras 3.15.1, tf_keras 2.21",
+        severity="high",
+        source="keras/src/activations/activations.py: softmax sets output._keras_logits = x; "
+               "keras/src/backend/tensorflow/nn.py: _get_logits (called by binary_crossentropy) uses any "
+               "output._keras_logits as logits; tf_keras/src/backend.py: softmax and _get_logits likewise",
+        upstream="keras-team/keras#15271 (closed; the same _keras_logits shortcut seen through model.predict, not "
+                 "this case)",
+        properties=("softmax_one_unit_bce_gradient",),
+    ),
 ]

@@ -420,3 +420,136 @@ EXPECTED_FAILURES.update({
                             "group_norm_channel_layout", "instance_norm_default_track_running_stats",
                             "instance_norm_inference_statistics", "layer_norm_rms_scaling_divides_by"},
 })
+
+
+# -- blocks around BatchNorm (Dropout order, ReLU order, one-output sigmoid/softmax) ---------------------------------
+# Each is a correct BatchNorm whose `blocks` names a torch block implementation broken in one way.
+from bnsuite.adapters.blocks import BlockDeclaration  # noqa: E402
+from bnsuite.adapters.blocks.torch_blocks import DECLARATION as _TORCH_BLOCKS, TorchBlocks  # noqa: E402
+
+
+class _DropoutNoRescaleModule:
+    """torch Dropout that zeroes values with probability p but never rescales the kept ones."""
+
+    def __new__(cls, torch, rate):
+        class NoRescale(torch.nn.Module):
+            def forward(self, x):
+                if not self.training:
+                    return x
+                return x * (torch.rand_like(x) >= rate).to(x.dtype)
+
+        return NoRescale()
+
+
+class DropoutNoRescaleBlocks(TorchBlocks):
+    def dropout(self, rate):
+        return _DropoutNoRescaleModule(self.torch, rate)
+
+
+class DropoutScalesAtInferenceBlocks(TorchBlocks):
+    """Inverted Dropout at training time that ALSO multiplies by 1 - p at inference (both conventions at once)."""
+
+    def dropout(self, rate):
+        torch = self.torch
+
+        class Both(torch.nn.Dropout):
+            def forward(self, x):
+                return super().forward(x) if self.training else x * (1.0 - self.p)
+
+        return Both(rate)
+
+
+class DropoutRateAsKeepBlocks(TorchBlocks):
+    """Passes the drop rate where the keep probability belongs."""
+
+    def dropout(self, rate):
+        return self.torch.nn.Dropout(1.0 - rate)
+
+
+class ReluOrderIgnoredBlocks(TorchBlocks):
+    """Builds linear -> BN -> ReLU whatever order it is asked for."""
+
+    def __init__(self, spec, weights):
+        if spec.kind == "linear_relu_bn":
+            spec = dataclasses.replace(spec, kind="linear_bn_relu")
+        super().__init__(spec, weights)
+
+
+class BlockMomentumWrongDirectionBlocks(TorchBlocks):
+    """Converts the canonical momentum the wrong way round in its BatchNorm."""
+
+    def batchnorm(self, width, eps, momentum):
+        return self.torch.nn.BatchNorm1d(width, eps=eps, momentum=1.0 - momentum)
+
+
+class SoftmaxAxisIgnoredBlocks(TorchBlocks):
+    """Every softmax normalizes over the units, whatever axis it is asked for."""
+
+    def softmax(self, axis):
+        return self.torch.nn.Softmax(dim=-1)
+
+
+class SoftmaxAlwaysOverBatchBlocks(TorchBlocks):
+    """Every softmax normalizes over the batch axis, whatever axis it is asked for."""
+
+    def softmax(self, axis):
+        return self.torch.nn.Softmax(dim=0)
+
+
+class BceLossesSwappedBlocks(TorchBlocks):
+    """Declares BCELoss to take logits and BCEWithLogitsLoss probabilities."""
+
+    declaration = BlockDeclaration(
+        dropout_scaling=_TORCH_BLOCKS.dropout_scaling,
+        bce_losses=Cited({"BCELoss": "logits", "BCEWithLogitsLoss": "probabilities"}, "broken on purpose"))
+
+
+def no_network(adapter_cls, arch, weights, **kw):
+    from bnsuite.adapters.base import Unsupported
+
+    raise Unsupported("a blocks-only broken adapter: its network is the torch one, checked with the real adapter")
+
+
+class _BlocksOnly(TorchBatchNorm):
+    """The torch BatchNorm, which the real torch adapter already checks: its single-layer and network cases skip
+    (keeping the meta run short), so only the block suites run with its broken `blocks`."""
+
+    network = "meta_tests.broken_adapters:no_network"
+
+    def __init__(self, spec):
+        from bnsuite.adapters.base import Unsupported
+
+        raise Unsupported("a blocks-only broken adapter: its BatchNorm is the torch one, checked with the real "
+                          "adapter")
+
+
+def _with_blocks(name: str, blocks_cls: type, doc: str) -> type:
+    return type(name, (_BlocksOnly,), {"__doc__": doc, "__module__": __name__,
+                                       "id": "broken-blocks-" + name.lower(),
+                                       "blocks": f"meta_tests.broken_adapters:{blocks_cls.__name__}"})
+
+
+DropoutNoRescale = _with_blocks("DropoutNoRescale", DropoutNoRescaleBlocks, "A Dropout that does not rescale.")
+DropoutScalesAtInference = _with_blocks("DropoutScalesAtInference", DropoutScalesAtInferenceBlocks,
+                                        "A Dropout that scales at inference too.")
+DropoutRateAsKeep = _with_blocks("DropoutRateAsKeep", DropoutRateAsKeepBlocks, "A Dropout that keeps with p = rate.")
+ReluOrderIgnored = _with_blocks("ReluOrderIgnored", ReluOrderIgnoredBlocks, "ReLU always after the BatchNorm.")
+BlockMomentumWrongDirection = _with_blocks("BlockMomentumWrongDirection", BlockMomentumWrongDirectionBlocks,
+                                           "The blocks' BatchNorm gets 1 - momentum.")
+SoftmaxAxisIgnored = _with_blocks("SoftmaxAxisIgnored", SoftmaxAxisIgnoredBlocks, "Softmax always over the units.")
+SoftmaxAlwaysOverBatch = _with_blocks("SoftmaxAlwaysOverBatch", SoftmaxAlwaysOverBatchBlocks,
+                                      "Softmax always over the batch.")
+BceLossesSwapped = _with_blocks("BceLossesSwapped", BceLossesSwappedBlocks, "Logits/probabilities losses swapped.")
+
+EXPECTED_FAILURES.update({
+    DropoutNoRescale: {"dropout_training_scaling", "block_layer_output_train", "variance_shift_train_variance",
+                       "variance_shift_ratio", "variance_shift_bn_output_ratio"},
+    DropoutScalesAtInference: {"dropout_inference_scaling", "block_layer_output_inference"},
+    DropoutRateAsKeep: {"dropout_keep_fraction", "dropout_training_scaling"},
+    ReluOrderIgnored: {"relu_order_bn_input_zeros", "block_layer_output_train", "block_layer_output_inference"},
+    BlockMomentumWrongDirection: {"block_running_mean", "block_running_var"},
+    SoftmaxAxisIgnored: {"softmax_batch_size_dependence", "probe_names_softmax_over_batch"},
+    SoftmaxAlwaysOverBatch: {"softmax_one_unit_output", "softmax_one_unit_bce_gradient",
+                             "probe_softmax_over_units_invariant"},
+    BceLossesSwapped: {"bce_loss_value", "bce_loss_gradient"},
+})

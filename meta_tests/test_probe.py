@@ -202,3 +202,17 @@ def test_cli_errors_are_one_line(tmp_path, args, message):
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1, proc.stderr
     assert message in lines[0] and "Traceback" not in proc.stderr
+
+
+# -- blocks: a softmax over the batch axis -------------------------------------------------------------------------
+def test_torch_softmax_over_batch_axis_is_named():
+    need("torch")
+    import torch
+    from collections import OrderedDict
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(OrderedDict([("dense", torch.nn.Linear(4, 1)), ("out", torch.nn.Softmax(dim=0))]))
+    report = find_batch_dependence(model, X)
+    assert report.first is not None and (report.first.name, report.first.type) == ("out", "Softmax"), str(report)
+    model = torch.nn.Sequential(OrderedDict([("dense", torch.nn.Linear(4, 1)), ("out", torch.nn.Softmax(dim=-1))]))
+    assert find_batch_dependence(model, X).invariant

@@ -263,6 +263,9 @@ class BatchNormAdapter(ABC):
     network: ClassVar[str | None] = None
     # "module:Class" of this framework's normalization-layer adapter (adapters/norms: LayerNorm, GroupNorm, ...).
     norms: ClassVar[str | None] = None
+    # "module:Class" of this framework's blocks around BatchNorm (adapters/blocks: Dropout, ReLU, one-unit
+    # sigmoid/softmax); None: those suites skip.
+    blocks: ClassVar[str | None] = None
     # Devices the adapter knows how to target.
     device_kinds: ClassVar[tuple[str, ...]] = ("cpu", "gpu")
     # dtype name of the tensor the last forward() returned, before conversion to float64 (None: not recorded).

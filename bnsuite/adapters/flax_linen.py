@@ -11,6 +11,7 @@ from bnsuite.adapters.flax_common import (LINEN, flax_declaration, gpu_reason, j
 
 class FlaxLinen(BatchNormAdapter):
     id = "flax-linen"
+    blocks = "bnsuite.adapters.blocks.flax_blocks:FlaxLinenBlocks"
     requires = ("flax", "jax")
     families = ("flax", "jax")
     norms = "bnsuite.adapters.norms.flax_norms:LinenNorms"

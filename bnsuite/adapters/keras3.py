@@ -318,6 +318,7 @@ def _device_scope_then_freeze() -> str:
 
 class KerasTensorFlow(_Keras3):
     id = "keras-tensorflow"
+    blocks = "bnsuite.adapters.blocks.keras_blocks:Keras3TensorFlowBlocks"
     backend = "tensorflow"
     requires = ("keras", "tensorflow")
     process_env = {"KERAS_BACKEND": "tensorflow"}
@@ -326,6 +327,7 @@ class KerasTensorFlow(_Keras3):
 
 class KerasJax(_Keras3):
     id = "keras-jax"
+    blocks = "bnsuite.adapters.blocks.keras_blocks:Keras3Blocks"
     backend = "jax"
     requires = ("keras", "jax")
     process_env = {"KERAS_BACKEND": "jax"}
@@ -334,6 +336,7 @@ class KerasJax(_Keras3):
 
 class KerasTorch(_Keras3):
     id = "keras-torch"
+    blocks = "bnsuite.adapters.blocks.keras_blocks:Keras3Blocks"
     backend = "torch"
     requires = ("keras", "torch")
     process_env = {"KERAS_BACKEND": "torch"}

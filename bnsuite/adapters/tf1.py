@@ -80,6 +80,7 @@ def _tf_versions():
 
 class Tf1Keras(TfKerasLayerBase):
     id = "tf1-keras"
+    blocks = "bnsuite.adapters.blocks.keras_blocks:Tf1KerasBlocks"
     requires = ("tf_keras", "tensorflow")
     process_env = LEGACY_ENV
 
@@ -112,6 +113,7 @@ class Tf1Graph(BatchNormAdapter):
     """One tf.compat.v1.layers.batch_normalization in its own graph and session."""
 
     id = "tf1-graph"
+    blocks = "bnsuite.adapters.blocks.tf1_graph_blocks:Tf1GraphBlocks"
     requires = ("tf_keras", "tensorflow")
     process_env = LEGACY_ENV
     families = ("tensorflow",)

@@ -85,6 +85,7 @@ def _dtype(torch, name: str):
 class TorchBatchNorm(BatchNormAdapter):
     id = "torch"
     requires = ("torch",)
+    blocks = "bnsuite.adapters.blocks.torch_blocks:TorchBlocks"
     families = ("torch",)
     norms = "bnsuite.adapters.norms.torch_norms:TorchNorms"
 

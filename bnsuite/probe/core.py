@@ -118,10 +118,11 @@ def _flax_parts(model):
 
 
 def detect(model) -> str:
-    if _is_torch(model):
-        return "torch"
+    # Keras first: a Keras 3 model on the torch backend is a torch.nn.Module too, whose torch leaves hide its layers.
     if _is_keras(model):
         return "keras"
+    if _is_torch(model):
+        return "torch"
     if _flax_parts(model) is not None:
         return "flax"
     raise ProbeError(f"not a model the probe knows: {type(model).__module__}.{type(model).__qualname__} (expected a "

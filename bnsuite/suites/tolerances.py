@@ -544,3 +544,86 @@ def norm_classification_margin(tol: Tol, candidates: dict[str, np.ndarray]) -> N
             d = float(np.max(np.abs(np.asarray(candidates[a]) - np.asarray(candidates[b]))))
             assert d > 10 * tol.atol, (f"test design: candidates {a!r} and {b!r} differ by {d:.3g}, not separable "
                                        f"from the tolerance {tol.atol:.3g}")
+# -- blocks around BatchNorm (adapters/blocks: Dropout, ReLU, a one-unit sigmoid/softmax) ------------------------
+"""Blocks are checked layer by layer: each layer's framework output against the oracle applied to the framework's
+OWN input to that layer (the previous layer's output, exact in float64), so each bound is one layer's rounding and
+nothing compounds. The BatchNorm layers reuse ``bn_output``; the others are below. The Dropout measurements against
+Li et al.'s variance shift are statistical (the masks are random): their bound is the estimator's standard error
+times ``SAMPLING_Z``.
+"""
+
+# Width of a statistical bound in standard errors. A normal deviate exceeds 6 with probability 2.0e-9 (two-sided).
+# A run compares about 1000 such values (9 adapters x 2 blocks x 3 rates x 4 features x 4 measurements, plus the kept
+# fractions), so a false alarm is expected about once in 5 x 10^5 runs (and the data are seeded, so a given version
+# either always or never alarms). The estimators are means of 8192 independent bounded terms, where the normal
+# approximation holds well; the delta-method standard error is first order, its O(1/n) error is far below the margin.
+SAMPLING_Z = 6.0
+
+
+def dense_output(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, dtype: str) -> Tol:
+    """x @ kernel.T + bias in `dtype`: a dot product of K terms plus the bias, |error| <= (K + 2) u (|x| |W|^T + |b|)
+    (Higham section 3.1), the largest over the outputs."""
+    u = roundoff(dtype)
+    k = np.asarray(kernel, np.float64)
+    mag = np.abs(np.asarray(x, np.float64)) @ np.abs(k).T + np.abs(np.asarray(bias, np.float64))
+    return Tol(atol=(k.shape[1] + 2) * u * float(np.max(mag)), rtol=0.0,
+               why=f"dense: (K+2) u max(|x||W|^T + |b|), K={k.shape[1]}, u={u:.2g}")
+
+
+def exact(what: str) -> Tol:
+    """An operation that rounds nothing (ReLU, the identity)."""
+    return Tol(atol=0.0, rtol=0.0, why=f"{what} is exact in every dtype")
+
+
+def elementwise(dtype: str, roundings: int, what: str) -> Tol:
+    """An elementwise map with a few roundings (Dropout's scaling by 1/q: the factor and the product, 2 roundings;
+    sigmoid: exp, add, divide, a few ulps of the library's exp): relative error <= roundings * u, plus the same
+    absolute slack for outputs that underflow towards 0."""
+    u = roundoff(dtype)
+    return Tol(atol=roundings * u, rtol=roundings * u, why=f"{what}: {roundings} roundings, u={u:.2g}")
+
+
+def softmax_output(n_reduced: int, dtype: str) -> Tol:
+    """Softmax over n values: n exps (a few ulps each), a sum of n terms ((n + 2) u relative) and a division."""
+    u = roundoff(dtype)
+    r = (n_reduced + 8) * u
+    return Tol(atol=r, rtol=r, why=f"softmax over {n_reduced} values: (n+8) u, u={u:.2g}")
+
+
+def bce_loss(z: np.ndarray, dtype: str) -> Tol:
+    """Mean binary cross-entropy of N logits z: each term max(z,0) - z t + log1p(exp(-|z|)) has a few roundings of
+    its magnitude (<= |z| + log 2); the mean of N terms adds (N + 2) u of the sum of magnitudes / N. A loss on
+    probabilities also rounds p = sigmoid(z) (relative u) before the log, an absolute u/min(p, 1-p) in the term."""
+    u = roundoff(dtype)
+    z = np.asarray(z, np.float64)
+    p = 0.5 * (1.0 + np.tanh(0.5 * z))
+    term = float(np.max(np.abs(z))) + np.log(2.0)
+    via_p = float(np.max(1.0 / np.minimum(p, 1.0 - p)))
+    atol = (z.shape[0] + 10) * u * term + 8 * u * via_p
+    return Tol(atol=atol, rtol=0.0, why=f"BCE of N={z.shape[0]} logits: (N+10) u (max|z| + log 2) + 8 u / min(p, 1-p)")
+
+
+def sgd_recovered_gradient(x: np.ndarray, w_before: np.ndarray, w_after: np.ndarray, lr: float, dtype: str) -> Tol:
+    """A gradient read back from one SGD step, g = (w_before - w_after) / lr. The framework's gradient of the mean
+    BCE through a dense layer, sum_i (p_i - t_i) x_i / N, has |p - t| <= 1 and (N + 8) u of relative rounding
+    (including sigmoid's few ulps): <= (N + 8) u max|x|. Storing w_after rounds it by u |w_after|, and the
+    subtraction recovers lr g to that accuracy, so g carries u (|w_before| + |w_after|) / lr more."""
+    u = roundoff(dtype)
+    x = np.asarray(x, np.float64)
+    w = float(np.max(np.abs(w_before))) + float(np.max(np.abs(w_after)))
+    atol = (x.shape[0] + 8) * u * max(float(np.max(np.abs(x))), 1.0) + 2 * u * w / lr
+    return Tol(atol=atol, rtol=0.0, why=f"SGD-recovered gradient: (N+8) u max|x| + 2 u (|w0|+|w1|)/lr, u={u:.2g}")
+
+
+def sampled(expected: np.ndarray, standard_error: np.ndarray, what: str, bias: float = 0.0) -> Tol:
+    """A statistical measurement against its expectation: SAMPLING_Z standard errors (the largest over the
+    measurements) plus a known deterministic bias (eps inside the square root, the Bessel factor of an unbiased
+    running variance), which the expectation leaves out."""
+    se = float(np.max(np.asarray(standard_error, np.float64)))
+    return Tol(atol=SAMPLING_Z * se + bias, rtol=0.0,
+               why=f"{what}: {SAMPLING_Z:g} standard errors ({se:.3g}) + bias {bias:.3g}; false alarm ~2e-9 per check")
+
+
+def keep_fraction(n: int, q: float) -> Tol:
+    """Fraction of values a Dropout keeps out of n independent Bernoulli(q) draws: standard error sqrt(q(1-q)/n)."""
+    return sampled(np.array(q), np.array(np.sqrt(q * (1.0 - q) / n)), f"kept fraction of {n} Bernoulli({q:g})")
