@@ -86,6 +86,7 @@ class TorchBatchNorm(BatchNormAdapter):
     id = "torch"
     requires = ("torch",)
     families = ("torch",)
+    replicas = "bnsuite.adapters.replicas.torch_ddp:TorchReplicas"
 
     @classmethod
     def declare(cls) -> Declaration:
