@@ -81,6 +81,7 @@ class Results:
     arrays: dict[str, np.ndarray]
     error: str | None = None
     wall_s: float = 0.0
+    pid: int = 0  # the worker's pid, which is also its process group id
 
     def get(self, key: str):
         return self.arrays.get(key)
@@ -158,15 +159,15 @@ def run_worker(ref: str, timeout_s: float | None = None) -> Results:
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             return Results({}, f"the {ref} worker did not finish within {timeout_s:.0f} s (a hung collective?); "
-                               "it was killed with its process group", time.time() - t0)
+                               "it was killed with its process group", time.time() - t0, proc.pid)
         finally:
             _kill_group(proc)  # children a finished worker left behind
         wall = time.time() - t0
         if proc.returncode != 0 or not os.path.exists(out_path):
             tail = " | ".join(log.strip().splitlines()[-3:])
-            return Results({}, f"the {ref} worker exited {proc.returncode}: {tail}", wall)
+            return Results({}, f"the {ref} worker exited {proc.returncode}: {tail}", wall, proc.pid)
         with np.load(out_path, allow_pickle=False) as z:
-            return Results({k: z[k] for k in z.files}, None, wall)
+            return Results({k: z[k] for k in z.files}, None, wall, proc.pid)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

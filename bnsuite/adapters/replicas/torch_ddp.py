@@ -109,7 +109,7 @@ class TorchReplicas(ReplicaEngine):
                     f"needs {WORLD} CUDA devices for nccl (one per replica); torch sees {gpus}")
         with tempfile.TemporaryDirectory(prefix="bnsuite-torch-ddp-") as tmp:
             port = _free_port()
-            mp.start_processes(_rank_main, args=(WORLD, port, tmp, p, idioms), nprocs=WORLD, join=True,
+            mp.start_processes(_rank_main, args=(type(self), WORLD, port, tmp, p, idioms), nprocs=WORLD, join=True,
                                start_method="fork")
             per_rank = []
             for r in range(WORLD):
@@ -127,6 +127,11 @@ class TorchReplicas(ReplicaEngine):
             else:
                 out[key] = np.stack([per_rank[r][key] for r in range(n)])
         return out
+
+    @classmethod
+    def build(cls, torch, idiom: str, p, group, device):
+        """(the module the replica calls, the BatchNorm layer whose buffers are read) for one idiom."""
+        return _build(torch, idiom, p, group, device)
 
 
 def _build(torch, idiom: str, p, group, device):
@@ -153,7 +158,7 @@ def _build(torch, idiom: str, p, group, device):
     raise ValueError(f"unknown idiom {idiom!r}")
 
 
-def _rank_main(rank: int, world: int, port: int, tmp: str, p, idioms) -> None:
+def _rank_main(rank: int, engine, world: int, port: int, tmp: str, p, idioms) -> None:
     import torch
     import torch.distributed as dist
 
@@ -175,7 +180,7 @@ def _rank_main(rank: int, world: int, port: int, tmp: str, p, idioms) -> None:
             if rank >= n:
                 continue
             key = f"{idiom}/N{n}"
-            model, bn = _build(torch, idiom, p, groups[n], device)
+            model, bn = engine.build(torch, idiom, p, groups[n], device)
             error = None
             try:
                 if isinstance(model, Exception):
@@ -199,7 +204,7 @@ def _rank_main(rank: int, world: int, port: int, tmp: str, p, idioms) -> None:
             if rank >= len(sizes):
                 continue
             key = f"{idiom}/{case}"
-            model, bn = _build(torch, idiom, p, groups[len(sizes)], device)
+            model, bn = engine.build(torch, idiom, p, groups[len(sizes)], device)
             error = None
             try:
                 if isinstance(model, Exception):

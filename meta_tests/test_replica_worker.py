@@ -1,0 +1,20 @@
+"""A replicas worker whose collective hangs is killed at its timeout with its whole process group, and says so."""
+
+import os
+
+import pytest
+
+from bnsuite.adapters import replicas as rp
+
+
+def test_hung_collective_is_killed_with_its_children():
+    res = rp.run_worker("meta_tests.broken_adapters:HungCollectiveEngine")
+    assert res.error is not None and "did not finish within 6 s" in res.error, res.error
+    assert res.wall_s < 30, f"the timeout took {res.wall_s:.1f} s"
+    with pytest.raises(ProcessLookupError):
+        os.killpg(res.pid, 0)  # nothing of the worker's process group is left
+
+
+def test_unknown_engine_is_unsupported():
+    with pytest.raises(rp.Unsupported):
+        rp.load_engine(None, "my-bn")
