@@ -1,7 +1,5 @@
 """A replicas worker whose collective hangs is killed at its timeout with its whole process group, and says so."""
 
-import os
-
 import pytest
 
 from bnsuite.adapters import replicas as rp
@@ -11,23 +9,8 @@ def test_hung_collective_is_killed_with_its_children():
     res = rp.run_worker("meta_tests.broken_adapters:HungCollectiveEngine")
     assert res.error is not None and "did not finish within 6 s" in res.error, res.error
     assert res.wall_s < 30, f"the timeout took {res.wall_s:.1f} s"
-    assert _live_in_group(res.pid) == [], "processes of the killed worker are still running"
+    assert rp.live_in_group(res.pid) == [], "processes of the killed worker are still running"
 
-
-def _live_in_group(pgid: int) -> list[int]:
-    """Pids of running (not zombie: an init that does not reap leaves those) processes in process group `pgid`."""
-    live = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            live.append(int(name))
-    return live
 
 
 def test_unknown_engine_is_unsupported():

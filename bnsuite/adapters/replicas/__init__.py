@@ -171,12 +171,35 @@ def run_worker(ref: str, timeout_s: float | None = None) -> Results:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the worker's process group and wait (up to 5 s) until none of it runs any more."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
     if proc.poll() is None:
         proc.wait()
+    deadline = time.time() + 5
+    while live_in_group(proc.pid) and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def live_in_group(pgid: int) -> list[int]:
+    """Pids of running processes in process group `pgid` (zombies excluded: an init that does not reap leaves them
+    behind, dead). Empty where /proc is absent."""
+    live = []
+    try:
+        names = [n for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return live
+    for name in names:
+        try:
+            with open(f"/proc/{name}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            live.append(int(name))
+    return live
 
 
 def declaration_record(decl: ReplicaDeclaration) -> dict:
