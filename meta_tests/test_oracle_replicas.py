@@ -68,3 +68,17 @@ def test_empty_shard_has_empty_output():
     out = ref.forward_train_replicas(X, (4, 0), "local", None, None, 0.0, 1)
     assert out[1].shape == (0, 1)
     np.testing.assert_allclose(out[0][:, 0], (X[:, 0] - 3.5) / np.sqrt(8.75))
+
+
+def test_unweighted_moments_by_hand():
+    # Shards [0, 2, 4] and [8]: shard means 2 and 8 -> 5 (the weighted mean is 3.5); E[x^2] = (20/3 + 64) / 2.
+    mean, var = ref.unweighted_moments(ref.split_batch(X, (3, 1)), 1)
+    np.testing.assert_allclose(mean, [5.0])
+    np.testing.assert_allclose(var, [(20 / 3 + 64) / 2 - 25])
+    y = ref.forward_train_replicas(X, (3, 1), "unweighted", None, None, 0.0, 1)
+    np.testing.assert_allclose(np.concatenate(y)[:, 0], (X[:, 0] - 5.0) / np.sqrt(var[0]))
+    # Equal shards: the unweighted statistics are the global ones.
+    np.testing.assert_allclose(np.concatenate(ref.forward_train_replicas(X, (2, 2), "unweighted", None, None, 0.0, 1)),
+                               np.concatenate(ref.forward_train_replicas(X, (2, 2), "global", None, None, 0.0, 1)))
+    # An empty shard makes them NaN.
+    assert np.isnan(ref.unweighted_moments(ref.split_batch(X, (4, 0)), 1)[0]).all()

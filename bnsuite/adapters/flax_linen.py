@@ -11,6 +11,7 @@ from bnsuite.adapters.flax_common import (LINEN, flax_declaration, gpu_reason, j
 
 class FlaxLinen(BatchNormAdapter):
     id = "flax-linen"
+    replicas = "bnsuite.adapters.replicas.flax_shard:FlaxLinenReplicas"
     requires = ("flax", "jax")
     families = ("flax", "jax")
 

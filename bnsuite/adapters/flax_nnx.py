@@ -13,6 +13,7 @@ MODULE = "flax/nnx/module.py"
 
 class FlaxNnx(BatchNormAdapter):
     id = "flax-nnx"
+    replicas = "bnsuite.adapters.replicas.flax_shard:FlaxNnxReplicas"
     requires = ("flax", "jax")
     families = ("flax", "jax")
 

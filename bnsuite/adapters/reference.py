@@ -167,10 +167,30 @@ def forward_train_replicas(x, sizes, rule: str, scale, offset, eps: float, axis:
         if part.shape[0] == 0:  # an empty shard has an empty output, whatever its group's statistics
             out.append(part.copy())
             continue
+        if rule == "unweighted":
+            mean, var = unweighted_moments([parts[i] for i in range(len(sizes))], axis)
+            out.append(normalize(part, mean, var, scale, offset, eps, axis))
+            continue
         pooled = np.concatenate([parts[i] for i in _group_of(rule, len(sizes), r)], axis=0)
         m = moments(pooled, axis)
         out.append(normalize(part, m.mean, m.var_biased, scale, offset, eps, axis))
     return out
+
+
+def unweighted_moments(parts, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Global statistics as the plain mean of each replica's moments, every shard weighing the same whatever its
+    size: mean = avg_r mean_r(x), var = avg_r mean_r(x^2) - mean^2 (biased). An empty shard's moments are NaN (0/0),
+    and so is the result."""
+    means, squares = [], []
+    for part in parts:
+        part = np.asarray(part, np.float64)
+        axes = _reduce_axes(part, axis)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n = reduction_size(part.shape, axis)
+            means.append(part.sum(axis=axes) / n)
+            squares.append((part * part).sum(axis=axes) / n)
+    mean = np.mean(means, axis=0)
+    return mean, np.mean(squares, axis=0) - mean * mean
 
 
 def running_replicas(batches, sizes, rule: str, running_mean, running_var, momentum: float | None, estimator: str,

@@ -48,8 +48,9 @@ SHARD_CASES: dict[str, tuple[int, ...]] = {"uneven": (5, 3), "one_sample": (7, 1
 # What a replica normalizes with / what its running statistics follow (reference.replica_groups resolves them):
 # "local": its own shard; "global": the whole global batch; "pairs": replicas (0, 1), (2, 3), ... together;
 # "broadcast0": (running statistics only) replica 0's statistics are copied to every replica before each step, which
-# then updates them with its own shard.
-RULES = ("local", "global", "pairs", "broadcast0")
+# then updates them with its own shard; "unweighted": (normalization only) global, but every replica's moments weigh
+# the same whatever the size of its shard.
+RULES = ("local", "global", "pairs", "broadcast0", "unweighted")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,11 @@ class IdiomFacts:
     one_sample: str = "ok"
     empty: str = "ok"
     device: str = "cpu"  # "gpu": the idiom runs only where a GPU is visible
+    replica_counts: tuple[int, ...] = REPLICA_COUNTS  # the N it applies to (groups of 2 replicas need N = 4)
+    # What replicas normalize with when the shards differ in size (the shard cases): "" = as `normalizes`;
+    # "unweighted": the plain mean over the group's replicas of each replica's moments (each shard weighs the same,
+    # whatever its size).
+    shards_normalize: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
