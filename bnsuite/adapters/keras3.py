@@ -317,6 +317,7 @@ def _device_scope_then_freeze() -> str:
 
 class KerasTensorFlow(_Keras3):
     id = "keras-tensorflow"
+    replicas = "bnsuite.adapters.replicas.tf_mirrored:KerasTensorFlowReplicas"
     backend = "tensorflow"
     requires = ("keras", "tensorflow")
     process_env = {"KERAS_BACKEND": "tensorflow"}
@@ -325,6 +326,7 @@ class KerasTensorFlow(_Keras3):
 
 class KerasJax(_Keras3):
     id = "keras-jax"
+    replicas = "bnsuite.adapters.replicas.keras_sync:KerasJaxSync"
     backend = "jax"
     requires = ("keras", "jax")
     process_env = {"KERAS_BACKEND": "jax"}
@@ -333,6 +335,7 @@ class KerasJax(_Keras3):
 
 class KerasTorch(_Keras3):
     id = "keras-torch"
+    replicas = "bnsuite.adapters.replicas.keras_sync:KerasTorchSync"
     backend = "torch"
     requires = ("keras", "torch")
     process_env = {"KERAS_BACKEND": "torch"}

@@ -198,6 +198,7 @@ class TfKerasLayerBase(BatchNormAdapter):
 
 class TfKerasV2(TfKerasLayerBase):
     id = "tf_keras"
+    replicas = "bnsuite.adapters.replicas.tf_mirrored:TfKerasReplicas"
     requires = ("tf_keras", "tensorflow")
 
     @classmethod

@@ -138,7 +138,7 @@ def test_replica_running_stats(case, rec, replica_idiom, replicas, steps, replic
     extra = {"idiom": replica_idiom, "replicas": n, "steps": steps, "how": facts.how}
     sizes, batches = rp.even_sizes(n), list(p["xs"][:steps])
     mean, var = res.get(f"{key}/mean_k{steps}"), res.get(f"{key}/var_k{steps}")
-    estimator = case.decl.estimator_for("default")
+    estimator = case.decl.estimator_for(case.adapter.replica_engine().code_path)
     rules = _rules(n, ("broadcast0", facts.running_stats))
     cands = {rule: ref.running_replicas(batches, sizes, rule, p["mean"], p["var"], rp.MOMENTUM, estimator, AXIS)
              for rule in rules}

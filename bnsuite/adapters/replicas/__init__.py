@@ -119,6 +119,8 @@ class ReplicaEngine:
     worker_env: ClassVar[Mapping[str, str]] = {}
     # Seconds the worker may take before it is killed with its process group.
     timeout_s: ClassVar[float] = 180.0
+    # The adapter's code path (Declaration.running_var_estimator key) the plan's rank-2 batches take.
+    code_path: ClassVar[str] = "default"
 
     @classmethod
     def declare(cls) -> ReplicaDeclaration:
