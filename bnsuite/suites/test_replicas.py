@@ -229,3 +229,36 @@ def test_replica_shards(case, rec, replica_idiom, shard_case, replica_runs):
         tol = tl.replica_output(pooled, AXIS, y_pooled, p["scale"], rp.EPS, dtype="float32", variance=variance)
         ch.close(rec, "replica_shard_forward", res.get(f"{key}/y{r}"), expected[r], tol,
                  declared=f"oracle, {rule} statistics", source=source, extra={**extra, "replica": r})
+
+
+def test_synchronized_without_strategy(case, rec, replica_runs):
+    """`synchronized=True` with no distribution strategy (one replica): which running-variance estimator and which
+    variance algorithm the layer uses, each against the declaration, beside the same layer with synchronized=False."""
+    decl = case.adapter.replica_engine().declare()
+    if not decl.without_strategy:
+        pytest.skip(f"{case.adapter.id}: its engine declares no synchronized layer without a strategy")
+    res = _run(case, rec, replica_runs, "no_strategy")
+    if res is None:
+        return
+    p, axis = rp.plan(), 3  # NHWC
+    m = ref.moments(p["x4"], axis)
+    var_tol = tl.running_stats([p["x4"]], axis, stats_dtype="float32", steps=1,
+                               state_scale=float(np.max(np.abs(p["var"]))))
+    tl.assert_separable(var_tol.rtol + var_tol.atol / float(np.min(m.var_biased)), 1.0 / (m.n - 1),
+                        "the biased from the unbiased estimator")
+    y_ref = ref.forward_train(p["hard4"], p["scale"], p["offset"], rp.EPS, axis)[0]
+    two_pass = tl.bn_output(p["hard4"], axis, y_ref, p["scale"], rp.EPS, io_dtype="float32", variance="two-pass")
+    for sync in (False, True):
+        extra = {"synchronized": sync, "strategy": "none"}
+        est = decl.without_strategy[f"estimator:{sync}"]
+        observed = ch.classify(res.get(f"no_strategy/{sync}/var"),
+                               {"biased": m.var_biased, "unbiased": m.var_unbiased}, var_tol)
+        ch.equal(rec, "synchronized_no_strategy_estimator", est.value, observed, source=est.source, extra=extra)
+        alg = decl.without_strategy[f"variance:{sync}"]
+        y = res.get(f"no_strategy/{sync}/hard_y")
+        err = float(np.max(np.abs(y - y_ref)))
+        # Within the two-pass bound on a mean 1e4 times the spread: two-pass; beyond it: a one-pass formula.
+        observed = "two-pass" if bool(two_pass.allows(y, y_ref).all()) else "one-pass"
+        ch.equal(rec, "synchronized_no_strategy_variance", alg.value.split("-clamped")[0].split("-unclamped")[0],
+                 observed, source=alg.source, extra={**extra, "declared_algorithm": alg.value,
+                                                     "two_pass_atol": two_pass.atol}, max_abs_err=err)

@@ -43,6 +43,8 @@ GLOBAL_BATCH = 8
 CHANNELS = 3
 MOMENTUM = 0.1  # canonical: the weight of the new batch statistic
 EPS = 1e-3
+NO_STRATEGY_SHAPE = (4, 2, 2, CHANNELS)  # NHWC, n = 16 values per channel
+HARD_MEAN = 1e4
 SHARD_CASES: dict[str, tuple[int, ...]] = {"uneven": (5, 3), "one_sample": (7, 1), "empty": (8, 0)}
 
 # What a replica normalizes with / what its running statistics follow (reference.replica_groups resolves them):
@@ -78,6 +80,10 @@ class ReplicaDeclaration:
     framework: str
     default: Cited[str]  # what a model normalizes with when the batch is split and nothing is synchronized
     idioms: Mapping[str, Cited[IdiomFacts]]
+    # A synchronized layer used WITHOUT any distribution strategy (one replica), per `synchronized` value:
+    # "estimator:<True|False>" -> the running-variance estimator ("biased"/"unbiased") on a rank-4 batch,
+    # "variance:<True|False>" -> how the batch variance is computed ("two-pass", "one-pass-clamped", ...).
+    without_strategy: Mapping[str, Cited[str]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -107,9 +113,14 @@ def plan(seed: int = 11) -> dict[str, np.ndarray]:
     # Each replica's shard gets its own offset so local and global statistics differ clearly.
     xs += np.repeat(np.arange(GLOBAL_BATCH // 2), 2)[None, :, None] * 0.5
     f32 = lambda a: np.asarray(np.asarray(a, np.float32), np.float64)
-    return {"xs": f32(xs), "dy": f32(rng.standard_normal((GLOBAL_BATCH, CHANNELS))),
-            "scale": f32(rng.uniform(0.5, 1.5, CHANNELS)), "offset": f32(rng.uniform(-0.5, 0.5, CHANNELS)),
-            "mean": f32(rng.uniform(-0.5, 0.5, CHANNELS)), "var": f32(rng.uniform(0.5, 2.0, CHANNELS))}
+    out = {"xs": f32(xs), "dy": f32(rng.standard_normal((GLOBAL_BATCH, CHANNELS))),
+           "scale": f32(rng.uniform(0.5, 1.5, CHANNELS)), "offset": f32(rng.uniform(-0.5, 0.5, CHANNELS)),
+           "mean": f32(rng.uniform(-0.5, 0.5, CHANNELS)), "var": f32(rng.uniform(0.5, 2.0, CHANNELS))}
+    # One replica, no strategy: a rank-4 channels-last batch (TF's fused kernel path) and the same batch shifted by
+    # HARD_MEAN, whose one-pass variance E[x^2] - E[x]^2 loses every float32 digit.
+    x4 = rng.standard_normal(NO_STRATEGY_SHAPE) * stds + means
+    out["x4"], out["hard4"] = f32(x4), f32(x4 + HARD_MEAN)
+    return out
 
 
 class ReplicaEngine:

@@ -64,6 +64,15 @@ class _TfMirrored(ReplicaEngine):
                 self._measure_steps(tf, keras, out, f"{idiom}/N{n}", sync, n, p)
             for case, sizes in SHARD_CASES.items():
                 self._measure_shards(tf, keras, out, f"{idiom}/{case}", sync, sizes, p)
+        for sync in (False, True):
+            # momentum 1 (Keras 0): the running variance after one step IS the batch variance estimate
+            bn = keras.layers.BatchNormalization(momentum=0.0, epsilon=EPS, synchronized=sync)
+            bn.build(p["x4"].shape)
+            bn.set_weights([np.asarray(p[k], np.float32) for k in ("scale", "offset", "mean", "var")])
+            bn(tf.constant(p["x4"], tf.float32), training=True)
+            out[f"no_strategy/{sync}/var"] = np.asarray(bn.get_weights()[3], np.float64)
+            out[f"no_strategy/{sync}/hard_y"] = np.asarray(bn(tf.constant(p["hard4"], tf.float32), training=True),
+                                                         np.float64)
         return out
 
     def _setup(self, tf, keras, sync, n, p):
@@ -123,16 +132,28 @@ class _TfMirrored(ReplicaEngine):
             out[f"{key}/outcome"] = np.array(f"error:{type(e).__name__}")
 
 
+_ONE_PASS_NO_STRATEGY = ("tf.distribute.get_replica_context() returns the DEFAULT replica context outside any "
+                         "strategy (never None), so the synchronized path runs anyway: all_reduce over one replica "
+                         "and variance = maximum(E[x^2] - E[x]^2, 0)")
+
+
 class KerasTensorFlowReplicas(_TfMirrored):
     worker_env = {**_TfMirrored.worker_env, "KERAS_BACKEND": "tensorflow"}
 
     @classmethod
     def declare(cls) -> ReplicaDeclaration:
+        tf_moments = "keras/src/backend/tensorflow/nn.py: moments"
         return ReplicaDeclaration(
             framework="keras (tensorflow backend)",
             default=Cited("local", f"{_K3}: synchronized=False by default"),
             idioms=_idioms(_K3_SYNC, _K3, f"{_K3}: moving_mean/moving_variance are plain add_weight variables "
-                                          f"(MirroredVariable); {_LOCAL_VARS}"))
+                                          f"(MirroredVariable); {_LOCAL_VARS}"),
+            without_strategy={
+                "estimator:False": Cited("biased", f"{_K3}: the moving variance is fed the biased batch variance"),
+                "estimator:True": Cited("biased", f"{_K3_SYNC}: divides by the count"),
+                "variance:False": Cited("two-pass", f"{tf_moments} -> tf.nn.moments: mean of squared_difference"),
+                "variance:True": Cited("one-pass-clamped", f"{_K3_SYNC}; {_ONE_PASS_NO_STRATEGY}"),
+            })
 
     def _keras(self):
         import keras
@@ -148,7 +169,18 @@ class TfKerasReplicas(_TfMirrored):
             framework="tf_keras",
             default=Cited("local", f"{_TFK}: synchronized=False by default"),
             idioms=_idioms(_TFK_SYNC, _TFK, f"{_TFK}: _add_tower_local_variable creates the moving statistics "
-                                            f"with synchronization ON_READ, aggregation MEAN; {_LOCAL_VARS}"))
+                                            f"with synchronization ON_READ, aggregation MEAN; {_LOCAL_VARS}"),
+            without_strategy={
+                "estimator:False": Cited("unbiased", f"{_TFK}: rank-4 input takes the fused kernel "
+                                                     "(tensorflow/core/kernels/fused_batch_norm_op.cc: unbiased)"),
+                "estimator:True": Cited("biased", f"{_TFK}: BatchNormalizationBase.__init__ sets fused = False when "
+                                                  "synchronized, and the non-fused path stores the biased variance, "
+                                                  "though the docstring says 'Setting `synchronized` has no impact "
+                                                  "when the model is trained without specifying any distribution "
+                                                  "strategy'"),
+                "variance:False": Cited("two-pass", "tensorflow/core/kernels/fused_batch_norm_op.cc: x - mean first"),
+                "variance:True": Cited("one-pass-clamped", f"{_TFK_SYNC}; {_ONE_PASS_NO_STRATEGY}"),
+            })
 
     def _keras(self):
         import tf_keras
