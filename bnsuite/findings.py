@@ -90,4 +90,13 @@ FINDINGS: list[Finding] = [
                "_compute_moments_sync",
         upstream=None,
         properties=("synchronized_no_strategy_estimator", "synchronized_no_strategy_variance")),
+    Finding(
+        name="tf1_keras_synchronized_silently_dropped",
+        title="The TF1 layer tf.compat.v1.keras.layers.BatchNormalization accepts synchronized=True and silently "
+              "drops it: under MirroredStrategy every replica normalizes with, and keeps, its own shard's statistics",
+        area="replicas", adapters=("tf1-keras",), versions="tf_keras 2.21, TensorFlow 2.21", severity="high",
+        source="tf_keras/src/layers/normalization/batch_normalization_v1.py: BatchNormalization.__init__ "
+               "kwargs.pop('synchronized', None) ('synchronized not implemented in V1')",
+        upstream=None,
+        properties=("replica_normalizes_with", "replica_running_stats_rule")),
 ]

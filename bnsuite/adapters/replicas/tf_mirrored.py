@@ -7,6 +7,8 @@ statistics are read with experimental_local_results.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from bnsuite.adapters.base import Cited
@@ -186,3 +188,29 @@ class TfKerasReplicas(_TfMirrored):
         import tf_keras
 
         return tf_keras
+
+
+class Tf1KerasReplicas(_TfMirrored):
+    """The TF1 layer (tf.compat.v1.keras.layers.BatchNormalization, tf_keras' V1 class) under MirroredStrategy."""
+
+    worker_env = {**_TfMirrored.worker_env, "TF_USE_LEGACY_KERAS": "1"}
+    code_path = "non-fused"
+
+    @classmethod
+    def declare(cls) -> ReplicaDeclaration:
+        v1 = "tf_keras/src/layers/normalization/batch_normalization_v1.py: BatchNormalization(BatchNormalizationBase)"
+        local_vars = f"{_TFK}: _add_tower_local_variable (ON_READ, MEAN); {_LOCAL_VARS}"
+        idioms = _idioms(_TFK_SYNC, _TFK, local_vars)
+        idioms["mirrored_synchronized_true"] = Cited(
+            dataclasses.replace(idioms["mirrored_synchronized_false"].value,
+                                how="MirroredStrategy; tf.compat.v1.keras.layers.BatchNormalization(synchronized=True)"),
+            f"{v1}.__init__: kwargs.pop('synchronized', None) ('synchronized not implemented in V1'): the argument "
+            f"is silently dropped and each replica keeps its own statistics; {local_vars}")
+        return ReplicaDeclaration(
+            framework="tf.compat.v1.keras (TF1 layer)",
+            default=Cited("local", f"{v1}: synchronized=False by default"), idioms=idioms)
+
+    def _keras(self):
+        import tensorflow as tf
+
+        return tf.compat.v1.keras
