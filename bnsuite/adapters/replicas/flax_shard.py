@@ -97,7 +97,7 @@ class _FlaxReplicas(ReplicaEngine):
                     return y, upd["batch_stats"]
                 y, vjp, new = jax.vjp(f, x, has_aux=True)
                 return y, vjp(dy)[0], new
-            return step, None
+            return step
         from flax import nnx
 
         def step(params, stats, x, dy, mask):
@@ -111,9 +111,9 @@ class _FlaxReplicas(ReplicaEngine):
                 return y, {"mean": m.mean.value, "var": m.var.value}
             y, vjp, new = jax.vjp(f, x, has_aux=True)
             return y, vjp(dy)[0], new
-        return step, None
+        return step
 
-    def _state(self, p, model):
+    def _state(self, p):
         import jax.numpy as jnp
 
         f32 = lambda a: jnp.asarray(a, jnp.float32)
@@ -128,9 +128,9 @@ class _FlaxReplicas(ReplicaEngine):
         kind = idiom[len(transform) + 1:]
         axis_name = None if kind == "no_axis_name" else "batch"
         groups = [[0, 1], [2, 3]] if kind == "axis_index_groups" else None
-        step, model = self._step_fn(axis_name, groups)
+        step = self._step_fn(axis_name, groups)
         if transform == "pmap":
-            return jax.pmap(step, axis_name="batch", in_axes=(None, 0, 0, 0, 0)), model
+            return jax.pmap(step, axis_name="batch", in_axes=(None, 0, 0, 0, 0))
         mesh = Mesh(np.array(jax.devices()[:n]), ("batch",))
 
         def body(params, stats, x, dy, mask):
@@ -138,7 +138,7 @@ class _FlaxReplicas(ReplicaEngine):
             y, dx, new = step(params, sq(stats), x[0], dy[0], mask[0])
             return y[None], dx[None], jax.tree.map(lambda a: a[None], new)
         return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(), P("batch"), P("batch"), P("batch"), P("batch")),
-                                     out_specs=(P("batch"), P("batch"), P("batch")))), model
+                                     out_specs=(P("batch"), P("batch"), P("batch"))))
 
     def measure(self, p):
         import jax
@@ -153,8 +153,8 @@ class _FlaxReplicas(ReplicaEngine):
                     continue
                 key = f"{idiom}/N{n}"
                 try:
-                    run, model = self._runner(idiom, n)
-                    params, stats = self._state(p, model)
+                    run = self._runner(idiom, n)
+                    params, stats = self._state(p)
                     stats = jax.tree.map(lambda a: jnp.stack([a] * n), stats)
                     mask = jnp.ones((n, len(p["xs"][0]) // n, 1), bool)
                     for step in range(max(STEPS)):
@@ -174,8 +174,8 @@ class _FlaxReplicas(ReplicaEngine):
             for case, sizes in SHARD_CASES.items():
                 key, n, width = f"{idiom}/{case}", len(sizes), max(sizes)
                 try:
-                    run, model = self._runner(idiom, n)
-                    params, stats = self._state(p, model)
+                    run = self._runner(idiom, n)
+                    params, stats = self._state(p)
                     stats = jax.tree.map(lambda a: jnp.stack([a] * n), stats)
                     parts = shards(p["xs"][0], sizes)
                     x = np.zeros((n, width, p["xs"].shape[-1]))
