@@ -326,7 +326,7 @@ class KerasTensorFlow(_Keras3):
 
 class KerasJax(_Keras3):
     id = "keras-jax"
-    replicas = "bnsuite.adapters.replicas.keras_sync:KerasJaxSync"
+    replicas = "bnsuite.adapters.replicas.keras_sync:KerasJaxReplicas"
     backend = "jax"
     requires = ("keras", "jax")
     process_env = {"KERAS_BACKEND": "jax"}
