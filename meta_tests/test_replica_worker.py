@@ -16,3 +16,10 @@ def test_hung_collective_is_killed_with_its_children():
 def test_unknown_engine_is_unsupported():
     with pytest.raises(rp.Unsupported):
         rp.load_engine(None, "my-bn")
+
+
+def test_a_wrong_engine_path_is_one_clear_reason():
+    with pytest.raises(rp.Unsupported, match="cannot be loaded"):
+        rp.load_engine("no_such_module:Engine", "my-bn")
+    with pytest.raises(rp.Unsupported, match="not a bnsuite.adapters.replicas.ReplicaEngine"):
+        rp.load_engine("bnsuite.adapters.replicas:plan", "my-bn")

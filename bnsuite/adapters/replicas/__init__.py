@@ -146,7 +146,14 @@ def load_engine(ref: str | None, adapter_id: str) -> type[ReplicaEngine]:
     if not ref:
         raise Unsupported(f"{adapter_id}: no multi-replica engine (the adapter sets no `replicas`)")
     module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    try:
+        engine = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise Unsupported(f"{adapter_id}: its replicas engine {ref!r} cannot be loaded ({type(e).__name__}: {e})") \
+            from None
+    if not (isinstance(engine, type) and issubclass(engine, ReplicaEngine)):
+        raise Unsupported(f"{adapter_id}: {ref!r} is not a bnsuite.adapters.replicas.ReplicaEngine subclass")
+    return engine
 
 
 def shards(x: np.ndarray, sizes) -> list[np.ndarray]:
@@ -167,8 +174,9 @@ def run_worker(ref: str, timeout_s: float | None = None) -> Results:
     with tempfile.TemporaryDirectory(prefix="bnsuite-replicas-") as tmp:
         plan_path, out_path = os.path.join(tmp, "plan.npz"), os.path.join(tmp, "out.npz")
         np.savez(plan_path, **plan())
+        # The checkout and the current directory (where a user's adapter module may live) are importable there.
         env = {**os.environ, **engine.worker_env, "PYTHONPATH": os.pathsep.join(
-            p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+            p for p in (root, os.getcwd(), os.environ.get("PYTHONPATH")) if p)}
         cmd = [sys.executable, "-m", "bnsuite.adapters.replicas.worker", ref, plan_path, out_path]
         t0 = time.time()
         proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
