@@ -82,4 +82,71 @@ FINDINGS: list[Finding] = [
                  "this case)",
         properties=("softmax_one_unit_bce_gradient",),
     ),
+    # -- replicas: BatchNorm with the batch split over replicas (suites/test_replicas.py) ----------------------------
+    Finding(
+        name="torch_sync_batchnorm_refuses_cpu",
+        title="torch's SyncBatchNorm cannot synchronize CPU replicas: DistributedDataParallel refuses it at "
+              "construction and the bare layer raises at its first training forward, so CPU data-parallel training "
+              "has no synchronized BatchNorm",
+        area="replicas", adapters=("torch",), versions="torch 2.13.0", severity="medium",
+        source="torch/nn/parallel/distributed.py: DistributedDataParallel._passing_sync_batchnorm_handle "
+               "('SyncBatchNorm layers only work with GPU modules'); torch/nn/modules/batchnorm.py: "
+               "SyncBatchNorm.forward ('SyncBatchNorm expected input tensor to be on GPU or XPU or ...')",
+        upstream="pytorch/pytorch#78078 (closed pull request '[WIP] Enable SyncBatchNorm in CPU backend')",
+        properties=("replica_outcome", "replica_shard_outcome")),
+    Finding(
+        name="torch_ddp_replica_running_stats_differ",
+        title="Under DistributedDataParallel no replica holds the global BatchNorm running statistics: the default "
+              "broadcast_buffers=True copies rank 0's buffers BEFORE each forward, so every replica then adds only "
+              "its own shard (replicas differ after every step, and rank 0's checkpoint reflects rank 0's shards "
+              "only); broadcast_buffers=False and forward_sync_buffers=False leave each replica with its own",
+        area="replicas", adapters=("torch",), versions="torch 2.13.0", severity="medium",
+        source="torch/nn/parallel/distributed.py: DistributedDataParallel._pre_forward -> _check_sync_bufs_pre_fwd "
+               "-> _sync_buffers (authoritative_rank = 0); __init__: broadcast_buffers also sets init_sync_buffers",
+        upstream="pytorch/pytorch#30718 (open feature request: a method to broadcast buffers, e.g. BatchNorm "
+                 "statistics, on demand)",
+        properties=("replica_running_stats_rule", "replica_running_stats_equal")),
+    Finding(
+        name="flax_axis_name_uneven_shards_unweighted",
+        title="Flax BatchNorm(axis_name=...) with uneven shards (padding + mask) normalizes with the plain mean of "
+              "the devices' masked means, not the global mean; a device whose shard is fully masked makes every "
+              "device's output NaN",
+        area="replicas", adapters=("flax-linen", "flax-nnx"), versions="flax 0.12.8, jax 0.10.2",
+        severity="high",
+        source="flax/linen/normalization.py and flax/nnx/nn/normalization.py: _compute_stats -> "
+               "maybe_distributed_mean: x.mean(axes, where=mask) per device, then lax.pmean (equal weights)",
+        upstream=None,
+        properties=("replica_shard_forward",)),
+    Finding(
+        name="jax_shard_map_axis_index_groups",
+        title="Flax BatchNorm(axis_index_groups=...) computes group statistics under jax.pmap but raises a bare "
+              "NotImplementedError under jax.shard_map, pmap's recommended replacement",
+        area="replicas", adapters=("flax-linen", "flax-nnx"), versions="jax 0.10.2, flax 0.12.8", severity="medium",
+        source="jax/_src/lax/parallel.py: psum -> _psum -> bind_psum_invariant raises NotImplementedError when "
+               "axis_index_groups is not None",
+        upstream="jax-ml/jax#19709 (closed: shard_map collectives don't support axis_index_groups)",
+        properties=("replica_outcome",)),
+    Finding(
+        name="tf_keras_synchronized_without_strategy",
+        title="tf_keras BatchNormalization(synchronized=True) changes the layer WITHOUT any distribution strategy, "
+              "though its docstring says it has no impact: it disables the fused kernel (the running variance of "
+              "rank-4 inputs becomes biased) and computes the variance one-pass, E[x^2] - E[x]^2 (output off by ~80 "
+              "on a mean 1e4 times the spread); Keras 3 on TensorFlow takes the same one-pass path",
+        area="replicas", adapters=("tf_keras", "keras-tensorflow"), versions="tf_keras 2.21, keras 3.15.1",
+        severity="high",
+        source="tf_keras/src/layers/normalization/batch_normalization.py: BatchNormalizationBase.__init__ (fused = "
+               "False when synchronized), _sync_calculate_mean_and_var (tf.distribute.get_replica_context() is the "
+               "default replica context outside a strategy, never None); keras/src/backend/tensorflow/nn.py: "
+               "_compute_moments_sync",
+        upstream=None,
+        properties=("synchronized_no_strategy_estimator", "synchronized_no_strategy_variance")),
+    Finding(
+        name="tf1_keras_synchronized_silently_dropped",
+        title="The TF1 layer tf.compat.v1.keras.layers.BatchNormalization accepts synchronized=True and silently "
+              "drops it: under MirroredStrategy every replica normalizes with, and keeps, its own shard's statistics",
+        area="replicas", adapters=("tf1-keras",), versions="tf_keras 2.21, TensorFlow 2.21", severity="high",
+        source="tf_keras/src/layers/normalization/batch_normalization_v1.py: BatchNormalization.__init__ "
+               "kwargs.pop('synchronized', None) ('synchronized not implemented in V1')",
+        upstream=None,
+        properties=("replica_normalizes_with", "replica_running_stats_rule")),
 ]

@@ -89,8 +89,11 @@ def write_declaration(writer, cls) -> None:
     import dataclasses
 
     decl = cls.declare()
+    from bnsuite.suites.replica_cases import replica_declaration_record
+
     writer.write("declaration", adapter=cls.id, adapter_class=f"{cls.__module__}:{cls.__qualname__}",
-                 unavailable=cls.unavailable_reason(), declaration=dataclasses.asdict(decl))
+                 unavailable=cls.unavailable_reason(), declaration=dataclasses.asdict(decl),
+                 replicas=replica_declaration_record(cls))
 
 
 def pytest_unconfigure(config):
@@ -140,6 +143,11 @@ def pytest_generate_tests(metafunc):
         joint = [pytest.param(p.values[0], idiom, id=f"{p.id}-{idiom}", marks=p.marks)
                  for p in params for idiom in p.values[0].adapter.declare().freeze]
         metafunc.parametrize(("case", "freeze_idiom"), joint, indirect=["case"])
+    elif "replica_idiom" in metafunc.fixturenames:
+        # Each adapter's multi-replica engine declares its own idioms: parametrize (case, idiom) jointly.
+        from bnsuite.suites.replica_cases import idiom_params
+
+        metafunc.parametrize(("case", "replica_idiom"), idiom_params(params), indirect=["case"])
     else:
         metafunc.parametrize("case", params, indirect=True)
 

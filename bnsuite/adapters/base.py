@@ -266,6 +266,9 @@ class BatchNormAdapter(ABC):
     # "module:Class" of this framework's blocks around BatchNorm (adapters/blocks: Dropout, ReLU, one-unit
     # sigmoid/softmax); None: those suites skip.
     blocks: ClassVar[str | None] = None
+    # "module:EngineClass" measuring this layer split over replicas with the framework's real distributed engine
+    # (bnsuite/adapters/replicas); None: the multi-replica capability is absent and its cases skip.
+    replicas: ClassVar[str | None] = None
     # Devices the adapter knows how to target.
     device_kinds: ClassVar[tuple[str, ...]] = ("cpu", "gpu")
     # dtype name of the tensor the last forward() returned, before conversion to float64 (None: not recorded).
@@ -296,6 +299,13 @@ class BatchNormAdapter(ABC):
     @abstractmethod
     def declare(cls) -> Declaration:
         """The declared semantics (may depend on the installed framework version)."""
+
+    @classmethod
+    def replica_engine(cls):
+        """The multi-replica engine class (bnsuite.adapters.replicas.ReplicaEngine); Unsupported where absent."""
+        from bnsuite.adapters.replicas import load_engine
+
+        return load_engine(cls.replicas, cls.id)
 
     @classmethod
     def probes(cls) -> list[Probe]:

@@ -12,6 +12,7 @@ from bnsuite.adapters.flax_common import (LINEN, flax_declaration, gpu_reason, j
 class FlaxLinen(BatchNormAdapter):
     id = "flax-linen"
     blocks = "bnsuite.adapters.blocks.flax_blocks:FlaxLinenBlocks"
+    replicas = "bnsuite.adapters.replicas.flax_shard:FlaxLinenReplicas"
     requires = ("flax", "jax")
     families = ("flax", "jax")
     norms = "bnsuite.adapters.norms.flax_norms:LinenNorms"

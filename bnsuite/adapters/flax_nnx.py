@@ -15,6 +15,7 @@ MODULE = "flax/nnx/module.py"
 class FlaxNnx(BatchNormAdapter):
     id = "flax-nnx"
     blocks = "bnsuite.adapters.blocks.flax_blocks:FlaxNnxBlocks"
+    replicas = "bnsuite.adapters.replicas.flax_shard:FlaxNnxReplicas"
     requires = ("flax", "jax")
     families = ("flax", "jax")
     norms = "bnsuite.adapters.norms.flax_norms:NnxNorms"

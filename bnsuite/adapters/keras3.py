@@ -319,6 +319,7 @@ def _device_scope_then_freeze() -> str:
 class KerasTensorFlow(_Keras3):
     id = "keras-tensorflow"
     blocks = "bnsuite.adapters.blocks.keras_blocks:Keras3TensorFlowBlocks"
+    replicas = "bnsuite.adapters.replicas.tf_mirrored:KerasTensorFlowReplicas"
     backend = "tensorflow"
     requires = ("keras", "tensorflow")
     process_env = {"KERAS_BACKEND": "tensorflow"}
@@ -328,6 +329,7 @@ class KerasTensorFlow(_Keras3):
 class KerasJax(_Keras3):
     id = "keras-jax"
     blocks = "bnsuite.adapters.blocks.keras_blocks:Keras3Blocks"
+    replicas = "bnsuite.adapters.replicas.keras_sync:KerasJaxReplicas"
     backend = "jax"
     requires = ("keras", "jax")
     process_env = {"KERAS_BACKEND": "jax"}
@@ -337,6 +339,7 @@ class KerasJax(_Keras3):
 class KerasTorch(_Keras3):
     id = "keras-torch"
     blocks = "bnsuite.adapters.blocks.keras_blocks:Keras3Blocks"
+    replicas = "bnsuite.adapters.replicas.keras_sync:KerasTorchSync"
     backend = "torch"
     requires = ("keras", "torch")
     process_env = {"KERAS_BACKEND": "torch"}

@@ -128,3 +128,100 @@ def backward_inference(x, dy, scale, running_mean, running_var, eps: float, axis
     xhat = (x - _bcast(running_mean, x, axis)) * _bcast(inv_std, x, axis)
     g = np.ones_like(inv_std) if scale is None else np.asarray(scale, np.float64)
     return dy * _bcast(g * inv_std, x, axis), (dy * xhat).sum(axis=axes), dy.sum(axis=axes)
+
+
+# -- multi-replica BatchNorm: the batch split over replicas ---------------------------------------------------------
+# A global batch is split along axis 0 into contiguous shards, one per replica. A rule names which replicas' shards
+# a replica's statistics cover: "local" (its own), "global" (all), "pairs" (replicas 2i and 2i+1 together). For the
+# running statistics, "broadcast0" is torch DDP's default: before every step replica 0's running statistics are
+# copied to every replica, which then updates them with its own shard.
+
+
+def replica_groups(rule: str, n_replicas: int) -> list[list[int]]:
+    """The replicas whose shards are pooled for each replica's statistics, as a list of groups."""
+    if rule == "local":
+        return [[r] for r in range(n_replicas)]
+    if rule == "global":
+        return [list(range(n_replicas))]
+    if rule == "pairs":
+        return [list(range(i, min(i + 2, n_replicas))) for i in range(0, n_replicas, 2)]
+    raise ValueError(f"unknown replica rule {rule!r}")
+
+
+def _group_of(rule: str, n_replicas: int, r: int) -> list[int]:
+    return next(g for g in replica_groups(rule, n_replicas) if r in g)
+
+
+def split_batch(x, sizes) -> list[np.ndarray]:
+    """Contiguous shards of axis 0 with the given sizes."""
+    x = np.asarray(x, np.float64)
+    edges = np.cumsum([0, *sizes])
+    return [x[a:b] for a, b in zip(edges[:-1], edges[1:])]
+
+
+def forward_train_replicas(x, sizes, rule: str, scale, offset, eps: float, axis: int) -> list[np.ndarray]:
+    """Each replica's training-mode output: its shard normalized with the statistics of its group's shards."""
+    parts = split_batch(x, sizes)
+    out = []
+    for r, part in enumerate(parts):
+        if part.shape[0] == 0:  # an empty shard has an empty output, whatever its group's statistics
+            out.append(part.copy())
+            continue
+        if rule == "unweighted":
+            mean, var = unweighted_moments([parts[i] for i in range(len(sizes))], axis)
+            out.append(normalize(part, mean, var, scale, offset, eps, axis))
+            continue
+        pooled = np.concatenate([parts[i] for i in _group_of(rule, len(sizes), r)], axis=0)
+        m = moments(pooled, axis)
+        out.append(normalize(part, m.mean, m.var_biased, scale, offset, eps, axis))
+    return out
+
+
+def unweighted_moments(parts, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Global statistics as the plain mean of each replica's moments, every shard weighing the same whatever its
+    size: mean = avg_r mean_r(x), var = avg_r mean_r(x^2) - mean^2 (biased). An empty shard's moments are NaN (0/0),
+    and so is the result."""
+    means, squares = [], []
+    for part in parts:
+        part = np.asarray(part, np.float64)
+        axes = _reduce_axes(part, axis)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n = reduction_size(part.shape, axis)
+            means.append(part.sum(axis=axes) / n)
+            squares.append((part * part).sum(axis=axes) / n)
+    mean = np.mean(means, axis=0)
+    return mean, np.mean(squares, axis=0) - mean * mean
+
+
+def running_replicas(batches, sizes, rule: str, running_mean, running_var, momentum: float | None, estimator: str,
+                     axis: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each replica's running (mean, var) after one training step per global batch in `batches`."""
+    n = len(sizes)
+    if rule == "broadcast0":
+        state = [(np.asarray(running_mean, np.float64), np.asarray(running_var, np.float64))] * n
+        for step, xb in enumerate(batches, start=1):
+            parts = split_batch(xb, sizes)
+            m0, v0 = state[0]  # the broadcast at the start of the step
+            state = [update_running(m0, v0, moments(parts[r], axis), momentum, estimator, step) for r in range(n)]
+        return state
+    out = []
+    for r in range(n):
+        group = _group_of(rule, n, r)
+        pooled = [np.concatenate([split_batch(xb, sizes)[i] for i in group], axis=0) for xb in batches]
+        out.append(train_steps(pooled, running_mean, running_var, momentum, estimator, axis))
+    return out
+
+
+def backward_train_replicas(x, dy, sizes, rule: str, scale, eps: float, axis: int) -> list[np.ndarray]:
+    """Each replica's dx of sum(y * dy) over the whole global batch, where the statistics pool the rule's groups:
+    the backward of the group's pooled batch, sliced to the replica's shard (the cross-replica terms included)."""
+    parts, dparts = split_batch(x, sizes), split_batch(dy, sizes)
+    out = []
+    for r in range(len(sizes)):
+        group = _group_of(rule, len(sizes), r)
+        pooled = np.concatenate([parts[i] for i in group], axis=0)
+        dpooled = np.concatenate([dparts[i] for i in group], axis=0)
+        dx = backward_train(pooled, dpooled, scale, eps, axis)[0]
+        start = sum(sizes[i] for i in group if i < r)
+        out.append(dx[start:start + sizes[r]])
+    return out

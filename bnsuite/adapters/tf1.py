@@ -81,6 +81,7 @@ def _tf_versions():
 class Tf1Keras(TfKerasLayerBase):
     id = "tf1-keras"
     blocks = "bnsuite.adapters.blocks.keras_blocks:Tf1KerasBlocks"
+    replicas = "bnsuite.adapters.replicas.tf_mirrored:Tf1KerasReplicas"
     requires = ("tf_keras", "tensorflow")
     process_env = LEGACY_ENV
 

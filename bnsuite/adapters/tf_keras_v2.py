@@ -199,6 +199,7 @@ class TfKerasLayerBase(BatchNormAdapter):
 class TfKerasV2(TfKerasLayerBase):
     id = "tf_keras"
     blocks = "bnsuite.adapters.blocks.keras_blocks:TfKerasBlocks"
+    replicas = "bnsuite.adapters.replicas.tf_mirrored:TfKerasReplicas"
     requires = ("tf_keras", "tensorflow")
     norms = "bnsuite.adapters.norms.keras_norms:TfKerasNorms"
 

@@ -88,6 +88,7 @@ class TorchBatchNorm(BatchNormAdapter):
     blocks = "bnsuite.adapters.blocks.torch_blocks:TorchBlocks"
     families = ("torch",)
     norms = "bnsuite.adapters.norms.torch_norms:TorchNorms"
+    replicas = "bnsuite.adapters.replicas.torch_ddp:TorchReplicas"
 
     @classmethod
     def declare(cls) -> Declaration:

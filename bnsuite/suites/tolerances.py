@@ -627,3 +627,29 @@ def sampled(expected: np.ndarray, standard_error: np.ndarray, what: str, bias: f
 def keep_fraction(n: int, q: float) -> Tol:
     """Fraction of values a Dropout keeps out of n independent Bernoulli(q) draws: standard error sqrt(q(1-q)/n)."""
     return sampled(np.array(q), np.array(np.sqrt(q * (1.0 - q) / n)), f"kept fraction of {n} Bernoulli({q:g})")
+# -- multi-replica BatchNorm (suites/test_replicas.py) ----------------------------------------------------------------
+# A replica's statistics reduce over the pooled shards of its group (its own shard for local statistics, every shard
+# for global ones). Whether the framework reduces locally and then all-reduces partial sums, or all-gathers partial
+# moments, the computed value is a sum of the same n values in another order: the recursive-sum bound gamma_n of the
+# pooled n (module docstring) covers it, since the extra cross-replica additions (at most N - 1 of them) are part of
+# the n - 1 additions the bound already counts. So each replica is held to the single-layer bound of its pooled batch.
+
+
+def replica_output(pooled: np.ndarray, axis: int, y_ref_pooled: np.ndarray, scale, eps: float, *, dtype: str,
+                   variance: str) -> Tol:
+    """A replica's training-mode output: `bn_output` of its group's pooled batch."""
+    return bn_output(pooled, axis, y_ref_pooled, scale, eps, io_dtype=dtype, variance=variance)
+
+
+def replica_running_stats(pooled_batches: list[np.ndarray], axis: int, *, dtype: str, steps: int,
+                          state_scale: float) -> Tol:
+    """A replica's running statistics after `steps` steps: `running_stats` over the batches its statistics pooled
+    (for the broadcast rule: replica 0's shards and its own, the widest of both)."""
+    return running_stats(pooled_batches, axis, stats_dtype=dtype, steps=steps, state_scale=state_scale)
+
+
+def replica_backward(pooled: np.ndarray, dpooled: np.ndarray, axis: int, dx_ref_pooled: np.ndarray, scale,
+                     eps: float, *, dtype: str) -> Tol:
+    """A replica's dx: `bn_backward` of its group's pooled batch (the two cross-replica reductions are its two
+    reductions over the pooled n)."""
+    return bn_backward(pooled, dpooled, axis, dx_ref_pooled, scale, eps, dtype=dtype)["dx"]

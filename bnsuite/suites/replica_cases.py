@@ -1,0 +1,54 @@
+"""Multi-replica cases: (adapter, idiom) parameters from each adapter's engine declaration, the one worker run per
+engine that every case of that engine reads, and the declaration as a results-file record."""
+
+from __future__ import annotations
+
+import pytest
+
+from bnsuite.adapters.base import Unsupported
+from bnsuite.adapters import replicas as rp
+
+
+def _declaration(cls):
+    """The engine's ReplicaDeclaration, or the reason there is none (a string)."""
+    try:
+        return cls.replica_engine().declare()
+    except Unsupported as e:
+        return str(e)
+
+
+def idiom_params(case_params) -> list:
+    """(case, idiom) pairs: every idiom the adapter's engine declares, on the device it declares (cpu idioms under
+    the cpu case, gpu idioms under the gpu case); one skipped pair where the adapter has no engine."""
+    out = []
+    for p in case_params:
+        case = p.values[0]
+        decl = _declaration(case.adapter)
+        if isinstance(decl, str):
+            if case.device == "cpu":
+                out.append(pytest.param(case, "none", id=f"{p.id}-none",
+                                        marks=[*p.marks, pytest.mark.skip(reason=decl)]))
+            continue
+        for idiom, facts in decl.idioms.items():
+            if facts.value.device == case.device:
+                out.append(pytest.param(case, idiom, id=f"{p.id}-{idiom}", marks=p.marks))
+    return out
+
+
+def replica_declaration_record(cls) -> dict | None:
+    """The engine's declaration as JSON-able data for the results file (None: the adapter has no engine)."""
+    decl = _declaration(cls)
+    return None if isinstance(decl, str) else rp.declaration_record(decl)
+
+
+class Runs:
+    """One worker run per engine, shared by every case that reads it (module-scoped in the suite)."""
+
+    def __init__(self):
+        self._done: dict[str, rp.Results] = {}
+
+    def get(self, cls) -> rp.Results:
+        ref = cls.replicas
+        if ref not in self._done:
+            self._done[ref] = rp.run_worker(ref)
+        return self._done[ref]

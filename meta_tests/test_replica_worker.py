@@ -1,0 +1,25 @@
+"""A replicas worker whose collective hangs is killed at its timeout with its whole process group, and says so."""
+
+import pytest
+
+from bnsuite.adapters import replicas as rp
+
+
+def test_hung_collective_is_killed_with_its_children():
+    res = rp.run_worker("meta_tests.broken_adapters:HungCollectiveEngine")
+    assert res.error is not None and "did not finish within 6 s" in res.error, res.error
+    assert res.wall_s < 30, f"the timeout took {res.wall_s:.1f} s"
+    assert rp.live_in_group(res.pid) == [], "processes of the killed worker are still running"
+
+
+
+def test_unknown_engine_is_unsupported():
+    with pytest.raises(rp.Unsupported):
+        rp.load_engine(None, "my-bn")
+
+
+def test_a_wrong_engine_path_is_one_clear_reason():
+    with pytest.raises(rp.Unsupported, match="cannot be loaded"):
+        rp.load_engine("no_such_module:Engine", "my-bn")
+    with pytest.raises(rp.Unsupported, match="not a bnsuite.adapters.replicas.ReplicaEngine"):
+        rp.load_engine("bnsuite.adapters.replicas:plan", "my-bn")
