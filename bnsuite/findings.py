@@ -32,4 +32,39 @@ class Finding:
 
 
 FINDINGS: list[Finding] = [
+    # -- inputs that break BatchNorm (suites/test_edge_inputs.py) --
+    Finding(
+        name="empty_batch_nan_running_stats",
+        title="One training step on an empty batch (N = 0) silently sets every running mean and variance to NaN in "
+              "Keras 3, tf_keras, the TF1 layers and Flax; PyTorch leaves them unchanged",
+        area="inputs",
+        adapters=("keras-tensorflow", "keras-jax", "keras-torch", "tf_keras", "tf1-keras", "tf1-graph", "flax-linen",
+                  "flax-nnx"),
+        versions="keras 3.15.1, tf_keras / TensorFlow 2.21, flax 0.12.8 (torch 2.13.0 unaffected)",
+        severity="high",
+        source="keras/src/layers/normalization/batch_normalization.py: BatchNormalization.call assigns "
+               "moving_mean * momentum + mean * (1 - momentum) with the 0/0 = NaN moments of an empty batch, no guard; "
+               "likewise tf_keras BatchNormalizationBase.call and flax/linen/normalization.py _compute_stats; torch: "
+               "aten/src/ATen/native/Normalization.cpp _batch_norm_impl_index returns before the update when "
+               "numel() == 0",
+        upstream=None,  # searched: none for keras, tf_keras or flax; Sonnet's google-deepmind/sonnet#125 (open) and
+        # pytorch/pytorch#12013 (closed, fixed) are the same question elsewhere
+        properties=("empty_batch_training",),
+    ),
+    Finding(
+        name="nonpositive_eps_accepted",
+        title="epsilon = 0 and epsilon < 0 are accepted without a word by Keras 3, tf_keras, the TF1 layers and Flax "
+              "(a constant channel then normalizes to NaN); PyTorch raises ValueError in training",
+        area="inputs",
+        adapters=("keras-tensorflow", "keras-jax", "keras-torch", "tf_keras", "tf1-keras", "tf1-graph", "flax-linen",
+                  "flax-nnx"),
+        versions="keras 3.15.1, tf_keras / TensorFlow 2.21, flax 0.12.8 (torch 2.13.0 raises)",
+        severity="medium",
+        source="keras/src/layers/normalization/batch_normalization.py: __init__ self.epsilon = float(epsilon), no "
+               "check; tf_keras BatchNormalizationBase.__init__ likewise; flax _normalize uses lax.rsqrt(var + "
+               "epsilon); torch/nn/functional.py batch_norm: 'if training and eps <= 0.0: raise ValueError'",
+        upstream="tensorflow/tensorflow#122612 (open PR: validate variance_epsilon > 0 in tf.nn.batch_normalization; "
+                 "none for keras or flax; torch's check came with pytorch/pytorch#166756, closed)",
+        properties=("eps_zero", "eps_negative"),
+    ),
 ]

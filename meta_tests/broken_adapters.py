@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from bnsuite.adapters.base import Cited, FreezeFacts
 from bnsuite.adapters.torch_bn import TorchBatchNorm
 
@@ -351,4 +353,69 @@ EXPECTED_FAILURES.update({
     WrongEpsNetwork: {"deep_inference_output_vs_reference", "network_inference_output", "network_loss_step1"},
     BatchStatsNetwork: {"deep_inference_batch_size_invariance"},
     FrozenConvNetwork: {"finetune_conv_dense_update"},
+})
+
+
+# -- inputs that break BatchNorm (suites/test_edge_inputs.py) --------------------------------------------------------
+class NanSpillsAcrossChannels(TorchBatchNorm):
+    """A NaN or inf in one channel of a training batch reaches every channel (a reduction over the whole tensor leaks
+    into each channel's output and running statistics), while the oracle keeps it in its channel."""
+
+    id = "broken-nan-spills"
+
+    def forward(self, x, training):
+        y = super().forward(x, training)
+        if training is True and not np.isfinite(x).all():
+            leak = 0.0 * float(np.sum(x))  # NaN
+            y = y + leak
+            with self.torch.no_grad():
+                self.module.running_mean.add_(leak)
+                self.module.running_var.add_(leak)
+        return y
+
+
+class EmptyBatchPoisonsStats(TorchBatchNorm):
+    """An empty batch sets the running statistics to NaN in either mode, while declaring torch's 'unchanged'."""
+
+    id = "broken-empty-batch"
+
+    def forward(self, x, training):
+        y = super().forward(x, training)
+        if x.size == 0:
+            with self.torch.no_grad():
+                self.module.running_mean.fill_(float("nan"))
+                self.module.running_var.fill_(float("nan"))
+        return y
+
+
+class EpsClampedSilently(TorchBatchNorm):
+    """Replaces eps <= 0 by 1e-5 without a word, while declaring torch's ValueError."""
+
+    id = "broken-eps-clamped"
+
+    def __init__(self, spec):
+        if not spec.use_defaults and spec.eps <= 0:
+            spec = spec.replace(eps=1e-5)
+        super().__init__(spec)
+
+
+class InferenceInHalf(TorchBatchNorm):
+    """Inference computed in float16 (a half-precision kernel): outputs beyond 65504 overflow to inf and every
+    output keeps only 11 bits."""
+
+    id = "broken-inference-half"
+
+    def forward(self, x, training):
+        y = super().forward(x, training)
+        if training is False:
+            y = y.astype(np.float16).astype(np.float64)
+        return y
+
+
+EXPECTED_FAILURES.update({
+    NanSpillsAcrossChannels: {"nonfinite_stays_in_its_channel", "nonfinite_running_stats_other_channels",
+                              "nonfinite_poisoned_running_stats", "nonfinite_inference_afterwards"},
+    EmptyBatchPoisonsStats: {"empty_batch_training", "empty_batch_inference"},
+    EpsClampedSilently: {"eps_zero", "eps_negative", "nonpositive_eps_other_channels"},
+    InferenceInHalf: {"extreme_inference_output"},
 })

@@ -242,6 +242,14 @@ class BatchNormAdapter(ABC):
         return []
 
     @classmethod
+    def edge_inputs(cls) -> Mapping[str, "Cited[str]"]:
+        """Declared behaviour on inputs that break BatchNorm (empty batch, eps <= 0), checked by
+        suites/test_edge_inputs.py; see adapters/edge_facts.py for the keys and values. Empty: the cases skip."""
+        from bnsuite.adapters import edge_facts
+
+        return edge_facts.for_adapter(cls)
+
+    @classmethod
     def versions(cls) -> dict[str, str]:
         """Versions of the framework packages this adapter runs on."""
         return {}
