@@ -67,4 +67,30 @@ FINDINGS: list[Finding] = [
                  "none for keras or flax; torch's check came with pytorch/pytorch#166756, closed)",
         properties=("eps_zero", "eps_negative"),
     ),
+    Finding(
+        name="tf_keras_fused_mask_ignored",
+        title="tf_keras BatchNormalization ignores call(mask=...) on rank-4 inputs (the default fused kernel): one "
+              "Python warning, then batch statistics over every position, padding included",
+        area="inputs",
+        adapters=("tf_keras", "tf1-keras"),
+        versions="tf_keras / TensorFlow 2.21",
+        severity="high",
+        source="tf_keras/src/layers/normalization/batch_normalization.py: _fused_batch_norm warns 'Masking is not "
+               "supported with fused=True ... mask will be ignored'; fused defaults to True for rank 4",
+        upstream="tensorflow/tensorflow#30161 (closed; a 2021 comment notes fused=False is needed for 2-D inputs)",
+        properties=("masked_batch_statistics",),
+    ),
+    Finding(
+        name="keras3_masked_one_channel_error",
+        title="Keras 3 BatchNormalization with a mask and a single channel raises IndexError in training on the jax "
+              "and torch backends (and on tensorflow with a positive axis)",
+        area="inputs",
+        adapters=("keras-jax", "keras-torch", "keras-tensorflow"),
+        versions="keras 3.15.1",
+        severity="medium",
+        source="keras/src/layers/normalization/batch_normalization.py: _moments returns ops.squeeze(mean), which "
+               "drops the channel axis of size 1; the backends' batch_normalization then read mean.shape[0]",
+        upstream="keras-team/keras#11123 (open PR from 2018 on the same squeeze in Keras 2; none for Keras 3)",
+        properties=("masked_batch_statistics",),
+    ),
 ]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bnsuite.adapters import reference as ref
-from bnsuite.adapters.base import State
+from bnsuite.adapters.base import State, Unsupported
 from bnsuite.suites import checks as ch
 from bnsuite.suites import data
 from bnsuite.suites import tolerances as tl
@@ -182,3 +182,180 @@ def test_extreme_inference(case, rec, layout):
         ch.close(rec, "extreme_inference_output", np.take(y, [c], axis=axis), yc, tol,
                  declared="oracle inference", extra={"layout": spec.layout, "channel": c,
                                                      "max_abs_y": float(np.max(np.abs(yc)))})
+
+
+# (rank, channels_last, channels): a padding mask over the positions, in both layouts, with several channels and one.
+MASK_LAYOUTS = [(3, True, 3), (3, True, 1), (4, True, 3), (3, False, 3), (4, False, 3)]
+
+
+def _mask_id(p) -> str:
+    rank, channels_last, c = p
+    return layout_id((rank, channels_last)) + ("-one-channel" if c == 1 else "")
+
+
+def _masked_moments(x: np.ndarray, mask: np.ndarray, axis: int) -> ref.BatchMoments:
+    """Batch moments over the positions where mask is True (the oracle of a masked BatchNorm)."""
+    sel = np.moveaxis(x, axis, -1)[mask]  # (positions, C)
+    return ref.moments(sel, -1)
+
+
+@pytest.mark.parametrize("layout", MASK_LAYOUTS, ids=_mask_id)
+def test_masked_batch_statistics(case, rec, layout):
+    """A training step with a mask: are the batch statistics those of the unmasked positions (the oracle), those of
+    every position (mask ignored), or an error? Where masked, the output at the unmasked positions is the oracle's."""
+    rank, channels_last, channels = layout
+    spec, bn, st, x = case.layer(rec, rank=rank, channels_last=channels_last, num_features=channels, momentum=1.0)
+    axis = spec.channel_axis
+    mask = np.random.default_rng(3).random(np.delete(np.array(x.shape), axis % x.ndim)) > 0.4
+    try:
+        y = bn.forward_masked(x, mask, training=True)
+    except Unsupported:
+        raise
+    except Exception as e:  # the framework refuses this mask
+        y, observed = None, _error(e)
+    else:
+        after = bn.get_state()
+        got = np.concatenate([after.mean, after.var])
+        masked, full = _masked_moments(x, mask, axis), ref.moments(x, axis)
+        candidates = {f"{which} statistics, {est} variance": np.concatenate([m.mean, m.var(est)])
+                      for which, m in (("masked", masked), ("unmasked", full)) for est in ("biased", "unbiased")}
+        sel = np.moveaxis(x, axis, -1)[mask]
+        tol = tl.running_stats([sel], -1, stats_dtype=spec.dtype, steps=1, state_scale=float(np.max(np.abs(st.var))))
+        observed = ch.classify(got, candidates, tol)
+    key = {(3, True, 3): "mask_NLC", (3, True, 1): "mask_NLC_one_channel", (4, True, 3): "mask_NHWC",
+           (3, False, 3): "mask_NCL", (4, False, 3): "mask_NCHW"}[layout]
+    declared = _declared(case, key)
+    ch.equal(rec, "masked_batch_statistics", declared.value, observed, source=declared.source,
+             extra={"layout": spec.layout, "channels": channels, "unmasked_positions": int(mask.sum())})
+    if y is not None and observed.startswith("masked"):
+        m = _masked_moments(x, mask, axis)
+        y_ref = ref.normalize(x, m.mean, m.var_biased, st.scale, st.offset, spec.eps, axis)
+        y_sel, ref_sel = np.moveaxis(y, axis, -1)[mask], np.moveaxis(y_ref, axis, -1)[mask]
+        tol = tl.bn_output(sel, -1, ref_sel, st.scale, spec.eps, io_dtype=spec.dtype)
+        ch.close(rec, "masked_training_output", y_sel, ref_sel, tol,
+                 declared="oracle normalized with the statistics of the unmasked positions",
+                 extra={"layout": spec.layout, "channels": channels})
+
+
+def _grouped(x: np.ndarray, groups: list[np.ndarray], axis: int, eps: float):
+    """Oracle of ghost batches: each group of samples normalized with its own batch statistics (scale 1, offset 0).
+    Returns (y, moments of each group)."""
+    y = np.empty_like(x, dtype=np.float64)
+    ms = []
+    for idx in groups:
+        y[idx], m = ref.forward_train(x[idx], None, None, eps, axis)
+        ms.append(m)
+    return y, ms
+
+
+@pytest.mark.parametrize("layout", EDGE_LAYOUTS, ids=layout_id)
+def test_virtual_batch_size(case, rec, layout):
+    """Ghost batches (virtual_batch_size): which samples are normalized together (contiguous blocks, strided
+    samples, or the whole batch), and what running statistics one step keeps."""
+    rank, channels_last = layout
+    spec = case.spec(rank=rank, channels_last=channels_last)
+    bn = case.build(spec)
+    x = data.batch(spec)
+    n, vbs = x.shape[0], x.shape[0] // 2 if x.shape[0] > 4 else 2
+    bn.rebuild_with_virtual_batch_size(vbs)
+    rec.snippet = bn.snippet() + f"  # rebuilt with virtual_batch_size={vbs}"
+    st = bn.get_state()  # the fresh layer's initial state
+    declared = _declared(case, "virtual_batch_grouping")
+    axis = spec.channel_axis
+    k = n // vbs
+    groupings = {"contiguous ghost batches": [np.arange(g * vbs, (g + 1) * vbs) for g in range(k)],
+                 "strided ghost batches": [np.arange(b, n, k) for b in range(k)],
+                 "whole batch": [np.arange(n)]}
+    refs = {name: _grouped(x, groups, axis, spec.eps) for name, groups in groupings.items()}
+    y = bn.forward(x, training=True)
+    tol = max((tl.bn_output(x[g], axis, refs[name][0][g], None, spec.eps, io_dtype=spec.dtype)
+               for name, groups in groupings.items() for g in groups), key=lambda t: t.atol)
+    observed = ch.classify(y, {name: r[0] for name, r in refs.items()}, tol)
+    ch.equal(rec, "virtual_batch_grouping", declared.value, observed, source=declared.source,
+             extra={"layout": spec.layout, "virtual_batch_size": vbs, "batch": n})
+
+    declared_rs = _declared(case, "virtual_batch_running_stats")
+    ms = refs[observed][1] if observed in refs else refs["strided ghost batches"][1]
+    whole = ref.moments(x, axis)
+    mom = spec.momentum
+    old_mean, old_var = st.mean.ravel(), st.var.ravel()
+    cands = {f"mean of ghost-batch moments, {est}": (np.mean([m.mean for m in ms], 0),
+                                                     np.mean([m.var(est) for m in ms], 0))
+             for est in ("biased", "unbiased")}
+    cands.update({f"whole-batch moments, {est}": (whole.mean, whole.var(est)) for est in ("biased", "unbiased")})
+    cands = {name: np.concatenate([(1 - mom) * old_mean + mom * mu, (1 - mom) * old_var + mom * v])
+             for name, (mu, v) in cands.items()}
+    after = bn.get_state()
+    tol_rs = tl.running_stats([x], axis, stats_dtype=spec.dtype, steps=1, state_scale=1.0)
+    observed_rs = ch.classify(np.concatenate([after.mean.ravel(), after.var.ravel()]), cands, tol_rs)
+    ch.equal(rec, "virtual_batch_running_stats", declared_rs.value, observed_rs, source=declared_rs.source,
+             extra={"layout": spec.layout, "virtual_batch_size": vbs})
+
+
+def _flatten_features(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """Move the feature axes last and flatten them into one: (..., F)."""
+    moved = np.moveaxis(a, axes, tuple(range(-len(axes), 0)))
+    return moved.reshape(-1, int(np.prod([a.shape[i] for i in axes])))
+
+
+def test_several_axes(case, rec):
+    """BatchNorm whose statistics are per element of two axes (width and channel of NHWC): supported (then the
+    oracle's output and running statistics), or a declared error."""
+    spec = case.spec(rank=4, channels_last=True)
+    bn = case.build(spec)
+    x = data.batch(spec)
+    axes = (2, 3)
+    try:
+        bn.rebuild_with_axes(axes, x.shape)
+        rec.snippet = bn.snippet() + f"  # rebuilt with axes {axes}"
+        st = bn.get_state()
+        y = bn.forward(x, training=True)
+    except Unsupported:
+        raise
+    except Exception as e:  # the framework refuses several axes
+        observed, y = _error(e), None
+    else:
+        observed = "supported"
+    declared = _declared(case, "several_axes")
+    ch.equal(rec, "several_axes", declared.value, observed, source=declared.source, extra={"axes": list(axes)})
+    if y is None:
+        return
+    xf = _flatten_features(x, axes)
+    y_ref, m = ref.forward_train(xf, None, None, spec.eps, -1)
+    tol = tl.bn_output(xf, -1, y_ref, None, spec.eps, io_dtype=spec.dtype)
+    ch.close(rec, "several_axes_training_output", _flatten_features(y, axes), y_ref, tol,
+             declared="oracle with statistics per (width, channel)", extra={"axes": list(axes)})
+    after = bn.get_state()
+    estimator = case.decl.estimator_for(bn.code_path(x.shape))
+    o_mean, o_var = ref.update_running(st.mean.ravel(), st.var.ravel(), m, spec.momentum, estimator, 1)
+    tol_rs = tl.running_stats([xf], -1, stats_dtype=spec.dtype, steps=1, state_scale=1.0)
+    ch.close(rec, "several_axes_running_stats", np.concatenate([after.mean.ravel(), after.var.ravel()]),
+             np.concatenate([o_mean, o_var]), tol_rs, declared=f"oracle update per (width, channel), {estimator}",
+             source=case.decl.running_var_estimator.source, extra={"axes": list(axes)})
+
+
+CONSTRUCTED_MODES = [(True, False), (False, True), (True, None), (False, None)]
+
+
+@pytest.mark.parametrize("modes", CONSTRUCTED_MODES,
+                         ids=lambda p: f"constructed={p[0]}-call={'omitted' if p[1] is None else p[1]}")
+def test_use_running_average_constructed_and_called(case, rec, modes):
+    """use_running_average given at construction and at call (or only at construction): which statistics normalize,
+    or an error."""
+    constructed, call = modes
+    spec, bn, st, x = case.layer(rec, rank=2)
+    try:
+        y = bn.forward_constructed_mode(x, constructed, call)
+    except Unsupported:
+        raise
+    except Exception as e:  # the framework refuses the combination
+        observed = _error(e)
+    else:
+        batch_ref, _ = ref.forward_train(x, st.scale, st.offset, spec.eps, spec.channel_axis)
+        running_ref = ref.forward_inference(x, st.scale, st.offset, st.mean, st.var, spec.eps, spec.channel_axis)
+        tol = tl.bn_output(x, spec.channel_axis, batch_ref, st.scale, spec.eps, io_dtype=spec.dtype)
+        observed = ch.classify(y, {"batch statistics": batch_ref, "running statistics": running_ref}, tol)
+    word = {True: "true", False: "false", None: "omitted"}
+    declared = _declared(case, f"use_running_average_{word[constructed]}_then_{word[call]}")
+    ch.equal(rec, "use_running_average_constructed_and_called", declared.value, observed, source=declared.source,
+             extra={"constructed": constructed, "call": call})
