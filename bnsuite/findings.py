@@ -93,4 +93,30 @@ FINDINGS: list[Finding] = [
         upstream="keras-team/keras#11123 (open PR from 2018 on the same squeeze in Keras 2; none for Keras 3)",
         properties=("masked_batch_statistics",),
     ),
+    Finding(
+        name="tf_keras_ghost_batches_strided",
+        title="tf_keras virtual_batch_size forms STRIDED ghost batches (samples b, b + N/k, ...), not contiguous "
+              "blocks of k samples, and keeps the average of the ghost batches' biased moments",
+        area="inputs",
+        adapters=("tf_keras", "tf1-keras"),
+        versions="tf_keras / TensorFlow 2.21",
+        severity="low",
+        source="tf_keras/src/layers/normalization/batch_normalization.py: call reshapes to [virtual_batch_size, -1, "
+               "...] and reduction_axes drops axis 1; new_mean = tf.reduce_mean(mean, axis=1)",
+        upstream=None,  # searched; keras-team/keras#15790 (closed) is about inference batch sizes only
+        properties=("virtual_batch_grouping", "virtual_batch_running_stats"),
+    ),
+    Finding(
+        name="flax_use_running_average_linen_vs_nnx",
+        title="use_running_average given at construction and at call: flax.linen raises ValueError, flax.nnx lets "
+              "the call's value win silently",
+        area="inputs",
+        adapters=("flax-linen", "flax-nnx"),
+        versions="flax 0.12.8",
+        severity="low",
+        source="flax/linen/module.py: merge_param raises when both are given; flax/nnx/nn/normalization.py: "
+               "BatchNorm.__call__ first_from(use_running_average, self.use_running_average) (call takes precedence)",
+        upstream=None,
+        properties=("use_running_average_constructed_and_called",),
+    ),
 ]
