@@ -162,6 +162,14 @@ BY_ID: dict[str, Mapping[str, Cited[str]]] = {
 }
 
 
+# Every key a fact may have (meta_tests/test_edge_facts.py checks the tables and the suite against it).
+KEYS = ("empty_batch_training", "empty_batch_inference", "eps_zero", "eps_negative",
+        "mask_NLC", "mask_NLC_one_channel", "mask_NHWC", "mask_NCL", "mask_NCHW",
+        "virtual_batch_grouping", "virtual_batch_running_stats", "several_axes",
+        "use_running_average_true_then_false", "use_running_average_false_then_true",
+        "use_running_average_true_then_omitted", "use_running_average_false_then_omitted")
+
+
 def for_adapter(cls) -> Mapping[str, Cited[str]]:
     """The facts of the nearest class in cls's MRO whose own `id` has an entry; empty if none."""
     for klass in cls.__mro__:
