@@ -157,7 +157,7 @@ BY_ID: dict[str, Mapping[str, Cited[str]]] = {
     "keras-jax": {**KERAS3, **_keras3_masks("error:ValueError", "error:IndexError"), **KERAS3_OPTIONS},
     "keras-torch": {**KERAS3, **_keras3_masks("error:RuntimeError", "error:IndexError"), **KERAS3_OPTIONS},
     "tf_keras": {**TF_KERAS, **TF_KERAS_MASKS, **TF_KERAS_OPTIONS},
-    "tf1-keras": {**TF_KERAS, **TF_KERAS_MASKS, **TF_KERAS_OPTIONS}, "tf1-graph": TF_KERAS,
+    "tf1-keras": {**TF_KERAS, **TF_KERAS_MASKS, **TF_KERAS_OPTIONS}, "tf1-graph": {**TF_KERAS, **TF_KERAS_OPTIONS},
     "flax-linen": {**FLAX, **FLAX_MASKS, **FLAX_LINEN_OPTIONS}, "flax-nnx": {**FLAX, **FLAX_MASKS, **FLAX_NNX_OPTIONS},
 }
 
