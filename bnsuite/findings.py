@@ -98,7 +98,7 @@ FINDINGS: list[Finding] = [
         title="tf_keras virtual_batch_size forms STRIDED ghost batches (samples b, b + N/k, ...), not contiguous "
               "blocks of k samples, and keeps the average of the ghost batches' biased moments",
         area="inputs",
-        adapters=("tf_keras", "tf1-keras"),
+        adapters=("tf_keras", "tf1-keras", "tf1-graph"),
         versions="tf_keras / TensorFlow 2.21",
         severity="low",
         source="tf_keras/src/layers/normalization/batch_normalization.py: call reshapes to [virtual_batch_size, -1, "
