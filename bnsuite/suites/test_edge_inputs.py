@@ -1,9 +1,11 @@
-"""Inputs that break BatchNorm in production: an empty batch, NaN or inf in one channel, eps <= 0, and inference with
-large-magnitude inputs and extreme running statistics.
+"""Inputs and options that break BatchNorm in production: an empty batch, NaN or inf in one channel, eps <= 0,
+inference with large-magnitude inputs and extreme running statistics, masks, ghost batches (virtual_batch_size),
+statistics over several axes, and Flax's use_running_average given at construction and at call.
 
-Empty batches and eps <= 0 are judged against each adapter's declared facts (BatchNormAdapter.edge_inputs(), see
-adapters/edge_facts.py); non-finite values and extreme magnitudes against the float64 oracle, which says where a NaN
-may go (its own channel only) and what every finite output must be.
+What a framework does where frameworks legitimately differ (an error, NaN statistics, which samples form a ghost
+batch, ...) is judged against each adapter's declared facts (BatchNormAdapter.edge_inputs(), see
+adapters/edge_facts.py); every number is judged against the float64 oracle, which also says where a NaN may go (its
+own channel only). Options a framework lacks are optional adapter methods: Unsupported skips the case with its reason.
 """
 
 import numpy as np
