@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from bnsuite.adapters import registry
+from bnsuite.adapters.base import Unsupported
 from bnsuite.reports.results import ResultsWriter
 from bnsuite.suites.cases import Case
 from bnsuite.suites.checks import Recorder
@@ -142,6 +143,10 @@ def pytest_generate_tests(metafunc):
         # Each adapter declares its own freezing idioms: parametrize (case, idiom) jointly.
         joint = [pytest.param(p.values[0], idiom, id=f"{p.id}-{idiom}", marks=p.marks)
                  for p in params for idiom in p.values[0].adapter.declare().freeze]
+        # An adapter that declares no idiom gets one case that skips saying so (not pytest's anonymous NOTSET).
+        joint += [pytest.param(p.values[0], None, id=f"{p.id}-no-idiom", marks=[*p.marks, pytest.mark.skip(
+                      reason=f"{p.values[0].adapter.id} declares no freeze idioms (Declaration.freeze is empty)")])
+                  for p in params if not p.values[0].adapter.declare().freeze]
         metafunc.parametrize(("case", "freeze_idiom"), joint, indirect=["case"])
     elif "replica_idiom" in metafunc.fixturenames:
         # Each adapter's multi-replica engine declares its own idioms: parametrize (case, idiom) jointly.
@@ -196,11 +201,24 @@ def pytest_pyfunc_call(pyfuncitem):
     end, with all messages (so a broken momentum does not hide a broken estimator checked after it)."""
     __tracebackhide__ = True
     rec = pyfuncitem.funcargs.get("rec")
-    if not isinstance(rec, Recorder):
-        return (yield)
-    with rec.together():
-        result = yield
-    return result
+    try:
+        if not isinstance(rec, Recorder):
+            return (yield)
+        with rec.together():
+            result = yield
+        return result
+    except Unsupported as e:
+        skip_unsupported(rec, e)
+
+
+def skip_unsupported(rec, e: Exception) -> None:
+    """An optional capability the adapter lacks (it raised Unsupported mid-test) skips the case with its reason,
+    unless a check recorded before it already failed: that failure stands, with the reason the test stopped."""
+    __tracebackhide__ = True
+    failed = [c["message"] for c in getattr(rec, "checks", []) if not c.get("passed", True)]
+    if failed:
+        raise AssertionError("\n".join(failed + [f"(then stopped: {type(e).__name__}: {e})"]))
+    pytest.skip(f"unsupported: {e}")
 
 
 @pytest.hookimpl(wrapper=True)

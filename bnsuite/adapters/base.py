@@ -313,6 +313,14 @@ class BatchNormAdapter(ABC):
         return []
 
     @classmethod
+    def edge_inputs(cls) -> Mapping[str, "Cited[str]"]:
+        """Declared behaviour on inputs that break BatchNorm (empty batch, eps <= 0), checked by
+        suites/test_edge_inputs.py; see adapters/edge_facts.py for the keys and values. Empty: the cases skip."""
+        from bnsuite.adapters import edge_facts
+
+        return edge_facts.for_adapter(cls)
+
+    @classmethod
     def versions(cls) -> dict[str, str]:
         """Versions of the framework packages this adapter runs on."""
         return {}
@@ -356,6 +364,30 @@ class BatchNormAdapter(ABC):
     def state_dtypes(self) -> dict[str, str | None]:
         """dtype names of the stored scale, offset, running mean and running variance (None where absent)."""
         raise Unsupported(f"{self.id}: state_dtypes() not implemented")
+
+    # -- edge inputs (suites/test_edge_inputs.py) ----------------------------------------------------------------------
+    def forward_masked(self, x: np.ndarray, mask: np.ndarray, training: bool) -> np.ndarray:
+        """Run the layer with a mask of the positions that count toward the batch statistics.
+
+        `mask` is boolean with the shape of x WITHOUT the channel axis (one flag per position, as a user's padding
+        mask is); the adapter passes it the way the framework documents its mask argument.
+        """
+        raise Unsupported(f"{self.id}: no mask argument (forward_masked not implemented)")
+
+    def rebuild_with_virtual_batch_size(self, virtual_batch_size: int) -> None:
+        """Replace the layer by a fresh one (initial state) built with the spec and ghost batches of this size."""
+        raise Unsupported(f"{self.id}: no virtual_batch_size option (rebuild_with_virtual_batch_size not implemented)")
+
+    def rebuild_with_axes(self, axes: tuple[int, ...], x_shape: tuple[int, ...]) -> None:
+        """Replace the layer by a fresh one (initial state) whose statistics are per element of SEVERAL axes (in the
+        spec's layout, for inputs of shape x_shape); get_state then returns arrays over those axes, in their order."""
+        raise Unsupported(f"{self.id}: no BatchNorm over several axes (rebuild_with_axes not implemented)")
+
+    def forward_constructed_mode(self, x: np.ndarray, constructed: bool, call: bool | None) -> np.ndarray:
+        """A fresh layer built with use_running_average=`constructed` at construction, called on x with
+        use_running_average=`call` (None: left out of the call). For frameworks with such a constructor argument."""
+        raise Unsupported(f"{self.id}: no use_running_average at construction (forward_constructed_mode not "
+                          "implemented)")
 
     # -- freeze (issue 3) ----------------------------------------------------------------------------------------------
     def frozen_step(self, idiom: str, x: np.ndarray, dy: np.ndarray, lr: float) -> np.ndarray:

@@ -102,6 +102,35 @@ class FlaxLinen(BatchNormAdapter):
         self.last_output_dtype = dtype_name(y.dtype)
         return np.asarray(y, np.float64)
 
+    @with_x64
+    def rebuild_with_axes(self, axes, x_shape):
+        import flax.linen as nn
+
+        jax, jnp = self.jax, self.jnp
+        self.module = m = nn.BatchNorm(**{**self._kwargs, "axis": tuple(axes)})
+        x0 = jax.device_put(jnp.zeros(x_shape, self.spec.dtype), self.device)
+        self.variables = jax.device_put(m.init(jax.random.PRNGKey(0), x0, use_running_average=True), self.device)
+        self._train = jax.jit(lambda v, x: m.apply(v, x, use_running_average=False, mutable=["batch_stats"]))
+        self._infer = jax.jit(lambda v, x: m.apply(v, x, use_running_average=True))
+
+    @with_x64
+    def forward_constructed_mode(self, x, constructed, call):
+        import flax.linen as nn
+
+        m = nn.BatchNorm(**self._kwargs, use_running_average=constructed)
+        kwargs = {} if call is None else {"use_running_average": call}
+        y, _ = m.apply(self.variables, self._x(x), mutable=["batch_stats"], **kwargs)  # this layer's state
+        return np.asarray(y, np.float64)
+
+    @with_x64
+    def forward_masked(self, x, mask, training):
+        # flax's mask is broadcastable to x: the channel axis gets size 1.
+        m = self.jnp.asarray(np.expand_dims(np.asarray(mask, bool), self.spec.channel_axis))
+        y, updates = self.module.apply(self.variables, self._x(x), use_running_average=not training, mask=m,
+                                       mutable=["batch_stats"])
+        self.variables = {**self.variables, **updates}
+        return np.asarray(y, np.float64)
+
     def state_dtypes(self):
         p = self.variables.get("params", {})
         s = self.variables["batch_stats"]

@@ -98,6 +98,28 @@ class FlaxNnx(BatchNormAdapter):
         self.last_output_dtype = dtype_name(y.dtype)
         return np.asarray(y, np.float64)
 
+    @with_x64
+    def rebuild_with_axes(self, axes, x_shape):
+        # nnx.BatchNorm takes num_features (an int) and an axis; several axes are passed as flax.linen takes them.
+        with self.jax.default_device(self.device):
+            self.bn = self.nnx.BatchNorm(self.spec.num_features, rngs=self.nnx.Rngs(0),
+                                         **{**self._kwargs, "axis": tuple(axes)})
+
+    @with_x64
+    def forward_constructed_mode(self, x, constructed, call):
+        nnx = self.nnx
+        with self.jax.default_device(self.device):
+            bn = nnx.BatchNorm(self.spec.num_features, use_running_average=constructed, rngs=nnx.Rngs(0),
+                               **self._kwargs)
+        nnx.update(bn, nnx.state(self.bn))  # this layer's parameters and statistics
+        return np.asarray(bn(self._x(x)) if call is None else bn(self._x(x), use_running_average=call), np.float64)
+
+    @with_x64
+    def forward_masked(self, x, mask, training):
+        # flax's mask is broadcastable to x: the channel axis gets size 1.
+        m = self.jnp.asarray(np.expand_dims(np.asarray(mask, bool), self.spec.channel_axis))
+        return np.asarray(self.bn(self._x(x), use_running_average=not training, mask=m), np.float64)
+
     def state_dtypes(self):
         bn = self.bn
         d = lambda v: None if v is None else dtype_name(v[...].dtype)

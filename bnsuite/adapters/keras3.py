@@ -208,6 +208,20 @@ class _Keras3(BatchNormAdapter):
         self.last_output_dtype = dtype_name(self.keras.backend.standardize_dtype(y.dtype))
         return self._out(y)
 
+    def rebuild_with_axes(self, axes, x_shape):
+        # BatchNormalization.__init__ does self.axis = int(axis): a list of axes is refused there.
+        spec = self.spec
+        with self.keras.device(self._device):
+            self.layer = self.keras.layers.BatchNormalization(
+                axis=list(axes), epsilon=spec.eps, momentum=1.0 - spec.momentum, dtype=spec.dtype)
+            self.layer.build(tuple(x_shape))
+
+    def forward_masked(self, x, mask, training):
+        # keras' call(mask=...) takes the mask with one dimension less than the input, as it is.
+        with self.keras.device(self._device):
+            m = self.keras.ops.convert_to_tensor(np.asarray(mask, bool))
+            return self._out(self.layer(self._in(x), training=training, mask=m))
+
     def state_dtypes(self):
         lay = self.layer
         # The backing array, not Variable.dtype: keras-jax without x64 reports "float64" over float32 storage.

@@ -173,11 +173,13 @@ class Tf1Graph(BatchNormAdapter):
                           scale=spec.affine)
         elif not spec.channels_last:
             kwargs = dict(axis=1)
+        kwargs.update(getattr(self, "_extra_kwargs", {}))  # options of rebuild_with_* (edge inputs)
         self._kwargs = kwargs
         device = "/GPU:0" if spec.device == "gpu" else "/CPU:0"
         with self.graph.as_default(), tf.device(device):
             shape = [None] * spec.rank
             shape[spec.channel_axis] = spec.num_features
+            shape = list(getattr(self, "_x_shape", None) or shape)  # rebuild_with_axes needs the feature dims
             self.x = v1.placeholder(spec.dtype, shape, name="x")
             self.dy = v1.placeholder(spec.dtype, shape, name="dy")
             self.lr = v1.placeholder(spec.dtype, (), name="lr")
@@ -210,6 +212,17 @@ class Tf1Graph(BatchNormAdapter):
             init = v1.global_variables_initializer()
         self.sess = v1.Session(graph=self.graph)
         self.sess.run(init)
+
+    def rebuild_with_virtual_batch_size(self, virtual_batch_size):
+        self.sess.close()
+        self._extra_kwargs = {"virtual_batch_size": virtual_batch_size}
+        Tf1Graph.__init__(self, self.spec)
+
+    def rebuild_with_axes(self, axes, x_shape):
+        self.sess.close()
+        self._extra_kwargs = {"axis": list(axes)}
+        self._x_shape = [None, *x_shape[1:]]
+        Tf1Graph.__init__(self, self.spec)
 
     def _fused_flag(self) -> bool:
         # The fused kernel shows up as a FusedBatchNormV3 op in the graph.

@@ -135,6 +135,29 @@ class TfKerasLayerBase(BatchNormAdapter):
         self.last_output_dtype = dtype_name(y.dtype)
         return np.asarray(y.numpy(), dtype=np.float64)
 
+    def _rebuild(self, x_shape, **options):
+        spec = self.spec
+        kwargs = dict(dtype=spec.dtype, axis=spec.channel_axis, epsilon=spec.eps, momentum=1.0 - spec.momentum)
+        kwargs.update(options)
+        with self.tf.device(self._device):
+            self.layer = self._layer_class()(**kwargs)
+            self.layer.build(self.tf.TensorShape(x_shape))
+
+    def rebuild_with_virtual_batch_size(self, virtual_batch_size):
+        shape = [None] * self.spec.rank
+        shape[self.spec.channel_axis] = self.spec.num_features
+        self._rebuild(shape, virtual_batch_size=virtual_batch_size)
+
+    def rebuild_with_axes(self, axes, x_shape):
+        self._rebuild([None, *x_shape[1:]], axis=list(axes))
+
+    def forward_masked(self, x, mask, training):
+        # call(mask=...) documents "a binary tensor of shape broadcastable to inputs"; passed as it is.
+        with self.tf.device(self._device):
+            xt = self.tf.convert_to_tensor(np.asarray(x), dtype=self.spec.dtype)
+            y = self.layer(xt, training=training, mask=self.tf.convert_to_tensor(np.asarray(mask, bool)))
+        return np.asarray(y.numpy(), dtype=np.float64)
+
     def state_dtypes(self):
         lay = self.layer
         d = lambda w: None if w is None else dtype_name(w.dtype.base_dtype)
