@@ -140,6 +140,11 @@ def pytest_generate_tests(metafunc):
         joint = [pytest.param(p.values[0], idiom, id=f"{p.id}-{idiom}", marks=p.marks)
                  for p in params for idiom in p.values[0].adapter.declare().freeze]
         metafunc.parametrize(("case", "freeze_idiom"), joint, indirect=["case"])
+    elif "mixed_idiom" in metafunc.fixturenames:
+        # Each adapter declares its own mixed-precision idioms: parametrize (case, idiom) jointly.
+        joint = [pytest.param(p.values[0], idiom, id=f"{p.id}-{idiom}", marks=p.marks)
+                 for p in params for idiom in p.values[0].adapter.declare().mixed_precision]
+        metafunc.parametrize(("case", "mixed_idiom"), joint, indirect=["case"])
     else:
         metafunc.parametrize("case", params, indirect=True)
 

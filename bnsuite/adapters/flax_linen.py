@@ -13,6 +13,7 @@ class FlaxLinen(BatchNormAdapter):
     id = "flax-linen"
     requires = ("flax", "jax")
     families = ("flax", "jax")
+    mixed_precision_runner = "bnsuite.adapters.mixed_precision:flax_linen_step"
 
     @classmethod
     def declare(cls):

@@ -15,6 +15,7 @@ class FlaxNnx(BatchNormAdapter):
     id = "flax-nnx"
     requires = ("flax", "jax")
     families = ("flax", "jax")
+    mixed_precision_runner = "bnsuite.adapters.mixed_precision:flax_nnx_step"
 
     @classmethod
     def declare(cls):
