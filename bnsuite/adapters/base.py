@@ -116,6 +116,7 @@ class MixedRun:
     dtypes_built: dict  # scale/offset/mean/var -> dtype name when built
     dtypes_after: dict  # the same after the training step
     code_path: str = "default"
+    snippet: str = ""  # a short copy-paste reproduction of the idiom
 
 
 @dataclasses.dataclass(frozen=True)

@@ -155,8 +155,11 @@ def torch_step(cls, idiom: str, spec, state: State, x: np.ndarray, prepare=None)
         bn.module.eval()
         with ctx():
             yi = bn.module(xt)
+    snippet = (f"{bn.snippet().replace(', dtype=torch.float32', '')}\nx = x.to(torch.{low})  # activations\n"
+               + (f"with torch.autocast('cpu', dtype=torch.{low}):\n    y = bn(x)" if kind == "autocast"
+                  else "y = bn(x)"))
     return MixedRun(bn._from_torch(y), dtype_name(y.dtype), bn._from_torch(yi), st, built, after,
-                    bn.code_path(x.shape))
+                    bn.code_path(x.shape), snippet)
 
 
 # -- Keras 3 -----------------------------------------------------------------------------------------------------------
@@ -196,10 +199,13 @@ def keras3_step(cls, idiom: str, spec, state: State, x: np.ndarray) -> MixedRun:
     after = dtypes()
     st = State(*(num(w.value) for w in ws))
     yi = lay(xt, training=False)
-    return MixedRun(num(y), std(y.dtype), num(yi), st, built, after)
+    snippet = ("import keras\n" + (f"keras.config.set_dtype_policy('mixed_{low}')\n" if policy else "")
+               + f"bn = keras.layers.BatchNormalization(axis={spec.channel_axis}, epsilon={spec.eps}, "
+               f"momentum={1.0 - spec.momentum:g})\ny = bn(keras.ops.cast(x, '{low}'), training=True)")
+    return MixedRun(num(y), std(y.dtype), num(yi), st, built, after, snippet=snippet)
 
 
-# -- tf_keras (V2 and the V1 layer) --------------------------------------------------------------------------------------
+# -- tf_keras (V2 and the V1 layer) ---------------------------------------------------------------------------------
 def tf_keras_step(cls, idiom: str, spec, state: State, x: np.ndarray) -> MixedRun:
     import tensorflow as tf
     import tf_keras
@@ -222,11 +228,16 @@ def tf_keras_step(cls, idiom: str, spec, state: State, x: np.ndarray) -> MixedRu
     after = dtypes()
     st = State(*(_f64(w.numpy()) for w in ws))
     yi = lay(xt, training=False)
+    snippet = (f"bn = {layer_class.__module__}.{layer_class.__name__}(axis={spec.channel_axis}, epsilon={spec.eps}, "
+               f"momentum={1.0 - spec.momentum:g})\n"
+               + (f"# built under tf_keras.mixed_precision.set_global_policy('mixed_{low}')\n" if kind == "policy"
+                  else "")
+               + f"y = bn(tf.cast(x, '{low}'), training=True)")
     return MixedRun(_f64(y.numpy()), y.dtype.base_dtype.name, _f64(yi.numpy()), st, built, after,
-                    "fused" if lay.fused else "non-fused")
+                    "fused" if lay.fused else "non-fused", snippet)
 
 
-# -- TF1 graph -----------------------------------------------------------------------------------------------------------
+# -- TF1 graph -------------------------------------------------------------------------------------------------------
 def tf1_graph_step(cls, idiom: str, spec, state: State, x: np.ndarray) -> MixedRun:
     import tensorflow as tf
 
@@ -262,8 +273,13 @@ def tf1_graph_step(cls, idiom: str, spec, state: State, x: np.ndarray) -> MixedR
         y = sess.run(y_train, feed)
         st = State(*(_f64(a) for a in sess.run(ws)))
         yi = sess.run(y_infer, feed)
+    snippet = (f"x = tf.compat.v1.placeholder('{low}', {list(_shape(spec))})\n"
+               + ("y = tf.compat.v1.layers.batch_normalization(x, training=True, " if kind == "defaults" else
+                  "y = tf.compat.v1.layers.BatchNormalization(dtype='float32', ")
+               + ", ".join(f"{k}={v!r}" for k, v in kw.items())
+               + (")" if kind == "defaults" else ")(x, training=True)"))
     return MixedRun(_f64(y), y_train.dtype.base_dtype.name, _f64(yi), st, built, dtypes(),
-                    "fused" if fused else "non-fused")
+                    "fused" if fused else "non-fused", snippet)
 
 
 # -- Flax linen and NNX ----------------------------------------------------------------------------------------------
@@ -296,7 +312,10 @@ def flax_linen_step(cls, idiom: str, spec, state: State, x: np.ndarray) -> Mixed
     s = upd["batch_stats"]
     yi = m.apply({"params": p, "batch_stats": s}, xj, use_running_average=True)
     st = State(_f64(p["scale"]), _f64(p["bias"]), _f64(s["mean"]), _f64(s["var"]))
-    return MixedRun(_f64(y), dtype_name(y.dtype), _f64(yi), st, built, dtypes(p, s))
+    kw = ", ".join(f"{k}={v!r}" for k, v in _flax_kwargs(kind, low, spec).items())
+    snippet = (f"bn = flax.linen.BatchNorm({kw})\n"
+               f"y, _ = bn.apply(variables, x.astype('{low}'), use_running_average=False, mutable=['batch_stats'])")
+    return MixedRun(_f64(y), dtype_name(y.dtype), _f64(yi), st, built, dtypes(p, s), snippet=snippet)
 
 
 def flax_nnx_step(cls, idiom: str, spec, state: State, x: np.ndarray) -> MixedRun:
@@ -315,4 +334,7 @@ def flax_nnx_step(cls, idiom: str, spec, state: State, x: np.ndarray) -> MixedRu
     after = dtypes()
     st = State(*(_f64(v[...]) for v in vs))
     yi = bn(xj, use_running_average=True)
-    return MixedRun(_f64(y), dtype_name(y.dtype), _f64(yi), st, built, after)
+    kw = ", ".join(f"{k}={v!r}" for k, v in _flax_kwargs(kind, low, spec).items())
+    snippet = (f"bn = flax.nnx.BatchNorm({spec.num_features}, {kw}, rngs=nnx.Rngs(0))\n"
+               f"y = bn(x.astype('{low}'), use_running_average=False)")
+    return MixedRun(_f64(y), dtype_name(y.dtype), _f64(yi), st, built, after, snippet=snippet)

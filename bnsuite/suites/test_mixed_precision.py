@@ -65,6 +65,8 @@ def test_mixed_precision(case, rec, mixed_idiom):
         pytest.skip(f"{case.adapter.id}: {e}")
     except Exception as e:  # the framework refuses the idiom: that is the observation
         observed = f"error:{type(e).__name__}"
+    else:
+        rec.snippet = run.snippet or rec.snippet
     ch.equal(rec, "mixed_supported", rule.supported, observed, source=cited.source, extra=extra)
     if observed != "yes":
         return
