@@ -24,12 +24,14 @@ from bnsuite.adapters import reference as ref
 from bnsuite.adapters.base import Unsupported
 from bnsuite.suites import checks as ch
 from bnsuite.suites import data
+from bnsuite.suites import summaries
 from bnsuite.suites import tolerances as tl
 
 # Per-channel std 500..2000 (data.batch's 0.5..2 times WIDE): every channel's variance is >= 2.5e5, beyond float16's
 # largest finite value 65504, while every value stays well inside float16's range.
 WIDE = 1000.0
 FLOAT16_MAX = 65504.0
+TABLE: list[dict] = []  # one row per case, for the terminal summary and the results file ("matrix" records)
 
 
 def _round_state(st, rule):
@@ -46,6 +48,26 @@ def _running_dtype(dtypes: dict) -> str:
 def _params_dtype(dtypes: dict) -> str:
     present = sorted({dtypes[k] for k in ("scale", "offset") if dtypes.get(k) is not None})
     return present[0] if len(present) == 1 else f"mixed(scale={dtypes.get('scale')},offset={dtypes.get('offset')})"
+
+
+def _table_row(rec, idiom: str, rule, run) -> dict:
+    """What the case observed, one line: dtypes, worst error over its bound, finiteness, verdict."""
+    by = {c["property"]: c for c in rec.checks}
+    err = lambda p: (f"{by[p]['max_abs_err']:.2g} / {by[p]['atol'] + by[p]['rtol']:.2g}"
+                     if p in by and by[p].get("max_abs_err") is not None else "-")
+    return {"adapter": rec.base["adapter"], "device": rec.base["device"], "idiom": idiom,
+            "output": run.output_dtype if run else "-", "statistics (declared)": rule.stats,
+            "scale/offset": _params_dtype(run.dtypes_built) if run else "-",
+            "running stats": _running_dtype(run.dtypes_after) if run else "-",
+            "training err / bound": err("mixed_training_output"), "running var err / bound": err("mixed_running_var"),
+            "running var finite (var > 65504)": by.get("mixed_wide_running_var_finite", {}).get("observed", "-"),
+            "as declared": all(c["passed"] for c in rec.checks)}
+
+
+def _record_row(rec, row: dict) -> None:
+    TABLE.append(row)
+    if rec.writer is not None:
+        rec.writer.write("matrix", name="mixed_precision", **row)
 
 
 def test_mixed_precision(case, rec, mixed_idiom):
@@ -69,7 +91,7 @@ def test_mixed_precision(case, rec, mixed_idiom):
         rec.snippet = run.snippet or rec.snippet
     ch.equal(rec, "mixed_supported", rule.supported, observed, source=cited.source, extra=extra)
     if observed != "yes":
-        return
+        return _record_row(rec, _table_row(rec, mixed_idiom, rule, None))
     extra["code_path"] = run.code_path
     ch.equal(rec, "mixed_output_dtype", rule.output, run.output_dtype, source=cited.source, extra=extra)
     ch.equal(rec, "mixed_params_dtype", rule.params, _params_dtype(run.dtypes_built), source=cited.source,
@@ -119,3 +141,18 @@ def test_mixed_precision(case, rec, mixed_idiom):
                                         momentum=spec.momentum, state_scale=float(np.max(np.abs(st.var))))
         ch.close(rec, "mixed_wide_running_var", wide.state.var, var_w, tol_wv, declared=declared_rs,
                  source=cited.source, extra=extra_w)
+    _record_row(rec, _table_row(rec, mixed_idiom, rule, run))
+
+
+def _summary(tr, config):
+    if not TABLE:
+        return
+    tr.section("bnsuite: mixed precision (output / scale+offset / running stats dtypes; max error / bound)")
+    for r in TABLE:
+        tr.write_line(f"  {'ok ' if r['as declared'] else 'MISMATCH'} {r['adapter']:16s} {r['idiom']:24s} "
+                      f"out {r['output']:8s} params {r['scale/offset']:8s} running {r['running stats']:8s} "
+                      f"train {r['training err / bound']:17s} run.var {r['running var err / bound']:17s} "
+                      f"finite at var>65504: {r['running var finite (var > 65504)']}")
+
+
+summaries.register(_summary)
