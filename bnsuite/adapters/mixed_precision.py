@@ -54,9 +54,11 @@ _TORCH_MIXED = ("aten/src/ATen/native/Normalization.cpp: batch_norm_cpu checks i
                 "running_mean, running_var) and dispatches the mixed kernels of aten/src/ATen/native/cpu/"
                 "batch_norm_kernel.cpp (batch_norm_cpu_collect_stats_*_impl<BFloat16/Half, float>: statistics in "
                 "opmath float, running statistics and parameters stay float, output in the input dtype)")
-_TORCH_AUTOCAST = ("aten/src/ATen/autocast_mode.cpp: batch_norm is in neither CPU autocast list (lower_precision_fp "
-                   "nor fp32), so autocast leaves the call alone and the mixed kernel runs on the input's dtype "
-                   "(torch.amp docs 'CPU Ops that can autocast to bfloat16' list no normalization)")
+_TORCH_AUTOCAST = ("aten/src/ATen/autocast_mode.cpp: TORCH_LIBRARY_IMPL(aten, AutocastCPU, m) lists batch_norm under "
+                   "neither the lower_precision_fp nor the fp32 cast policy, and TORCH_LIBRARY_IMPL(_, AutocastCPU, m) "
+                   "makes every unlisted op a fallthrough: autocast leaves the call alone and the mixed kernel runs "
+                   "on the input's dtype (intel-extension-for-pytorch registers batch_norm as fp32 and would change "
+                   "this)")
 _K3_CALL = ("keras/src/layers/normalization/batch_normalization.py: call(), compute_dtype = "
             "backend.result_type(inputs.dtype, 'float32'); return ops.cast(outputs, self.compute_dtype)")
 _K3_AUTOCAST = ("keras/src/layers/layer.py: Layer.__call__ converts floating inputs to self.input_dtype (the "
