@@ -235,5 +235,20 @@ FINDINGS: list[Finding] = [
                "BatchNorm.__call__ first_from(use_running_average, self.use_running_average) (call takes precedence)",
         upstream=None,
         properties=("use_running_average_constructed_and_called",),
+    # -- mixed precision (suites/test_mixed_precision.py) --------------------------------------------------------------
+    Finding(
+        name="flax_param_dtype_output_dtype",
+        title="flax.nnx.BatchNorm(param_dtype=bfloat16) returns float32 where flax.linen.BatchNorm with the same "
+              "arguments returns bfloat16: NNX promotes the input with the float32 running statistics",
+        area="precision",
+        adapters=("flax-nnx", "flax-linen"),
+        versions="flax 0.12.8, jax 0.10.2",
+        severity="low",
+        source="flax/nnx/nn/normalization.py: BatchNorm.__call__, x, mean, var, scale, bias = "
+               "self.promote_dtype((x, self.mean[...], self.var[...], scale, bias), dtype=self.dtype); "
+               "flax/linen/normalization.py: _normalize, dtype = dtypes.canonicalize_dtype(*args, dtype=dtype) with "
+               "args = [x, scale, bias]",
+        upstream=None,
+        properties=("mixed_output_dtype",),
     ),
 ]

@@ -43,6 +43,9 @@ def pytest_addoption(parser):
     g.addoption("--results", default=None, metavar="PATH",
                 help="results file (JSON lines) to append to; 'none' disables. Default: env BNSUITE_RESULTS or "
                      "results/run-<time>-<pid>.jsonl")
+    g.addoption("--bn-seed", default=None, metavar="N",
+                help="data seed: a non-negative integer that moves every seeded input of the suites to other data "
+                     "(0, the default, is CI's data). Env BNSUITE_SEED does the same.")
 
 
 def pytest_configure(config):
@@ -64,6 +67,7 @@ def pytest_configure(config):
     if unknown:
         raise pytest.UsageError(f"unknown device {unknown[0]!r}: use one of {', '.join(DEVICES)}")
     config._bn_devices = tuple(devices) or DEVICES
+    config._bn_seed = _data_seed(config)
 
     path = config.getoption("--results") or os.environ.get("BNSUITE_RESULTS")
     if path is None:
@@ -79,11 +83,28 @@ def pytest_configure(config):
         config._bn_writer.write(
             "env", group=os.environ.get("BNSUITE_GROUP", ""), python=sys.version.split()[0],
             platform=platform.platform(), argv=sys.argv[1:], started=datetime.datetime.now().isoformat(),
-            env={k: os.environ.get(k) for k in ENV_SHOWN}, versions={}, numeric={})
+            env={k: os.environ.get(k) for k in ENV_SHOWN}, versions={}, numeric={}, seed=config._bn_seed)
         for cls in config._bn_adapters:
             write_declaration(config._bn_writer, cls)
     config._bn_seen_adapters = set()
     config._bn_outcomes = defaultdict(Counter)
+
+
+def _data_seed(config) -> int:
+    """--bn-seed (else env BNSUITE_SEED, else 0), validated and exported to the environment, where suites/data.py
+    (and every process this one starts) reads it."""
+    from bnsuite.suites.data import SEED_ENV
+
+    raw = config.getoption("--bn-seed")
+    raw = os.environ.get(SEED_ENV, "0") if raw is None else raw
+    try:
+        seed = int(raw or 0)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise pytest.UsageError(f"--bn-seed / {SEED_ENV}: expected a non-negative integer, got {raw!r}")
+    os.environ[SEED_ENV] = str(seed)
+    return seed
 
 
 def write_declaration(writer, cls) -> None:
@@ -112,6 +133,8 @@ def pytest_report_header(config):
     w = config._bn_writer
     return (["bnsuite adapters:"] + lines +
             [f"bnsuite devices: {', '.join(config._bn_devices)}", f"bnsuite env: {env}",
+             f"bnsuite data seed: {config._bn_seed}" + (" (CI's data)" if config._bn_seed == 0 else
+                                                         " (rerun on other data: --bn-seed / BNSUITE_SEED)"),
              f"bnsuite results: {w.path if w else 'not written'}"])
 
 
@@ -153,6 +176,11 @@ def pytest_generate_tests(metafunc):
         from bnsuite.suites.replica_cases import idiom_params
 
         metafunc.parametrize(("case", "replica_idiom"), idiom_params(params), indirect=["case"])
+    elif "mixed_idiom" in metafunc.fixturenames:
+        # Each adapter declares its own mixed-precision idioms: parametrize (case, idiom) jointly.
+        joint = [pytest.param(p.values[0], idiom, id=f"{p.id}-{idiom}", marks=p.marks)
+                 for p in params for idiom in p.values[0].adapter.declare().mixed_precision]
+        metafunc.parametrize(("case", "mixed_idiom"), joint, indirect=["case"])
     else:
         metafunc.parametrize("case", params, indirect=True)
 

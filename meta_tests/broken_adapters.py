@@ -857,3 +857,71 @@ EXPECTED_FAILURES.update({
                             "several_axes_training_output", "several_axes_running_stats",
                             "use_running_average_constructed_and_called"},
 })
+
+
+# -- mixed precision (suites/test_mixed_precision.py) ----------------------------------------------------------------
+
+def _stats_in_input_dtype(module, dtype):
+    """Running statistics stored in the activations' dtype; scale/offset stay float32 and are cast per call."""
+    import torch.nn.functional as F
+
+    module.running_mean.data = module.running_mean.data.to(dtype)
+    module.running_var.data = module.running_var.data.to(dtype)
+    module.forward = lambda x: F.batch_norm(x, module.running_mean, module.running_var, module.weight.to(dtype),
+                                            module.bias.to(dtype), module.training, module.momentum, module.eps)
+
+
+def stats_in_input_dtype_step(cls, idiom, spec, state, x):
+    from bnsuite.adapters import mixed_precision
+
+    return mixed_precision.torch_step(cls, idiom, spec, state, x, prepare=_stats_in_input_dtype)
+
+
+def _drops_scale(module, dtype):
+    """The mixed-precision path loses the loaded scale (weight reset to 1)."""
+    module.weight.data.fill_(1.0)
+
+
+def drops_scale_step(cls, idiom, spec, state, x):
+    from bnsuite.adapters import mixed_precision
+
+    return mixed_precision.torch_step(cls, idiom, spec, state, x, prepare=_drops_scale)
+
+
+class MixedStatsInInputDtype(TorchBatchNorm):
+    """Under mixed precision, stores the running statistics in the input dtype while declaring float32."""
+
+    id = "broken-mixed-stats-in-input-dtype"
+    mixed_precision_runner = "meta_tests.broken_adapters:stats_in_input_dtype_step"
+
+
+class MixedDropsScale(TorchBatchNorm):
+    """Under mixed precision, normalizes without the layer's scale."""
+
+    id = "broken-mixed-drops-scale"
+    mixed_precision_runner = "meta_tests.broken_adapters:drops_scale_step"
+
+
+class MixedWrongDeclarations(TorchBatchNorm):
+    """torch's mixed-precision behaviour under declarations that get the output dtype, the parameter dtype and the
+    support of an idiom wrong."""
+
+    id = "broken-mixed-declarations"
+
+    @classmethod
+    def declare(cls):
+        d = super().declare()
+        mixed = dict(d.mixed_precision)
+        mixed["autocast-bfloat16"] = Cited(dataclasses.replace(mixed["autocast-bfloat16"].value, output="float32",
+                                                               params="bfloat16"), "deliberately wrong")
+        mixed["defaults-float16"] = Cited(dataclasses.replace(mixed["defaults-float16"].value,
+                                                              supported="error:RuntimeError"), "deliberately wrong")
+        return dataclasses.replace(d, mixed_precision=mixed)
+
+
+EXPECTED_FAILURES.update({
+    MixedStatsInInputDtype: {"mixed_state_dtype", "mixed_state_dtype_after_training", "mixed_running_mean",
+                             "mixed_running_var", "mixed_wide_running_var_finite", "mixed_wide_running_var"},
+    MixedDropsScale: {"mixed_training_output", "mixed_inference_output", "mixed_wide_training_output"},
+    MixedWrongDeclarations: {"mixed_output_dtype", "mixed_params_dtype", "mixed_supported"},
+})

@@ -141,6 +141,41 @@ class DtypeRule:
 
 
 @dataclasses.dataclass(frozen=True)
+class MixedRule:
+    """What one mixed-precision idiom does (adapters/mixed_precision.py names the idioms). Dtype names as NumPy
+    spells them.
+
+    `supported` is "yes" or "error:<ExceptionClass>". `output` is the dtype of the layer's output, `stats` the dtype
+    the batch mean/variance are computed in, `params` the dtype scale/offset are stored in, `state` the dtype the
+    running statistics are stored in when built and `state_after_training` after one training step (None:
+    unchanged). `running_var_finite`: the running variance stays finite after a training step on activations whose
+    variance exceeds the float16 range (65504).
+    """
+
+    supported: str = "yes"
+    output: str | None = None
+    stats: str | None = None
+    params: str | None = None
+    state: str | None = None
+    state_after_training: str | None = None
+    running_var_finite: bool = True
+
+
+@dataclasses.dataclass
+class MixedRun:
+    """What one training step and one inference step of a mixed-precision idiom gave (float64 arrays)."""
+
+    output: np.ndarray  # training-mode output
+    output_dtype: str
+    inference_output: np.ndarray  # inference-mode output on the same input, after the training step
+    state: State  # after the training step
+    dtypes_built: dict  # scale/offset/mean/var -> dtype name when built
+    dtypes_after: dict  # the same after the training step
+    code_path: str = "default"
+    snippet: str = ""  # a short copy-paste reproduction of the idiom
+
+
+@dataclasses.dataclass(frozen=True)
 class Declaration:
     """What a framework's BatchNorm does, as data. Every field cites its source."""
 
@@ -172,6 +207,9 @@ class Declaration:
     # Input dtype ("float16", "bfloat16", "float64", ...) -> what the layer does in it (issue: precision). A key
     # "<dtype>:<code_path>" overrides "<dtype>" for that code path. Empty where not declared yet.
     precision: Mapping[str, Cited[DtypeRule]] = dataclasses.field(default_factory=dict)
+    # Mixed-precision idiom ("defaults-float16", "autocast-bfloat16", "policy-float16", ...; see
+    # adapters/mixed_precision.py) -> what the layer does under it. Empty where not declared.
+    mixed_precision: Mapping[str, Cited[MixedRule]] = dataclasses.field(default_factory=dict)
 
     def precision_for(self, dtype: str, code_path: str = "default") -> "Cited[DtypeRule] | None":
         return self.precision.get(f"{dtype}:{code_path}", self.precision.get(dtype))
@@ -273,6 +311,9 @@ class BatchNormAdapter(ABC):
     device_kinds: ClassVar[tuple[str, ...]] = ("cpu", "gpu")
     # dtype name of the tensor the last forward() returned, before conversion to float64 (None: not recorded).
     last_output_dtype: str | None = None
+    # "module:function" running this framework's mixed-precision idioms (adapters/mixed_precision.py); None: the
+    # adapter has none (its cases skip).
+    mixed_precision_runner: ClassVar[str | None] = None
 
     # -- class level: availability, devices, declaration ------------------------------------------------------------
     @classmethod
@@ -396,6 +437,17 @@ class BatchNormAdapter(ABC):
         Returns the forward output. The suite reads the state before and after.
         """
         raise Unsupported(f"{self.id}: freeze idiom {idiom!r} not implemented")
+
+    @classmethod
+    def mixed_step(cls, idiom: str, spec: "Spec", state: "State", x: np.ndarray) -> "MixedRun":
+        """Build a layer for `spec` the way `idiom` says (its parameters NOT in x's low-precision dtype), load
+        `state`, run one training step and one inference step on `x` (already in the low-precision dtype)."""
+        if cls.mixed_precision_runner is None:
+            raise Unsupported(f"{cls.id}: no mixed-precision idioms")
+        import importlib
+
+        module, fn = cls.mixed_precision_runner.split(":")
+        return getattr(importlib.import_module(module), fn)(cls, idiom, spec, state, x)
 
     def snippet(self) -> str:
         """A short copy-paste reproduction of the layer this adapter built."""

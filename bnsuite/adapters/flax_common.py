@@ -5,6 +5,7 @@ Sources: google/flax @ 18f8f311 (flax 0.12.8): flax/linen/normalization.py (LINE
 
 from __future__ import annotations
 
+from bnsuite.adapters import mixed_precision
 from bnsuite.adapters.base import Cited, Declaration, DtypeRule, by_version
 
 LINEN = "flax/linen/normalization.py"
@@ -46,6 +47,7 @@ def flax_declaration(src: str, framework: str, *, freeze, training_default: Cite
                      batch_stats_inference: Cited[str | None]) -> Declaration:
     return Declaration(
         precision=flax_precision(src, nnx=src == NNX),
+        mixed_precision=mixed_precision.declared("flax-nnx" if src == NNX else "flax-linen"),
         framework=framework,
         default_eps=Cited(1e-5, f"{src}: BatchNorm epsilon: float = 1e-5"),
         default_momentum=Cited(0.99, f"{src}: BatchNorm momentum: float = 0.99"),

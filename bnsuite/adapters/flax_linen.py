@@ -16,6 +16,7 @@ class FlaxLinen(BatchNormAdapter):
     requires = ("flax", "jax")
     families = ("flax", "jax")
     norms = "bnsuite.adapters.norms.flax_norms:LinenNorms"
+    mixed_precision_runner = "bnsuite.adapters.mixed_precision:flax_linen_step"
 
     @classmethod
     def declare(cls):

@@ -19,6 +19,7 @@ class FlaxNnx(BatchNormAdapter):
     requires = ("flax", "jax")
     families = ("flax", "jax")
     norms = "bnsuite.adapters.norms.flax_norms:NnxNorms"
+    mixed_precision_runner = "bnsuite.adapters.mixed_precision:flax_nnx_step"
 
     @classmethod
     def declare(cls):

@@ -12,6 +12,7 @@ import numpy as np
 
 from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, Grads, Probe, State,
                            Unsupported, dtype_name)
+from bnsuite.adapters import mixed_precision
 
 _BN = "keras/src/layers/normalization/batch_normalization.py"
 
@@ -55,6 +56,7 @@ def _declaration(backend: str) -> Declaration:
             "keras/src/layers/layer.py resolves `training` from the call arguments only")
     return Declaration(
         precision=_precision(backend),
+        mixed_precision=mixed_precision.declared(f"keras-{backend}"),
         framework=f"keras 3 ({backend} backend)",
         default_eps=Cited(1e-3, f"{_BN}: __init__(epsilon=1e-3)"),
         default_momentum=Cited(0.99, f"{_BN}: __init__(momentum=0.99)"),
@@ -105,6 +107,7 @@ class _Keras3(BatchNormAdapter):
     backend: str = ""
     families = ("keras",)
     norms = "bnsuite.adapters.norms.keras_norms:Keras3Norms"
+    mixed_precision_runner = "bnsuite.adapters.mixed_precision:keras3_step"
 
     @classmethod
     def declare(cls) -> Declaration:

@@ -17,6 +17,7 @@ import numpy as np
 
 from bnsuite.adapters.base import BatchNormAdapter, Cited, FreezeFacts, Grads, Probe, State, Unsupported, dtype_name
 from bnsuite.adapters.tf_keras_v2 import TfKerasLayerBase, tf_keras_declaration
+from bnsuite.adapters import mixed_precision
 
 V1_SRC = "tf_keras/layers/normalization/batch_normalization_v1.py"
 LEGACY_SRC = "tf_keras/legacy_tf_layers/normalization.py"
@@ -118,6 +119,7 @@ class Tf1Graph(BatchNormAdapter):
     requires = ("tf_keras", "tensorflow")
     process_env = LEGACY_ENV
     families = ("tensorflow",)
+    mixed_precision_runner = "bnsuite.adapters.mixed_precision:tf1_graph_step"
 
     @classmethod
     def declare(cls):
@@ -125,6 +127,7 @@ class Tf1Graph(BatchNormAdapter):
         return dataclasses.replace(
             d,
             training_default=Cited("inference", f"{LEGACY_SRC}: batch_normalization(..., training=False)"),
+            mixed_precision=mixed_precision.declared("tf1-graph"),
             freeze={
                 "train_op_with_update_ops": Cited(
                     FreezeFacts("batch", True, True),

@@ -11,6 +11,7 @@ import numpy as np
 
 from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, Grads, State, Unsupported,
                            dtype_name)
+from bnsuite.adapters import mixed_precision
 
 BN = "tf_keras/layers/normalization/batch_normalization.py"
 
@@ -50,6 +51,7 @@ def tf_keras_declaration(v2: bool, framework: str, layer_src: str) -> Declaratio
                             "trainable=False.' `if not call_context.frozen:`")
     return Declaration(
         precision=tf_keras_precision(),
+        mixed_precision=mixed_precision.declared("tf_keras" if v2 else "tf1-keras"),
         framework=framework,
         default_eps=Cited(1e-3, f"{layer_src}: __init__(epsilon=1e-3)"),
         default_momentum=Cited(0.99, f"{layer_src}: __init__(momentum=0.99)"),
@@ -90,6 +92,7 @@ class TfKerasLayerBase(BatchNormAdapter):
     """Common code for layers with the tf_keras BatchNormalization API (V1 and V2)."""
 
     families = ("tensorflow",)
+    mixed_precision_runner = "bnsuite.adapters.mixed_precision:tf_keras_step"
 
     def _layer_class(self):
         raise NotImplementedError

@@ -11,6 +11,7 @@ import numpy as np
 
 from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, Grads, State, Unsupported,
                            dtype_name)
+from bnsuite.adapters import mixed_precision
 
 _SRC = "torch/nn/modules/batchnorm.py"
 
@@ -73,6 +74,7 @@ PRECISION = {
                      f"{_FACTORY}; opmath_type<double> is double"),
 }
 DECLARATION = dataclasses.replace(DECLARATION, precision=PRECISION)
+DECLARATION = dataclasses.replace(DECLARATION, mixed_precision=mixed_precision.declared("torch"))
 
 
 def _dtype(torch, name: str):
@@ -89,6 +91,7 @@ class TorchBatchNorm(BatchNormAdapter):
     families = ("torch",)
     norms = "bnsuite.adapters.norms.torch_norms:TorchNorms"
     replicas = "bnsuite.adapters.replicas.torch_ddp:TorchReplicas"
+    mixed_precision_runner = "bnsuite.adapters.mixed_precision:torch_step"
 
     @classmethod
     def declare(cls) -> Declaration:

@@ -14,6 +14,7 @@ from bnsuite.suites import summaries
 from bnsuite.adapters import nets
 from bnsuite.adapters.base import Unsupported
 from bnsuite.suites import checks as ch
+from bnsuite.suites import data
 from bnsuite.suites.test_network_equivalence import ARCH, LR, build, fixed_batches
 
 # Idioms that stop the gradient of the WHOLE network, not only of the BN layers.
@@ -32,7 +33,7 @@ def test_finetune_step(case, rec, freeze_idiom):
     declared = case.decl.freeze[freeze_idiom]
     facts = declared.value
     cl = case.decl.default_channels_last.value
-    w0 = nets.init_weights(ARCH, seed=2, dtype=case.dtype)
+    w0 = nets.init_weights(ARCH, seed=data.seed_for(2), dtype=case.dtype)
     net = build(case, ARCH, w0, cl, bn_idiom=freeze_idiom)
     rec.snippet = f"bnsuite.adapters.nets.build_network({case.adapter.id!r}, {ARCH!r}, ..., bn_idiom={freeze_idiom!r})"
     (x, t), = fixed_batches(case.dtype, cl, 1, seed=31)

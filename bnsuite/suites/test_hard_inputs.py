@@ -38,7 +38,7 @@ SHAPES = {"4x3x5x6": (4, 3, 5, 6), "single-sample-map": (1, 3, 6, 6), "single-pi
 
 def make_batch(shape_name: str, log_scale: float, ratio: float, constant_channel: bool, seed: int):
     shape = SHAPES[shape_name]
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(data.seed_for(seed))
     spread = 10.0 ** log_scale
     x = rng.standard_normal(shape) * spread + ratio * spread * np.array([1.0, -1.0, 0.5]).reshape(1, 3, 1, 1)
     if constant_channel:

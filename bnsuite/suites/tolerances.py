@@ -653,3 +653,22 @@ def replica_backward(pooled: np.ndarray, dpooled: np.ndarray, axis: int, dx_ref_
     """A replica's dx: `bn_backward` of its group's pooled batch (the two cross-replica reductions are its two
     reductions over the pooled n)."""
     return bn_backward(pooled, dpooled, axis, dx_ref_pooled, scale, eps, dtype=dtype)["dx"]
+# -- mixed precision (suites/test_mixed_precision.py) --------------------------------------------------------------
+
+def mixed_running_stats(x: np.ndarray, axis: int, *, stats_dtype: str, state_dtype: str, momentum: float,
+                        state_scale: float) -> Tol:
+    """Running mean / variance after ONE training step of a layer fed low-precision activations.
+
+    The activations are exact in their own dtype, so the oracle sees what the framework sees. Two error sources:
+    the batch statistics, computed in `stats_dtype` (the ``running_stats`` bound for one step: reduction bound
+    (n+2) u_s max|x| for the mean, (n+4) u_s kappa var n/(n-1) for the variance, plus 2 u_s of EMA arithmetic on
+    the state), and the storage: the new value is rounded once to `state_dtype`, a relative error u_state (taken
+    twice: the update may be formed in the storage dtype, (1 - m) * old + m * new, two roundings of the result's
+    size). A layer that stores its running statistics in float16 while declaring float32 misses this bound by the
+    float16 rounding, 2^-11 relative, 100x the float32 reduction bound for our n ~ 100.
+    """
+    base = running_stats([x], axis, stats_dtype=stats_dtype, steps=1, state_scale=state_scale)
+    u_state = roundoff(state_dtype)
+    return Tol(atol=base.atol, rtol=base.rtol + 2 * u_state,
+               why=f"{base.why}; + 2 u_state |value| for storage in {state_dtype} (u={u_state:.2g}), momentum "
+                   f"{momentum:g}")
