@@ -235,6 +235,7 @@ FINDINGS: list[Finding] = [
                "BatchNorm.__call__ first_from(use_running_average, self.use_running_average) (call takes precedence)",
         upstream=None,
         properties=("use_running_average_constructed_and_called",),
+    ),
     # -- mixed precision (suites/test_mixed_precision.py) --------------------------------------------------------------
     Finding(
         name="flax_param_dtype_output_dtype",
