@@ -31,14 +31,18 @@ def flax_precision(src: str, nnx: bool) -> dict:
         DtypeRule("yes", output="float64", stats="float64", state="float32", state_after_training=after),
         f"{stats}; {store}; {how}. float64 runs inside jax.enable_x64 (adapters/flax_common.py x64_scope)")
     if nnx:
-        # nnx moved from replacing the BatchStat's array to writing into it with the mutable-array work in 0.11.0.
+        # nnx replaced the BatchStat's array on every update until the Variable refactor of 0.12.1, which makes
+        # `var[...] = value` write into the existing array (a scatter that keeps its dtype).
         return {"float16": low("float16"), "bfloat16": low("bfloat16"), "float64": by_version(
             "flax",
-            ("<0.11", f64("float64", f"nnx BatchNorm.__call__ `self.mean.value = ...` {replaced}")),
-            (">=0.11", f64(None, "nnx BatchNorm.__call__ `self.mean[...] = ...` writes the update into the float32 "
-                                 "BatchStat (commit 571c9e40 '[nnx] mutable array p3', first released in 0.11.0; jax "
-                                 "scatter FutureWarning 'cannot safely cast value from dtype=float64 to "
-                                 "dtype=float32')")))}
+            ("<0.12.1", f64("float64", "nnx BatchNorm.__call__ assigns `self.mean.value = ...` (`self.mean[...] = ...` "
+                                       "from 0.11.0, which Variable.__setitem__ turns into `self.value = value`) and "
+                                       f"{replaced}")),
+            (">=0.12.1", f64(None, "nnx BatchNorm.__call__ `self.mean[...] = ...`: flax/nnx/variablelib.py "
+                                   "Variable.set_value(value, index=...) writes with raw_value.at[...].set(value), "
+                                   "keeping the float32 BatchStat (commit 33fbbe6b 'Variable refactor', first released "
+                                   "in 0.12.1; jax scatter FutureWarning 'cannot safely cast value from dtype=float64 "
+                                   "to dtype=float32')")))}
     return {"float16": low("float16"), "bfloat16": low("bfloat16"),
             "float64": f64("float64", f"linen `ra_mean.value = ...` {replaced}")}
 

@@ -17,6 +17,19 @@ class FlaxNnx(BatchNormAdapter):
     blocks = "bnsuite.adapters.blocks.flax_blocks:FlaxNnxBlocks"
     replicas = "bnsuite.adapters.replicas.flax_shard:FlaxNnxReplicas"
     requires = ("flax", "jax")
+
+    @classmethod
+    def unavailable_reason(cls):
+        """nnx.DiffState, which this adapter's backward and freeze steps use, arrived in flax 0.9 (flax/nnx/__init__.py);
+        on an older flax the adapter skips with that reason instead of failing on the missing names."""
+        why = super().unavailable_reason()
+        if why is None:
+            from bnsuite.adapters.base import in_range, installed_version
+
+            version = installed_version("flax")
+            if version is not None and in_range(version, "<0.9"):
+                return f"flax {version}: the nnx API this adapter uses (nnx.DiffState) arrived in flax 0.9"
+        return why
     families = ("flax", "jax")
     norms = "bnsuite.adapters.norms.flax_norms:NnxNorms"
     mixed_precision_runner = "bnsuite.adapters.mixed_precision:flax_nnx_step"
@@ -137,7 +150,8 @@ class FlaxNnx(BatchNormAdapter):
             return jnp.sum(mdl(xj, use_running_average=not training) * dyj)
 
         dparams, dx = nnx.grad(loss, argnums=(nnx.DiffState(0, nnx.Param), 1))(model, self._x(x))
-        g = lambda name: None if getattr(self.bn, name, None) is None else np.asarray(dparams[name][...], np.float64)
+        # Gradients come back as Variables (flax >= 0.11) or VariableStates (earlier, not subscriptable): .value reads both.
+        g = lambda name: None if getattr(self.bn, name, None) is None else np.asarray(dparams[name].value, np.float64)
         return Grads(np.asarray(dx, np.float64), g("scale"), g("bias"))
 
     @with_x64
