@@ -17,6 +17,9 @@ class FlaxNnx(BatchNormAdapter):
     blocks = "bnsuite.adapters.blocks.flax_blocks:FlaxNnxBlocks"
     replicas = "bnsuite.adapters.replicas.flax_shard:FlaxNnxReplicas"
     requires = ("flax", "jax")
+    families = ("flax", "jax")
+    norms = "bnsuite.adapters.norms.flax_norms:NnxNorms"
+    mixed_precision_runner = "bnsuite.adapters.mixed_precision:flax_nnx_step"
 
     @classmethod
     def unavailable_reason(cls):
@@ -30,9 +33,6 @@ class FlaxNnx(BatchNormAdapter):
             if version is not None and in_range(version, "<0.9"):
                 return f"flax {version}: the nnx API this adapter uses (nnx.DiffState) arrived in flax 0.9"
         return why
-    families = ("flax", "jax")
-    norms = "bnsuite.adapters.norms.flax_norms:NnxNorms"
-    mixed_precision_runner = "bnsuite.adapters.mixed_precision:flax_nnx_step"
 
     @classmethod
     def declare(cls):
