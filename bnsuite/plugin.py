@@ -50,6 +50,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "cpu: cases on the CPU")
     config.addinivalue_line("markers", "gpu: cases on a GPU (skipped with a reason where none is visible)")
     config.addinivalue_line("markers", "dtypes(*names): dtypes a test is parametrized over (default float32)")
+    config.addinivalue_line("markers", "reproductions: meta tests that run every findings/<name>.py (slow: imports "
+                                       "every framework); deselect with -m 'not reproductions'")
     for adapter_id in registry.BUILTIN:
         config.addinivalue_line("markers", f"{adapter_id}: cases of the {adapter_id} adapter")
 
@@ -81,6 +83,7 @@ def pytest_configure(config):
             env={k: os.environ.get(k) for k in ENV_SHOWN}, versions={}, numeric={})
         for cls in config._bn_adapters:
             write_declaration(config._bn_writer, cls)
+        write_findings(config._bn_writer)
     config._bn_seen_adapters = set()
     config._bn_outcomes = defaultdict(Counter)
 
@@ -91,6 +94,14 @@ def write_declaration(writer, cls) -> None:
     decl = cls.declare()
     writer.write("declaration", adapter=cls.id, adapter_class=f"{cls.__module__}:{cls.__qualname__}",
                  unavailable=cls.unavailable_reason(), declaration=dataclasses.asdict(decl))
+
+
+def write_findings(writer) -> None:
+    """The declared findings, so that the report (which reads only results files) can list them."""
+    from bnsuite import findings
+
+    for rec in findings.records():
+        writer.write("finding", **rec)
 
 
 def pytest_unconfigure(config):

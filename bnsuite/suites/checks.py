@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from bnsuite import findings
 from bnsuite.suites.tolerances import Tol
 
 
@@ -23,6 +24,7 @@ class Recorder:
         self.snippet = ""
         self.checks: list[dict] = []
         self._pending: list[str] | None = None
+        self._finding_note = ""  # set by a failing record() of a property that demonstrates a finding
 
     @contextlib.contextmanager
     def together(self):
@@ -50,12 +52,19 @@ class Recorder:
 
     def fail(self, msg: str) -> None:
         __tracebackhide__ = True
+        note, self._finding_note = self._finding_note, ""
+        if note and note not in msg:
+            msg += note  # a check that stops reproducing a finding names it
         if self._pending is None:
             raise AssertionError(msg)
         self._pending.append(msg)
 
     def record(self, prop: str, **fields: Any) -> None:
         rec = {**self.base, "property": prop, "snippet": self.snippet, **fields}
+        if rec.get("passed") is False:
+            self._finding_note = findings.failure_note(prop, self.base["adapter"], self.base["test"])
+            if self._finding_note and rec.get("message"):
+                rec["message"] = str(rec["message"]) + self._finding_note
         self.checks.append(rec)
         if self.writer is not None:
             self.writer.write("check", **rec)
