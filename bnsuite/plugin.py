@@ -92,8 +92,12 @@ def write_declaration(writer, cls) -> None:
     import dataclasses
 
     decl = cls.declare()
+    builtin = list(registry.BUILTIN)
     writer.write("declaration", adapter=cls.id, adapter_class=f"{cls.__module__}:{cls.__qualname__}",
-                 unavailable=cls.unavailable_reason(), declaration=dataclasses.asdict(decl))
+                 unavailable=cls.unavailable_reason(), declaration=dataclasses.asdict(decl),
+                 # the report's column order: built-in adapters in registry order, then the user's
+                 position=builtin.index(cls.id) if cls.id in builtin else len(builtin),
+                 families=list(cls.families))
 
 
 def write_findings(writer) -> None:
@@ -177,8 +181,16 @@ def rec(request, case) -> Recorder:
                 versions = {"error": f"{type(e).__name__}: {e}"}
             writer.write("env", group=os.environ.get("BNSUITE_GROUP", ""), adapter=case.adapter.id,
                          versions=versions, numeric=numeric_settings(case.adapter))
-    return Recorder(writer, test=request.node.nodeid, adapter=case.adapter.id, device=case.device,
-                    dtype=case.dtype, repro=repro_command(request.node.nodeid, case.adapter))
+    r = Recorder(writer, test=request.node.nodeid, adapter=case.adapter.id, device=case.device,
+                 dtype=case.dtype, repro=repro_command(request.node.nodeid, case.adapter))
+    r.base["area"] = area_of(request.node.nodeid)  # the report groups its rows by it
+    return r
+
+
+def area_of(nodeid: str) -> str:
+    """The semantic area of a test: its module's name without the test_ prefix (test_freeze.py -> freeze)."""
+    module = nodeid.split("::")[0].rsplit("/", 1)[-1]
+    return module.removesuffix(".py").removeprefix("test_")
 
 
 def numeric_settings(cls) -> dict:
@@ -221,7 +233,8 @@ def pytest_runtest_makereport(item, call):
         item.config._bn_outcomes[adapter][outcome] += 1
         w = item.config._bn_writer
         if w is not None:
-            w.write("outcome", test=item.nodeid, adapter=adapter, device=getattr(case, "device", ""),
+            w.write("outcome", test=item.nodeid, area=area_of(item.nodeid), adapter=adapter,
+                    device=getattr(case, "device", ""),
                     dtype=getattr(case, "dtype", ""), outcome=outcome, reason=reason,
                     repro=repro_command(item.nodeid, case.adapter) if isinstance(case, Case) else "")
     return report
