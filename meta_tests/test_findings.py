@@ -130,3 +130,27 @@ def test_reproduction_shows_the_behaviour(finding, reproduction_runs):
     assert proc.returncode == 1, (f"{finding.reproduction} exited {proc.returncode} (1: behaviour present, 0: gone, "
                                   f"2: error) after {secs:.1f} s; finding {finding.name} may be fixed\n{out[-2000:]}")
     assert re.search(r"^observed", proc.stdout, re.M) and re.search(r"^expected", proc.stdout, re.M), out[-2000:]
+
+
+def test_failure_script_makes_the_cases_input():
+    """A failing check carries a standalone script: the layer, and the case's input made from its seed (the same
+    arrays the suite used), never a dump."""
+    import numpy as np
+
+    from bnsuite.adapters.base import Spec
+    from bnsuite.suites import data
+
+    for rank, last, dtype in ((2, False, "float32"), (4, True, "float64"), (5, False, "float16")):
+        spec = Spec(rank=rank, channels_last=last, dtype=dtype)
+        ns: dict = {}
+        exec(data.recipe(spec), ns)
+        assert np.array_equal(np.asarray(ns["x"], np.float64), data.batch(spec))
+        st = data.state(spec)
+        for name in ("scale", "offset", "mean", "var"):
+            assert np.array_equal(data.representable(ns[name], dtype), getattr(st, name)), name
+    rec = Recorder(None, test="t[torch-cpu-float32]", adapter="torch", device="cpu", dtype="float32", repro="")
+    rec.snippet, rec.input_code = "import torch\nbn = torch.nn.BatchNorm2d(3)", data.recipe(Spec(rank=4))
+    with pytest.raises(AssertionError):
+        ch.equal(rec, "default_eps", 1e-5, 1e-3)
+    script = rec.checks[-1]["script"]
+    assert "default_rng(0)" in script and "BatchNorm2d" in script and "observed" in script and "expected" in script
