@@ -62,6 +62,7 @@ class Recorder:
 
     def record(self, prop: str, **fields: Any) -> None:
         rec = {**self.base, "property": prop, "snippet": self.snippet, **fields}
+        self._finding_note = ""
         if rec.get("passed") is False:
             rec["script"] = self.script(prop, rec.get("declared"), rec.get("observed"))
             self._finding_note = findings.failure_note(prop, self.base["adapter"], self.base["test"])
