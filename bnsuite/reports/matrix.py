@@ -10,7 +10,7 @@ from collections import defaultdict
 from typing import Any, Callable
 
 from bnsuite.reports.order import area_of, col_key
-from bnsuite.reports.values import fmt, num, sci, tests_title, worst
+from bnsuite.reports.values import fmt, num, sci, worst
 
 SHORT = 16  # characters of a cell's one short value
 
@@ -32,7 +32,7 @@ def check_cell(checks: list[dict]) -> dict:
     the details for the hover title."""
     failed = [c for c in checks if c.get("passed") is not True]
     shown = failed or checks  # a failing cell shows what went wrong first
-    values = list(dict.fromkeys(fmt(c.get("observed"), 60) for c in shown))
+    values = list(dict.fromkeys(fmt(c.get("observed"), 48) for c in shown))
     err = worst([e for c in checks if (e := num(c.get("max_abs_err"))) is not None])
     if values == ["matches"]:
         short = f"ok {sci(err)}" if err is not None else "ok"
@@ -47,18 +47,20 @@ def check_cell(checks: list[dict]) -> dict:
         differ = [s for s, cs in sources.items()
                   if any(c.get("passed") is not True or (num(c.get("predicted_gap")) or 0) > 0 for c in cs)]
         sub = f"{len(differ)}/{len(sources)} sources differ" if differ else f"{len(sources)} sources"
-    declared = list(dict.fromkeys(fmt(c.get("declared"), 80) for c in checks))
+    declared = list(dict.fromkeys(fmt(c.get("declared"), 60) for c in checks))
     srcs = list(dict.fromkeys(str(c.get("source") or "") for c in checks if c.get("source")))
     dtypes = list(dict.fromkeys(str(c.get("dtype", "")) for c in checks))
     lines = ([f"declared: {' | '.join(declared[:6])}" + (" | …" if len(declared) > 6 else ""),
-              f"observed: {' | '.join(values[:6])}" + (" | …" if len(values) > 6 else ""),
+              f"observed: {' | '.join(values[:4])}" + (" | …" if len(values) > 4 else ""),
               f"checks: {len(checks)} ({len(failed)} failed), dtypes: {', '.join(dtypes)}"]
              + ([f"worst max abs err: {sci(err)}"] if err is not None else []))
     if sources:
         lines += ["per source (worst max abs err):"] + [
             f"  {s}: {sci(worst([e for c in cs if (e := num(c.get('max_abs_err'))) is not None]))}"
             + ("  (differs)" if s in differ else "") for s, cs in sources.items()]
-    lines += [f"source: {s}" for s in srcs[:3]] + [tests_title([str(c.get("test", "")) for c in checks], 4)]
+    tests = list(dict.fromkeys(str(c.get("test", "")) for c in checks))
+    lines += [f"source: {s}" for s in srcs[:2]] + [f"test: {tests[0]}" + (f" (+{len(tests) - 1} more)" if len(tests) > 1
+                                                                           else "")]
     return {"failed": bool(failed), "short": short, "sub": sub, "title": "\n".join(lines)}
 
 
