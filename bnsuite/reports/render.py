@@ -6,7 +6,7 @@ RESULTS may be files or directories (all *.jsonl inside). Exit status: 0 report 
 1 report written, but some input was unreadable (one stderr line per problem); 2 nothing written.
 
 This module only assembles: reading (inputs), ordering (order), the front page (front), the matrix (matrix), plots
-(plots), reference sections (details) and drift (drift) each live in their own module.
+(plots), reference sections (details) and compare (drift against an older run) each live in their own module.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import jinja2
 
 from bnsuite.reports import details, front, matrix
-from bnsuite.reports.drift import drift
+from bnsuite.reports.compare import drift
 from bnsuite.reports.inputs import by_kind, load
 from bnsuite.reports.order import adapter_order
 from bnsuite.reports.plots import svg_plot
