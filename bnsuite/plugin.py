@@ -54,6 +54,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "cpu: cases on the CPU")
     config.addinivalue_line("markers", "gpu: cases on a GPU (skipped with a reason where none is visible)")
     config.addinivalue_line("markers", "dtypes(*names): dtypes a test is parametrized over (default float32)")
+    config.addinivalue_line("markers", "reproductions: meta tests that run every findings/<name>.py (slow: imports "
+                                       "every framework); deselect with -m 'not reproductions'")
     for adapter_id in registry.BUILTIN:
         config.addinivalue_line("markers", f"{adapter_id}: cases of the {adapter_id} adapter")
 
@@ -86,6 +88,7 @@ def pytest_configure(config):
             env={k: os.environ.get(k) for k in ENV_SHOWN}, versions={}, numeric={}, seed=config._bn_seed)
         for cls in config._bn_adapters:
             write_declaration(config._bn_writer, cls)
+        write_findings(config._bn_writer)
     config._bn_seen_adapters = set()
     config._bn_outcomes = defaultdict(Counter)
 
@@ -113,9 +116,21 @@ def write_declaration(writer, cls) -> None:
     decl = cls.declare()
     from bnsuite.suites.replica_cases import replica_declaration_record
 
+    builtin = list(registry.BUILTIN)
     writer.write("declaration", adapter=cls.id, adapter_class=f"{cls.__module__}:{cls.__qualname__}",
                  unavailable=cls.unavailable_reason(), declaration=dataclasses.asdict(decl),
-                 replicas=replica_declaration_record(cls))
+                 replicas=replica_declaration_record(cls),
+                 # the report's column order: built-in adapters in registry order, then the user's
+                 position=builtin.index(cls.id) if cls.id in builtin else len(builtin),
+                 families=list(cls.families))
+
+
+def write_findings(writer) -> None:
+    """The declared findings, so that the report (which reads only results files) can list them."""
+    from bnsuite import findings
+
+    for rec in findings.records():
+        writer.write("finding", **rec)
 
 
 def pytest_unconfigure(config):
@@ -207,8 +222,16 @@ def rec(request, case) -> Recorder:
                 versions = {"error": f"{type(e).__name__}: {e}"}
             writer.write("env", group=os.environ.get("BNSUITE_GROUP", ""), adapter=case.adapter.id,
                          versions=versions, numeric=numeric_settings(case.adapter))
-    return Recorder(writer, test=request.node.nodeid, adapter=case.adapter.id, device=case.device,
-                    dtype=case.dtype, repro=repro_command(request.node.nodeid, case.adapter))
+    r = Recorder(writer, test=request.node.nodeid, adapter=case.adapter.id, device=case.device,
+                 dtype=case.dtype, repro=repro_command(request.node.nodeid, case.adapter))
+    r.base["area"] = area_of(request.node.nodeid)  # the report groups its rows by it
+    return r
+
+
+def area_of(nodeid: str) -> str:
+    """The semantic area of a test: its module's name without the test_ prefix (test_freeze.py -> freeze)."""
+    module = nodeid.split("::")[0].rsplit("/", 1)[-1]
+    return module.removesuffix(".py").removeprefix("test_")
 
 
 def numeric_settings(cls) -> dict:
@@ -264,7 +287,8 @@ def pytest_runtest_makereport(item, call):
         item.config._bn_outcomes[adapter][outcome] += 1
         w = item.config._bn_writer
         if w is not None:
-            w.write("outcome", test=item.nodeid, adapter=adapter, device=getattr(case, "device", ""),
+            w.write("outcome", test=item.nodeid, area=area_of(item.nodeid), adapter=adapter,
+                    device=getattr(case, "device", ""),
                     dtype=getattr(case, "dtype", ""), outcome=outcome, reason=reason,
                     repro=repro_command(item.nodeid, case.adapter) if isinstance(case, Case) else "")
     return report

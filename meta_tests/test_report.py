@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html as html_lib
+import json
 import os
 import re
 import shutil
@@ -27,15 +29,29 @@ def check(w, adapter, prop, declared, observed, passed=True, err=None, device="c
             outcome="passed" if passed else "failed", reason="" if passed else "AssertionError", repro="")
 
 
-def write_results(path, *, torch_estimator="unbiased"):
+def write_results(path, *, torch_estimator="unbiased", finding_names=("torch_trap",)):
     w = ResultsWriter(str(path))
     w.write("env", group="g1", python="3.11", platform="linux", argv=["-q"], started="2026-01-01T00:00:00",
             env={"KERAS_BACKEND": "jax"}, versions={}, numeric={})
     w.write("env", group="g1", adapter="torch", versions={"torch": "2.5"}, numeric={"tf32": False})
-    for a, est in (("torch", "unbiased"), ("keras", "biased")):
-        w.write("declaration", adapter=a, adapter_class=f"adapters.{a}:BN", unavailable=None,
+    for pos, a, est, last in ((1, "keras", "biased", True), (0, "torch", "unbiased", False)):  # position, not file order
+        w.write("declaration", adapter=a, adapter_class=f"adapters.{a}:BN", unavailable=None, position=pos,
                 declaration={"running_var_estimator": {"value": est, "source": f"{a}/bn.py: var"},
+                             "default_channels_last": {"value": last, "source": f"{a}/bn.py: axis"},
                              "freeze": {"eval": {"value": {"params_update": True}, "source": f"{a}/freeze.py"}}})
+    for name in finding_names:
+        w.write("finding", name=name, title=f"{name}: frozen layers move {INJECTION}", area="freeze",
+                adapters=["torch"], versions="torch 2.5", severity="high", source="torch/bn.py: forward",
+                upstream=None, properties=["running_var_estimator"], where=[], reproduce_with="",
+                reproduction=f"findings/{name}.py", upstream_report=f"findings/{name}.upstream.md")
+    for s_, t in (("torch", "keras"), ("keras", "torch"), ("torch", "torch"), ("keras", "keras")):
+        w.write("matrix", name="port", source=s_, target=t, device="cpu", dtype="float32", correct_port_max_abs=3e-7,
+                naive_inference_max_abs=0.0 if s_ == t else 2.5e-3, naive_running_var_k5_max_rel=0.34,
+                source_eps=1e-5 if s_ == "torch" else 1e-3, target_default_eps=1e-5 if t == "torch" else 1e-3,
+                source_momentum=0.1 if s_ == "torch" else 0.99, target_momentum=0.9 if t == "keras" else 0.1,
+                target_default_momentum=0.99 if t == "keras" else 0.1,
+                source_estimator="unbiased" if s_ == "torch" else "biased",
+                target_estimator="unbiased" if t == "torch" else "biased")
     # known divergence: both behave as declared, but they declare different estimators
     check(w, "torch", "running_var_estimator", "unbiased", torch_estimator, passed=torch_estimator == "unbiased",
           err=3e-8)
@@ -47,14 +63,15 @@ def write_results(path, *, torch_estimator="unbiased"):
     w.write("outcome", adapter="torch", device="gpu", dtype="float32", test="suites/test_x.py::t[torch-gpu]",
             outcome="skipped", reason="Skipped: no GPU visible", repro="")
     for a in ("torch", "keras"):
-        w.write("curve", name="error vs batch size", adapter=a, device="cpu", dtype="float32",
+        w.write("curve", name="error_vs_batch_size", adapter=a, device="cpu", dtype="float32",
                 x=[2, 8, 32, 128], y=[1e-3, 1e-4, 1e-5, 1e-6] if a == "torch" else [2e-3, 3e-4, 1e-5, "nan"],
                 xlabel="batch size", ylabel="max abs err")
         w.write("matrix", name="freeze", adapter=a, device="cpu", idiom="eval()", normalizes_with="running",
                 running_stats_update=False, params_update=True, passed=a == "torch",
                 declared={"normalizes_with": "running"}, test=f"suites/test_freeze.py::t[{a}]")
-    w.write("table", name="crossfw_heatmap", columns=["from \\ to", "torch", "keras"],
-            rows=[["torch", 0.0, 1e-3], ["keras", 1e-3, 0.0]])
+    for a in ("torch", "keras"):  # one table per adapter in the records, one grouped table in the report
+        w.write("table", name=f"network losses per step ({a}, cpu, float32)", columns=["step", "loss"],
+                rows=[[1, 1.5], [2, 1.25]])
     w.close()
     return str(path)
 
@@ -62,6 +79,11 @@ def write_results(path, *, torch_estimator="unbiased"):
 def cell(html, state, text):
     """True when a matrix cell of this state class contains this text."""
     return re.search(rf'<td class="cell {state}"[^>]*>(?:(?!</td>).)*{re.escape(text)}', html, re.S) is not None
+
+
+def section(html, sid):
+    start = html.index(f'<section id="{sid}"')
+    return html[start:html.index("</section>", start)]
 
 
 @pytest.fixture
@@ -73,14 +95,39 @@ def report(tmp_path):
 
 
 def test_matrix_states(report):
-    assert "torch / cpu" in report and "keras / cpu" in report
-    assert cell(report, "diverge", "unbiased") and cell(report, "diverge", "biased")  # known divergence, not red
-    assert cell(report, "pass", "matches")
-    assert cell(report, "fail", "max abs err 0.5")
-    assert "torch/bn.py: var" in report  # declaration source in the hover title
-    assert "no GPU visible" in report  # the unmeasured column is explained
-    failures = report[report.index('id="failures"'):report.index('id="declarations"')]
+    matrix = section(report, "matrix")
+    assert cell(matrix, "diverge", "unbiased") and cell(matrix, "diverge", "biased")  # known divergence, not red
+    assert cell(matrix, "pass", "ok 1e-07")  # one short value: every check matched, worst error
+    assert cell(matrix, "fail", "max abs err 0.5")
+    assert "source: src.py: x" in matrix  # the check's source in the hover title
+    assert "torch/bn.py: var" in section(report, "declarations")
+    assert "no GPU visible" in matrix  # the unmeasured column is explained
+    failures = section(report, "failures")
     assert "python -m pytest &#39;suites/test_x.py::test_training_output[keras-cpu-float32]&#39;" in failures  # repro
+
+
+def test_order_and_grouping_come_from_the_results(report):
+    """Columns follow the declarations' position (torch before keras, whatever the file order); rows are grouped
+    by the area derived from the test module (test_x.py -> x), with no list of module names in the report."""
+    head = section(report, "matrix")
+    assert head.index(">torch</th>") < head.index(">keras</th>")
+    assert re.search(r'class="rowname area-name"[^>]*>x</th>', head)
+
+
+def test_front_page_answers_in_order(report):
+    ids = re.findall(r'<section id="([a-z-]+)"', report)
+    assert ids[:5] == ["findings", "porting", "freeze", "batch-size", "failures"], ids
+    assert ids.index("matrix") > ids.index("failures")
+    findings = section(report, "findings")
+    assert "not reported upstream" in findings and "findings/torch_trap.py" in findings
+    assert "reproduced in this run" in findings  # its demonstrating check passed here
+    porting = section(report, "porting")
+    assert "set 1e-05 (default 0.001)" in porting and "set 0.9 (default 0.99)" in porting
+    assert "transpose inputs" in porting and "cannot be converted" in porting and "0.0025" in porting
+    freeze = section(report, "freeze")
+    assert "eval()" in freeze and ">running<" in freeze
+    batch = section(report, "batch-size")
+    assert "<svg" in batch and "<polyline" in batch and 'class="reading"' in batch and "Largest:" in batch
 
 
 def test_escapes_untrusted_text_and_is_offline(report):
@@ -90,18 +137,38 @@ def test_escapes_untrusted_text_and_is_offline(report):
     assert "<script" not in report.lower() and "<link" not in report.lower()
 
 
-def test_optional_sections(report, tmp_path):
-    assert "<svg" in report and "<polyline" in report and "batch size" in report
-    assert "Freeze matrix" in report and cell(report, "fail", "normalizes: running")
-    assert "crossfw_heatmap" in report and "background:rgb(" in report
-    assert "absent" in report and "naive-port table" in report
+def test_tables_are_grouped_not_repeated(report):
+    tables = section(report, "tables")
+    assert tables.count("network losses per step") == 1  # one table ...
+    assert "torch, cpu, float32" in tables and "keras, cpu, float32" in tables  # ... with a column naming the case
+
+
+def test_bare_results_still_render(tmp_path):
     bare = tmp_path / "bare.jsonl"
     w = ResultsWriter(str(bare))
     w.write("env", group="", python="3.11", platform="x", argv=[], started="", env={}, versions={}, numeric={})
     w.close()
     render([str(bare)], str(tmp_path / "bare.html"))
     html = (tmp_path / "bare.html").read_text()
-    assert "freeze matrix, batch-size curves, cross-framework heat map, naive-port table" in html
+    for what in ("finding records", "porting records", "freeze records", "batch-size curves"):
+        assert f"No {what} in these results" in html
+
+
+def test_a_new_suites_records_appear_without_code_changes(tmp_path):
+    """A suite the report has never heard of (its own area, property and matrix record names) still shows."""
+    path = tmp_path / "new_suite.jsonl"
+    w = ResultsWriter(str(path))
+    check(w, "torch", "replica_sync_mean", "synced", "synced")
+    w.write("check", adapter="torch", device="cpu", dtype="float32", property="norm_output", declared="oracle",
+            observed="matches", passed=True, max_abs_err=1e-7, test="bnsuite/suites/test_norms.py::t[torch]",
+            area="norms", repro="", snippet="")
+    w.write("matrix", name="dropout_order", adapter="torch", device="cpu", idiom="bn_then_dropout", passed=True)
+    w.close()
+    render([str(path)], str(tmp_path / "r.html"))
+    html = (tmp_path / "r.html").read_text()
+    matrix = section(html, "matrix")
+    assert "replica_sync_mean" in matrix and "norm_output" in matrix and ">norms</th>" in matrix
+    assert "dropout_order" in matrix and "bn_then_dropout" in matrix
 
 
 def test_compare_reports_drift(tmp_path, capsys):
@@ -110,9 +177,10 @@ def test_compare_reports_drift(tmp_path, capsys):
     out = tmp_path / "r.html"
     assert main([new, "-o", str(out), "--compare", old]) == 0
     html = out.read_text()
-    drift = html[html.index('id="drift"'):]
+    drift = section(html, "drift")
     assert "running_var_estimator" in drift and "unbiased" in drift and "biased" in drift and "→" in drift
     assert "training_output" not in drift  # unchanged keys are not listed
+    assert "newly failing" in drift
     assert str(out) in capsys.readouterr().out  # final line names the report
 
 
@@ -132,7 +200,7 @@ def test_corrupt_line_still_writes_report(tmp_path, capsys):
     assert main([path, "-o", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"{path}:") and "not a JSON record" in err[0]
-    assert "torch / cpu" in out.read_text()  # every valid record still reported
+    assert ">torch</th>" in out.read_text()  # every valid record still reported
 
 
 def test_empty_input_exits_2(tmp_path):
@@ -158,16 +226,90 @@ def _chromium(tmp_path, *args):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
+NINE = ["torch", "keras-tensorflow", "keras-jax", "keras-torch", "tf_keras", "tf1-keras", "tf1-graph", "flax-linen",
+        "flax-nnx"]
+FRONT_PAGE = ("findings", "porting", "freeze", "batch-size", "drift", "failures", "matrix")
+# Reads the rendered layout and leaves it in the DOM for --dump-dom (added to a COPY of the report: the report itself
+# has no scripts).
+PROBE = """<script>
+addEventListener("load", () => {
+  const wrap = document.querySelector("#behaviour-matrix").parentElement;
+  const heads = [...document.querySelectorAll("#behaviour-matrix thead th.colhead")];
+  const out = {width: innerWidth, scroll: [wrap.scrollWidth, wrap.clientWidth],
+               columns: heads.map(h => [h.textContent.trim(), Math.round(h.getBoundingClientRect().right)]),
+               sections: Object.fromEntries([...document.querySelectorAll("section")].map(s => [s.id, s.offsetHeight]))};
+  const pre = document.createElement("pre"); pre.id = "layout-probe"; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def nine_adapter_results(path, old=False):
+    """A full-width run: nine adapters, two areas, every front-page record kind."""
+    w = ResultsWriter(str(path))
+    w.write("env", group="all", python="3.11", platform="linux", argv=[], started="2026-01-01T00:00:00", env={},
+            versions={}, numeric={})
+    for pos, a in enumerate(NINE):
+        w.write("declaration", adapter=a, adapter_class=f"x.{a}:BN", unavailable=None, position=pos,
+                declaration={"default_eps": {"value": 1e-5 if pos == 0 else 1e-3, "source": f"{a}: eps"},
+                             "default_channels_last": {"value": pos > 0, "source": f"{a}: axis"}})
+        for prop, obs in (("training_output", "matches"), ("inference_output", "matches"),
+                          ("running_var_estimator", "unbiased" if pos in (0, 4) else "biased")):
+            check(w, a, prop, obs if obs != "matches" else "oracle", obs, err=1e-7 * (pos + 1))
+        w.write("check", adapter=a, device="cpu", dtype="float32", property="freeze_running_stats_update",
+                declared=False, observed=old and pos == 3, passed=not (old and pos == 3), area="freeze",
+                test=f"suites/test_freeze.py::t[{a}-cpu-float32-eval]", repro="", snippet="")
+        w.write("matrix", name="freeze", adapter=a, device="cpu", idiom="eval", normalizes_with="running",
+                running_stats_update=False, params_update=True, passed=True, declared={}, source=f"{a}: freeze")
+        w.write("curve", name="inference_deviation_vs_batch_size", adapter=a, device="cpu", dtype="float32",
+                x=[1, 2, 8, 32], y=[1e-7 * pos, 1e-8 * pos, 0.0, 0.0], xlabel="batch size", ylabel="max deviation")
+        for t in NINE:
+            w.write("matrix", name="port", source=a, target=t, device="cpu", dtype="float32",
+                    correct_port_max_abs=1e-7, naive_inference_max_abs=0.0 if a == t else 2.6e-3,
+                    naive_running_var_k5_max_rel=0.3, source_eps=1e-5, target_default_eps=1e-3, source_momentum=0.1,
+                    target_momentum=0.9, target_default_momentum=0.99, source_estimator="unbiased",
+                    target_estimator="biased")
+    w.write("finding", name="frozen_moves", title="Frozen layers move.", area="freeze", adapters=["torch"],
+            versions="torch 2.5", severity="high", source="torch: forward", upstream="pytorch/pytorch#1 (open)",
+            properties=["freeze_running_stats_update"], where=[], reproduction="findings/frozen_moves.py",
+            upstream_report=None)
+    w.close()
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory):
+    d = tmp_path_factory.mktemp("full")
+    out = d / "report" / "index.html"
+    s = render([nine_adapter_results(d / "new.jsonl")], str(out), compare=[nine_adapter_results(d / "old.jsonl", True)])
+    assert s.exit_code == 0, s.problems
+    assert s.seconds < 5, f"rendering took {s.seconds:.1f} s"
+    return out
+
+
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed (apt-get install chromium)")
-def test_headless_chromium_renders_matrix(report, tmp_path):
-    html = tmp_path / "report" / "index.html"
-    png = tmp_path / "matrix.png"
-    _chromium(tmp_path, f"--screenshot={png}", "--window-size=1400,1000", html.as_uri())
+@pytest.mark.parametrize("width", [1366, 1920])
+def test_headless_chromium_layout(full_report, tmp_path, width):
+    """Screenshots at both widths, and the rendered DOM: every front-page section present and laid out, and every
+    adapter column of the matrix visible without horizontal scrolling."""
+    png = tmp_path / f"report-{width}.png"
+    _chromium(tmp_path, f"--screenshot={png}", f"--window-size={width},1400", "--hide-scrollbars",
+              full_report.as_uri())
     assert png.exists() and png.stat().st_size > 10_000, "chromium wrote no screenshot"
     shot_dir = os.environ.get("BNSUITE_SCREENSHOT_DIR")
     if shot_dir:
         os.makedirs(shot_dir, exist_ok=True)
-        shutil.copy(png, os.path.join(shot_dir, "matrix.png"))
-    dom = _chromium(tmp_path, "--dump-dom", html.as_uri()).stdout
-    assert 'class="matrix"' in dom and "running_var_estimator" in dom and "keras / cpu" in dom
-    assert "max abs err 0.5" in dom
+        shutil.copy(png, os.path.join(shot_dir, png.name))
+    probed = tmp_path / "probed.html"
+    probed.write_text(full_report.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    dom = _chromium(tmp_path, "--dump-dom", f"--window-size={width},1400", "--virtual-time-budget=3000",
+                    probed.as_uri()).stdout
+    m = re.search(r'<pre id="layout-probe">(.*?)</pre>', dom, re.S)
+    assert m, f"no layout probe in the dumped DOM ({len(dom)} characters)"
+    layout = json.loads(html_lib.unescape(m.group(1)))
+    for sid in FRONT_PAGE:
+        assert layout["sections"].get(sid, 0) > 0, f"section {sid} missing or empty at {width} px: {layout['sections']}"
+    assert [c for c, _ in layout["columns"]] == NINE, layout["columns"]
+    hidden = [c for c, right in layout["columns"] if right > layout["width"]]
+    assert not hidden, f"at {width} px these adapter columns need horizontal scrolling: {hidden}"
+    assert layout["scroll"][0] <= layout["scroll"][1], f"the matrix scrolls horizontally at {width} px: {layout}"

@@ -7,6 +7,8 @@ Record kinds (field "kind"):
                  max_abs_err, max_rel_err, tolerance, message, test id, reproduction.
 * "outcome":     one per test: passed / failed / skipped / error, with the reason.
 * "curve", "matrix": structured data for the report's plots and tables (later suites).
+* "finding":     one per declared finding (bnsuite/findings.py) per run: what, where, source, upstream, the
+                 properties whose checks demonstrate it, its reproduction.
 
 This module imports nothing from bnsuite.adapters/ or suites/: the report reads files, not objects.
 """
@@ -19,7 +21,7 @@ import os
 from typing import Any, Iterator
 
 SCHEMA = 1
-KINDS = {"env", "declaration", "check", "outcome", "curve", "matrix", "table"}
+KINDS = {"env", "declaration", "check", "outcome", "curve", "matrix", "table", "finding"}
 
 
 class ResultsFileError(Exception):

@@ -51,6 +51,7 @@ class Case:
         spec = self.spec(**fields)
         bn = self.build(spec)
         rec.snippet = bn.snippet()
+        rec.input_code = data.recipe(spec)  # a failure's standalone script makes the same input
         st = data.state(spec)
         bn.set_state(st)
         return spec, bn, st, data.batch(spec)

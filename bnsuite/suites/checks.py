@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from bnsuite import findings
 from bnsuite.suites.tolerances import Tol
 
 
@@ -21,8 +22,10 @@ class Recorder:
         self.writer = writer
         self.base = {"test": test, "adapter": adapter, "device": device, "dtype": dtype, "repro": repro}
         self.snippet = ""
+        self.input_code = ""  # NumPy code making the case's seeded input and state (data.recipe), where known
         self.checks: list[dict] = []
         self._pending: list[str] | None = None
+        self._finding_note = ""  # set by a failing record() of a property that demonstrates a finding
 
     @contextlib.contextmanager
     def together(self):
@@ -50,15 +53,34 @@ class Recorder:
 
     def fail(self, msg: str) -> None:
         __tracebackhide__ = True
+        note, self._finding_note = self._finding_note, ""
+        if note and note not in msg:
+            msg += note  # a check that stops reproducing a finding names it
         if self._pending is None:
             raise AssertionError(msg)
         self._pending.append(msg)
 
     def record(self, prop: str, **fields: Any) -> None:
         rec = {**self.base, "property": prop, "snippet": self.snippet, **fields}
+        self._finding_note = ""
+        if rec.get("passed") is False:
+            rec["script"] = self.script(prop, rec.get("declared"), rec.get("observed"))
+            self._finding_note = findings.failure_note(prop, self.base["adapter"], self.base["test"])
+            if self._finding_note and rec.get("message"):
+                rec["message"] = str(rec["message"]) + self._finding_note
         self.checks.append(rec)
         if self.writer is not None:
             self.writer.write("check", **rec)
+
+    def script(self, prop: str, declared: Any, observed: Any) -> str:
+        """A standalone script for a failing check: the layer, its seeded input and state, and what was observed."""
+        b = self.base
+        parts = [f"# {prop} on {b['adapter']} ({b['device']}, {b['dtype']}): {b['test']}", self.snippet]
+        if self.input_code:
+            parts.append(self.input_code)
+        parts.append(f"print('observed:', {str(observed)!r})\nprint('expected:', {str(declared)!r})  # declared; "
+                     "call the layer on x in the test's mode to see it")
+        return "\n".join(p for p in parts if p)
 
     def where(self) -> str:
         b = self.base

@@ -88,3 +88,24 @@ def cotangent(x: np.ndarray, seed: int = 7) -> np.ndarray:
     """A fixed upstream gradient dy for backward / optimizer steps."""
     return np.random.default_rng(seed_for(seed)).standard_normal(x.shape)
 
+
+def recipe(spec: Spec, seed: int = 0, state_seed: int = 1) -> str:
+    """NumPy code that makes exactly what batch(spec, seed) and state(spec, state_seed) make (x, scale, offset, mean,
+    var), for standalone reproductions: the input is generated from its seed, never dumped."""
+    np_dtype = "ml_dtypes.bfloat16" if spec.dtype == "bfloat16" else f"np.{spec.dtype}"
+    c = spec.num_features
+    bshape = [1] * len(shape_for(spec))
+    bshape[spec.channel_axis] = c
+    lines = (["import ml_dtypes"] if spec.dtype == "bfloat16" else []) + [
+        "import numpy as np",
+        f"rng = np.random.default_rng({seed_for(seed)})  # the input: each channel its own mean and spread",
+        f"means, stds = rng.uniform(-1, 1, {c}), rng.uniform(0.5, 2.0, {c})",
+        f"x = rng.standard_normal({shape_for(spec)}) * stds.reshape({tuple(bshape)}) + means.reshape({tuple(bshape)})",
+        f"x = x.astype({np_dtype})",
+        f"rng = np.random.default_rng({seed_for(state_seed)})  # the layer's state before the step",
+        f"scale, offset = rng.uniform(0.5, 1.5, {c}), rng.uniform(-0.5, 0.5, {c})" if spec.affine else
+        "scale = offset = None",
+    ]
+    if spec.track_running_stats:
+        lines.append(f"mean, var = rng.uniform(-0.5, 0.5, {c}), rng.uniform(0.5, 2.0, {c})")
+    return "\n".join(lines)
