@@ -332,9 +332,10 @@ FINDINGS: list[Finding] = [
     Finding(
         name="tf_keras_synchronized_without_strategy",
         title="tf_keras BatchNormalization(synchronized=True) changes the layer WITHOUT any distribution strategy, "
-              "though its docstring says it has no impact: it disables the fused kernel (the running variance of "
-              "rank-4 inputs becomes biased) and computes the variance one-pass, E[x^2] - E[x]^2 (output off by ~80 "
-              "on a mean 1e4 times the spread); Keras 3 on TensorFlow takes the same one-pass path",
+              "though its docstring says it is 'only relevant when used inside a tf.distribute strategy': it "
+              "disables the fused kernel (the running variance of rank-4 inputs becomes biased) and computes the "
+              "variance one-pass, E[x^2] - E[x]^2 (output off by about 70 on a mean 1e4 times the spread); Keras 3 "
+              "on TensorFlow takes the same one-pass path",
         area="replicas", adapters=("tf_keras", "keras-tensorflow"), versions="tf_keras 2.21, keras 3.15.1",
         severity="high",
         source="tf_keras/src/layers/normalization/batch_normalization.py: BatchNormalizationBase.__init__ (fused = "
