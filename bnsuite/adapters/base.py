@@ -202,8 +202,8 @@ class BatchNormAdapter(ABC):
     process_env: ClassVar[Mapping[str, str]] = {}
     # Markers for selection with -m (framework families).
     families: ClassVar[tuple[str, ...]] = ()
-    # "module:function" building small networks in this framework (adapters/nets); None: the builder of the built-in
-    # adapter this class derives from, if any.
+    # "module:function" building small networks in this framework (adapters/nets). Inherited: an adapter derived
+    # from a built-in one gets its networks; None: no networks.
     network: ClassVar[str | None] = None
     # Devices the adapter knows how to target.
     device_kinds: ClassVar[tuple[str, ...]] = ("cpu", "gpu")
@@ -293,6 +293,10 @@ class BatchNormAdapter(ABC):
         Returns the forward output. The suite reads the state before and after.
         """
         raise Unsupported(f"{self.id}: freeze idiom {idiom!r} not implemented")
+
+    def set_trainable(self, trainable: bool) -> None:
+        """Set the layer's own `trainable` flag (Keras-API layers), leaving the call's `training` argument alone."""
+        raise Unsupported(f"{self.id}: the layer has no trainable flag")
 
     def snippet(self) -> str:
         """A short copy-paste reproduction of the layer this adapter built."""

@@ -16,6 +16,7 @@ import dataclasses
 import numpy as np
 
 from bnsuite.adapters.base import BatchNormAdapter, Cited, FreezeFacts, Grads, Probe, State, Unsupported, dtype_name
+from bnsuite.adapters.conventions import build_shape, is_channels_last, old_weight_kwargs, refuse_untracked
 from bnsuite.adapters.tf_keras_v2 import TfKerasLayerBase, tf_keras_declaration
 
 V1_SRC = "tf_keras/layers/normalization/batch_normalization_v1.py"
@@ -82,6 +83,8 @@ class Tf1Keras(TfKerasLayerBase):
     id = "tf1-keras"
     requires = ("tf_keras", "tensorflow")
     process_env = LEGACY_ENV
+    snippet_head = "import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'\nimport tensorflow as tf\n"
+    snippet_class = "tf.compat.v1.keras.layers.BatchNormalization"
 
     @classmethod
     def declare(cls):
@@ -100,13 +103,6 @@ class Tf1Keras(TfKerasLayerBase):
 
         return tf.compat.v1.keras.layers.BatchNormalization
 
-    def snippet(self):
-        s = self.spec
-        return ("import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'\nimport tensorflow as tf\n"
-                "bn = tf.compat.v1.keras.layers.BatchNormalization(" +
-                ("" if s.use_defaults else f"axis={s.channel_axis}, momentum={1 - (s.momentum or 0):g}, "
-                                           f"epsilon={s.eps}, ") + f"dtype={s.dtype!r})")
-
 
 class Tf1Graph(BatchNormAdapter):
     """One tf.compat.v1.layers.batch_normalization in its own graph and session."""
@@ -115,6 +111,7 @@ class Tf1Graph(BatchNormAdapter):
     requires = ("tf_keras", "tensorflow")
     process_env = LEGACY_ENV
     families = ("tensorflow",)
+    network = "bnsuite.adapters.nets.tf1_graph_net:build"
 
     @classmethod
     def declare(cls):
@@ -153,28 +150,23 @@ class Tf1Graph(BatchNormAdapter):
     def device_unavailable_reason(cls, device):
         return TfKerasLayerBase.device_unavailable_reason.__func__(cls, device)
 
-    def __init__(self, spec, trainable: bool = True):
+    def __init__(self, spec):
         super().__init__(spec)
+        self._kwargs = old_weight_kwargs(spec, "tf.compat.v1.layers")
+        refuse_untracked(spec, "tf.compat.v1.layers")
+        self._build(trainable=True)
+
+    def _build(self, trainable: bool) -> None:
+        """A fresh graph and session holding the layer; `trainable` is fixed when the graph is built."""
         import tensorflow as tf
 
-        if spec.momentum is None and not spec.use_defaults:
-            raise Unsupported("tf.compat.v1.layers has no cumulative moving average (momentum=None); declared")
-        if not spec.track_running_stats:
-            raise Unsupported("tf.compat.v1.layers has no option to skip the moving statistics; declared")
+        spec, kwargs = self.spec, self._kwargs
         v1 = tf.compat.v1
         self.tf = tf
         self.graph = tf.Graph()
-        kwargs = {}
-        if not spec.use_defaults:
-            kwargs = dict(axis=spec.channel_axis, epsilon=spec.eps, momentum=1.0 - spec.momentum, center=spec.affine,
-                          scale=spec.affine)
-        elif not spec.channels_last:
-            kwargs = dict(axis=1)
-        self._kwargs = kwargs
         device = "/GPU:0" if spec.device == "gpu" else "/CPU:0"
         with self.graph.as_default(), tf.device(device):
-            shape = [None] * spec.rank
-            shape[spec.channel_axis] = spec.num_features
+            shape = build_shape(spec)
             self.x = v1.placeholder(spec.dtype, shape, name="x")
             self.dy = v1.placeholder(spec.dtype, shape, name="dy")
             self.lr = v1.placeholder(spec.dtype, (), name="lr")
@@ -262,7 +254,7 @@ class Tf1Graph(BatchNormAdapter):
         params = inspect.signature(self.tf.compat.v1.layers.batch_normalization).parameters
         value = lambda name: self._kwargs.get(name, params[name].default)
         return {"eps": value("epsilon"), "momentum": value("momentum"),
-                "channels_last": value("axis") in (-1, self.spec.rank - 1)}
+                "channels_last": is_channels_last(value("axis"), self.spec.rank)}
 
     def frozen_step(self, idiom, x, dy, lr):
         if idiom == "train_op_with_update_ops":
@@ -272,7 +264,7 @@ class Tf1Graph(BatchNormAdapter):
         if idiom == "trainable_false_with_update_ops":
             # trainable is fixed when the graph is built: rebuild the same layer frozen, with the same state.
             state = self.get_state()
-            self.__init__(self.spec, trainable=False)
+            self._build(trainable=False)
             self.set_state(state)
             return self.run_train_op(x, dy, lr, True)
         raise Unsupported(f"tf1-graph: unknown freeze idiom {idiom!r}")

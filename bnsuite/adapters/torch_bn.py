@@ -86,6 +86,7 @@ class TorchBatchNorm(BatchNormAdapter):
     id = "torch"
     requires = ("torch",)
     families = ("torch",)
+    network = "bnsuite.adapters.nets.torch_net:build"
 
     @classmethod
     def declare(cls) -> Declaration:
