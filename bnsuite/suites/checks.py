@@ -65,6 +65,24 @@ class Recorder:
         return f"[adapter {b['adapter']}, {b['device']}, {b['dtype']}]"
 
 
+@contextlib.contextmanager
+def judged_together(*recs: Recorder):
+    """The test-level judgement for a test that records under several adapters (one Recorder each): every check of
+    every recorder is recorded, then the test fails once with all the messages."""
+    __tracebackhide__ = True
+    outer = [r._pending for r in recs]
+    pending: list[str] = []
+    for r in recs:
+        r._pending = pending
+    try:
+        yield
+    finally:
+        for r, o in zip(recs, outer):
+            r._pending = o
+    if pending:
+        raise AssertionError("\n".join(pending))
+
+
 def _errors(observed: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
     if observed.size == 0:
         return 0.0, 0.0
