@@ -26,15 +26,8 @@ import numpy as np
 
 T = TypeVar("T")
 
-ESTIMATORS = ("biased", "unbiased")
-
-
 class Unsupported(Exception):
     """The adapter cannot express this request on its framework (the message says why); suites skip the case."""
-
-
-class AdapterUnavailable(Exception):
-    """The adapter cannot run in this process (framework not installed, wrong backend, ...)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +40,7 @@ class Cited(Generic[T]):
 
 @dataclasses.dataclass(frozen=True)
 class FreezeFacts:
-    """What one freezing idiom does, as three facts (issue: freeze semantics)."""
+    """What one freezing idiom does, as three facts (checked by suites/test_freeze.py and test_finetune.py)."""
 
     normalizes_with: str  # "batch" or "running" statistics in the forward pass
     running_stats_update: bool  # do the running statistics change during the step
@@ -69,7 +62,8 @@ class Probe:
 
 @dataclasses.dataclass(frozen=True)
 class DtypeRule:
-    """What a layer built in one input dtype does (issue: precision). Dtype names as NumPy spells them.
+    """What a layer built in one input dtype does (checked by suites/test_precision.py). Dtype names as NumPy
+    spells them.
 
     `supported` is "yes" or "error:<ExceptionClass>" (the framework raises when the layer is built or first run;
     the other fields are then None). `stats` is the dtype the batch mean/variance are computed in, `state` the dtype
@@ -109,11 +103,11 @@ class Declaration:
     # (max(0, E[x^2] - E[x]^2)) or "one-pass-unclamped" (E[x^2] - E[x]^2, may go negative). Decides the error bound
     # on numerically hard inputs (suites/test_hard_inputs.py).
     variance_algorithm: Cited[str] = Cited("one-pass-unclamped", "not declared: the weakest assumption")
-    # Freeze idiom name -> the three facts (issue 3). Empty where not declared yet.
+    # Freeze idiom name -> the three facts; also the list of idioms the adapter and its networks implement.
     freeze: Mapping[str, Cited[FreezeFacts]] = dataclasses.field(default_factory=dict)
     # Free-form findings that explain a surprise: property -> explanation with source.
     notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    # Input dtype ("float16", "bfloat16", "float64", ...) -> what the layer does in it (issue: precision). A key
+    # Input dtype ("float16", "bfloat16", "float64", ...) -> what the layer does in it (suites/test_precision.py). A key
     # "<dtype>:<code_path>" overrides "<dtype>" for that code path. Empty where not declared yet.
     precision: Mapping[str, Cited[DtypeRule]] = dataclasses.field(default_factory=dict)
 
@@ -205,8 +199,6 @@ class BatchNormAdapter(ABC):
     # "module:function" building small networks in this framework (adapters/nets). Inherited: an adapter derived
     # from a built-in one gets its networks; None: no networks.
     network: ClassVar[str | None] = None
-    # Devices the adapter knows how to target.
-    device_kinds: ClassVar[tuple[str, ...]] = ("cpu", "gpu")
     # dtype name of the tensor the last forward() returned, before conversion to float64 (None: not recorded).
     last_output_dtype: str | None = None
 
@@ -286,7 +278,7 @@ class BatchNormAdapter(ABC):
         """dtype names of the stored scale, offset, running mean and running variance (None where absent)."""
         raise Unsupported(f"{self.id}: state_dtypes() not implemented")
 
-    # -- freeze (issue 3) ----------------------------------------------------------------------------------------------
+    # -- freeze idioms (suites/test_freeze.py) -------------------------------------------------------------------------
     def frozen_step(self, idiom: str, x: np.ndarray, dy: np.ndarray, lr: float) -> np.ndarray:
         """Freeze the layer with `idiom`, run one forward and one optimizer (SGD, lr) step on loss = sum(y * dy).
 

@@ -130,7 +130,8 @@ class KerasLayerAdapter(SlotState, BatchNormAdapter):
 
     def hyperparameters(self):
         lay = self.layer
-        return {"eps": lay.epsilon, "momentum": lay.momentum, "channels_last": is_channels_last(lay.axis, self.spec.rank)}
+        return {"eps": lay.epsilon, "momentum": lay.momentum,
+                "channels_last": is_channels_last(lay.axis, self.spec.rank)}
 
     def set_trainable(self, trainable):
         self.layer.trainable = trainable
@@ -144,7 +145,8 @@ class KerasLayerAdapter(SlotState, BatchNormAdapter):
             return fit_step(self._keras(), self, idiom, x, dy, lr, self._in, self._to_numpy, self._reduce_sum)
 
     def snippet(self):
-        return f"{self.snippet_head}bn = {self.snippet_class}({kwargs_text({**self._kwargs, 'dtype': self.spec.dtype})})"
+        args = kwargs_text({**self._kwargs, "dtype": self.spec.dtype})
+        return f"{self.snippet_head}bn = {self.snippet_class}({args})"
 
 
 def tf_dtype_name(t) -> str:

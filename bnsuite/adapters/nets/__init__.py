@@ -68,6 +68,8 @@ def build_network(adapter_cls, arch: str, weights: dict, *, dtype: str = "float3
     if ref is None:
         raise Unsupported(f"no network builder for adapter {adapter_cls.id!r} (an adapter names its own in "
                           "`network`, or inherits the one of the built-in adapter it derives from)")
+    if bn_idiom is not None and bn_idiom not in adapter_cls.declare().freeze:
+        raise Unsupported(f"{adapter_cls.id} network: freeze idiom {bn_idiom!r} is not declared")
     module, _, fn = ref.partition(":")
     builder = getattr(importlib.import_module(module), fn)
     kw: dict[str, Any] = dict(dtype=dtype, device=device, channels_last=channels_last, eps=eps, momentum=momentum,
