@@ -11,7 +11,7 @@ import contextlib
 import numpy as np
 
 from bnsuite.adapters.base import Cited, Declaration, DtypeRule, FreezeFacts, Probe, Unsupported, dtype_name
-from bnsuite.adapters.keras_family import KerasLayerAdapter
+from bnsuite.adapters.keras_family import KerasLayerAdapter, tf_gpu_reason
 
 _BN = "keras/src/layers/normalization/batch_normalization.py"
 
@@ -102,9 +102,21 @@ def _precision(backend: str) -> dict:
 
 
 class _Keras3(KerasLayerAdapter):
+    """Keras 3 on the backend named by `backend`; a subclass that names one gets its requirements, process switch and
+    family markers from it (unless it sets them itself)."""
+
     backend: str = ""
     families = ("keras",)
     network = "bnsuite.adapters.nets.keras_net:build"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.backend:
+            derived = {"requires": ("keras", cls.backend), "process_env": {"KERAS_BACKEND": cls.backend},
+                       "families": ("keras", cls.backend)}
+            for name, value in derived.items():
+                if name not in cls.__dict__:
+                    setattr(cls, name, value)
 
     @classmethod
     def declare(cls) -> Declaration:
@@ -132,24 +144,15 @@ class _Keras3(KerasLayerAdapter):
     def versions(cls):
         import keras
 
-        out = {"keras": keras.__version__}
-        mod = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[cls.backend]
-        out[mod] = __import__(mod).__version__
-        return out
-
-    @classmethod
-    def supported_dtypes(cls):
-        return ("float32", "float64", "float16", "bfloat16")
+        return {"keras": keras.__version__, cls.backend: __import__(cls.backend).__version__}
 
     @classmethod
     def device_unavailable_reason(cls, device):
         if device == "cpu":
             return None
         if cls.backend == "tensorflow":
-            import tensorflow as tf
-
-            ok = bool(tf.config.list_physical_devices("GPU"))
-        elif cls.backend == "jax":
+            return tf_gpu_reason(device)
+        if cls.backend == "jax":
             import jax
 
             ok = any(d.platform == "gpu" for d in jax.devices())
@@ -271,22 +274,13 @@ def _device_scope_then_freeze() -> str:
 class KerasTensorFlow(_Keras3):
     id = "keras-tensorflow"
     backend = "tensorflow"
-    requires = ("keras", "tensorflow")
-    process_env = {"KERAS_BACKEND": "tensorflow"}
-    families = ("keras", "tensorflow")
 
 
 class KerasJax(_Keras3):
     id = "keras-jax"
     backend = "jax"
-    requires = ("keras", "jax")
-    process_env = {"KERAS_BACKEND": "jax"}
-    families = ("keras", "jax")
 
 
 class KerasTorch(_Keras3):
     id = "keras-torch"
     backend = "torch"
-    requires = ("keras", "torch")
-    process_env = {"KERAS_BACKEND": "torch"}
-    families = ("keras", "torch")

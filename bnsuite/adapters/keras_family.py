@@ -38,6 +38,11 @@ class KerasLayerAdapter(SlotState, BatchNormAdapter):
     snippet_head = ""
     snippet_class = ""
 
+    @classmethod
+    def supported_dtypes(cls):
+        # Every Keras-API layer computes 16-bit inputs in float32 and keeps float64 (see each declaration's precision).
+        return ("float32", "float64", "float16", "bfloat16")
+
     def __init__(self, spec):
         super().__init__(spec)
         self._kwargs = old_weight_kwargs(spec, self.framework_name)
@@ -147,6 +152,15 @@ class KerasLayerAdapter(SlotState, BatchNormAdapter):
     def snippet(self):
         args = kwargs_text({**self._kwargs, "dtype": self.spec.dtype})
         return f"{self.snippet_head}bn = {self.snippet_class}({args})"
+
+
+def tf_gpu_reason(device: str) -> str | None:
+    """None when `device` is the CPU or TensorFlow sees a GPU, else why not."""
+    if device == "cpu":
+        return None
+    import tensorflow as tf
+
+    return None if tf.config.list_physical_devices("GPU") else "no GPU visible to TensorFlow"
 
 
 def tf_dtype_name(t) -> str:

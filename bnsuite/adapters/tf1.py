@@ -17,7 +17,8 @@ import numpy as np
 
 from bnsuite.adapters.base import BatchNormAdapter, Cited, FreezeFacts, Grads, Probe, State, Unsupported, dtype_name
 from bnsuite.adapters.conventions import build_shape, is_channels_last, old_weight_kwargs, refuse_untracked
-from bnsuite.adapters.tf_keras_v2 import TfKerasLayerBase, tf_keras_declaration
+from bnsuite.adapters.keras_family import tf_gpu_reason
+from bnsuite.adapters.tf_keras_v2 import TfKerasLayerBase, tf_keras_declaration, tf_versions
 
 V1_SRC = "tf_keras/layers/normalization/batch_normalization_v1.py"
 LEGACY_SRC = "tf_keras/legacy_tf_layers/normalization.py"
@@ -72,16 +73,8 @@ def legacy_switch_probes() -> list[Probe]:
     ]
 
 
-def _tf_versions():
-    import tensorflow as tf
-    import tf_keras
-
-    return {"tensorflow": tf.__version__, "tf_keras": tf_keras.__version__}
-
-
 class Tf1Keras(TfKerasLayerBase):
     id = "tf1-keras"
-    requires = ("tf_keras", "tensorflow")
     process_env = LEGACY_ENV
     snippet_head = "import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'\nimport tensorflow as tf\n"
     snippet_class = "tf.compat.v1.keras.layers.BatchNormalization"
@@ -89,10 +82,6 @@ class Tf1Keras(TfKerasLayerBase):
     @classmethod
     def declare(cls):
         return tf_keras_declaration(False, "tf.compat.v1.keras (TF1 layer)", V1_SRC)
-
-    @classmethod
-    def versions(cls):
-        return _tf_versions()
 
     @classmethod
     def probes(cls):
@@ -139,7 +128,7 @@ class Tf1Graph(BatchNormAdapter):
 
     @classmethod
     def versions(cls):
-        return _tf_versions()
+        return tf_versions()
 
     @classmethod
     def supported_dtypes(cls):
@@ -148,7 +137,7 @@ class Tf1Graph(BatchNormAdapter):
 
     @classmethod
     def device_unavailable_reason(cls, device):
-        return TfKerasLayerBase.device_unavailable_reason.__func__(cls, device)
+        return tf_gpu_reason(device)
 
     def __init__(self, spec):
         super().__init__(spec)

@@ -11,7 +11,7 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited, Declaration, DtypeRule, FreezeFacts
 from bnsuite.adapters.conventions import build_shape
-from bnsuite.adapters.keras_family import KerasLayerAdapter, tf_dtype_name
+from bnsuite.adapters.keras_family import KerasLayerAdapter, tf_dtype_name, tf_gpu_reason
 
 BN = "tf_keras/layers/normalization/batch_normalization.py"
 
@@ -87,24 +87,28 @@ def tf_keras_declaration(v2: bool, framework: str, layer_src: str) -> Declaratio
     )
 
 
+def tf_versions() -> dict[str, str]:
+    import tensorflow as tf
+    import tf_keras
+
+    return {"tensorflow": tf.__version__, "tf_keras": tf_keras.__version__}
+
+
 class TfKerasLayerBase(KerasLayerAdapter):
     """Layers with the tf_keras BatchNormalization API (V1 and V2): TensorFlow tensors, devices and autodiff."""
 
+    requires = ("tf_keras", "tensorflow")
     families = ("tensorflow",)
     framework_name = "tf_keras"
     network = "bnsuite.adapters.nets.keras_net:build"
 
     @classmethod
-    def supported_dtypes(cls):
-        return ("float32", "float64", "float16", "bfloat16")
+    def versions(cls):
+        return tf_versions()
 
     @classmethod
     def device_unavailable_reason(cls, device):
-        if device == "cpu":
-            return None
-        import tensorflow as tf
-
-        return None if tf.config.list_physical_devices("GPU") else "no GPU visible to TensorFlow"
+        return tf_gpu_reason(device)
 
     def __init__(self, spec):
         import tensorflow as tf
@@ -150,20 +154,12 @@ class TfKerasLayerBase(KerasLayerAdapter):
 
 class TfKerasV2(TfKerasLayerBase):
     id = "tf_keras"
-    requires = ("tf_keras", "tensorflow")
     snippet_head = "import tf_keras\n"
     snippet_class = "tf_keras.layers.BatchNormalization"
 
     @classmethod
     def declare(cls):
         return tf_keras_declaration(True, "tf_keras (TF2 layer)", BN)
-
-    @classmethod
-    def versions(cls):
-        import tensorflow as tf
-        import tf_keras
-
-        return {"tf_keras": tf_keras.__version__, "tensorflow": tf.__version__}
 
     def _layer_class(self):
         import tf_keras
