@@ -99,3 +99,11 @@ def test_readme_table_lists_every_builtin_adapter():
 def test_every_builtin_adapter_names_its_network_builder():
     missing = [i for i in registry.BUILTIN if not getattr(registry.load(i), "network", None)]
     assert not missing, f"built-in adapters without a `network` builder: {missing}"
+
+
+def test_benchmark_knows_every_builtin_adapter():
+    tree = ast.parse(open(os.path.join(ROOT, "benchmarks", "bench_groups.py"), encoding="utf-8").read())
+    table = next(n.value for n in tree.body if isinstance(n, ast.Assign)
+                 and any(isinstance(t, ast.Name) and t.id == "IMPORTS" for t in n.targets))
+    keys = [k.value for k in table.keys]
+    assert keys == list(registry.BUILTIN), f"benchmarks/bench_groups.py IMPORTS {keys} differs from registry.BUILTIN"
