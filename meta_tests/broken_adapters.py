@@ -385,3 +385,9 @@ EXPECTED_FAILURES[WrongDefaultEps] |= {"naive_port_inference_output"}
 EXPECTED_FAILURES[InferenceUsesBatchStats] |= {"port_inference_output"}
 EXPECTED_FAILURES[TrainingUsesRunningStats] |= {"port_training_output"}
 EXPECTED_FAILURES[WrongEpsInForward] |= {"freeze_normalizes_with", "inference_backward_dx"}
+EXPECTED_FAILURES[WrongEpsNetwork] |= {"network_loss_step2", "network_loss_step3", "network_weight_conv.kernel",
+                                       "network_weight_bn.scale", "network_weight_bn.offset", "network_weight_bn.mean",
+                                       "network_weight_bn.var", "network_weight_dense.kernel",
+                                       "network_weight_dense.bias"}
+EXPECTED_FAILURES[WrongDeclarations] |= {"precision_training_output", "precision_inference_output",
+                                         "precision_state_dtype_after_training"}
