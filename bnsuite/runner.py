@@ -32,20 +32,42 @@ import venv
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout: requirements/, results/, report/
 REQ_DIR = os.path.join(ROOT, "requirements")
 
-# group -> (environment, pytest arguments). Kept in step with tox.ini by meta_tests/test_groups.py.
-GROUPS: dict[str, tuple[dict[str, str], list[str]]] = {
-    "torch": ({}, ["bnsuite/suites", "--adapter", "torch"]),
-    "keras-tensorflow": ({"KERAS_BACKEND": "tensorflow"}, ["bnsuite/suites", "--adapter", "keras-tensorflow"]),
-    "keras-jax": ({"KERAS_BACKEND": "jax"}, ["bnsuite/suites", "--adapter", "keras-jax"]),
-    "keras-torch": ({"KERAS_BACKEND": "torch"}, ["bnsuite/suites", "--adapter", "keras-torch"]),
-    "tf_keras": ({}, ["bnsuite/suites", "--adapter", "tf_keras"]),
-    "tf1-keras": ({"TF_USE_LEGACY_KERAS": "1"}, ["bnsuite/suites", "--adapter", "tf1-keras"]),
-    "tf1-graph": ({"TF_USE_LEGACY_KERAS": "1"}, ["bnsuite/suites", "--adapter", "tf1-graph"]),
-    "flax-linen": ({}, ["bnsuite/suites", "--adapter", "flax-linen"]),
-    "flax-nnx": ({}, ["bnsuite/suites", "--adapter", "flax-nnx"]),
-}
+# group -> (environment, pytest arguments): one group per built-in adapter, derived by builtin_groups(); tox.ini and
+# the workflow are kept in step with it by meta_tests/test_groups.py.
+_GROUPS: dict[str, tuple[dict[str, str], list[str]]] = {}
 META_GROUP = ("meta", ({}, ["meta_tests"]))
 GROUP_TIMEOUT_S = 1200
+
+
+def builtin_groups() -> dict[str, tuple[dict[str, str], list[str]]]:
+    """group -> (environment, pytest arguments), one per built-in adapter: the ids and their order from
+    bnsuite/adapters/registry.py BUILTIN, the environment from each adapter class's `process_env`.
+
+    The adapter modules need NumPy; where this interpreter lacks it (the runner itself is standard library only), the
+    virtual environment's python reads them.
+    """
+    if not _GROUPS:
+        try:
+            from bnsuite.adapters import registry
+
+            envs = {i: dict(registry.load(i).process_env) for i in registry.BUILTIN}
+        except ImportError:
+            py = ensure_venv(os.environ.get("BNSUITE_VENV", os.path.join(ROOT, ".venv")))
+            code = ("import json; from bnsuite.adapters import registry; "
+                    "print(json.dumps({i: dict(registry.load(i).process_env) for i in registry.BUILTIN}))")
+            out = subprocess.run([py, "-c", code], cwd=ROOT, capture_output=True, text=True)
+            if out.returncode != 0:
+                fail(f"cannot read the adapter registry: {out.stderr.strip().splitlines()[-1:]}")
+            envs = json.loads(out.stdout)
+        _GROUPS.update({i: (env, ["bnsuite/suites", "--adapter", i]) for i, env in envs.items()})
+    return _GROUPS
+
+
+def __getattr__(name: str):
+    """`runner.GROUPS` for other modules (benchmarks, meta tests): builtin_groups(), read on first use."""
+    if name == "GROUPS":
+        return builtin_groups()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def say(msg: str) -> None:
@@ -198,10 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     if a.command == "groups":
-        for name, (env, args) in [*GROUPS.items(), META_GROUP]:
+        for name, (env, args) in [*builtin_groups().items(), META_GROUP]:
             say(f"{name:18s} {' '.join(f'{k}={v}' for k, v in env.items()) or '-':28s} pytest {' '.join(args)}")
         return 0
-    groups = [META_GROUP] + list(GROUPS.items())
+    groups = [META_GROUP] + list(builtin_groups().items())
     if a.only:
         known = dict(groups)
         unknown = [g for g in a.only if g not in known]

@@ -27,15 +27,8 @@ import numpy as np
 
 T = TypeVar("T")
 
-ESTIMATORS = ("biased", "unbiased")
-
-
 class Unsupported(Exception):
     """The adapter cannot express this request on its framework (the message says why); suites skip the case."""
-
-
-class AdapterUnavailable(Exception):
-    """The adapter cannot run in this process (framework not installed, wrong backend, ...)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +96,7 @@ def by_version(dist: str, *ranges: "tuple[str, Cited[T]]") -> "Cited[T]":
 
 @dataclasses.dataclass(frozen=True)
 class FreezeFacts:
-    """What one freezing idiom does, as three facts (issue: freeze semantics)."""
+    """What one freezing idiom does, as three facts (checked by suites/test_freeze.py and test_finetune.py)."""
 
     normalizes_with: str  # "batch" or "running" statistics in the forward pass
     running_stats_update: bool  # do the running statistics change during the step
@@ -125,7 +118,8 @@ class Probe:
 
 @dataclasses.dataclass(frozen=True)
 class DtypeRule:
-    """What a layer built in one input dtype does (issue: precision). Dtype names as NumPy spells them.
+    """What a layer built in one input dtype does (checked by suites/test_precision.py). Dtype names as NumPy
+    spells them.
 
     `supported` is "yes" or "error:<ExceptionClass>" (the framework raises when the layer is built or first run;
     the other fields are then None). `stats` is the dtype the batch mean/variance are computed in, `state` the dtype
@@ -200,11 +194,11 @@ class Declaration:
     # (max(0, E[x^2] - E[x]^2)) or "one-pass-unclamped" (E[x^2] - E[x]^2, may go negative). Decides the error bound
     # on numerically hard inputs (suites/test_hard_inputs.py).
     variance_algorithm: Cited[str] = Cited("one-pass-unclamped", "not declared: the weakest assumption")
-    # Freeze idiom name -> the three facts (issue 3). Empty where not declared yet.
+    # Freeze idiom name -> the three facts; also the list of idioms the adapter and its networks implement.
     freeze: Mapping[str, Cited[FreezeFacts]] = dataclasses.field(default_factory=dict)
     # Free-form findings that explain a surprise: property -> explanation with source.
     notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    # Input dtype ("float16", "bfloat16", "float64", ...) -> what the layer does in it (issue: precision). A key
+    # Input dtype ("float16", "bfloat16", "float64", ...) -> what the layer does in it (suites/test_precision.py). A key
     # "<dtype>:<code_path>" overrides "<dtype>" for that code path. Empty where not declared yet.
     precision: Mapping[str, Cited[DtypeRule]] = dataclasses.field(default_factory=dict)
     # Mixed-precision idiom ("defaults-float16", "autocast-bfloat16", "policy-float16", ...; see
@@ -296,8 +290,8 @@ class BatchNormAdapter(ABC):
     process_env: ClassVar[Mapping[str, str]] = {}
     # Markers for selection with -m (framework families).
     families: ClassVar[tuple[str, ...]] = ()
-    # "module:function" building small networks in this framework (adapters/nets); None: the builder of the built-in
-    # adapter this class derives from, if any.
+    # "module:function" building small networks in this framework (adapters/nets). Inherited: an adapter derived
+    # from a built-in one gets its networks; None: no networks.
     network: ClassVar[str | None] = None
     # "module:Class" of this framework's normalization-layer adapter (adapters/norms: LayerNorm, GroupNorm, ...).
     norms: ClassVar[str | None] = None
@@ -307,8 +301,6 @@ class BatchNormAdapter(ABC):
     # "module:EngineClass" measuring this layer split over replicas with the framework's real distributed engine
     # (bnsuite/adapters/replicas); None: the multi-replica capability is absent and its cases skip.
     replicas: ClassVar[str | None] = None
-    # Devices the adapter knows how to target.
-    device_kinds: ClassVar[tuple[str, ...]] = ("cpu", "gpu")
     # dtype name of the tensor the last forward() returned, before conversion to float64 (None: not recorded).
     last_output_dtype: str | None = None
     # "module:function" running this framework's mixed-precision idioms (adapters/mixed_precision.py); None: the
@@ -430,7 +422,7 @@ class BatchNormAdapter(ABC):
         raise Unsupported(f"{self.id}: no use_running_average at construction (forward_constructed_mode not "
                           "implemented)")
 
-    # -- freeze (issue 3) ----------------------------------------------------------------------------------------------
+    # -- freeze idioms (suites/test_freeze.py) -------------------------------------------------------------------------
     def frozen_step(self, idiom: str, x: np.ndarray, dy: np.ndarray, lr: float) -> np.ndarray:
         """Freeze the layer with `idiom`, run one forward and one optimizer (SGD, lr) step on loss = sum(y * dy).
 
@@ -448,6 +440,10 @@ class BatchNormAdapter(ABC):
 
         module, fn = cls.mixed_precision_runner.split(":")
         return getattr(importlib.import_module(module), fn)(cls, idiom, spec, state, x)
+
+    def set_trainable(self, trainable: bool) -> None:
+        """Set the layer's own `trainable` flag (Keras-API layers), leaving the call's `training` argument alone."""
+        raise Unsupported(f"{self.id}: the layer has no trainable flag")
 
     def snippet(self) -> str:
         """A short copy-paste reproduction of the layer this adapter built."""

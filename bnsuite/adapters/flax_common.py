@@ -1,12 +1,16 @@
-"""What flax.linen.BatchNorm and flax.nnx.BatchNorm share: the declaration skeleton and JAX device handling.
+"""What flax.linen.BatchNorm and flax.nnx.BatchNorm share: the declaration skeleton, JAX device handling and the
+adapter base class (FlaxAdapter).
 
 Sources: google/flax @ 18f8f311 (flax 0.12.8): flax/linen/normalization.py (LINEN), flax/nnx/nn/normalization.py (NNX).
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from bnsuite.adapters import mixed_precision
-from bnsuite.adapters.base import Cited, Declaration, DtypeRule, by_version
+from bnsuite.adapters.base import BatchNormAdapter, Cited, Declaration, DtypeRule, State, by_version
+from bnsuite.adapters.conventions import FLAX_AFFINE, SlotState, is_channels_last, old_weight_kwargs
 
 LINEN = "flax/linen/normalization.py"
 NNX = "flax/nnx/nn/normalization.py"
@@ -143,3 +147,59 @@ def jax_versions() -> dict[str, str]:
     import jax
 
     return {"flax": flax.__version__, "jax": jax.__version__}
+
+
+class FlaxAdapter(SlotState, BatchNormAdapter):
+    """The base of the flax.linen and flax.nnx adapters: availability, dtypes, devices, the Spec -> constructor
+    conversion (adapters/conventions.py, Flax's names use_bias/use_scale), the state loop and the hyperparameters.
+
+    A member sets ``self._bn_module`` (the object holding epsilon, momentum and axis) and names where each state slot
+    lives (``_slot``) and how to read and write it.
+    """
+
+    requires = ("flax", "jax")
+    families = ("flax", "jax")
+
+    @classmethod
+    def versions(cls):
+        return jax_versions()
+
+    @classmethod
+    def supported_dtypes(cls):
+        # float64 runs inside jax.enable_x64 (x64_scope above), not process-wide.
+        return ("float32", "float64", "float16", "bfloat16")
+
+    @classmethod
+    def device_unavailable_reason(cls, device):
+        return gpu_reason(device)
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        import jax
+        import jax.numpy as jnp
+
+        self._kwargs = {"dtype": spec.dtype, **old_weight_kwargs(spec, "flax", FLAX_AFFINE)}
+        self.jax, self.jnp = jax, jnp
+        self.device = jax_device(spec.device)
+
+    def _x(self, x):
+        return self.jax.device_put(self.jnp.asarray(np.asarray(x), self.spec.dtype), self.device)
+
+    def _put(self, value, like):
+        """`value` on the layer's device in the dtype of the array it replaces."""
+        return self.jax.device_put(self.jnp.asarray(value, like.dtype), self.device)
+
+    @with_x64
+    def get_state(self) -> State:
+        return SlotState.get_state(self)
+
+    @with_x64
+    def set_state(self, state: State) -> None:
+        SlotState.set_state(self, state)
+
+    def hyperparameters(self):
+        m = self._bn_module
+        return {"eps": m.epsilon, "momentum": m.momentum, "channels_last": is_channels_last(m.axis, self.spec.rank)}
+
+    def _snippet_kwargs(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())

@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters.base import BatchNormAdapter, Cited, FreezeFacts, Grads, State, Unsupported, dtype_name
-from bnsuite.adapters.flax_common import (LINEN, flax_declaration, gpu_reason, jax_device, jax_versions,
-                                  with_x64)
+from bnsuite.adapters.base import Cited, FreezeFacts, Grads, Unsupported, dtype_name
+from bnsuite.adapters.conventions import build_shape
+from bnsuite.adapters.flax_common import LINEN, FlaxAdapter, flax_declaration, with_x64
+
+# State slot -> (variable collection, name) in linen's variables.
+LINEN_SLOTS = {"scale": ("params", "scale"), "offset": ("params", "bias"), "mean": ("batch_stats", "mean"),
+               "var": ("batch_stats", "var")}
+
+# Freeze idiom -> (use_running_average, mutable) of the apply() call that takes the optimizer step.
+LINEN_IDIOMS = {
+    "use_running_average_true": (True, False),
+    "use_running_average_true_mutable": (True, ["batch_stats"]),
+    "use_running_average_false_mutable": (False, ["batch_stats"]),
+    "use_running_average_false_immutable": (False, False),
+    "optax_masked_params": (False, ["batch_stats"]),
+}
 
 
-class FlaxLinen(BatchNormAdapter):
+class FlaxLinen(FlaxAdapter):
     id = "flax-linen"
     blocks = "bnsuite.adapters.blocks.flax_blocks:FlaxLinenBlocks"
     replicas = "bnsuite.adapters.replicas.flax_shard:FlaxLinenReplicas"
-    requires = ("flax", "jax")
-    families = ("flax", "jax")
     norms = "bnsuite.adapters.norms.flax_norms:LinenNorms"
     mixed_precision_runner = "bnsuite.adapters.mixed_precision:flax_linen_step"
+    network = "bnsuite.adapters.nets.flax_net:build_linen"
 
     @classmethod
     def declare(cls):
@@ -46,49 +58,34 @@ class FlaxLinen(BatchNormAdapter):
             },
         )
 
-    @classmethod
-    def versions(cls):
-        return jax_versions()
-
-    @classmethod
-    def supported_dtypes(cls):
-        # float64 runs inside jax.enable_x64 (adapters/flax_common.py: x64_scope), not process-wide.
-        return ("float32", "float64", "float16", "bfloat16")
-
-    @classmethod
-    def device_unavailable_reason(cls, device):
-        return gpu_reason(device)
-
     @with_x64
     def __init__(self, spec):
         super().__init__(spec)
         import flax.linen as nn
-        import jax
-        import jax.numpy as jnp
 
-        if spec.momentum is None and not spec.use_defaults:
-            raise Unsupported("flax has no cumulative moving average (momentum=None); declared")
-        self.jax, self.jnp = jax, jnp
-        self.device = jax_device(spec.device)
-        kwargs = {"dtype": spec.dtype}
-        if not spec.use_defaults:
-            kwargs.update(axis=spec.channel_axis, momentum=1.0 - spec.momentum, epsilon=spec.eps,
-                          use_bias=spec.affine, use_scale=spec.affine)
-        elif not spec.channels_last:
-            kwargs.update(axis=1)
-        self.module = nn.BatchNorm(**kwargs)
-        self._kwargs = kwargs
-        shape = [2] * spec.rank
-        shape[spec.channel_axis] = spec.num_features
-        x0 = jax.device_put(jnp.zeros(shape, spec.dtype), self.device)
+        jax, jnp = self.jax, self.jnp
+        self.module = self._bn_module = nn.BatchNorm(**self._kwargs)
+        x0 = jax.device_put(jnp.zeros(build_shape(spec, 2), spec.dtype), self.device)
         self.variables = jax.device_put(self.module.init(jax.random.PRNGKey(0), x0, use_running_average=True),
                                         self.device)
         m = self.module
         self._train = jax.jit(lambda v, x: m.apply(v, x, use_running_average=False, mutable=["batch_stats"]))
         self._infer = jax.jit(lambda v, x: m.apply(v, x, use_running_average=True))
 
-    def _x(self, x):
-        return self.jax.device_put(self.jnp.asarray(np.asarray(x), self.spec.dtype), self.device)
+    def _slot(self, name):
+        col, key = LINEN_SLOTS[name]
+        return (col, key) if key in self.variables.get(col, {}) else None
+
+    def _read(self, handle):
+        col, key = handle
+        return self.variables[col][key]
+
+    def _write(self, handle, value):
+        col, key = handle
+        self.variables = {**self.variables, col: {**self.variables[col], key: self._put(value, self._read(handle))}}
+
+    def _dtype(self, handle):
+        return dtype_name(self._read(handle).dtype)
 
     @with_x64
     def forward(self, x, training):
@@ -132,12 +129,6 @@ class FlaxLinen(BatchNormAdapter):
         self.variables = {**self.variables, **updates}
         return np.asarray(y, np.float64)
 
-    def state_dtypes(self):
-        p = self.variables.get("params", {})
-        s = self.variables["batch_stats"]
-        d = lambda col, k: None if k not in col else dtype_name(col[k].dtype)
-        return {"scale": d(p, "scale"), "offset": d(p, "bias"), "mean": d(s, "mean"), "var": d(s, "var")}
-
     @with_x64
     def backward(self, x, dy, training):
         """jax.grad of sum(y * dy) w.r.t. (params, x); the batch_stats update is returned by apply and dropped."""
@@ -158,27 +149,6 @@ class FlaxLinen(BatchNormAdapter):
         return Grads(np.asarray(dx, np.float64), g("scale"), g("bias"))
 
     @with_x64
-    def get_state(self) -> State:
-        p = self.variables.get("params", {})
-        s = self.variables["batch_stats"]
-        g = lambda d, k: None if k not in d else np.asarray(d[k], np.float64).copy()
-        return State(g(p, "scale"), g(p, "bias"), g(s, "mean"), g(s, "var"))
-
-    @with_x64
-    def set_state(self, state: State) -> None:
-        jnp = self.jnp
-        v = {k: dict(val) for k, val in self.variables.items()}
-        for col, key, val in (("params", "scale", state.scale), ("params", "bias", state.offset),
-                              ("batch_stats", "mean", state.mean), ("batch_stats", "var", state.var)):
-            if val is not None and key in v.get(col, {}):
-                v[col][key] = self.jax.device_put(jnp.asarray(val, v[col][key].dtype), self.device)
-        self.variables = v
-
-    def hyperparameters(self):
-        m = self.module
-        return {"eps": m.epsilon, "momentum": m.momentum, "channels_last": m.axis in (-1, self.spec.rank - 1)}
-
-    @with_x64
     def frozen_step(self, idiom, x, dy, lr):
         """One optax SGD step on loss = sum(y * dy) with the idiom's apply() arguments."""
         import optax
@@ -186,13 +156,7 @@ class FlaxLinen(BatchNormAdapter):
         jax, jnp = self.jax, self.jnp
         m = self.module
         xj, dyj = self._x(x), self._x(dy)
-        use_ra, mutable = {
-            "use_running_average_true": (True, False),
-            "use_running_average_true_mutable": (True, ["batch_stats"]),
-            "use_running_average_false_mutable": (False, ["batch_stats"]),
-            "use_running_average_false_immutable": (False, False),
-            "optax_masked_params": (False, ["batch_stats"]),
-        }.get(idiom, (None, None))
+        use_ra, mutable = LINEN_IDIOMS.get(idiom, (None, None))
         if use_ra is None:
             raise Unsupported(f"flax-linen: unknown freeze idiom {idiom!r}")
         params, stats = self.variables["params"], self.variables["batch_stats"]
@@ -213,8 +177,7 @@ class FlaxLinen(BatchNormAdapter):
         return np.asarray(y, np.float64)
 
     def snippet(self):
-        kw = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
         return ("import flax.linen as nn, jax, jax.numpy as jnp\n"
-                f"bn = nn.BatchNorm({kw})\n"
+                f"bn = nn.BatchNorm({self._snippet_kwargs()})\n"
                 "variables = bn.init(jax.random.PRNGKey(0), x, use_running_average=True)\n"
                 "y, updates = bn.apply(variables, x, use_running_average=False, mutable=['batch_stats'])")

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters.base import (BatchNormAdapter, Cited, FreezeFacts, Grads, State, Unsupported, by_version,
-                                   dtype_name)
-from bnsuite.adapters.flax_common import (NNX, assign, flax_declaration, gpu_reason, jax_device, jax_versions,
-                                          optimizer_update, with_x64)
+from bnsuite.adapters.base import Cited, FreezeFacts, Grads, Unsupported, by_version, dtype_name
+from bnsuite.adapters.flax_common import (NNX, FlaxAdapter, assign, flax_declaration, optimizer_update,
+                                          with_x64)
 
 MODULE = "flax/nnx/module.py"
 
 
-class FlaxNnx(BatchNormAdapter):
+# State slot -> the nnx.BatchNorm attribute holding it.
+NNX_SLOTS = {"scale": "scale", "offset": "bias", "mean": "mean", "var": "var"}
+
+
+class FlaxNnx(FlaxAdapter):
     id = "flax-nnx"
     blocks = "bnsuite.adapters.blocks.flax_blocks:FlaxNnxBlocks"
     replicas = "bnsuite.adapters.replicas.flax_shard:FlaxNnxReplicas"
-    requires = ("flax", "jax")
-    families = ("flax", "jax")
     norms = "bnsuite.adapters.norms.flax_norms:NnxNorms"
     mixed_precision_runner = "bnsuite.adapters.mixed_precision:flax_nnx_step"
+
+    network = "bnsuite.adapters.nets.flax_net:build_nnx"
 
     @classmethod
     def unavailable_reason(cls):
@@ -63,42 +66,26 @@ class FlaxNnx(BatchNormAdapter):
             },
         )
 
-    @classmethod
-    def versions(cls):
-        return jax_versions()
-
-    @classmethod
-    def supported_dtypes(cls):
-        # float64 runs inside jax.enable_x64 (adapters/flax_common.py: x64_scope), not process-wide.
-        return ("float32", "float64", "float16", "bfloat16")
-
-    @classmethod
-    def device_unavailable_reason(cls, device):
-        return gpu_reason(device)
-
     @with_x64
     def __init__(self, spec):
         super().__init__(spec)
-        import jax
-        import jax.numpy as jnp
         from flax import nnx
 
-        if spec.momentum is None and not spec.use_defaults:
-            raise Unsupported("flax has no cumulative moving average (momentum=None); declared")
-        self.jax, self.jnp, self.nnx = jax, jnp, nnx
-        self.device = jax_device(spec.device)
-        kwargs = {"dtype": spec.dtype}
-        if not spec.use_defaults:
-            kwargs.update(axis=spec.channel_axis, momentum=1.0 - spec.momentum, epsilon=spec.eps,
-                          use_bias=spec.affine, use_scale=spec.affine)
-        elif not spec.channels_last:
-            kwargs.update(axis=1)
-        self._kwargs = kwargs
-        with jax.default_device(self.device):
-            self.bn = nnx.BatchNorm(spec.num_features, rngs=nnx.Rngs(0), **kwargs)
+        self.nnx = nnx
+        with self.jax.default_device(self.device):
+            self.bn = self._bn_module = nnx.BatchNorm(spec.num_features, rngs=nnx.Rngs(0), **self._kwargs)
 
-    def _x(self, x):
-        return self.jax.device_put(self.jnp.asarray(np.asarray(x), self.spec.dtype), self.device)
+    def _slot(self, name):
+        return getattr(self.bn, NNX_SLOTS[name], None)
+
+    def _read(self, var):
+        return var[...]
+
+    def _write(self, var, value):
+        assign(var, self._put(value, var[...]))
+
+    def _dtype(self, var):
+        return dtype_name(var[...].dtype)
 
     @with_x64
     def forward(self, x, training):
@@ -134,11 +121,6 @@ class FlaxNnx(BatchNormAdapter):
         m = self.jnp.asarray(np.expand_dims(np.asarray(mask, bool), self.spec.channel_axis))
         return np.asarray(self.bn(self._x(x), use_running_average=not training, mask=m), np.float64)
 
-    def state_dtypes(self):
-        bn = self.bn
-        d = lambda v: None if v is None else dtype_name(v[...].dtype)
-        return {"scale": d(bn.scale), "offset": d(bn.bias), "mean": d(bn.mean), "var": d(bn.var)}
-
     @with_x64
     def backward(self, x, dy, training):
         """nnx.grad of sum(y * dy) w.r.t. the Params and x, on a clone so the BatchStat update is discarded."""
@@ -153,24 +135,6 @@ class FlaxNnx(BatchNormAdapter):
         # Gradients come back as Variables (flax >= 0.11) or VariableStates (earlier, not subscriptable): .value reads both.
         g = lambda name: None if getattr(self.bn, name, None) is None else np.asarray(dparams[name].value, np.float64)
         return Grads(np.asarray(dx, np.float64), g("scale"), g("bias"))
-
-    @with_x64
-    def get_state(self) -> State:
-        bn = self.bn
-        g = lambda v: None if v is None else np.asarray(v[...], np.float64).copy()
-        return State(g(bn.scale), g(bn.bias), g(bn.mean), g(bn.var))
-
-    @with_x64
-    def set_state(self, state: State) -> None:
-        bn, jnp = self.bn, self.jnp
-        for var, val in ((bn.scale, state.scale), (bn.bias, state.offset), (bn.mean, state.mean),
-                         (bn.var, state.var)):
-            if var is not None and val is not None:
-                assign(var, self.jax.device_put(jnp.asarray(val, var[...].dtype), self.device))
-
-    def hyperparameters(self):
-        bn = self.bn
-        return {"eps": bn.epsilon, "momentum": bn.momentum, "channels_last": bn.axis in (-1, self.spec.rank - 1)}
 
     @with_x64
     def frozen_step(self, idiom, x, dy, lr):
@@ -205,6 +169,6 @@ class FlaxNnx(BatchNormAdapter):
         return np.asarray(y, np.float64)
 
     def snippet(self):
-        kw = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
-        return (f"from flax import nnx\nbn = nnx.BatchNorm({self.spec.num_features}, {kw}, rngs=nnx.Rngs(0))\n"
+        return (f"from flax import nnx\nbn = nnx.BatchNorm({self.spec.num_features}, {self._snippet_kwargs()}, "
+                "rngs=nnx.Rngs(0))\n"
                 "y = bn(x, use_running_average=False)")

@@ -10,9 +10,9 @@ import contextlib
 
 import numpy as np
 
-from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, Grads, Probe, State,
-                           Unsupported, dtype_name)
+from bnsuite.adapters.base import Cited, Declaration, DtypeRule, FreezeFacts, Probe, Unsupported, dtype_name
 from bnsuite.adapters import mixed_precision
+from bnsuite.adapters.keras_family import KerasLayerAdapter, tf_gpu_reason
 
 _BN = "keras/src/layers/normalization/batch_normalization.py"
 
@@ -103,11 +103,24 @@ def _precision(backend: str) -> dict:
     return {"float16": low("float16"), "bfloat16": low("bfloat16"), "float64": f64}
 
 
-class _Keras3(BatchNormAdapter):
+class _Keras3(KerasLayerAdapter):
+    """Keras 3 on the backend named by `backend`; a subclass that names one gets its requirements, process switch and
+    family markers from it (unless it sets them itself)."""
+
     backend: str = ""
     families = ("keras",)
     norms = "bnsuite.adapters.norms.keras_norms:Keras3Norms"
     mixed_precision_runner = "bnsuite.adapters.mixed_precision:keras3_step"
+    network = "bnsuite.adapters.nets.keras_net:build"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.backend:
+            derived = {"requires": ("keras", cls.backend), "process_env": {"KERAS_BACKEND": cls.backend},
+                       "families": ("keras", cls.backend)}
+            for name, value in derived.items():
+                if name not in cls.__dict__:
+                    setattr(cls, name, value)
 
     @classmethod
     def declare(cls) -> Declaration:
@@ -135,24 +148,15 @@ class _Keras3(BatchNormAdapter):
     def versions(cls):
         import keras
 
-        out = {"keras": keras.__version__}
-        mod = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[cls.backend]
-        out[mod] = __import__(mod).__version__
-        return out
-
-    @classmethod
-    def supported_dtypes(cls):
-        return ("float32", "float64", "float16", "bfloat16")
+        return {"keras": keras.__version__, cls.backend: __import__(cls.backend).__version__}
 
     @classmethod
     def device_unavailable_reason(cls, device):
         if device == "cpu":
             return None
         if cls.backend == "tensorflow":
-            import tensorflow as tf
-
-            ok = bool(tf.config.list_physical_devices("GPU"))
-        elif cls.backend == "jax":
+            return tf_gpu_reason(device)
+        if cls.backend == "jax":
             import jax
 
             ok = any(d.platform == "gpu" for d in jax.devices())
@@ -163,31 +167,13 @@ class _Keras3(BatchNormAdapter):
         return None if ok else f"no GPU visible to the keras {cls.backend} backend"
 
     def __init__(self, spec):
-        super().__init__(spec)
         import keras
 
         if keras.backend.backend() != self.backend:
             raise Unsupported(f"keras backend is {keras.backend.backend()!r}, not {self.backend!r}")
         self.keras = keras
         self._device = "gpu:0" if spec.device == "gpu" else "cpu:0"
-        if spec.momentum is None and not spec.use_defaults:
-            raise Unsupported("keras has no cumulative moving average (momentum=None); declared")
-        if not spec.track_running_stats:
-            raise Unsupported("keras has no option to skip the moving statistics; declared batch_stats_inference")
-        kwargs = {"dtype": spec.dtype}
-        if not spec.use_defaults:
-            kwargs.update(axis=spec.channel_axis, epsilon=spec.eps, momentum=1.0 - spec.momentum,
-                          center=spec.affine, scale=spec.affine)
-        elif not spec.channels_last:
-            kwargs.update(axis=1)
-        # On the torch backend a layer built inside keras.device() gets non-leaf variables and then refuses
-        # `trainable = False` (see the probe below); keras-torch places variables on its default device anyway.
-        scope = keras.device(self._device) if self.backend != "torch" else contextlib.nullcontext()
-        with scope:
-            self.layer = keras.layers.BatchNormalization(**kwargs)
-            shape = [None] * spec.rank
-            shape[spec.channel_axis] = spec.num_features
-            self.layer.build(tuple(shape))
+        super().__init__(spec)
 
     @classmethod
     def probes(cls):
@@ -199,63 +185,48 @@ class _Keras3(BatchNormAdapter):
             "tensors; Variable.trainable then sets `self._value.requires_grad = value`, which torch refuses for "
             "non-leaf tensors (observed with keras 3.15.1)"), _device_scope_then_freeze)]
 
+    # -- the Keras 3 names ---------------------------------------------------------------------------------------------
+    def _keras(self):
+        return self.keras
+
+    def _layer_class(self):
+        return self.keras.layers.BatchNormalization
+
+    def _scope(self):
+        return self.keras.device(self._device)
+
+    def _build_scope(self):
+        # On the torch backend a layer built inside keras.device() gets non-leaf variables and then refuses
+        # `trainable = False` (see the probe below); keras-torch places variables on its default device anyway.
+        return self._scope() if self.backend != "torch" else contextlib.nullcontext()
+
     def _in(self, x):
         return self.keras.ops.convert_to_tensor(np.asarray(x), dtype=self.spec.dtype)
 
-    def _out(self, y) -> np.ndarray:
-        return np.asarray(self.keras.ops.convert_to_numpy(y), dtype=np.float64)
+    def _to_numpy(self, t):
+        return self.keras.ops.convert_to_numpy(t)
 
-    def forward(self, x, training):
-        with self.keras.device(self._device):
-            y = self.layer(self._in(x)) if training is None else self.layer(self._in(x), training=training)
-        self.last_output_dtype = dtype_name(self.keras.backend.standardize_dtype(y.dtype))
-        return self._out(y)
+    def _reduce_sum(self, t):
+        return self.keras.ops.sum(t)
 
-    def rebuild_with_axes(self, axes, x_shape):
-        # BatchNormalization.__init__ does self.axis = int(axis): a list of axes is refused there.
-        spec = self.spec
-        with self.keras.device(self._device):
-            self.layer = self.keras.layers.BatchNormalization(
-                axis=list(axes), epsilon=spec.eps, momentum=1.0 - spec.momentum, dtype=spec.dtype)
-            self.layer.build(tuple(x_shape))
+    def _mask_in(self, mask):
+        return self.keras.ops.convert_to_tensor(np.asarray(mask, bool))
 
-    def forward_masked(self, x, mask, training):
-        # keras' call(mask=...) takes the mask with one dimension less than the input, as it is.
-        with self.keras.device(self._device):
-            m = self.keras.ops.convert_to_tensor(np.asarray(mask, bool))
-            return self._out(self.layer(self._in(x), training=training, mask=m))
+    def _numpy_dtype(self, var):
+        return var.dtype
 
-    def state_dtypes(self):
-        lay = self.layer
+    def _var_dtype(self, var):
         # The backing array, not Variable.dtype: keras-jax without x64 reports "float64" over float32 storage.
-        d = lambda w: None if w is None else dtype_name(self.keras.backend.standardize_dtype(w.value.dtype))
-        return {"scale": d(lay.gamma), "offset": d(lay.beta), "mean": d(lay.moving_mean),
-                "var": d(lay.moving_variance)}
+        return dtype_name(self.keras.backend.standardize_dtype(var.value.dtype))
 
-    def backward(self, x, dy, training):
-        """Gradient of sum(y * dy) with the backend's own autodiff; the moving statistics are restored after."""
-        lay = self.layer
-        params = [w for w in (lay.gamma, lay.beta) if w is not None]
-        saved = self.get_state()
-        try:
-            with self.keras.device(self._device):
-                dx, dparams = getattr(self, f"_grads_{self.backend}")(x, dy, training, params)
-        finally:
-            self.set_state(saved)
-        f64 = lambda g: np.asarray(self.keras.ops.convert_to_numpy(g), np.float64)
-        named = dict(zip([id(w) for w in params], dparams))
-        pick = lambda w: None if w is None else f64(named[id(w)])
-        return Grads(f64(dx), pick(lay.gamma), pick(lay.beta))
+    def _tensor_dtype(self, t):
+        return dtype_name(self.keras.backend.standardize_dtype(t.dtype))
+
+    def _grads(self, x, dy, training, params):
+        return getattr(self, f"_grads_{self.backend}")(x, dy, training, params)
 
     def _grads_tensorflow(self, x, dy, training, params):
-        import tensorflow as tf
-
-        xt, dyt = self._in(x), self._in(dy)
-        with tf.GradientTape() as tape:
-            tape.watch(xt)
-            loss = tf.reduce_sum(self.layer(xt, training=training) * dyt)
-        grads = tape.gradient(loss, [xt] + params)
-        return grads[0], grads[1:]
+        return self._grads_tape(x, dy, training, params)
 
     def _grads_jax(self, x, dy, training, params):
         import jax
@@ -286,37 +257,11 @@ class _Keras3(BatchNormAdapter):
         grads = torch.autograd.grad(loss, [xt] + tensors)
         return grads[0], list(grads[1:])
 
-    def get_state(self) -> State:
-        lay = self.layer
-        v = lambda w: None if w is None else np.asarray(self.keras.ops.convert_to_numpy(w), np.float64).copy()
-        return State(v(lay.gamma), v(lay.beta), v(lay.moving_mean), v(lay.moving_variance))
+    @property
+    def snippet_head(self):
+        return f"import os; os.environ['KERAS_BACKEND'] = {self.backend!r}\nimport keras\n"
 
-    def set_state(self, state: State) -> None:
-        lay = self.layer
-        for var, val in ((lay.gamma, state.scale), (lay.beta, state.offset), (lay.moving_mean, state.mean),
-                         (lay.moving_variance, state.var)):
-            if var is not None and val is not None:
-                var.assign(np.asarray(val).astype(var.dtype))
-
-    def hyperparameters(self):
-        lay = self.layer
-        return {"eps": lay.epsilon, "momentum": lay.momentum, "channels_last": lay.axis in (-1, self.spec.rank - 1)}
-
-    def frozen_step(self, idiom, x, dy, lr):
-        from bnsuite.adapters.keras_fit import fit_step
-
-        if idiom == "torch_module_eval" and self.backend != "torch":
-            raise Unsupported("torch_module_eval exists on the torch backend only")
-        ops = self.keras.ops
-        with self.keras.device(self._device):
-            return fit_step(self.keras, self, idiom, x, dy, lr, self._in, ops.convert_to_numpy, ops.sum)
-
-    def snippet(self):
-        s = self.spec
-        args = "" if s.use_defaults else (f"axis={s.channel_axis}, momentum={1 - (s.momentum or 0):g}, "
-                                          f"epsilon={s.eps}, center={s.affine}, scale={s.affine}, ")
-        return (f"import os; os.environ['KERAS_BACKEND'] = {self.backend!r}\nimport keras\n"
-                f"bn = keras.layers.BatchNormalization({args}dtype={s.dtype!r})")
+    snippet_class = "keras.layers.BatchNormalization"
 
 
 def _device_scope_then_freeze() -> str:
@@ -338,9 +283,6 @@ class KerasTensorFlow(_Keras3):
     blocks = "bnsuite.adapters.blocks.keras_blocks:Keras3TensorFlowBlocks"
     replicas = "bnsuite.adapters.replicas.tf_mirrored:KerasTensorFlowReplicas"
     backend = "tensorflow"
-    requires = ("keras", "tensorflow")
-    process_env = {"KERAS_BACKEND": "tensorflow"}
-    families = ("keras", "tensorflow")
 
 
 class KerasJax(_Keras3):
@@ -348,9 +290,6 @@ class KerasJax(_Keras3):
     blocks = "bnsuite.adapters.blocks.keras_blocks:Keras3Blocks"
     replicas = "bnsuite.adapters.replicas.keras_sync:KerasJaxReplicas"
     backend = "jax"
-    requires = ("keras", "jax")
-    process_env = {"KERAS_BACKEND": "jax"}
-    families = ("keras", "jax")
 
 
 class KerasTorch(_Keras3):
@@ -358,6 +297,3 @@ class KerasTorch(_Keras3):
     blocks = "bnsuite.adapters.blocks.keras_blocks:Keras3Blocks"
     replicas = "bnsuite.adapters.replicas.keras_sync:KerasTorchSync"
     backend = "torch"
-    requires = ("keras", "torch")
-    process_env = {"KERAS_BACKEND": "torch"}
-    families = ("keras", "torch")

@@ -16,8 +16,10 @@ import dataclasses
 import numpy as np
 
 from bnsuite.adapters.base import BatchNormAdapter, Cited, FreezeFacts, Grads, Probe, State, Unsupported, dtype_name
-from bnsuite.adapters.tf_keras_v2 import TfKerasLayerBase, tf_keras_declaration
 from bnsuite.adapters import mixed_precision
+from bnsuite.adapters.conventions import build_shape, is_channels_last, old_weight_kwargs, refuse_untracked
+from bnsuite.adapters.keras_family import tf_gpu_reason
+from bnsuite.adapters.tf_keras_v2 import TfKerasLayerBase, tf_keras_declaration, tf_versions
 
 V1_SRC = "tf_keras/layers/normalization/batch_normalization_v1.py"
 LEGACY_SRC = "tf_keras/legacy_tf_layers/normalization.py"
@@ -72,27 +74,17 @@ def legacy_switch_probes() -> list[Probe]:
     ]
 
 
-def _tf_versions():
-    import tensorflow as tf
-    import tf_keras
-
-    return {"tensorflow": tf.__version__, "tf_keras": tf_keras.__version__}
-
-
 class Tf1Keras(TfKerasLayerBase):
     id = "tf1-keras"
     blocks = "bnsuite.adapters.blocks.keras_blocks:Tf1KerasBlocks"
     replicas = "bnsuite.adapters.replicas.tf_mirrored:Tf1KerasReplicas"
-    requires = ("tf_keras", "tensorflow")
     process_env = LEGACY_ENV
+    snippet_head = "import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'\nimport tensorflow as tf\n"
+    snippet_class = "tf.compat.v1.keras.layers.BatchNormalization"
 
     @classmethod
     def declare(cls):
         return tf_keras_declaration(False, "tf.compat.v1.keras (TF1 layer)", V1_SRC)
-
-    @classmethod
-    def versions(cls):
-        return _tf_versions()
 
     @classmethod
     def probes(cls):
@@ -102,13 +94,6 @@ class Tf1Keras(TfKerasLayerBase):
         import tensorflow as tf
 
         return tf.compat.v1.keras.layers.BatchNormalization
-
-    def snippet(self):
-        s = self.spec
-        return ("import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'\nimport tensorflow as tf\n"
-                "bn = tf.compat.v1.keras.layers.BatchNormalization(" +
-                ("" if s.use_defaults else f"axis={s.channel_axis}, momentum={1 - (s.momentum or 0):g}, "
-                                           f"epsilon={s.eps}, ") + f"dtype={s.dtype!r})")
 
 
 class Tf1Graph(BatchNormAdapter):
@@ -120,6 +105,7 @@ class Tf1Graph(BatchNormAdapter):
     process_env = LEGACY_ENV
     families = ("tensorflow",)
     mixed_precision_runner = "bnsuite.adapters.mixed_precision:tf1_graph_step"
+    network = "bnsuite.adapters.nets.tf1_graph_net:build"
 
     @classmethod
     def declare(cls):
@@ -148,7 +134,7 @@ class Tf1Graph(BatchNormAdapter):
 
     @classmethod
     def versions(cls):
-        return _tf_versions()
+        return tf_versions()
 
     @classmethod
     def supported_dtypes(cls):
@@ -157,32 +143,25 @@ class Tf1Graph(BatchNormAdapter):
 
     @classmethod
     def device_unavailable_reason(cls, device):
-        return TfKerasLayerBase.device_unavailable_reason.__func__(cls, device)
+        return tf_gpu_reason(device)
 
-    def __init__(self, spec, trainable: bool = True):
+    def __init__(self, spec):
         super().__init__(spec)
+        self._kwargs = old_weight_kwargs(spec, "tf.compat.v1.layers")
+        refuse_untracked(spec, "tf.compat.v1.layers")
+        self._build(trainable=True)
+
+    def _build(self, trainable: bool) -> None:
+        """A fresh graph and session holding the layer; `trainable` is fixed when the graph is built."""
         import tensorflow as tf
 
-        if spec.momentum is None and not spec.use_defaults:
-            raise Unsupported("tf.compat.v1.layers has no cumulative moving average (momentum=None); declared")
-        if not spec.track_running_stats:
-            raise Unsupported("tf.compat.v1.layers has no option to skip the moving statistics; declared")
+        spec, kwargs = self.spec, self._kwargs
         v1 = tf.compat.v1
         self.tf = tf
         self.graph = tf.Graph()
-        kwargs = {}
-        if not spec.use_defaults:
-            kwargs = dict(axis=spec.channel_axis, epsilon=spec.eps, momentum=1.0 - spec.momentum, center=spec.affine,
-                          scale=spec.affine)
-        elif not spec.channels_last:
-            kwargs = dict(axis=1)
-        kwargs.update(getattr(self, "_extra_kwargs", {}))  # options of rebuild_with_* (edge inputs)
-        self._kwargs = kwargs
         device = "/GPU:0" if spec.device == "gpu" else "/CPU:0"
         with self.graph.as_default(), tf.device(device):
-            shape = [None] * spec.rank
-            shape[spec.channel_axis] = spec.num_features
-            shape = list(getattr(self, "_x_shape", None) or shape)  # rebuild_with_axes needs the feature dims
+            shape = list(getattr(self, "_x_shape", None) or build_shape(spec))  # rebuild_with_axes: feature dims
             self.x = v1.placeholder(spec.dtype, shape, name="x")
             self.dy = v1.placeholder(spec.dtype, shape, name="dy")
             self.lr = v1.placeholder(spec.dtype, (), name="lr")
@@ -216,16 +195,17 @@ class Tf1Graph(BatchNormAdapter):
         self.sess = v1.Session(graph=self.graph)
         self.sess.run(init)
 
+    # -- edge inputs: a fresh graph with the option over the spec's arguments ----------------------------------------
     def rebuild_with_virtual_batch_size(self, virtual_batch_size):
         self.sess.close()
-        self._extra_kwargs = {"virtual_batch_size": virtual_batch_size}
-        Tf1Graph.__init__(self, self.spec)
+        self._kwargs = {**self._kwargs, "virtual_batch_size": virtual_batch_size}
+        self._build(trainable=True)
 
     def rebuild_with_axes(self, axes, x_shape):
         self.sess.close()
-        self._extra_kwargs = {"axis": list(axes)}
+        self._kwargs = {**self._kwargs, "axis": list(axes)}
         self._x_shape = [None, *x_shape[1:]]
-        Tf1Graph.__init__(self, self.spec)
+        self._build(trainable=True)
 
     def _fused_flag(self) -> bool:
         # The fused kernel shows up as a FusedBatchNormV3 op in the graph.
@@ -281,7 +261,7 @@ class Tf1Graph(BatchNormAdapter):
         params = inspect.signature(self.tf.compat.v1.layers.batch_normalization).parameters
         value = lambda name: self._kwargs.get(name, params[name].default)
         return {"eps": value("epsilon"), "momentum": value("momentum"),
-                "channels_last": value("axis") in (-1, self.spec.rank - 1)}
+                "channels_last": is_channels_last(value("axis"), self.spec.rank)}
 
     def frozen_step(self, idiom, x, dy, lr):
         if idiom == "train_op_with_update_ops":
@@ -291,7 +271,7 @@ class Tf1Graph(BatchNormAdapter):
         if idiom == "trainable_false_with_update_ops":
             # trainable is fixed when the graph is built: rebuild the same layer frozen, with the same state.
             state = self.get_state()
-            self.__init__(self.spec, trainable=False)
+            self._build(trainable=False)
             self.set_state(state)
             return self.run_train_op(x, dy, lr, True)
         raise Unsupported(f"tf1-graph: unknown freeze idiom {idiom!r}")

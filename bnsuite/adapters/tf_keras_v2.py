@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, Grads, State, Unsupported,
-                           dtype_name)
+from bnsuite.adapters.base import Cited, Declaration, DtypeRule, FreezeFacts
+from bnsuite.adapters.conventions import build_shape
+from bnsuite.adapters.keras_family import KerasLayerAdapter, tf_dtype_name, tf_gpu_reason
 from bnsuite.adapters import mixed_precision
 
 BN = "tf_keras/layers/normalization/batch_normalization.py"
@@ -88,134 +89,75 @@ def tf_keras_declaration(v2: bool, framework: str, layer_src: str) -> Declaratio
     )
 
 
-class TfKerasLayerBase(BatchNormAdapter):
-    """Common code for layers with the tf_keras BatchNormalization API (V1 and V2)."""
+def tf_versions() -> dict[str, str]:
+    import tensorflow as tf
+    import tf_keras
 
+    return {"tensorflow": tf.__version__, "tf_keras": tf_keras.__version__}
+
+
+class TfKerasLayerBase(KerasLayerAdapter):
+    """Layers with the tf_keras BatchNormalization API (V1 and V2): TensorFlow tensors, devices and autodiff."""
+
+    requires = ("tf_keras", "tensorflow")
     families = ("tensorflow",)
     mixed_precision_runner = "bnsuite.adapters.mixed_precision:tf_keras_step"
-
-    def _layer_class(self):
-        raise NotImplementedError
+    framework_name = "tf_keras"
+    network = "bnsuite.adapters.nets.keras_net:build"
 
     @classmethod
-    def supported_dtypes(cls):
-        return ("float32", "float64", "float16", "bfloat16")
+    def versions(cls):
+        return tf_versions()
 
     @classmethod
     def device_unavailable_reason(cls, device):
-        if device == "cpu":
-            return None
-        import tensorflow as tf
-
-        return None if tf.config.list_physical_devices("GPU") else "no GPU visible to TensorFlow"
+        return tf_gpu_reason(device)
 
     def __init__(self, spec):
-        super().__init__(spec)
         import tensorflow as tf
 
         self.tf = tf
         self._device = "/GPU:0" if spec.device == "gpu" else "/CPU:0"
-        if spec.momentum is None and not spec.use_defaults:
-            raise Unsupported("tf_keras has no cumulative moving average (momentum=None); declared")
-        if not spec.track_running_stats:
-            raise Unsupported("tf_keras has no option to skip the moving statistics; declared")
-        kwargs = {"dtype": spec.dtype}
-        if not spec.use_defaults:
-            kwargs.update(axis=spec.channel_axis, epsilon=spec.eps, momentum=1.0 - spec.momentum,
-                          center=spec.affine, scale=spec.affine)
-        elif not spec.channels_last:
-            kwargs.update(axis=1)
-        with tf.device(self._device):
-            self.layer = self._layer_class()(**kwargs)
-            shape = [None] * spec.rank
-            shape[spec.channel_axis] = spec.num_features
-            self.layer.build(tf.TensorShape(shape))
+        super().__init__(spec)
 
-    def forward(self, x, training):
-        with self.tf.device(self._device):
-            xt = self.tf.convert_to_tensor(np.asarray(x), dtype=self.spec.dtype)
-            y = self.layer(xt) if training is None else self.layer(xt, training=training)
-        self.last_output_dtype = dtype_name(y.dtype)
-        return np.asarray(y.numpy(), dtype=np.float64)
-
-    def _rebuild(self, x_shape, **options):
-        spec = self.spec
-        kwargs = dict(dtype=spec.dtype, axis=spec.channel_axis, epsilon=spec.eps, momentum=1.0 - spec.momentum)
-        kwargs.update(options)
-        with self.tf.device(self._device):
-            self.layer = self._layer_class()(**kwargs)
-            self.layer.build(self.tf.TensorShape(x_shape))
+    # -- edge inputs: tf_keras names (the shared methods are in KerasLayerAdapter) ------------------------------------
+    def _mask_in(self, mask):
+        return self.tf.convert_to_tensor(np.asarray(mask, bool))
 
     def rebuild_with_virtual_batch_size(self, virtual_batch_size):
         shape = [None] * self.spec.rank
         shape[self.spec.channel_axis] = self.spec.num_features
         self._rebuild(shape, virtual_batch_size=virtual_batch_size)
 
-    def rebuild_with_axes(self, axes, x_shape):
-        self._rebuild([None, *x_shape[1:]], axis=list(axes))
-
-    def forward_masked(self, x, mask, training):
-        # call(mask=...) documents "a binary tensor of shape broadcastable to inputs"; passed as it is.
-        with self.tf.device(self._device):
-            xt = self.tf.convert_to_tensor(np.asarray(x), dtype=self.spec.dtype)
-            y = self.layer(xt, training=training, mask=self.tf.convert_to_tensor(np.asarray(mask, bool)))
-        return np.asarray(y.numpy(), dtype=np.float64)
-
-    def state_dtypes(self):
-        lay = self.layer
-        d = lambda w: None if w is None else dtype_name(w.dtype.base_dtype)
-        return {"scale": d(lay.gamma), "offset": d(lay.beta), "mean": d(lay.moving_mean),
-                "var": d(lay.moving_variance)}
-
-    def backward(self, x, dy, training):
-        """tf.GradientTape over one call; a training call moves the moving statistics, so they are restored."""
-        tf, lay = self.tf, self.layer
-        params = [w for w in (lay.gamma, lay.beta) if w is not None]
-        saved = self.get_state()
-        try:
-            with tf.device(self._device):
-                xt = tf.convert_to_tensor(np.asarray(x), dtype=self.spec.dtype)
-                dyt = tf.convert_to_tensor(np.asarray(dy), dtype=self.spec.dtype)
-                with tf.GradientTape() as tape:
-                    tape.watch(xt)
-                    loss = tf.reduce_sum(lay(xt, training=training) * dyt)
-                grads = tape.gradient(loss, [xt] + params)
-        finally:
-            self.set_state(saved)
-        f64 = lambda g: None if g is None else np.asarray(g.numpy(), np.float64)
-        named = dict(zip([id(w) for w in params], grads[1:]))
-        pick = lambda w: None if w is None else f64(named[id(w)])
-        return Grads(f64(grads[0]), pick(lay.gamma), pick(lay.beta))
-
-    def get_state(self) -> State:
-        lay = self.layer
-        v = lambda w: None if w is None else np.asarray(w.numpy(), np.float64).copy()
-        return State(v(lay.gamma), v(lay.beta), v(lay.moving_mean), v(lay.moving_variance))
-
-    def set_state(self, state: State) -> None:
-        lay = self.layer
-        for var, val in ((lay.gamma, state.scale), (lay.beta, state.offset), (lay.moving_mean, state.mean),
-                         (lay.moving_variance, state.var)):
-            if var is not None and val is not None:
-                var.assign(np.asarray(val).astype(var.dtype.as_numpy_dtype))
-
-    def hyperparameters(self):
-        lay = self.layer
-        axis = lay.axis[0] if isinstance(lay.axis, (list, tuple)) else lay.axis
-        return {"eps": lay.epsilon, "momentum": lay.momentum,
-                "channels_last": axis in (-1, self.spec.rank - 1)}
-
-    def frozen_step(self, idiom, x, dy, lr):
+    # -- the tf_keras names --------------------------------------------------------------------------------------------
+    def _keras(self):
         import tf_keras
 
-        from bnsuite.adapters.keras_fit import fit_step
+        return tf_keras
 
-        if idiom == "torch_module_eval":
-            raise Unsupported("torch_module_eval exists on the Keras torch backend only")
-        tf = self.tf
-        to_tensor = lambda a: tf.convert_to_tensor(np.asarray(a), dtype=self.spec.dtype)
-        with tf.device(self._device):
-            return fit_step(tf_keras, self, idiom, x, dy, lr, to_tensor, lambda t: t.numpy(), tf.reduce_sum)
+    def _scope(self):
+        return self.tf.device(self._device)
+
+    def _build_input_shape(self):
+        return self.tf.TensorShape(build_shape(self.spec))
+
+    def _in(self, x):
+        return self.tf.convert_to_tensor(np.asarray(x), dtype=self.spec.dtype)
+
+    def _to_numpy(self, t):
+        return t.numpy()
+
+    def _reduce_sum(self, t):
+        return self.tf.reduce_sum(t)
+
+    def _numpy_dtype(self, var):
+        return var.dtype.as_numpy_dtype
+
+    def _var_dtype(self, var):
+        return tf_dtype_name(var)
+
+    def _grads(self, x, dy, training, params):
+        return self._grads_tape(x, dy, training, params)
 
     def code_path(self, x_shape) -> str:
         # The layer decides at build time; `fused` is its own record of the decision.
@@ -226,27 +168,15 @@ class TfKerasV2(TfKerasLayerBase):
     id = "tf_keras"
     blocks = "bnsuite.adapters.blocks.keras_blocks:TfKerasBlocks"
     replicas = "bnsuite.adapters.replicas.tf_mirrored:TfKerasReplicas"
-    requires = ("tf_keras", "tensorflow")
     norms = "bnsuite.adapters.norms.keras_norms:TfKerasNorms"
+    snippet_head = "import tf_keras\n"
+    snippet_class = "tf_keras.layers.BatchNormalization"
 
     @classmethod
     def declare(cls):
         return tf_keras_declaration(True, "tf_keras (TF2 layer)", BN)
 
-    @classmethod
-    def versions(cls):
-        import tensorflow as tf
-        import tf_keras
-
-        return {"tf_keras": tf_keras.__version__, "tensorflow": tf.__version__}
-
     def _layer_class(self):
         import tf_keras
 
         return tf_keras.layers.BatchNormalization
-
-    def snippet(self):
-        s = self.spec
-        return ("import tf_keras\nbn = tf_keras.layers.BatchNormalization(" +
-                ("" if s.use_defaults else f"axis={s.channel_axis}, momentum={1 - (s.momentum or 0):g}, "
-                                           f"epsilon={s.eps}, ") + f"dtype={s.dtype!r})")

@@ -92,6 +92,7 @@ class TorchBatchNorm(BatchNormAdapter):
     norms = "bnsuite.adapters.norms.torch_norms:TorchNorms"
     replicas = "bnsuite.adapters.replicas.torch_ddp:TorchReplicas"
     mixed_precision_runner = "bnsuite.adapters.mixed_precision:torch_step"
+    network = "bnsuite.adapters.nets.torch_net:build"
 
     @classmethod
     def declare(cls) -> Declaration:

@@ -87,6 +87,24 @@ class Recorder:
         return f"[adapter {b['adapter']}, {b['device']}, {b['dtype']}]"
 
 
+@contextlib.contextmanager
+def judged_together(*recs: Recorder):
+    """The test-level judgement for a test that records under several adapters (one Recorder each): every check of
+    every recorder is recorded, then the test fails once with all the messages."""
+    __tracebackhide__ = True
+    outer = [r._pending for r in recs]
+    pending: list[str] = []
+    for r in recs:
+        r._pending = pending
+    try:
+        yield
+    finally:
+        for r, o in zip(recs, outer):
+            r._pending = o
+    if pending:
+        raise AssertionError("\n".join(pending))
+
+
 def _errors(observed: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
     if observed.size == 0:
         return 0.0, 0.0
@@ -131,15 +149,28 @@ def close(rec: Recorder, prop: str, observed, expected, tol: Tol, *, declared: A
 
 def equal(rec: Recorder, prop: str, declared: Any, observed: Any, *, source: str = "", extra: dict | None = None,
           max_abs_err: float | None = None) -> None:
-    """A declared fact equals the observed one."""
+    """A declared fact equals the observed one. A failure's message carries what explains the observation: the
+    `detail` and the other `extra` fields, and the measured `max_abs_err`."""
     __tracebackhide__ = True
     passed = declared == observed
     msg = "" if passed else (f"{prop}: declared {declared!r}, observed {observed!r} {rec.where()}"
+                             + _explanation(extra, max_abs_err)
                              + (f"; declared from {source}" if source else ""))
     rec.record(prop, declared=declared, observed=observed, passed=passed, message=msg, source=source,
                max_abs_err=max_abs_err, **(extra or {}))
     if not passed:
         rec.fail(msg)
+
+
+def _explanation(extra: dict | None, max_abs_err: float | None) -> str:
+    """"; detail; key=value, ...; max abs err ..." for a failure message (long values cut at 80 characters)."""
+    extra = dict(extra or {})
+    parts = [str(extra.pop("detail"))] if extra.get("detail") else []
+    if extra:
+        parts.append(", ".join(f"{k}={str(v)[:80]}" for k, v in extra.items()))
+    if max_abs_err is not None:
+        parts.append(f"max abs err {max_abs_err:.3g}")
+    return "".join(f"; {p}" for p in parts)
 
 
 def classify(observed: np.ndarray, candidates: dict[str, np.ndarray], tol: Tol) -> str:

@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from bnsuite.adapters.base import Spec, State
+from bnsuite.adapters.dtypes import representable  # noqa: F401 (data.representable: the suites' name for it)
 
 # Per-rank shape in channels-first order; the product of the non-channel dims is the reduction size n.
 SHAPES = {2: (16, None), 3: (4, None, 6), 4: (4, None, 5, 6), 5: (2, None, 3, 4, 5)}
@@ -30,19 +31,6 @@ def seed_for(n: int) -> int:
     distinct fixed seeds stay distinct streams. Every seeded input of the suites goes through here."""
     shift = seed_shift()
     return n if shift == 0 else int(np.random.SeedSequence([shift, n]).generate_state(1)[0])
-
-
-def _np_dtype(dtype: str):
-    if dtype == "bfloat16":
-        import ml_dtypes  # ships with jax and tensorflow
-
-        return ml_dtypes.bfloat16
-    return np.dtype(dtype)
-
-
-def representable(a: np.ndarray, dtype: str) -> np.ndarray:
-    """Round to `dtype` and back to float64."""
-    return np.asarray(np.asarray(a, np.float64).astype(_np_dtype(dtype)), np.float64)
 
 
 def shape_for(spec: Spec, batch: int | None = None) -> tuple[int, ...]:

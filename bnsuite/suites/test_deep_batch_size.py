@@ -15,7 +15,7 @@ from bnsuite.adapters.nets.reference_net import IMAGE, IN_CHANNELS, stack_stats_
 from bnsuite.suites import checks as ch
 from bnsuite.suites import tolerances as tl
 from bnsuite.suites import data
-from bnsuite.suites.test_network_equivalence import EPS, MOMENTUM, build
+from bnsuite.suites.networks import EPS, MOMENTUM, build
 
 ARCH = "bn_stack"
 FULL = 128

@@ -40,9 +40,9 @@ def test_default_momentum_behaviour(case, rec):
     batch_mean = ref.moments(x, axis).mean
     w_new = (after.mean - st.mean) / (batch_mean - st.mean)  # weight the update gave the new batch mean
     m = decl.default_momentum.value
-    tol = 1e3 * tl.roundoff(spec.dtype)  # w is a ratio of O(1) differences of float32 values
-    observed = ("new" if np.allclose(w_new, m, atol=tol) else
-                "old" if np.allclose(w_new, 1 - m, atol=tol) else f"neither (weight on new = {w_new.tolist()})")
+    tol = tl.momentum_weight(spec.dtype)
+    observed = ("new" if tol.allows(w_new, m).all() else
+                "old" if tol.allows(w_new, 1 - m).all() else f"neither (weight on new = {w_new.tolist()})")
     ch.equal(rec, "momentum_weights", decl.momentum_weights.value, observed, source=decl.momentum_weights.source,
              extra={"weight_on_new_batch": float(np.mean(w_new))})
 
@@ -53,7 +53,7 @@ def _classify_mode(bn, x, spec, st_before):
     infer_ref = ref.forward_inference(x, st_before.scale, st_before.offset, st_before.mean, st_before.var, spec.eps,
                                       spec.channel_axis)
     tol = tl.bn_output(x, spec.channel_axis, train_ref, st_before.scale, spec.eps, io_dtype=spec.dtype)
-    tol = tl.Tol(max(tol.atol, 1e-4), 0, tol.why)
+    tol = tl.mode_classification(tol)
     return ch.classify(y, {"training": train_ref, "inference": infer_ref}, tol)
 
 

@@ -25,7 +25,7 @@ def test_train_eval_gap_after_copying_batch_stats(case, rec, rank):
     tol = tl.bn_output(x, axis, same, st.scale, spec.eps, io_dtype=spec.dtype)
     tl.assert_separable(tol.atol, float(np.max(np.abs(bessel - same))), "a Bessel-factor gap from none")
     observed = ch.classify(y_eval - y_train, {"identical": np.zeros_like(same), "bessel_gap": bessel - same},
-                           tl.Tol(2 * tol.atol, 0, tol.why))
+                           tl.difference_of_outputs(tol, tol))
     estimator = case.decl.estimator_for(bn.code_path(x.shape))
     declared = "bessel_gap" if estimator == "unbiased" else "identical"
     ch.equal(rec, "train_eval_gap", declared, observed, source=case.decl.running_var_estimator.source,

@@ -15,7 +15,7 @@ from bnsuite.adapters import nets
 from bnsuite.adapters.base import Unsupported
 from bnsuite.suites import checks as ch
 from bnsuite.suites import data
-from bnsuite.suites.test_network_equivalence import ARCH, LR, build, fixed_batches
+from bnsuite.suites.networks import ARCH, LR, build, fixed_batches
 
 # Idioms that stop the gradient of the WHOLE network, not only of the BN layers.
 STOPS_ALL_GRADIENTS = {"no_grad"}

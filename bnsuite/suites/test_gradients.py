@@ -21,17 +21,25 @@ def _setup(case, rec, layout):
     return spec, bn, st, x, dy
 
 
-def _check(rec, prefix, grads, expected, tols, st, after, extra):
-    names = ("dx", "dscale", "doffset")
-    for name, obs, exp in zip(names, (grads.dx, grads.dscale, grads.doffset), expected):
+# Each mode's properties, written whole: gradient name or running statistic -> property.
+TRAINING = {"dx": "training_backward_dx", "dscale": "training_backward_dscale",
+            "doffset": "training_backward_doffset", "mean": "training_backward_keeps_running_mean",
+            "var": "training_backward_keeps_running_var"}
+INFERENCE = {"dx": "inference_backward_dx", "dscale": "inference_backward_dscale",
+             "doffset": "inference_backward_doffset", "mean": "inference_backward_keeps_running_mean",
+             "var": "inference_backward_keeps_running_var"}
+
+
+def _check(rec, props, mode, grads, expected, tols, st, after, extra):
+    for name, obs, exp in zip(("dx", "dscale", "doffset"), (grads.dx, grads.dscale, grads.doffset), expected):
         if name != "dx" and obs is None:
-            ch.equal(rec, f"{prefix}_{name}", "a gradient", "None (no parameter)", extra=extra)
+            ch.equal(rec, props[name], "a gradient", "None (no parameter)", extra=extra)
             continue
-        ch.close(rec, f"{prefix}_{name}", obs, exp, tols[name], declared=f"oracle {prefix.replace('_', ' ')}",
+        ch.close(rec, props[name], obs, exp, tols[name], declared=f"oracle {mode} backward",
                  source="adapters/reference.py", extra=extra)
     for field in ("mean", "var"):
-        ch.close(rec, f"{prefix}_keeps_running_{field}", getattr(after, field), getattr(st, field),
-                 tl.Tol(0.0, 0.0, "exact: a backward call restores the state"), declared="unchanged")
+        ch.close(rec, props[field], getattr(after, field), getattr(st, field),
+                 tl.exact("a backward call restores the state"), declared="unchanged")
 
 
 @pytest.mark.parametrize("layout", GRAD_LAYOUTS, ids=layout_id)
@@ -46,7 +54,7 @@ def test_training_backward(case, rec, layout):
     scale_dx = float(np.max(np.abs(expected[0])))
     tl.assert_separable(tols["dx"].atol / scale_dx, float(np.max(np.abs(affine_only - expected[0]))) / scale_dx,
                         "training backward through the batch statistics from the affine-only gradient")
-    _check(rec, "training_backward", grads, expected, tols, st, bn.get_state(), {"layout": spec.layout})
+    _check(rec, TRAINING, "training", grads, expected, tols, st, bn.get_state(), {"layout": spec.layout})
 
 
 @pytest.mark.parametrize("layout", GRAD_LAYOUTS, ids=layout_id)
@@ -56,4 +64,4 @@ def test_inference_backward(case, rec, layout):
     expected = ref.backward_inference(x, dy, st.scale, st.mean, st.var, spec.eps, spec.channel_axis)
     tols = tl.bn_backward(x, dy, spec.channel_axis, expected[0], st.scale, spec.eps, dtype=spec.dtype,
                           running_mean=st.mean, running_var=st.var)
-    _check(rec, "inference_backward", grads, expected, tols, st, bn.get_state(), {"layout": spec.layout})
+    _check(rec, INFERENCE, "inference", grads, expected, tols, st, bn.get_state(), {"layout": spec.layout})

@@ -9,43 +9,23 @@ framework is compared with the same oracle, so two frameworks agree within the s
 """
 
 import numpy as np
-import pytest
 
-from bnsuite.suites import summaries
 from bnsuite.adapters import nets
-from bnsuite.adapters.base import Unsupported
-from bnsuite.adapters.nets.reference_net import IMAGE, IN_CHANNELS, OUT_FEATURES
 from bnsuite.suites import checks as ch
-from bnsuite.suites import data
+from bnsuite.suites import summaries
 from bnsuite.suites import tolerances as tl
+from bnsuite.suites.networks import ARCH, EPS, LR, MOMENTUM, build, fixed_batches
 
-ARCH = "conv_bn_relu_dense"
-BATCH = 8
-STEPS = 3
-LR = 0.1
-EPS = 1e-3
-MOMENTUM = 0.1
+# The property of each SGD step's loss, and of each weight (parameters, then the BN running statistics).
+LOSS_PROPERTIES = ("network_loss_step1", "network_loss_step2", "network_loss_step3")
+STEPS = len(LOSS_PROPERTIES)
+WEIGHT_PROPERTIES = {
+    "conv.kernel": "network_weight_conv.kernel", "conv.bias": "network_weight_conv.bias",
+    "bn.scale": "network_weight_bn.scale", "bn.offset": "network_weight_bn.offset",
+    "dense.kernel": "network_weight_dense.kernel", "dense.bias": "network_weight_dense.bias",
+    "bn.mean": "network_weight_bn.mean", "bn.var": "network_weight_bn.var",
+}
 SUMMARY: list[dict] = []
-
-
-def fixed_batches(dtype: str, channels_last: bool, k: int, seed: int = 11, batch: int = BATCH):
-    """k (input, target) pairs, rounded to dtype; inputs with a per-channel offset so the BN has work to do."""
-    rng = np.random.default_rng(data.seed_for(seed))
-    out = []
-    for _ in range(k):
-        x = rng.standard_normal((batch, IN_CHANNELS, *IMAGE)) * 1.5 + rng.uniform(-1, 1, (1, IN_CHANNELS, 1, 1))
-        t = rng.standard_normal((batch, OUT_FEATURES))
-        x = data.representable(x, dtype)
-        out.append((np.moveaxis(x, 1, -1).copy() if channels_last else x, data.representable(t, dtype)))
-    return out
-
-
-def build(case, arch, weights, channels_last, bn_idiom=None, eps=EPS, momentum=MOMENTUM):
-    try:
-        return nets.build_network(case.adapter, arch, weights, dtype=case.dtype, device=case.device,
-                                  channels_last=channels_last, eps=eps, momentum=momentum, bn_idiom=bn_idiom)
-    except Unsupported as e:
-        pytest.skip(f"{case.adapter.id}: {e}")
 
 
 def test_network_equivalence(case, rec):
@@ -102,15 +82,16 @@ def test_network_equivalence(case, rec):
     # bound of step s covers the mean of steps 1..s, since the per-step bounds grow with s.
     rule = net.reported_loss
     reported_ref = loss_ref if rule.value == "batch" else [float(np.mean(loss_ref[:s])) for s in steps]
-    for s in steps:
-        ch.close(rec, f"network_loss_step{s}", loss_fw[s - 1], reported_ref[s - 1], bounds.loss(s),
+    for s, prop in zip(steps, LOSS_PROPERTIES):
+        ch.close(rec, prop, loss_fw[s - 1], reported_ref[s - 1], bounds.loss(s),
                  declared=f"reference network ({rule.value} loss)", source=rule.source,
                  extra={**extra, "reported_loss": rule.value})
+    assert set(WEIGHT_PROPERTIES) == set(param_keys + stat_keys), "WEIGHT_PROPERTIES must name every weight of ARCH"
     for k in param_keys + stat_keys:
         if k not in w_fw:
-            ch.equal(rec, f"network_weight_{k}", "present", "missing", extra=extra)
+            ch.equal(rec, WEIGHT_PROPERTIES[k], "present", "missing", extra=extra)
             continue
-        ch.close(rec, f"network_weight_{k}", w_fw[k], w_ref[k], bounds.weight(k),
+        ch.close(rec, WEIGHT_PROPERTIES[k], w_fw[k], w_ref[k], bounds.weight(k),
                  declared=f"reference network ({estimator} running variance)" if k in stat_keys
                  else "reference network", extra=extra)
     ch.close(rec, "network_inference_output", y_fw, y_ref, tol_out, declared="reference network", extra=extra)
@@ -119,7 +100,7 @@ def test_network_equivalence(case, rec):
 def _summary(tr, config):
     if not SUMMARY:
         return
-    tr.section("bnsuite: network equivalence, max |framework - reference| after 3 SGD steps")
+    tr.section(f"bnsuite: network equivalence, max |framework - reference| after {STEPS} SGD steps")
     for r in SUMMARY:
         tr.write_line(f"  {r['adapter']:16s} {r['device']:4s} {r['dtype']:8s} loss {r['loss']:.3g}  weights "
                       f"{r['weights']:.3g}  running stats {r['running_stats']:.3g}  outputs {r['output']:.3g}")

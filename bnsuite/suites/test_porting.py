@@ -89,7 +89,7 @@ def _port_pair(case, rec, source_id):
              "source_estimator": est_s, "target_estimator": est_b}
     worst = {"inference": float(np.max(np.abs(y_inf - o_inf))), "training": float(np.max(np.abs(y_train - o_train)))}
     ch.close(rec, "port_momentum_conversion", hp["momentum"], target["momentum"],
-             tl.Tol(1e-12, 1e-7, "a float round trip"), declared=f"{source_id} momentum {mom_s} -> "
+             tl.hyperparameter_round_trip(), declared=f"{source_id} momentum {mom_s} -> "
              f"{case.adapter.id} momentum {target['momentum']:g}", source=dst.momentum_weights.source, extra=extra)
     ch.close(rec, "port_inference_output", y_inf, o_inf,
              tl.bn_output(xs[0], axis, o_inf, state.scale, eps_s, io_dtype=case.dtype, normalize_var=state.var),

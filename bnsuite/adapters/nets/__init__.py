@@ -21,30 +21,10 @@ import numpy as np
 from bnsuite.adapters.base import Cited, State, Unsupported
 from bnsuite.adapters.nets.reference_net import ARCHS, ReferenceNet, bn_names, init_weights, param_names, plan
 
-# adapter id -> module:function building the network
-BUILDERS = {
-    "torch": "bnsuite.adapters.nets.torch_net:build",
-    "keras-tensorflow": "bnsuite.adapters.nets.keras_net:build",
-    "keras-jax": "bnsuite.adapters.nets.keras_net:build",
-    "keras-torch": "bnsuite.adapters.nets.keras_net:build",
-    "tf_keras": "bnsuite.adapters.nets.keras_net:build",
-    "tf1-keras": "bnsuite.adapters.nets.keras_net:build",
-    "tf1-graph": "bnsuite.adapters.nets.tf1_graph_net:build",
-    "flax-linen": "bnsuite.adapters.nets.flax_net:build_linen",
-    "flax-nnx": "bnsuite.adapters.nets.flax_net:build_nnx",
-}
-
-
 def network_builder(adapter_cls) -> str | None:
-    """The adapter's own `network` ("module:function"), else the builder of the nearest built-in adapter it
-    subclasses: a user's adapter derived from TorchBatchNorm gets the torch network without declaring anything."""
-    own = getattr(adapter_cls, "network", None)
-    if own:
-        return own
-    for cls in adapter_cls.__mro__:
-        if getattr(cls, "id", None) in BUILDERS and cls.__module__.startswith("bnsuite.adapters."):
-            return BUILDERS[cls.id]
-    return None
+    """The adapter's `network` ("module:function"), its own or inherited: a user's adapter derived from
+    TorchBatchNorm gets the torch network without declaring anything."""
+    return getattr(adapter_cls, "network", None)
 
 
 class Network:
@@ -89,8 +69,10 @@ def build_network(adapter_cls, arch: str, weights: dict, *, dtype: str = "float3
         raise ValueError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHS)}")
     ref = network_builder(adapter_cls)
     if ref is None:
-        raise Unsupported(f"no network builder for adapter {adapter_cls.id!r} (adapters/nets covers "
-                          f"{', '.join(BUILDERS)}; an adapter may name its own in `network`)")
+        raise Unsupported(f"no network builder for adapter {adapter_cls.id!r} (an adapter names its own in "
+                          "`network`, or inherits the one of the built-in adapter it derives from)")
+    if bn_idiom is not None and bn_idiom not in adapter_cls.declare().freeze:
+        raise Unsupported(f"{adapter_cls.id} network: freeze idiom {bn_idiom!r} is not declared")
     module, _, fn = ref.partition(":")
     builder = getattr(importlib.import_module(module), fn)
     kw: dict[str, Any] = dict(dtype=dtype, device=device, channels_last=channels_last, eps=eps, momentum=momentum,
@@ -100,5 +82,5 @@ def build_network(adapter_cls, arch: str, weights: dict, *, dtype: str = "float3
     return net
 
 
-__all__ = ["ARCHS", "BUILDERS", "Network", "ReferenceNet", "build_network", "bn_names", "init_weights",
+__all__ = ["ARCHS", "Network", "ReferenceNet", "build_network", "bn_names", "init_weights",
            "param_names", "plan"]

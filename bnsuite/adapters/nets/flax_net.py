@@ -11,17 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters.base import Unsupported
+from bnsuite.adapters.flax_linen import LINEN_IDIOMS
 from bnsuite.adapters.nets import Network, bn_names
 from bnsuite.adapters.nets.reference_net import plan
-from bnsuite.adapters.flax_common import optimizer_update
+from bnsuite.adapters.flax_common import assign, optimizer_update
 
-LINEN_IDIOMS = {"use_running_average_true": (False, False),  # (train, mutable)
-                "use_running_average_true_mutable": (False, ["batch_stats"]),
-                "use_running_average_false_mutable": (True, ["batch_stats"]),
-                "use_running_average_false_immutable": (True, False),
-                "optax_masked_params": (True, ["batch_stats"])}
-NNX_IDIOMS = ("eval", "train", "view_use_running_average", "optimizer_excludes_bn_params")
 
 
 def _nhwc_on_device(net, x):
@@ -74,8 +68,6 @@ class LinenNet(Network):
 
         from bnsuite.adapters.flax_common import jax_device
 
-        if bn_idiom is not None and bn_idiom not in LINEN_IDIOMS:
-            raise Unsupported(f"flax-linen network: unknown freeze idiom {bn_idiom!r}")
         self.jax, self.jnp = jax, jnp
         self.device = jax_device(device)
         self.dtype, self.channels_last, self.bn_idiom, self.arch = dtype, channels_last, bn_idiom, arch
@@ -133,7 +125,8 @@ class LinenNet(Network):
         import optax
 
         jax, jnp, m = self.jax, self.jnp, self.module
-        train, mutable = LINEN_IDIOMS.get(self.bn_idiom, (True, ["batch_stats"]))
+        use_running_average, mutable = LINEN_IDIOMS.get(self.bn_idiom, (False, ["batch_stats"]))
+        train = not use_running_average
         tx = optax.sgd(lr)
         if self.bn_idiom == "optax_masked_params":  # freeze BN scale/bias in the optimizer only
             bn_keys = {_key(n) for n in bn_names(self.arch)}
@@ -184,8 +177,6 @@ class NnxNet(Network):
 
         from bnsuite.adapters.flax_common import jax_device
 
-        if bn_idiom is not None and bn_idiom not in NNX_IDIOMS:
-            raise Unsupported(f"flax-nnx network: unknown freeze idiom {bn_idiom!r}")
         self.jax, self.jnp, self.nnx = jax, jnp, nnx
         self.device = jax_device(device)
         self.dtype, self.channels_last, self.bn_idiom, self.arch = dtype, channels_last, bn_idiom, arch
@@ -235,8 +226,8 @@ class NnxNet(Network):
             mod = getattr(self.model, _key(name))
             fields = _FIELDS[kind] + (_STATS if kind == "bn" else ())
             for c, f in fields:
-                getattr(mod, f).value = jax.device_put(
-                    jnp.asarray(_to_flax(f"{name}.{c}", weights[f"{name}.{c}"]), dtype), self.device)
+                assign(getattr(mod, f), jax.device_put(
+                    jnp.asarray(_to_flax(f"{name}.{c}", weights[f"{name}.{c}"]), dtype), self.device))
                 n_set += 1
         n_vars = len(jax.tree_util.tree_leaves(nnx.state(self.model)))
         if n_vars != n_set:  # a variable left abstract would fail later, obscurely

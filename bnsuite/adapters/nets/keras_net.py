@@ -21,13 +21,15 @@ import contextlib
 
 import numpy as np
 
-from bnsuite.adapters.base import Cited, by_version, Unsupported
+from bnsuite.adapters.base import Cited, Unsupported, by_version
+from bnsuite.adapters.keras_fit import IDIOMS as KERAS_IDIOMS
 from bnsuite.adapters.nets import Network
-from bnsuite.adapters.nets.reference_net import plan
+from bnsuite.adapters.nets.reference_net import IMAGE, IN_CHANNELS, plan
 
-FIT_IDIOMS = {"trainable_false_fit", "functional_training_false_fit", "torch_module_eval"}
-CALL_IDIOMS = {"trainable_false_training_true": True, "trainable_false_training_false": False,
-               "trainable_false_training_omitted": "omit"}
+# From the one table of Keras freeze idioms (adapters/keras_fit.py): the direct-call idioms (idiom -> the training
+# argument of the call) and the idioms that go through fit. The subclassed-model idiom is not a functional model.
+CALL_IDIOMS = {idiom: training for idiom, (_, training, direct) in KERAS_IDIOMS.items() if direct}
+FIT_IDIOMS = {idiom for idiom, (_, _, direct) in KERAS_IDIOMS.items() if not direct} - {"subclassed_training_false_fit"}
 
 
 def _key(name: str) -> str:
@@ -82,7 +84,7 @@ class KerasNet(Network):
             return lay
 
         with self._scope():
-            shape = (*_image(), 3) if channels_last else (3, *_image())
+            shape = (*IMAGE, IN_CHANNELS) if channels_last else (IN_CHANNELS, *IMAGE)
             inputs = K.Input(shape=shape, dtype=dtype)
             h = inputs
             for op in plan(arch):
@@ -214,12 +216,6 @@ class KerasNet(Network):
                 for s, a in zip(("scale", "offset", "mean", "var"), w):
                     out[f"{name}.{s}"] = a
         return out
-
-
-def _image():
-    from bnsuite.adapters.nets.reference_net import IMAGE
-
-    return IMAGE
 
 
 def build(adapter_cls, arch, weights, **kw) -> KerasNet:

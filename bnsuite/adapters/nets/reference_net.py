@@ -28,6 +28,7 @@ import dataclasses
 import numpy as np
 
 from bnsuite.adapters import reference as ref
+from bnsuite.adapters.dtypes import representable
 
 ARCHS = ("conv_bn_relu_dense", "bn_stack")
 IN_CHANNELS = 3
@@ -75,9 +76,7 @@ def param_names(arch: str) -> list[str]:
 
 
 def _round(a, dtype: str) -> np.ndarray:
-    from bnsuite.suites.data import representable  # the suite's own rounding, so the oracle sees what frameworks see
-
-    return representable(a, dtype)
+    return representable(a, dtype)  # the test data's rounding too, so the oracle sees what frameworks see
 
 
 def init_weights(arch: str, seed: int = 0, dtype: str = "float32") -> dict[str, np.ndarray]:

@@ -19,7 +19,6 @@ from bnsuite.adapters.base import Unsupported
 from bnsuite.adapters.nets import Network
 from bnsuite.adapters.nets.reference_net import IMAGE, IN_CHANNELS, OUT_FEATURES, plan
 
-IDIOMS = ("train_op_with_update_ops", "train_op_without_update_ops", "trainable_false_with_update_ops")
 
 
 def _key(name: str) -> str:
@@ -30,8 +29,6 @@ class Tf1GraphNet(Network):
     def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
         import tensorflow as tf
 
-        if bn_idiom is not None and bn_idiom not in IDIOMS:
-            raise Unsupported(f"tf1-graph network: unknown freeze idiom {bn_idiom!r}")
         v1 = tf.compat.v1
         self.tf = tf
         self.graph = tf.Graph()

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters.base import Unsupported
 from bnsuite.adapters.nets import Network, bn_names
 from bnsuite.adapters.nets.reference_net import plan
 
-IDIOMS = ("requires_grad_false", "eval", "no_grad", "eval_requires_grad_false", "func_replace_all_batch_norm_modules")
 
 
 def _key(name: str) -> str:
@@ -24,8 +22,6 @@ class TorchNet(Network):
     def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
         import torch
 
-        if bn_idiom is not None and bn_idiom not in IDIOMS:
-            raise Unsupported(f"torch network: unknown freeze idiom {bn_idiom!r}")
         self.torch = torch
         self.dtype = getattr(torch, dtype)
         self.device = torch.device("cuda" if device == "gpu" else "cpu")

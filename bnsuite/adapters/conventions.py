@@ -1,0 +1,95 @@
+"""Spec -> constructor arguments for the frameworks whose momentum weights the OLD running value, and the state loop
+every adapter family shares.
+
+Keras 3, tf_keras, ``tf.compat.v1.layers`` and Flax all take ``momentum`` as the weight of the old running value, an
+``epsilon``, an ``axis`` and two switches for the affine parameters; only the switches' names differ. One function
+converts a Spec for all of them, so the conversion (``1 - momentum``, the refusal of the cumulative average) has one
+home.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bnsuite.adapters.base import Spec, State, Unsupported
+
+# The names of the two affine switches: offset first, scale second.
+KERAS_AFFINE = ("center", "scale")
+FLAX_AFFINE = ("use_bias", "use_scale")
+
+# The four pieces of State, in its field order.
+SLOTS = ("scale", "offset", "mean", "var")
+
+
+def old_weight_kwargs(spec: Spec, framework: str, affine_names: tuple[str, str] = KERAS_AFFINE) -> dict[str, Any]:
+    """Constructor arguments for `spec` in a framework whose momentum weights the old value.
+
+    With ``spec.use_defaults`` only the channel axis is passed (and only when it is not the frameworks' default -1).
+    Raises Unsupported for the cumulative moving average (momentum=None), which none of these frameworks has.
+    """
+    if spec.momentum is None and not spec.use_defaults:
+        raise Unsupported(f"{framework} has no cumulative moving average (momentum=None); declared")
+    if spec.use_defaults:
+        return {} if spec.channels_last else {"axis": 1}
+    offset, scale = affine_names
+    return {"axis": spec.channel_axis, "epsilon": spec.eps, "momentum": 1.0 - spec.momentum,
+            offset: spec.affine, scale: spec.affine}
+
+
+def refuse_untracked(spec: Spec, framework: str) -> None:
+    """Frameworks that always keep moving statistics cannot build a layer without them."""
+    if not spec.track_running_stats:
+        raise Unsupported(f"{framework} has no option to skip the moving statistics; declared batch_stats_inference")
+
+
+def build_shape(spec: Spec, fill: Any = None) -> list:
+    """An input shape for building the layer: `fill` everywhere except the channel axis."""
+    shape = [fill] * spec.rank
+    shape[spec.channel_axis] = spec.num_features
+    return shape
+
+
+def is_channels_last(axis: Any, rank: int) -> bool:
+    """A layer's `axis` (an int, or a one-element list as tf_keras stores it) names the last dimension."""
+    axis = axis[0] if isinstance(axis, (list, tuple)) else axis
+    return axis in (-1, rank - 1)
+
+
+def kwargs_text(kwargs: dict[str, Any]) -> str:
+    """Constructor arguments as source text for snippets: "axis=1, epsilon=0.001, ..."."""
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v!r}" for k, v in kwargs.items())
+
+
+class SlotState:
+    """get_state / set_state / state_dtypes as one loop over the four slots (scale, offset, mean, var).
+
+    A family names where each slot lives (``_slot``: a handle, or None where the layer has none) and how to read,
+    write and type one handle; the loops are the same for every framework.
+    """
+
+    def _slot(self, name: str) -> Any:
+        raise NotImplementedError
+
+    def _read(self, handle: Any) -> Any:
+        raise NotImplementedError
+
+    def _write(self, handle: Any, value: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _dtype(self, handle: Any) -> str:
+        raise NotImplementedError
+
+    def get_state(self) -> State:
+        handles = [self._slot(n) for n in SLOTS]
+        return State(*(None if h is None else np.asarray(self._read(h), np.float64).copy() for h in handles))
+
+    def set_state(self, state: State) -> None:
+        for name in SLOTS:
+            handle, value = self._slot(name), getattr(state, name)
+            if handle is not None and value is not None:
+                self._write(handle, np.asarray(value))
+
+    def state_dtypes(self) -> dict[str, str | None]:
+        return {n: (None if (h := self._slot(n)) is None else self._dtype(h)) for n in SLOTS}
