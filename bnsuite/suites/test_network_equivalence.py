@@ -12,6 +12,7 @@ import numpy as np
 
 from bnsuite.adapters import nets
 from bnsuite.suites import checks as ch
+from bnsuite.suites import data
 from bnsuite.suites import summaries
 from bnsuite.suites import tolerances as tl
 from bnsuite.suites.networks import ARCH, EPS, LR, MOMENTUM, build, fixed_batches
