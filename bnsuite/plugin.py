@@ -19,11 +19,18 @@ from bnsuite.reports.results import ResultsWriter
 from bnsuite.suites.cases import Case
 from bnsuite.suites.checks import Recorder
 from bnsuite.suites import summaries
+from bnsuite import plugin_options as opts
+
+opts.register_hypothesis_profiles()  # before Hypothesis's plugin reads --hypothesis-profile
 
 # JAX compiles every new shape (and Keras-on-JAX every eager op); a persistent on-disk cache turns the second run of
 # the jax groups from ~30 s of XLA compilation into seconds. Set before any adapter imports jax.
+# A checkout keeps it in .cache/jax; an installed bnsuite in the user's cache folder ($XDG_CACHE_HOME/bnsuite/jax).
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "jax"))
+                      os.path.join(_CHECKOUT, ".cache", "jax")
+                      if os.path.isfile(os.path.join(_CHECKOUT, "requirements", "all.txt")) else
+                      os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bnsuite", "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 DEVICES = ("cpu", "gpu")
@@ -37,14 +44,20 @@ def pytest_addoption(parser):
                 help=f"adapter to test (repeatable): a built-in id ({', '.join(registry.BUILTIN)}) or an importable "
                      f"'package.module:ClassName'. Default: all built-in ones; env {registry.ENV_VAR} does the same.")
     g.addoption("--device", action="append", default=[], metavar="cpu|gpu",
-                help="device(s) to parametrize (repeatable). Default: cpu and gpu (gpu cases skip where none is "
-                     "visible). Env BNSUITE_DEVICE does the same.")
+                help="device(s) to parametrize (repeatable). Default: the devices visible to each adapter's framework "
+                     "(the header names the others); a device named here but not visible skips with that reason. "
+                     "Env BNSUITE_DEVICE does the same.")
     g.addoption("--results", default=None, metavar="PATH",
                 help="results file (JSON lines) to append to; 'none' disables. Default: env BNSUITE_RESULTS or "
                      "results/run-<time>-<pid>.jsonl")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist and Hypothesis act on their options
 def pytest_configure(config):
+    opts.refuse_xdist(config)
+    config._bn_hypothesis = opts.hypothesis_profile(config)
+    if os.environ.get(opts.HYPOTHESIS_ENV) and not config.getoption("hypothesis_profile", None):
+        opts.load_hypothesis_profile(config)
     for fam in FAMILIES:
         config.addinivalue_line("markers", f"{fam}: cases of adapters built on {fam}")
     config.addinivalue_line("markers", "cpu: cases on the CPU")
@@ -63,8 +76,11 @@ def pytest_configure(config):
     if unknown:
         raise pytest.UsageError(f"unknown device {unknown[0]!r}: use one of {', '.join(DEVICES)}")
     config._bn_devices = tuple(devices) or DEVICES
+    config._bn_adapter_devices, config._bn_hidden_devices = ({}, {}) if devices else \
+        opts.visible_devices(config._bn_adapters, DEVICES)
 
     path = config.getoption("--results") or os.environ.get("BNSUITE_RESULTS")
+    lazy = path is None
     if path is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         path = os.path.join("results", f"run-{stamp}-{os.getpid()}.jsonl")
@@ -72,7 +88,7 @@ def pytest_configure(config):
     is_worker = hasattr(config, "workerinput")
     if path.lower() != "none" and not is_worker and not config.getoption("collectonly"):
         try:
-            config._bn_writer = ResultsWriter(path)
+            config._bn_writer = opts.LazyResultsWriter(path, ResultsWriter) if lazy else ResultsWriter(path)
         except OSError as e:
             raise pytest.UsageError(f"cannot write results file {path!r}: {e.strerror}") from None
         config._bn_writer.write(
@@ -83,6 +99,7 @@ def pytest_configure(config):
             write_declaration(config._bn_writer, cls)
     config._bn_seen_adapters = set()
     config._bn_outcomes = defaultdict(Counter)
+    config._bn_skip_reasons = Counter()
 
 
 def write_declaration(writer, cls) -> None:
@@ -107,7 +124,8 @@ def pytest_report_header(config):
     env = ", ".join(f"{k}={os.environ[k]}" for k in ENV_SHOWN if k in os.environ) or "(none set)"
     w = config._bn_writer
     return (["bnsuite adapters:"] + lines +
-            [f"bnsuite devices: {', '.join(config._bn_devices)}", f"bnsuite env: {env}",
+            [opts.devices_header(not config._bn_adapter_devices, config._bn_devices, config._bn_hidden_devices),
+             f"bnsuite hypothesis profile: {config._bn_hypothesis}", f"bnsuite env: {env}",
              f"bnsuite results: {w.path if w else 'not written'}"])
 
 
@@ -115,7 +133,7 @@ def _case_params(config, dtypes):
     params = []
     for cls in config._bn_adapters:
         why = cls.unavailable_reason()
-        for device in config._bn_devices:
+        for device in config._bn_adapter_devices.get(cls.id, config._bn_devices):
             for dtype in dtypes:
                 case = Case(cls, device, dtype)
                 marks = [getattr(pytest.mark, fam) for fam in cls.families] + [getattr(pytest.mark, device)]
@@ -208,6 +226,8 @@ def pytest_runtest_makereport(item, call):
             reason = (report.longreprtext or "").strip().splitlines()[-1][:500] if report.longreprtext else ""
         adapter = case.adapter.id if isinstance(case, Case) else ""
         item.config._bn_outcomes[adapter][outcome] += 1
+        if outcome == "skipped":
+            item.config._bn_skip_reasons[reason] += 1
         w = item.config._bn_writer
         if w is not None:
             w.write("outcome", test=item.nodeid, adapter=adapter, device=getattr(case, "device", ""),
@@ -224,7 +244,9 @@ def pytest_terminal_summary(terminalreporter, config):
     tr.section("bnsuite: cases per adapter")
     for adapter, counts in sorted(outcomes.items()):
         tr.write_line(f"  {adapter or '(no adapter)':18s} " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
-    if config._bn_writer is not None:
+    for line in opts.skip_summary_lines(config._bn_skip_reasons):
+        tr.write_line(line)
+    if config._bn_writer is not None and getattr(config._bn_writer, "opened", True):
         tr.write_line(f"  results: {config._bn_writer.path}")
     for hook in summaries.SUMMARY_HOOKS:
         hook(tr, config)
