@@ -66,6 +66,8 @@ def pytest_configure(config):
     for adapter_id in registry.BUILTIN:
         config.addinivalue_line("markers", f"{adapter_id}: cases of the {adapter_id} adapter")
 
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # adapter paths resolve from the current directory, as under `python -m pytest`
     refs = config.getoption("--adapter") or [r for r in os.environ.get(registry.ENV_VAR, "").split(",") if r]
     try:
         config._bn_adapters = registry.load_all(refs)
