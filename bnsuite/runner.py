@@ -164,10 +164,17 @@ def lock() -> int:
     uv = shutil.which("uv")
     if uv is None:
         fail("`python3 -m bnsuite lock` needs uv on PATH (pip install uv)")
-    cmd = [uv, "pip", "compile", "requirements/all.txt", "-o", "requirements/lock.txt", "--python-version", "3.11",
-           "--no-emit-find-links", "--no-emit-index-url", "-q",
-           "--custom-compile-command", "python3 -m bnsuite lock", *uv_source_args()]
-    return subprocess.run(cmd, cwd=ROOT).returncode
+    common = [uv, "pip", "compile", "--python-version", "3.11", "--no-emit-find-links", "--no-emit-index-url", "-q",
+              "--custom-compile-command", "python3 -m bnsuite lock"]
+    # CPU: what pip sees here (torch's CPU wheel); GPU (the self-hosted job): PyPI only, for Linux x86_64.
+    cpu = common + ["requirements/all.txt", "-o", "requirements/lock.txt", *uv_source_args()]
+    gpu = common + ["requirements/gpu.txt", "-o", "requirements/gpu-lock.txt", "--no-config",
+                    "--python-platform", "x86_64-manylinux_2_28"]
+    for cmd in (cpu, gpu):
+        rc = subprocess.run(cmd, cwd=ROOT).returncode
+        if rc != 0:
+            return rc
+    return 0
 
 
 def pytest_targets(args: list[str]) -> list[str]:
