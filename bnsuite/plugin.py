@@ -179,13 +179,14 @@ def rec(request, case) -> Recorder:
     writer = config._bn_writer
     if case.adapter.id not in config._bn_seen_adapters:
         config._bn_seen_adapters.add(case.adapter.id)
+        numeric = numeric_settings(case.adapter)  # applied whether or not a results file is written
         if writer is not None:
             try:
                 versions = case.adapter.versions()
             except Exception as e:  # a broken install must not lose the run
                 versions = {"error": f"{type(e).__name__}: {e}"}
             writer.write("env", group=os.environ.get("BNSUITE_GROUP", ""), adapter=case.adapter.id,
-                         versions=versions, numeric=numeric_settings(case.adapter))
+                         versions=versions, numeric=numeric)
     return Recorder(writer, test=request.node.nodeid, adapter=case.adapter.id, device=case.device,
                     dtype=case.dtype, repro=repro_command(request.node.nodeid, case.adapter))
 

@@ -15,6 +15,13 @@ class FlaxLinen(BatchNormAdapter):
     families = ("flax", "jax")
 
     @classmethod
+    def numeric_settings(cls) -> dict:
+        """TF32 and similar reduced-precision float32 modes off (bnsuite.adapters.numerics), as recorded."""
+        from bnsuite.adapters import numerics
+
+        return numerics.jax_full_fp32()
+
+    @classmethod
     def declare(cls):
         return flax_declaration(
             LINEN, "flax.linen",

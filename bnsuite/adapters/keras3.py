@@ -106,6 +106,14 @@ class _Keras3(BatchNormAdapter):
     families = ("keras",)
 
     @classmethod
+    def numeric_settings(cls) -> dict:
+        """TF32 and similar reduced-precision float32 modes off in the backend (bnsuite.adapters.numerics)."""
+        from bnsuite.adapters import numerics
+
+        return {"tensorflow": numerics.tensorflow_full_fp32, "jax": numerics.jax_full_fp32,
+                "torch": numerics.torch_full_fp32}[cls.backend]()
+
+    @classmethod
     def declare(cls) -> Declaration:
         return _declaration(cls.backend)
 

@@ -95,6 +95,13 @@ class TfKerasLayerBase(BatchNormAdapter):
         raise NotImplementedError
 
     @classmethod
+    def numeric_settings(cls) -> dict:
+        """TF32 and similar reduced-precision float32 modes off (bnsuite.adapters.numerics), as recorded."""
+        from bnsuite.adapters import numerics
+
+        return numerics.tensorflow_full_fp32()
+
+    @classmethod
     def supported_dtypes(cls):
         return ("float32", "float64", "float16", "bfloat16")
 
