@@ -27,10 +27,11 @@ opts.register_hypothesis_profiles()  # before Hypothesis's plugin reads --hypoth
 # the jax groups from ~30 s of XLA compilation into seconds. Set before any adapter imports jax.
 # A checkout keeps it in .cache/jax; an installed bnsuite in the user's cache folder ($XDG_CACHE_HOME/bnsuite/jax).
 _CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_USER_CACHE = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(_CHECKOUT, ".cache", "jax")
                       if os.path.isfile(os.path.join(_CHECKOUT, "requirements", "all.txt")) else
-                      os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bnsuite", "jax"))
+                      os.path.join(_USER_CACHE, "bnsuite", "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 DEVICES = ("cpu", "gpu")

@@ -212,7 +212,8 @@ def run_group(py: str, name: str, env_extra: dict, args: list[str], run_dir: str
     for key in ("KERAS_BACKEND", "TF_USE_LEGACY_KERAS"):
         if key not in env_extra:
             env.pop(key, None)  # a group sees exactly the switches it names
-    cmd = [py, "-m", "pytest", *pytest_targets(args), f"--results={results}", "-q", "-p", "no:cacheprovider", *extra_args]
+    cmd = [py, "-m", "pytest", *pytest_targets(args), f"--results={results}", "-q", "-p", "no:cacheprovider",
+           *extra_args]
     t0 = time.time()
     with open(log, "w") as fh:
         try:
