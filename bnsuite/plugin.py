@@ -21,8 +21,6 @@ from bnsuite.suites.checks import Recorder
 from bnsuite.suites import summaries
 from bnsuite import plugin_options as opts
 
-opts.register_hypothesis_profiles()  # before Hypothesis's plugin reads --hypothesis-profile
-
 # JAX compiles every new shape (and Keras-on-JAX every eager op); a persistent on-disk cache turns the second run of
 # the jax groups from ~30 s of XLA compilation into seconds. Set before any adapter imports jax.
 # A checkout keeps it in .cache/jax; an installed bnsuite in the user's cache folder ($XDG_CACHE_HOME/bnsuite/jax).
@@ -57,8 +55,6 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     opts.refuse_xdist(config)
     config._bn_hypothesis = opts.hypothesis_profile(config)
-    if os.environ.get(opts.HYPOTHESIS_ENV) and not config.getoption("hypothesis_profile", None):
-        opts.load_hypothesis_profile(config)
     for fam in FAMILIES:
         config.addinivalue_line("markers", f"{fam}: cases of adapters built on {fam}")
     config.addinivalue_line("markers", "cpu: cases on the CPU")

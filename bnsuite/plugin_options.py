@@ -1,8 +1,7 @@
 """The plugin's process-level options: Hypothesis profiles, pytest-xdist, the devices to parametrize, the skip summary.
 
 Kept apart from plugin.py (which parametrizes and records cases) so each has one job. Standard library and pytest
-only at import; Hypothesis is imported to register the profiles, before Hypothesis's own plugin reads
-`--hypothesis-profile`.
+only at import; Hypothesis only when a profile is chosen.
 """
 
 from __future__ import annotations
@@ -14,47 +13,34 @@ from collections import Counter
 
 import pytest
 
+from bnsuite.suites import hypothesis_profiles
+
 # -- Hypothesis profiles ----------------------------------------------------------------------------------------------
-# "ci" (the default): a fixed, derandomized set of examples, identical on every run and machine.
-# "explore": random examples; a failure prints the falsifying example and a @reproduce_failure blob, and
-# `pytest --hypothesis-seed=N` replays a run.
 # Chosen by `--hypothesis-profile=NAME` (Hypothesis's own option) or env BNSUITE_HYPOTHESIS; the option wins.
-HYPOTHESIS_PROFILES = ("ci", "explore")
-HYPOTHESIS_ENV = "BNSUITE_HYPOTHESIS"
-
-
-def register_hypothesis_profiles() -> None:
-    from hypothesis import HealthCheck, settings
-
-    common = dict(deadline=None, database=None, print_blob=True,
-                  suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-    settings.register_profile("ci", max_examples=12, derandomize=True, **common)
-    settings.register_profile("explore", max_examples=200, **common)
+# Hypothesis is imported only when one is chosen (its import costs a second or more on a busy machine).
+HYPOTHESIS_PROFILES = hypothesis_profiles.PROFILES
+HYPOTHESIS_ENV = hypothesis_profiles.ENV_VAR
 
 
 def hypothesis_profile(config) -> str:
-    """The profile this run uses; a name Hypothesis does not know is a usage error (one line)."""
+    """The profile this run uses. A chosen one is registered, validated (an unknown name is a usage error, one line)
+    and, when chosen by the variable alone, loaded; Hypothesis's own plugin loads the option's after this."""
+    option = config.getoption("hypothesis_profile", None)
+    env = os.environ.get(HYPOTHESIS_ENV)
+    if not option and not env:
+        return "ci"
     from hypothesis import settings
 
-    chosen = config.getoption("hypothesis_profile", None)
-    source = "--hypothesis-profile"
-    if not chosen:
-        chosen, source = os.environ.get(HYPOTHESIS_ENV) or "ci", HYPOTHESIS_ENV
+    hypothesis_profiles.register()
+    chosen, source = (option, "--hypothesis-profile") if option else (env, HYPOTHESIS_ENV)
     try:
         settings.get_profile(chosen)
     except Exception:
         raise pytest.UsageError(f"{source}={chosen!r}: unknown Hypothesis profile; bnsuite registers "
                                 f"{', '.join(HYPOTHESIS_PROFILES)}") from None
+    if not option:
+        settings.load_profile(chosen)
     return chosen
-
-
-def load_hypothesis_profile(config) -> str:
-    """Load the chosen profile (called before Hypothesis's own pytest_configure, which loads the option again)."""
-    from hypothesis import settings
-
-    name = hypothesis_profile(config)
-    settings.load_profile(name)
-    return name
 
 
 # -- pytest-xdist -----------------------------------------------------------------------------------------------------

@@ -14,19 +14,19 @@ the Hypothesis seed and the falsifying example.
 """
 
 import numpy as np
-from hypothesis import assume, example, given, settings
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from bnsuite.adapters import reference as ref
 from bnsuite.suites import checks as ch
 from bnsuite.suites import data
+from bnsuite.suites import hypothesis_profiles
 from bnsuite.suites import tolerances as tl
 
 # The profiles ("ci": a fixed, derandomized set of examples; "explore": random ones, `--hypothesis-seed=N` replays a
-# run) are registered by the plugin and chosen with --hypothesis-profile=NAME or BNSUITE_HYPOTHESIS=NAME. Where
-# neither chose one, this suite runs "ci" (loaded here, so other projects' Hypothesis tests keep their default).
-if settings.get_current_profile_name() == "default":
-    settings.load_profile("ci")
+# run) live in hypothesis_profiles and are chosen with --hypothesis-profile=NAME or BNSUITE_HYPOTHESIS=NAME; "ci"
+# where neither chose one.
+hypothesis_profiles.load_unless_chosen()
 
 SHAPES = {"4x3x5x6": (4, 3, 5, 6), "single-sample-map": (1, 3, 6, 6), "single-pixel-batch": (16, 3, 1, 1)}
 
