@@ -76,3 +76,21 @@ def test_every_job_has_a_timeout(wf):
 def test_actionlint():
     proc = subprocess.run(["actionlint", WORKFLOW], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_tox_installs_as_the_main_job_does():
+    import configparser
+
+    cp = configparser.ConfigParser(interpolation=None)
+    cp.read(os.path.join(ROOT, "tox.ini"))
+    assert "-c requirements/lock.txt" in cp["testenv"]["deps"], "tox installs must be constrained by the lock"
+    for name in runner.GROUPS:
+        section = cp[f"testenv:{name}"]
+        assert section.get("labels"), f"tox env {name} has no label (tox -m <family>)"
+        deps = section.get("deps", "").replace("{[testenv:tf_keras]deps}", cp["testenv:tf_keras"]["deps"])
+        assert "tf_keras" not in deps, f"{name}: tf_keras in deps would pull the full tensorflow"
+        if "tf" in name:
+            pre = section.get("commands_pre", "")
+            if "{[testenv:tf_keras]commands_pre}" in pre:
+                pre = cp["testenv:tf_keras"]["commands_pre"]
+            assert "--no-deps" in pre and "requirements/nodeps.txt" in pre, f"{name}: tf_keras not installed --no-deps"
