@@ -20,11 +20,17 @@ from bnsuite.reports.results import ResultsWriter
 from bnsuite.suites.cases import Case
 from bnsuite.suites.checks import Recorder
 from bnsuite.suites import summaries
+from bnsuite import plugin_options as opts
 
 # JAX compiles every new shape (and Keras-on-JAX every eager op); a persistent on-disk cache turns the second run of
 # the jax groups from ~30 s of XLA compilation into seconds. Set before any adapter imports jax.
+# A checkout keeps it in .cache/jax; an installed bnsuite in the user's cache folder ($XDG_CACHE_HOME/bnsuite/jax).
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_USER_CACHE = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "jax"))
+                      os.path.join(_CHECKOUT, ".cache", "jax")
+                      if os.path.isfile(os.path.join(_CHECKOUT, "requirements", "all.txt")) else
+                      os.path.join(_USER_CACHE, "bnsuite", "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 DEVICES = ("cpu", "gpu")
@@ -38,8 +44,9 @@ def pytest_addoption(parser):
                 help=f"adapter to test (repeatable): a built-in id ({', '.join(registry.BUILTIN)}) or an importable "
                      f"'package.module:ClassName'. Default: all built-in ones; env {registry.ENV_VAR} does the same.")
     g.addoption("--device", action="append", default=[], metavar="cpu|gpu",
-                help="device(s) to parametrize (repeatable). Default: cpu and gpu (gpu cases skip where none is "
-                     "visible). Env BNSUITE_DEVICE does the same.")
+                help="device(s) to parametrize (repeatable). Default: the devices visible to each adapter's framework "
+                     "(the header names the others); a device named here but not visible skips with that reason. "
+                     "Env BNSUITE_DEVICE does the same.")
     g.addoption("--results", default=None, metavar="PATH",
                 help="results file (JSON lines) to append to; 'none' disables. Default: env BNSUITE_RESULTS or "
                      "results/run-<time>-<pid>.jsonl")
@@ -48,7 +55,10 @@ def pytest_addoption(parser):
                      "(0, the default, is CI's data). Env BNSUITE_SEED does the same.")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist and Hypothesis act on their options
 def pytest_configure(config):
+    opts.refuse_xdist(config)
+    config._bn_hypothesis = opts.hypothesis_profile(config)
     for fam in FAMILIES:
         config.addinivalue_line("markers", f"{fam}: cases of adapters built on {fam}")
     config.addinivalue_line("markers", "cpu: cases on the CPU")
@@ -59,6 +69,8 @@ def pytest_configure(config):
     for adapter_id in registry.BUILTIN:
         config.addinivalue_line("markers", f"{adapter_id}: cases of the {adapter_id} adapter")
 
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # adapter paths resolve from the current directory, as under `python -m pytest`
     refs = config.getoption("--adapter") or [r for r in os.environ.get(registry.ENV_VAR, "").split(",") if r]
     try:
         config._bn_adapters = registry.load_all(refs)
@@ -70,8 +82,11 @@ def pytest_configure(config):
         raise pytest.UsageError(f"unknown device {unknown[0]!r}: use one of {', '.join(DEVICES)}")
     config._bn_devices = tuple(devices) or DEVICES
     config._bn_seed = _data_seed(config)
+    config._bn_adapter_devices, config._bn_hidden_devices = ({}, {}) if devices else \
+        opts.visible_devices(config._bn_adapters, DEVICES)
 
     path = config.getoption("--results") or os.environ.get("BNSUITE_RESULTS")
+    lazy = path is None
     if path is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         path = os.path.join("results", f"run-{stamp}-{os.getpid()}.jsonl")
@@ -79,7 +94,7 @@ def pytest_configure(config):
     is_worker = hasattr(config, "workerinput")
     if path.lower() != "none" and not is_worker and not config.getoption("collectonly"):
         try:
-            config._bn_writer = ResultsWriter(path)
+            config._bn_writer = opts.LazyResultsWriter(path, ResultsWriter) if lazy else ResultsWriter(path)
         except OSError as e:
             raise pytest.UsageError(f"cannot write results file {path!r}: {e.strerror}") from None
         config._bn_writer.write(
@@ -91,6 +106,7 @@ def pytest_configure(config):
         write_findings(config._bn_writer)
     config._bn_seen_adapters = set()
     config._bn_outcomes = defaultdict(Counter)
+    config._bn_skip_reasons = Counter()
 
 
 def _data_seed(config) -> int:
@@ -147,7 +163,8 @@ def pytest_report_header(config):
     env = ", ".join(f"{k}={os.environ[k]}" for k in ENV_SHOWN if k in os.environ) or "(none set)"
     w = config._bn_writer
     return (["bnsuite adapters:"] + lines +
-            [f"bnsuite devices: {', '.join(config._bn_devices)}", f"bnsuite env: {env}",
+            [opts.devices_header(not config._bn_adapter_devices, config._bn_devices, config._bn_hidden_devices),
+             f"bnsuite hypothesis profile: {config._bn_hypothesis}", f"bnsuite env: {env}",
              f"bnsuite data seed: {config._bn_seed}" + (" (CI's data)" if config._bn_seed == 0 else
                                                          " (rerun on other data: --bn-seed / BNSUITE_SEED)"),
              f"bnsuite results: {w.path if w else 'not written'}"])
@@ -157,7 +174,7 @@ def _case_params(config, dtypes):
     params = []
     for cls in config._bn_adapters:
         why = cls.unavailable_reason()
-        for device in config._bn_devices:
+        for device in config._bn_adapter_devices.get(cls.id, config._bn_devices):
             for dtype in dtypes:
                 case = Case(cls, device, dtype)
                 marks = [getattr(pytest.mark, fam) for fam in cls.families] + [getattr(pytest.mark, device)]
@@ -215,13 +232,14 @@ def rec(request, case) -> Recorder:
     writer = config._bn_writer
     if case.adapter.id not in config._bn_seen_adapters:
         config._bn_seen_adapters.add(case.adapter.id)
+        numeric = numeric_settings(case.adapter)  # applied whether or not a results file is written
         if writer is not None:
             try:
                 versions = case.adapter.versions()
             except Exception as e:  # a broken install must not lose the run
                 versions = {"error": f"{type(e).__name__}: {e}"}
             writer.write("env", group=os.environ.get("BNSUITE_GROUP", ""), adapter=case.adapter.id,
-                         versions=versions, numeric=numeric_settings(case.adapter))
+                         versions=versions, numeric=numeric)
     r = Recorder(writer, test=request.node.nodeid, adapter=case.adapter.id, device=case.device,
                  dtype=case.dtype, repro=repro_command(request.node.nodeid, case.adapter))
     r.base["area"] = area_of(request.node.nodeid)  # the report groups its rows by it
@@ -285,6 +303,8 @@ def pytest_runtest_makereport(item, call):
             reason = (report.longreprtext or "").strip().splitlines()[-1][:500] if report.longreprtext else ""
         adapter = case.adapter.id if isinstance(case, Case) else ""
         item.config._bn_outcomes[adapter][outcome] += 1
+        if outcome == "skipped":
+            item.config._bn_skip_reasons[reason] += 1
         w = item.config._bn_writer
         if w is not None:
             w.write("outcome", test=item.nodeid, area=area_of(item.nodeid), adapter=adapter,
@@ -302,7 +322,9 @@ def pytest_terminal_summary(terminalreporter, config):
     tr.section("bnsuite: cases per adapter")
     for adapter, counts in sorted(outcomes.items()):
         tr.write_line(f"  {adapter or '(no adapter)':18s} " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
-    if config._bn_writer is not None:
+    for line in opts.skip_summary_lines(config._bn_skip_reasons):
+        tr.write_line(line)
+    if config._bn_writer is not None and getattr(config._bn_writer, "opened", True):
         tr.write_line(f"  results: {config._bn_writer.path}")
     for hook in summaries.SUMMARY_HOOKS:
         hook(tr, config)

@@ -123,6 +123,14 @@ class _Keras3(KerasLayerAdapter):
                     setattr(cls, name, value)
 
     @classmethod
+    def numeric_settings(cls) -> dict:
+        """TF32 and similar reduced-precision float32 modes off in the backend (bnsuite.adapters.numerics)."""
+        from bnsuite.adapters import numerics
+
+        return {"tensorflow": numerics.tensorflow_full_fp32, "jax": numerics.jax_full_fp32,
+                "torch": numerics.torch_full_fp32}[cls.backend]()
+
+    @classmethod
     def declare(cls) -> Declaration:
         return _declaration(cls.backend)
 

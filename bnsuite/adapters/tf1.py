@@ -108,6 +108,13 @@ class Tf1Graph(BatchNormAdapter):
     network = "bnsuite.adapters.nets.tf1_graph_net:build"
 
     @classmethod
+    def numeric_settings(cls) -> dict:
+        """TF32 and similar reduced-precision float32 modes off (bnsuite.adapters.numerics), as recorded."""
+        from bnsuite.adapters import numerics
+
+        return numerics.tensorflow_full_fp32()
+
+    @classmethod
     def declare(cls):
         d = tf_keras_declaration(False, "tf.compat.v1.layers (TF1 graph)", LEGACY_SRC)
         return dataclasses.replace(

@@ -110,6 +110,13 @@ class TfKerasLayerBase(KerasLayerAdapter):
         return tf_versions()
 
     @classmethod
+    def numeric_settings(cls) -> dict:
+        """TF32 and similar reduced-precision float32 modes off (bnsuite.adapters.numerics), as recorded."""
+        from bnsuite.adapters import numerics
+
+        return numerics.tensorflow_full_fp32()
+
+    @classmethod
     def device_unavailable_reason(cls, device):
         return tf_gpu_reason(device)
 

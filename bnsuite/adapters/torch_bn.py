@@ -95,6 +95,13 @@ class TorchBatchNorm(BatchNormAdapter):
     network = "bnsuite.adapters.nets.torch_net:build"
 
     @classmethod
+    def numeric_settings(cls) -> dict:
+        """TF32 and similar reduced-precision float32 modes off (bnsuite.adapters.numerics), as recorded."""
+        from bnsuite.adapters import numerics
+
+        return numerics.torch_full_fp32()
+
+    @classmethod
     def declare(cls) -> Declaration:
         return DECLARATION
 

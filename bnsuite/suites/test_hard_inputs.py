@@ -13,25 +13,20 @@ are recorded as findings on every case. Runs are reproducible: the CI profile is
 the Hypothesis seed and the falsifying example.
 """
 
-import os
-
 import numpy as np
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from bnsuite.adapters import reference as ref
 from bnsuite.suites import checks as ch
 from bnsuite.suites import data
+from bnsuite.suites import hypothesis_profiles
 from bnsuite.suites import tolerances as tl
 
-# "ci" (the default): a fixed, derandomized set of examples, identical on every run and machine.
-# "explore": random examples; a failure prints the falsifying example and a @reproduce_failure blob, and
-# `pytest --hypothesis-seed=N` replays a run. Select with BNSUITE_HYPOTHESIS=explore.
-_COMMON = dict(deadline=None, database=None, print_blob=True,
-               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-settings.register_profile("ci", max_examples=12, derandomize=True, **_COMMON)
-settings.register_profile("explore", max_examples=200, **_COMMON)
-settings.load_profile(os.environ.get("BNSUITE_HYPOTHESIS", "ci"))
+# The profiles ("ci": a fixed, derandomized set of examples; "explore": random ones, `--hypothesis-seed=N` replays a
+# run) live in hypothesis_profiles and are chosen with --hypothesis-profile=NAME or BNSUITE_HYPOTHESIS=NAME; "ci"
+# where neither chose one.
+hypothesis_profiles.load_unless_chosen()
 
 SHAPES = {"4x3x5x6": (4, 3, 5, 6), "single-sample-map": (1, 3, 6, 6), "single-pixel-batch": (16, 3, 1, 1)}
 

@@ -1,0 +1,40 @@
+"""Every built-in adapter turns TF32 (and similar reduced-precision float32 modes) off and says so: the plugin
+applies numeric_settings() before an adapter's first case and records the returned settings in the results file."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bnsuite.adapters import registry
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NEEDS = {"torch": "torch", "keras-tensorflow": "tensorflow", "keras-jax": "jax", "keras-torch": "torch",
+         "tf_keras": "tensorflow", "tf1-keras": "tensorflow", "tf1-graph": "tensorflow", "flax-linen": "jax",
+         "flax-nnx": "jax"}
+
+
+@pytest.mark.parametrize("adapter_id", list(registry.BUILTIN))
+def test_adapter_turns_tf32_off(adapter_id):
+    cls = registry.load(adapter_id)
+    assert callable(getattr(cls, "numeric_settings", None)), f"{adapter_id} declares no numeric_settings"
+    if importlib.util.find_spec(NEEDS[adapter_id]) is None:
+        pytest.skip(f"{NEEDS[adapter_id]} not installed")
+    settings = cls.numeric_settings()
+    assert settings.get("tf32") == "off", f"{adapter_id}: {settings}"
+    assert len(settings) > 1, "the settings read back from the framework must be recorded, not only the verdict"
+
+
+def test_settings_land_in_the_results_file(tmp_path):
+    results = tmp_path / "r.jsonl"
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "TF_USE_LEGACY_KERAS")}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "bnsuite/suites/test_defaults.py", "--adapter", "torch",
+                           "-q", "-p", "no:cacheprovider", "--device", "cpu", f"--results={results}", "-k",
+                           "hyperparameters"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    envs = [r for r in map(json.loads, results.read_text().splitlines())
+            if r["kind"] == "env" and r.get("adapter") == "torch"]
+    assert envs and envs[0]["numeric"].get("tf32") == "off", envs
