@@ -86,7 +86,7 @@ def x64_scope(dtype: str):
 
     if dtype != "float64":
         return contextlib.nullcontext()
-    # jax.enable_x64 is the public name since jax 0.8; earlier releases have it in jax.experimental only.
+    # jax.enable_x64 is public in jax 0.10.2; jax 0.7.0 and earlier have it in jax.experimental only.
     enable = getattr(jax, "enable_x64", None)
     if enable is None:
         from jax.experimental import enable_x64 as enable
