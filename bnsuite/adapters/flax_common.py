@@ -161,6 +161,12 @@ class FlaxAdapter(SlotState, BatchNormAdapter):
     families = ("flax", "jax")
 
     @classmethod
+    def numeric_settings(cls) -> dict:  # TF32 and the like off, as read back
+        from bnsuite.adapters import numerics
+
+        return numerics.jax_full_fp32()
+
+    @classmethod
     def versions(cls):
         return jax_versions()
 

@@ -31,13 +31,6 @@ class FlaxLinen(FlaxAdapter):
     network = "bnsuite.adapters.nets.flax_net:build_linen"
 
     @classmethod
-    def numeric_settings(cls) -> dict:
-        """TF32 and similar reduced-precision float32 modes off (bnsuite.adapters.numerics), as recorded."""
-        from bnsuite.adapters import numerics
-
-        return numerics.jax_full_fp32()
-
-    @classmethod
     def declare(cls):
         return flax_declaration(
             LINEN, "flax.linen",

@@ -38,13 +38,6 @@ class FlaxNnx(FlaxAdapter):
         return why
 
     @classmethod
-    def numeric_settings(cls) -> dict:
-        """TF32 and similar reduced-precision float32 modes off (bnsuite.adapters.numerics), as recorded."""
-        from bnsuite.adapters import numerics
-
-        return numerics.jax_full_fp32()
-
-    @classmethod
     def declare(cls):
         return flax_declaration(
             NNX, "flax.nnx",

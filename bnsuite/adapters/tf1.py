@@ -17,6 +17,7 @@ import numpy as np
 
 from bnsuite.adapters.base import BatchNormAdapter, Cited, FreezeFacts, Grads, Probe, State, Unsupported, dtype_name
 from bnsuite.adapters import mixed_precision
+from bnsuite.adapters import numerics
 from bnsuite.adapters.conventions import build_shape, is_channels_last, old_weight_kwargs, refuse_untracked
 from bnsuite.adapters.keras_family import tf_gpu_reason
 from bnsuite.adapters.tf_keras_v2 import TfKerasLayerBase, tf_keras_declaration, tf_versions
@@ -108,10 +109,7 @@ class Tf1Graph(BatchNormAdapter):
     network = "bnsuite.adapters.nets.tf1_graph_net:build"
 
     @classmethod
-    def numeric_settings(cls) -> dict:
-        """TF32 and similar reduced-precision float32 modes off (bnsuite.adapters.numerics), as recorded."""
-        from bnsuite.adapters import numerics
-
+    def numeric_settings(cls) -> dict:  # TF32 and the like off, as read back
         return numerics.tensorflow_full_fp32()
 
     @classmethod

@@ -13,6 +13,7 @@ from bnsuite.adapters.base import Cited, Declaration, DtypeRule, FreezeFacts
 from bnsuite.adapters.conventions import build_shape
 from bnsuite.adapters.keras_family import KerasLayerAdapter, tf_dtype_name, tf_gpu_reason
 from bnsuite.adapters import mixed_precision
+from bnsuite.adapters import numerics
 
 BN = "tf_keras/layers/normalization/batch_normalization.py"
 
@@ -110,10 +111,7 @@ class TfKerasLayerBase(KerasLayerAdapter):
         return tf_versions()
 
     @classmethod
-    def numeric_settings(cls) -> dict:
-        """TF32 and similar reduced-precision float32 modes off (bnsuite.adapters.numerics), as recorded."""
-        from bnsuite.adapters import numerics
-
+    def numeric_settings(cls) -> dict:  # TF32 and the like off, as read back
         return numerics.tensorflow_full_fp32()
 
     @classmethod

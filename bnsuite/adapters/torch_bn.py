@@ -12,6 +12,7 @@ import numpy as np
 from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, Grads, State, Unsupported,
                            dtype_name)
 from bnsuite.adapters import mixed_precision
+from bnsuite.adapters import numerics
 
 _SRC = "torch/nn/modules/batchnorm.py"
 
@@ -95,10 +96,7 @@ class TorchBatchNorm(BatchNormAdapter):
     network = "bnsuite.adapters.nets.torch_net:build"
 
     @classmethod
-    def numeric_settings(cls) -> dict:
-        """TF32 and similar reduced-precision float32 modes off (bnsuite.adapters.numerics), as recorded."""
-        from bnsuite.adapters import numerics
-
+    def numeric_settings(cls) -> dict:  # TF32 and the like off, as read back
         return numerics.torch_full_fp32()
 
     @classmethod
