@@ -515,7 +515,7 @@ def readme_section() -> str:
              f"{len(FINDINGS)} findings, {sum(f.upstream is not None for f in FINDINGS)} with an upstream issue. Each "
              "is declared once in `bnsuite/findings.py`, demonstrated by checks that fail naming it if the framework "
              "changes, and reproduced standalone by `findings/<name>.py` (exit 1 while the behaviour is present, 0 "
-             "once it is gone; `BNSUITE_REPRODUCTIONS=1 python -m pytest meta_tests/test_findings.py` runs them all). "
+             "once it is gone; the test command runs them all; alone: `.venv/bin/python -m pytest meta_tests -m reproductions`). "
              "Findings not yet reported upstream have the text of a report in `findings/<name>.upstream.md`.", ""]
     order = {s: i for i, s in enumerate(SEVERITIES)}
     for f in sorted(FINDINGS, key=lambda f: order.get(f.severity, 9)):

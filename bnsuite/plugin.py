@@ -217,6 +217,24 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("case", params, indirect=True)
 
 
+def pytest_collection_finish(session):
+    """Start the multi-replica workers the selected cases will read, in the background (see replica_cases.prefetch):
+    their engines' start-up overlaps the other suites instead of adding to the run."""
+    if session.config.getoption("collectonly"):
+        return
+    refs: list[str] = []
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        case = params.get("case")
+        if isinstance(case, Case) and "replica_idiom" in params and case.adapter.replicas and \
+                case.adapter.unavailable_reason() is None and case.adapter.replicas not in refs:
+            refs.append(case.adapter.replicas)
+    if refs:
+        from bnsuite.suites import replica_cases
+
+        replica_cases.prefetch(refs)
+
+
 @pytest.fixture
 def case(request):
     c: Case = request.param

@@ -117,12 +117,10 @@ def reproduction_runs():
         return {f.name: (proc, secs) for f, proc, secs in pool.map(_run_reproduction, findings.FINDINGS)}
 
 
-RUN_REPRODUCTIONS = os.environ.get("BNSUITE_REPRODUCTIONS", "") == "1"
-
-
+# Every findings/<name>.py imports its framework (1.5 to 3 minutes in all on 2 cores): the test command runs them, the
+# main job (matrix) leaves them out with the other slow meta tests.
+@pytest.mark.slow
 @pytest.mark.reproductions
-@pytest.mark.skipif(not RUN_REPRODUCTIONS, reason="set BNSUITE_REPRODUCTIONS=1 to run every findings/<name>.py (each "
-                    "imports its framework: 1.5 to 3 minutes on 2 cores, beyond the main job's budget)")
 @pytest.mark.parametrize("finding", findings.FINDINGS, ids=lambda f: f.name)
 def test_reproduction_shows_the_behaviour(finding, reproduction_runs):
     proc, secs = reproduction_runs[finding.name]

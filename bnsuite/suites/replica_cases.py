@@ -3,6 +3,8 @@ engine that every case of that engine reads, and the declaration as a results-fi
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import pytest
 
 from bnsuite.adapters.base import Unsupported
@@ -41,6 +43,19 @@ def replica_declaration_record(cls) -> dict | None:
     return None if isinstance(decl, str) else rp.declaration_record(decl)
 
 
+# Workers started ahead of their cases (prefetch), one at a time in a background thread: an engine's start-up
+# (torch.distributed, several JAX host devices, TensorFlow logical devices) then overlaps the other suites.
+_AHEAD = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnsuite-replicas")
+_STARTED: dict[str, concurrent.futures.Future] = {}
+
+
+def prefetch(refs: list[str]) -> None:
+    """Start the workers of these engines ("module:Engine") in the background, in order."""
+    for ref in refs:
+        if ref not in _STARTED:
+            _STARTED[ref] = _AHEAD.submit(rp.run_worker, ref)
+
+
 class Runs:
     """One worker run per engine, shared by every case that reads it (module-scoped in the suite)."""
 
@@ -50,5 +65,6 @@ class Runs:
     def get(self, cls) -> rp.Results:
         ref = cls.replicas
         if ref not in self._done:
-            self._done[ref] = rp.run_worker(ref)
+            ahead = _STARTED.pop(ref, None)
+            self._done[ref] = ahead.result() if ahead is not None else rp.run_worker(ref)
         return self._done[ref]
