@@ -18,7 +18,9 @@ def register() -> None:
     common = dict(deadline=None, database=None, print_blob=True,
                   suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
     settings.register_profile("ci", max_examples=12, derandomize=True, **common)
-    settings.register_profile("explore", max_examples=200, **common)
+    # Explicit, because a profile inherits the loaded one: where a CI variable is set, Hypothesis starts on its own
+    # derandomized "ci" profile (which ours replaces by name), and "explore" must stay random there too.
+    settings.register_profile("explore", max_examples=200, derandomize=False, **common)
 
 
 def load_unless_chosen() -> None:
@@ -27,5 +29,5 @@ def load_unless_chosen() -> None:
     from hypothesis import settings
 
     register()
-    if settings.get_current_profile_name() == "default":
+    if settings.get_current_profile_name() in ("default", "ci"):  # "ci": Hypothesis' own choice under a CI variable
         settings.load_profile("ci")
