@@ -10,6 +10,7 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited, Unsupported
 from bnsuite.adapters.blocks import BlockDeclaration, Blocks
+from bnsuite.adapters.flax_common import optimizer_update
 
 _OPTAX = "optax/losses/_classification.py"
 
@@ -255,7 +256,7 @@ class FlaxNnxBlocks(Blocks):
 
         opt = nnx.Optimizer(dense, optax.sgd(lr), wrt=nnx.Param)
         value, grads = nnx.value_and_grad(f)(dense)
-        opt.update(dense, grads)
+        optimizer_update(opt, dense, grads)
         return float(value)
 
     def probe_model(self):
