@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from bnsuite.adapters.base import Cited
+from bnsuite.adapters.base import Cited, Unsupported, in_range, installed_version
 from bnsuite.adapters.norms import NormAdapter, NormDeclaration, NormFacts, NormSpec
 
 _K3 = "keras/src/layers/normalization"
@@ -28,6 +28,11 @@ def _keras3_declaration(backend: str) -> NormDeclaration:
                                      "(unclamped)")}[backend]
     layer_var = ("two-pass", "keras/src/ops/nn.py: _layer_normalization calls torch.nn.functional.layer_norm on the "
                              "torch backend (contiguous axes)") if backend == "torch" else moments
+    if backend == "torch" and installed_version("keras") and in_range(installed_version("keras"), "<3.11"):
+        # LayerNormalization called ops.moments (one-pass on torch) until ops.layer_normalization arrived in 3.11.0.
+        layer_var = ("one-pass", "[keras <3.11] LayerNormalization.call computes ops.moments, one-pass unclamped on the "
+                                 "torch backend, before commit 86638c23fe 'add ops.layer_normalization' (#21327), "
+                                 "first released in 3.11.0")
     bitwise = {"tensorflow": (False, "not bitwise: TF's CPU reductions (Eigen) vectorize and split the reduced "
                                      "axes by tensor shape, so a row rounds differently in batches of 1, 3 and 8 "
                                      "(observed up to 7e-7 on tensorflow 2.21 CPU)"),
@@ -115,6 +120,8 @@ class _KerasNorms(NormAdapter):
         make = {"layer": "LayerNormalization", "rms": "RMSNormalization", "group": "GroupNormalization",
                 "instance": "GroupNormalization"}[spec.kind]
         self.kwargs, self.cls_name = kw, make
+        if not hasattr(layers, make):  # RMSNormalization arrived in Keras 3.9.0
+            raise Unsupported(f"this release has no layers.{make}")
         with warnings.catch_warnings():  # rms_scaling=True warns that it is deprecated; the suite checks what it does
             warnings.simplefilter("ignore")
             self.layer = getattr(layers, make)(dtype=spec.dtype, **kw)
