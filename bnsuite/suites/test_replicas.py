@@ -80,6 +80,12 @@ def _applies(facts, n, case, idiom):
         pytest.skip(f"{case.adapter.id}: {idiom} applies to N in {facts.replica_counts}")
 
 
+def _run_for(case, rec, runs, idiom, facts, replicas):
+    """The engine's arrays for N = `replicas` (the case skips where the idiom does not apply), or None (see _run)."""
+    _applies(facts, replicas, case, idiom)
+    return _run(case, rec, runs, idiom)
+
+
 def _pooled(parts, sizes, rule, r):
     if rule == "unweighted":
         return np.concatenate(parts, axis=0)
@@ -90,8 +96,7 @@ def _pooled(parts, sizes, rule, r):
 @pytest.mark.parametrize("replicas", rp.REPLICA_COUNTS, ids=lambda n: f"N{n}")
 def test_replica_forward(case, rec, replica_idiom, replicas, replica_runs):
     facts, source = _facts(case, replica_idiom)
-    _applies(facts, replicas, case, replica_idiom)
-    res = _run(case, rec, replica_runs, replica_idiom)
+    res = _run_for(case, rec, replica_runs, replica_idiom, facts, replicas)
     if res is None:
         return
     n, key, p = replicas, f"{replica_idiom}/N{replicas}", rp.plan()
@@ -109,11 +114,10 @@ def test_replica_forward(case, rec, replica_idiom, replicas, replica_runs):
         ys = ref.forward_train_replicas(x, sizes, rule, p["scale"], p["offset"], rp.EPS, AXIS)
         cands[rule] = np.concatenate(ys)
         parts = ref.split_batch(x, sizes)
-        tols[rule] = [tl.replica_output(_pooled(parts, sizes, rule, r), AXIS,
-                                        np.concatenate(ref.forward_train_replicas(
-                                            _pooled(parts, sizes, rule, r), (len(_pooled(parts, sizes, rule, r)),),
-                                            "global", p["scale"], p["offset"], rp.EPS, AXIS)),
-                                        p["scale"], rp.EPS, dtype="float32", variance=variance) for r in range(n)]
+        pooled = [_pooled(parts, sizes, rule, r) for r in range(n)]  # what replica r's statistics are taken over
+        tols[rule] = [tl.replica_output(q, AXIS, np.concatenate(ref.forward_train_replicas(
+                          q, (len(q),), "global", p["scale"], p["offset"], rp.EPS, AXIS)),
+                                        p["scale"], rp.EPS, dtype="float32", variance=variance) for q in pooled]
     tol = _widest([t for ts in tols.values() for t in ts])
     _separable(tol, cands, "local from global statistics")
     observed = ch.classify(y.reshape(-1, y.shape[-1]), cands, tol)
@@ -130,8 +134,7 @@ def test_replica_forward(case, rec, replica_idiom, replicas, replica_runs):
 @pytest.mark.parametrize("replicas", rp.REPLICA_COUNTS, ids=lambda n: f"N{n}")
 def test_replica_running_stats(case, rec, replica_idiom, replicas, steps, replica_runs):
     facts, source = _facts(case, replica_idiom)
-    _applies(facts, replicas, case, replica_idiom)
-    res = _run(case, rec, replica_runs, replica_idiom)
+    res = _run_for(case, rec, replica_runs, replica_idiom, facts, replicas)
     if res is None:
         return
     n, key, p = replicas, f"{replica_idiom}/N{replicas}", rp.plan()
@@ -172,8 +175,7 @@ def test_replica_gradients(case, rec, replica_idiom, replicas, replica_runs):
     facts, source = _facts(case, replica_idiom)
     if facts.gradient.startswith("n/a"):
         pytest.skip(f"{case.adapter.id}: {replica_idiom} declares no gradient ({facts.gradient})")
-    _applies(facts, replicas, case, replica_idiom)
-    res = _run(case, rec, replica_runs, replica_idiom)
+    res = _run_for(case, rec, replica_runs, replica_idiom, facts, replicas)
     if res is None:
         return
     n, key, p = replicas, f"{replica_idiom}/N{replicas}", rp.plan()
