@@ -1,10 +1,10 @@
 """The suites must FAIL on a broken adapter, on the property that names the breakage, and pass the real one.
 
-All broken adapters and the real torch adapter (loaded by path, as a user's adapter would be) run in ONE pytest
-subprocess; each test below then reads its adapter's records from the results file. The real adapter runs every suite
-module; each broken adapter only the suite tests that can see its breakage (``seen_in``: the tests that write one of
-its expected properties, plus its ``SEES`` entry), which keeps the run short while ``test_every_check_can_fail``
-still covers every property the suites check.
+All broken adapters (meta_tests/broken/, one module per semantic area) and the real torch adapter (loaded by path, as
+a user's adapter would be) run in ONE pytest subprocess; each test below then reads its adapter's records from the
+results file. The real adapter runs every suite module; each broken adapter only the suite tests that can see its
+breakage (``seen_in``: the tests that write one of its expected properties, plus its ``SEES`` entry), which keeps the
+run short while ``test_every_check_can_fail`` still covers every property the suites check.
 """
 
 import ast
@@ -15,8 +15,8 @@ import sys
 
 import pytest
 
-from meta_tests import broken_adapters as ba
-from meta_tests import seen_suites
+from meta_tests import broken as ba, seen_suites
+from meta_tests.broken.base import ref
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUITES = os.path.join(ROOT, "bnsuite", "suites")
@@ -85,11 +85,11 @@ def suite_run(tmp_path_factory):
     only_in = {cls.id: sorted(seen_in(cls, literals)) for cls in ba.EXPECTED_FAILURES}
     env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "TF_USE_LEGACY_KERAS")}
     env[seen_suites.ENV_VAR] = json.dumps(only_in)
-    refs = [REAL] + [f"meta_tests.broken_adapters:{cls.__name__}" for cls in ba.EXPECTED_FAILURES]
+    refs = [REAL] + [ref(cls) for cls in ba.EXPECTED_FAILURES]
     cmd = [sys.executable, "-m", "pytest", "bnsuite/suites", "-q", "-p", "no:cacheprovider", "-p",
            "meta_tests.seen_suites", "--device", "cpu", f"--results={results}"]
-    for ref in refs:
-        cmd += ["--adapter", ref]
+    for adapter in refs:
+        cmd += ["--adapter", adapter]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     records = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     return proc, records
@@ -102,7 +102,7 @@ def test_every_expected_property_is_seen(broken):
     literals = _test_literals(_suite_sources())
     unseen = sorted(p for p in ba.EXPECTED_FAILURES[broken] if not suite_tests_checking(p, literals))
     assert not unseen or broken in ba.SEES, (f"{broken.id}: no suite test writes {unseen} whole; name the module or "
-                                             "test that checks them in broken_adapters.SEES")
+                                             "test that checks them in the SEES of its meta_tests/broken module")
 
 
 def failed_properties(records, adapter_id):

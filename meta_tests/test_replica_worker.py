@@ -6,7 +6,7 @@ from bnsuite.adapters import replicas as rp
 
 
 def test_hung_collective_is_killed_with_its_children():
-    res = rp.run_worker("meta_tests.broken_adapters:HungCollectiveEngine")
+    res = rp.run_worker("meta_tests.broken.replicas:HungCollectiveEngine")
     assert res.error is not None and "did not finish within 6 s" in res.error, res.error
     assert res.wall_s < 30, f"the timeout took {res.wall_s:.1f} s"
     assert rp.live_in_group(res.pid) == [], "processes of the killed worker are still running"

@@ -1,0 +1,63 @@
+"""What the broken adapters share: a deliberately wrong declared value, the torch adapter under a declaration with
+some values changed, the torch layer built from a wrongly converted spec, and the correct torch layer whose optional
+capability (network, norms, blocks, replicas, mixed precision) is a broken implementation."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+from bnsuite.adapters.base import Cited
+from bnsuite.adapters.torch_bn import TorchBatchNorm
+
+
+def wrong(value) -> Cited:
+    """A declared value that is wrong on purpose."""
+    return Cited(value, "deliberately wrong")
+
+
+def ref(obj) -> str:
+    """"module:name" of a module-level class or function: how an adapter names its network builder, norms, blocks,
+    replica engine or mixed-precision runner, and how the meta test passes a broken adapter to --adapter."""
+    return f"{obj.__module__}:{obj.__qualname__}"
+
+
+class WrongDeclaration(TorchBatchNorm):
+    """torch's behaviour under torch's declaration with the fields in `wrong_values` changed (each cited as
+    deliberately wrong)."""
+
+    wrong_values: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def declare(cls):
+        return dataclasses.replace(super().declare(), **{k: wrong(v) for k, v in cls.wrong_values.items()})
+
+
+class ConvertsSpec(TorchBatchNorm):
+    """The torch layer built from the spec as `convert` changes it (a conversion bug); a spec that asks for the
+    framework's defaults is left alone."""
+
+    @staticmethod
+    def convert(spec):
+        return spec
+
+    def __init__(self, spec):
+        super().__init__(spec if spec.use_defaults else self.convert(spec))
+
+
+def torch_with(name: str, adapter_id: str, base: type = TorchBatchNorm, **capabilities) -> type:
+    """The broken adapter class `name`: `base` (a correct torch BatchNorm) whose capabilities (network=, norms=,
+    blocks=, replicas=, mixed_precision_runner=) are the given broken builders, classes or runners of the caller's
+    module; its docstring is theirs."""
+    module = next(iter(capabilities.values())).__module__
+    doc = "A correct torch BatchNorm with a broken " + "; ".join(f"{k}: {v.__doc__}" for k, v in capabilities.items())
+    return type(name, (base,), {"__doc__": doc, "__module__": module, "__qualname__": name, "id": adapter_id,
+                                **{k: ref(v) for k, v in capabilities.items()}})
+
+
+def nudge_running_stats(adapter: TorchBatchNorm) -> None:
+    """Move the running statistics a little (mean + 0.01, variance * 1.01) outside autograd: the mark of a call that
+    should have left them alone."""
+    with adapter.torch.no_grad():
+        adapter.module.running_mean.add_(0.01)
+        adapter.module.running_var.mul_(1.01)
