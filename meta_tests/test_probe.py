@@ -1,7 +1,6 @@
 """The batch-dependence probe names exactly the planted layer, gives a clean verdict without one, and turns bad input
 into one clear line (ProbeError in Python, exit 2 on the CLI)."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -11,14 +10,10 @@ import numpy as np
 import pytest
 
 from bnsuite.probe import ProbeError, find_batch_dependence
+from meta_tests.probe_helpers import assert_names_planted, need
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 X = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
-
-
-def need(module):
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} is not installed")
 
 
 # -- models --------------------------------------------------------------------------------------------------------
@@ -100,12 +95,7 @@ MODELS = {"torch": torch_model, "keras": keras_model, "flax": flax_model}
 def test_probe_names_the_planted_layer(framework):
     report = find_batch_dependence(MODELS[framework](True), X)
     assert report.framework == framework
-    assert report.first is not None, str(report)
-    assert report.first.name == "planted", str(report)
-    assert report.first.max_rel > 0.1
-    # every layer before the planted one is invariant within tolerance
-    before = [l for l in report.layers if l.index < report.first.index]
-    assert before and all(l.max_rel <= report.tol for l in before), str(report)
+    assert_names_planted(report)
     assert "planted" in str(report)
 
 

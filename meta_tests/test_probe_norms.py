@@ -2,19 +2,13 @@
 InstanceNorm): no batch dependence; the same model with ONE BatchNorm in training mode inserted is reported, with
 that layer named."""
 
-import importlib.util
-
 import numpy as np
 import pytest
 
 from bnsuite.probe import find_batch_dependence
+from meta_tests.probe_helpers import assert_names_planted, need
 
 X = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32) * 3 + 1
-
-
-def need(module):
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} is not installed")
 
 
 # Each normalization reduces at least 8 values: with fewer, a set whose values nearly coincide has a variance so small
@@ -108,8 +102,4 @@ def test_norm_model_is_batch_independent(framework):
 @pytest.mark.parametrize("framework", list(MODELS))
 def test_training_mode_batchnorm_is_named(framework):
     report = find_batch_dependence(MODELS[framework](True), X)
-    assert report.first is not None, str(report)
-    assert report.first.name == "planted", str(report)
-    assert report.first.max_rel > 0.1, str(report)
-    before = [l for l in report.layers if l.index < report.first.index]
-    assert before and all(l.max_rel <= report.tol for l in before), str(report)
+    assert_names_planted(report)
