@@ -98,6 +98,7 @@ class TorchReplicas(ReplicaEngine):
 
     def measure(self, p):
         import torch
+        import torch._dynamo  # noqa: F401  DDP imports it at construction: once here, not in each forked rank
         import torch.multiprocessing as mp
 
         out: dict[str, np.ndarray] = {}
