@@ -34,7 +34,9 @@ class Finding:
     versions: str  # the framework versions it was observed on, e.g. "keras 3.15.1"
     severity: str  # one of SEVERITIES
     source: str  # the framework source (file and function or line) or documentation that explains it
-    upstream: str | None  # "owner/repo#N" (with its state, e.g. "closed, guide edit only") or None: not reported
+    # "owner/repo#N" (with its state, e.g. "closed, guide edit only") or None: not reported (written "" in
+    # findings.toml, which has no null)
+    upstream: str | None
     properties: tuple[str, ...]  # property names whose checks demonstrate it (written whole, greppable)
     # The adapter whose process environment (KERAS_BACKEND, TF_USE_LEGACY_KERAS) the reproduction runs in; "" means
     # the first of `adapters`.
