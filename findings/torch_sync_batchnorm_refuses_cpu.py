@@ -1,37 +1,34 @@
-"""torch SyncBatchNorm refuses CPU tensors in a real 2-process gloo group (DDP at construction, the layer at forward).
+"""torch SyncBatchNorm refuses CPU tensors once a process group exists: DistributedDataParallel at construction, the
+bare layer at its first training forward. Both are device checks made before the group's size is read
+(torch/nn/parallel/distributed.py: _passing_sync_batchnorm_handle; torch/nn/modules/batchnorm.py:
+SyncBatchNorm.forward), so a one-process gloo group meets the refusal that every CPU replica of a larger group meets.
 Exit 1 while refused, 0 once CPU is supported, 2 on any other error."""
-import socket
 import sys
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 
-def rank_main(rank, port, q):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    x = torch.as_tensor(np.random.default_rng(rank).standard_normal((4, 3)), dtype=torch.float32)
-    bn = torch.nn.SyncBatchNorm.convert_sync_batchnorm(torch.nn.BatchNorm1d(3))
+def outcome(step):
     try:
-        bn(x)
-        q.put("ok")
+        step()
+        return "ok"
     except ValueError as e:
-        q.put(f"ValueError: {e}")
+        return f"ValueError: {e}"
+
+
+try:
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    x = torch.as_tensor(np.random.default_rng(0).standard_normal((4, 3)), dtype=torch.float32)
+    bn = torch.nn.SyncBatchNorm.convert_sync_batchnorm(torch.nn.BatchNorm1d(3))
+    observed = {"DistributedDataParallel(bn)": outcome(lambda: torch.nn.parallel.DistributedDataParallel(bn)),
+                "bn(x) in training": outcome(lambda: bn(x))}
     dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    try:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        q = mp.get_context("spawn").SimpleQueue()
-        mp.spawn(rank_main, args=(port, q), nprocs=2)
-        observed = q.get()
-    except Exception as e:
-        print(f"error: {type(e).__name__}: {e}")
-        sys.exit(2)
-    print(f"observed: {observed}")
-    print("expected: a SyncBatchNorm that normalizes CPU tensors with the statistics of both processes")
-    sys.exit(0 if observed == "ok" else 1)
+except Exception as e:
+    print(f"error: {type(e).__name__}: {e}")
+    sys.exit(2)
+for call, result in observed.items():
+    print(f"observed {call}: {result}")
+print("expected: a SyncBatchNorm that normalizes CPU tensors with the statistics of every process in its group")
+sys.exit(0 if set(observed.values()) == {"ok"} else 1)

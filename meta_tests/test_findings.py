@@ -1,6 +1,6 @@
-"""Findings are declared once (bnsuite/findings.py) and everything else follows from the declaration: the README's
-section, the failure message of a check that stops reproducing one, the report's list, and a standalone reproduction
-per finding that exits 1 while the behaviour is present."""
+"""Findings are declared once (bnsuite/findings.toml, loaded by bnsuite/findings.py) and everything else follows from
+the declaration: the README's section, the failure message of a check that stops reproducing one, the report's list,
+and a standalone reproduction per finding that exits 1 while the behaviour is present."""
 
 from __future__ import annotations
 
@@ -34,6 +34,41 @@ def test_declarations_are_well_formed():
     for f in findings.FINDINGS:
         unknown = set(f.adapters) - set(registry.BUILTIN)
         assert not unknown, f"finding {f.name}: unknown adapter ids {sorted(unknown)}"
+
+
+VALID = """[[finding]]
+name = "frozen_moves"
+title = "t"
+area = "freeze"
+adapters = ["torch"]
+versions = "torch 2.13.0"
+severity = "high"
+source = "s"
+upstream = ""
+properties = ["freeze_running_stats_update"]
+"""
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t, None),
+    (lambda t: t.replace("upstream =", "upstrem ="), "finding frozen_moves: unknown field 'upstrem'"),
+    (lambda t: t.replace('severity = "high"\n', ""), "finding frozen_moves: missing field 'severity'"),
+    (lambda t: t.replace('adapters = ["torch"]', 'adapters = "torch"'),
+     "finding frozen_moves: field 'adapters' must be a list of strings"),
+    (lambda t: t.replace('name = "frozen_moves"\n', ""), "finding #1 (no name): missing field 'name'"),
+    (lambda t: t.replace("[[finding]]", "[[findings]]"), "unknown top-level keys ['findings']"),
+    (lambda t: t.replace('title = "t"', 'title = "t'), "line 3"),
+], ids=["valid", "typo", "missing", "type", "no_name", "table", "syntax"])
+def test_a_malformed_declaration_fails_in_one_line_naming_finding_and_field(tmp_path, edit, message):
+    path = tmp_path / "findings.toml"
+    path.write_text(edit(VALID))
+    if message is None:
+        (f,) = findings.load(str(path))
+        assert (f.upstream, f.adapters, f.where) == (None, ("torch",), ())  # "": not reported; lists are tuples
+        return
+    with pytest.raises(findings.FindingsError) as e:
+        findings.load(str(path))
+    assert message in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value), str(e.value)
 
 
 def test_every_demonstrating_property_exists_in_the_code():

@@ -33,41 +33,43 @@ _NAN_MOMENTS = ("the batch mean and variance of an empty batch are 0/0 = NaN and
                 "guard for it")
 _NO_EPS_CHECK = ("no validation of epsilon; a constant channel then computes (x - mean) * rsqrt(0 + eps) = 0 * inf "
                  "(eps = 0) or 0 * rsqrt(negative) (eps < 0), NaN")
+
+
+def _nan_on_empty_batch_eps_unchecked(empty_training: str, empty_inference: str, eps_zero: str,
+                                      eps_negative: str) -> dict[str, Cited[str]]:
+    """The facts Keras 3, tf_keras and Flax share, each argument that framework's source: a training step on an empty
+    batch sets the running statistics to NaN, inference leaves them unchanged, and eps = 0 or eps < 0 is accepted (a
+    constant channel then normalizes to NaN)."""
+    return {
+        "empty_batch_training": Cited("empty output, running stats nan", empty_training),
+        "empty_batch_inference": Cited("empty output, running stats unchanged", empty_inference),
+        "eps_zero": Cited("accepted, constant channel -> nan", eps_zero),
+        "eps_negative": Cited("accepted, constant channel -> nan", eps_negative),
+    }
+
+
 _K3 = "keras/src/layers/normalization/batch_normalization.py"
-KERAS3 = {
-    "empty_batch_training": Cited("empty output, running stats nan",
-                                  f"{_K3}: BatchNormalization.call, _moments -> ops.moments, then "
-                                  "moving_mean.assign(moving_mean * momentum + mean * (1 - momentum)); "
-                                  f"{_NAN_MOMENTS}"),
-    "empty_batch_inference": Cited("empty output, running stats unchanged", f"{_K3}: BatchNormalization.call, "
-                                   "inference reads moving_mean/moving_variance and assigns nothing"),
-    "eps_zero": Cited("accepted, constant channel -> nan", f"{_K3}: __init__ self.epsilon = float(epsilon), "
-                                                            f"{_NO_EPS_CHECK}"),
-    "eps_negative": Cited("accepted, constant channel -> nan", f"{_K3}: __init__, {_NO_EPS_CHECK}"),
-}
+KERAS3 = _nan_on_empty_batch_eps_unchecked(
+    f"{_K3}: BatchNormalization.call, _moments -> ops.moments, then moving_mean.assign(moving_mean * momentum + mean "
+    f"* (1 - momentum)); {_NAN_MOMENTS}",
+    f"{_K3}: BatchNormalization.call, inference reads moving_mean/moving_variance and assigns nothing",
+    f"{_K3}: __init__ self.epsilon = float(epsilon), {_NO_EPS_CHECK}",
+    f"{_K3}: __init__, {_NO_EPS_CHECK}")
 _TFK = "tf_keras/src/layers/normalization/batch_normalization.py"
-TF_KERAS = {
-    "empty_batch_training": Cited("empty output, running stats nan",
-                                  f"{_TFK}: BatchNormalizationBase.call -> _fused_batch_norm (rank 4) or "
-                                  f"_moments (tf.nn.moments); _assign_moving_average; {_NAN_MOMENTS}; the same "
-                                  "cause is reported for Sonnet in google-deepmind/sonnet#125 (open)"),
-    "empty_batch_inference": Cited("empty output, running stats unchanged",
-                                   f"{_TFK}: BatchNormalizationBase.call, inference uses the moving statistics"),
-    "eps_zero": Cited("accepted, constant channel -> nan", f"{_TFK}: __init__ self.epsilon = epsilon, "
-                                                            f"{_NO_EPS_CHECK}"),
-    "eps_negative": Cited("accepted, constant channel -> nan", f"{_TFK}: __init__, {_NO_EPS_CHECK}"),
-}
+TF_KERAS = _nan_on_empty_batch_eps_unchecked(
+    f"{_TFK}: BatchNormalizationBase.call -> _fused_batch_norm (rank 4) or _moments (tf.nn.moments); "
+    f"_assign_moving_average; {_NAN_MOMENTS}; the same cause is reported for Sonnet in google-deepmind/sonnet#125 "
+    "(open)",
+    f"{_TFK}: BatchNormalizationBase.call, inference uses the moving statistics",
+    f"{_TFK}: __init__ self.epsilon = epsilon, {_NO_EPS_CHECK}",
+    f"{_TFK}: __init__, {_NO_EPS_CHECK}")
 _FLAX = "flax/linen/normalization.py (nnx/nn/normalization.py likewise)"
-FLAX = {
-    "empty_batch_training": Cited("empty output, running stats nan",
-                                  f"{_FLAX}: _compute_stats, jnp.mean over an empty axis; BatchNorm.__call__ "
-                                  f"ra_mean.value = momentum * ra_mean.value + (1 - momentum) * mean; {_NAN_MOMENTS}"),
-    "empty_batch_inference": Cited("empty output, running stats unchanged",
-                                   f"{_FLAX}: use_running_average=True reads ra_mean/ra_var and writes nothing"),
-    "eps_zero": Cited("accepted, constant channel -> nan", f"{_FLAX}: _normalize, mul = lax.rsqrt(var + epsilon); "
-                                                            f"{_NO_EPS_CHECK}"),
-    "eps_negative": Cited("accepted, constant channel -> nan", f"{_FLAX}: _normalize; {_NO_EPS_CHECK}"),
-}
+FLAX = _nan_on_empty_batch_eps_unchecked(
+    f"{_FLAX}: _compute_stats, jnp.mean over an empty axis; BatchNorm.__call__ ra_mean.value = momentum * "
+    f"ra_mean.value + (1 - momentum) * mean; {_NAN_MOMENTS}",
+    f"{_FLAX}: use_running_average=True reads ra_mean/ra_var and writes nothing",
+    f"{_FLAX}: _normalize, mul = lax.rsqrt(var + epsilon); {_NO_EPS_CHECK}",
+    f"{_FLAX}: _normalize; {_NO_EPS_CHECK}")
 
 # Masks: call(mask=...) with a padding mask over the positions (the input's shape without the channel axis).
 _MASKED = "masked statistics, biased variance"

@@ -7,7 +7,7 @@ Record kinds (field "kind"):
                  max_abs_err, max_rel_err, tolerance, message, test id, reproduction.
 * "outcome":     one per test: passed / failed / skipped / error, with the reason.
 * "curve", "matrix": structured data for the report's plots and tables (later suites).
-* "finding":     one per declared finding (bnsuite/findings.py) per run: what, where, source, upstream, the
+* "finding":     one per declared finding (bnsuite/findings.toml) per run: what, where, source, upstream, the
                  properties whose checks demonstrate it, its reproduction.
 
 This module imports nothing from bnsuite.adapters/ or suites/: the report reads files, not objects.
