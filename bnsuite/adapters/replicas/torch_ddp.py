@@ -35,6 +35,13 @@ def _ddp(how: str, running_stats: str, source: str) -> Cited[IdiomFacts]:
                             gradient="local", one_sample="error:ValueError", empty="ok"), source)
 
 
+def _refused(how: str, why: str, source: str) -> Cited[IdiomFacts]:
+    """A SyncBatchNorm idiom that raises ValueError on CPU tensors, whatever the shards: nothing else to measure."""
+    return Cited(IdiomFacts(how=how, normalizes="error:ValueError", running_stats=f"n/a: {why}", replicas_equal=True,
+                            gradient=f"n/a: {why}", uneven="error:ValueError", one_sample="error:ValueError",
+                            empty="error:ValueError"), source)
+
+
 DECLARATION = ReplicaDeclaration(
     framework="torch",
     default=Cited("local", f"{_BN}: BatchNorm computes its statistics over its input only; {_DDP}: "
@@ -54,18 +61,12 @@ DECLARATION = ReplicaDeclaration(
             "DistributedDataParallel(bn, forward_sync_buffers=False)", "local",
             f"{_DDP}: __init__ docstring, forward_sync_buffers replaces the deprecated broadcast_buffers and syncs "
             "buffers at construction only"),
-        "sync_batchnorm": Cited(
-            IdiomFacts(how="DistributedDataParallel(SyncBatchNorm.convert_sync_batchnorm(bn)) on CPU tensors",
-                       normalizes="error:ValueError", running_stats="n/a: DDP refuses the layer",
-                       replicas_equal=True, gradient="n/a: DDP refuses the layer", uneven="error:ValueError",
-                       one_sample="error:ValueError", empty="error:ValueError"),
+        "sync_batchnorm": _refused(
+            "DistributedDataParallel(SyncBatchNorm.convert_sync_batchnorm(bn)) on CPU tensors", "DDP refuses the layer",
             f"{_DDP}: DistributedDataParallel.__init__ -> _passing_sync_batchnorm_handle raises "
             "ValueError('SyncBatchNorm layers only work with GPU modules') when device_type is cpu"),
-        "sync_batchnorm_without_ddp": Cited(
-            IdiomFacts(how="SyncBatchNorm.convert_sync_batchnorm(bn) called directly on CPU tensors",
-                       normalizes="error:ValueError", running_stats="n/a: the forward raises",
-                       replicas_equal=True, gradient="n/a: the forward raises", uneven="error:ValueError",
-                       one_sample="error:ValueError", empty="error:ValueError"),
+        "sync_batchnorm_without_ddp": _refused(
+            "SyncBatchNorm.convert_sync_batchnorm(bn) called directly on CPU tensors", "the forward raises",
             f"{_BN}: SyncBatchNorm.forward raises ValueError('SyncBatchNorm expected input tensor to be on GPU or "
             "XPU or ...') when need_sync (training, process group initialized) and input.device.type is not "
             "cuda/hpu/xpu/privateuse1"),
