@@ -79,14 +79,10 @@ def test_deep_inference_batch_size(case, rec):
              extra={"arch": ARCH, "bn_layers": n_bn})
 
 
-def _summary(tr, config):
-    if not SUMMARY:
-        return
-    tr.section(f"bnsuite: deep network ({ARCH}), inference deviation from batch {FULL}")
-    for r in SUMMARY:
-        devs = "  ".join(f"b{b}:{d:.2g}" for b, d in r["dev"].items())
-        tr.write_line(f"  {r['adapter']:16s} {r['device']:4s} {devs}  (tol {r['tol_bs']:.2g}); vs reference "
-                      f"{r['ref']:.2g} (tol {r['tol_ref']:.2g}, max|y| {r['y_max']:.2g})")
+def _line(r: dict) -> str:
+    devs = "  ".join(f"b{b}:{d:.2g}" for b, d in r["dev"].items())
+    return (f"  {r['adapter']:16s} {r['device']:4s} {devs}  (tol {r['tol_bs']:.2g}); vs reference "
+            f"{r['ref']:.2g} (tol {r['tol_ref']:.2g}, max|y| {r['y_max']:.2g})")
 
 
-summaries.register(_summary)
+summaries.register_rows(f"bnsuite: deep network ({ARCH}), inference deviation from batch {FULL}", SUMMARY, _line)

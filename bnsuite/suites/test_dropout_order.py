@@ -117,12 +117,11 @@ def test_dropout_order(case, rec):
                              ylabel="variance of Dropout's output, inference / training (mean over features)")
 
 
-@summaries.register
-def _summary(tr, config):
-    if not SUMMARY:
-        return
-    tr.section("bnsuite: Dropout variance shift, inference/train variance of Dropout's output (measured vs Li et al.)")
-    for r in SUMMARY:
-        more = f", BN output {r['bn_output_measured']:.3f}" if "bn_output_measured" in r else ""
-        tr.write_line(f"  {r['adapter']:18s} {r['block']:11s} rate {r['rate']:.1f}: measured {r['measured']:.3f}, "
-                      f"Li et al. {r['li']:.3f}{more}")
+def _line(r: dict) -> str:
+    more = f", BN output {r['bn_output_measured']:.3f}" if "bn_output_measured" in r else ""
+    return (f"  {r['adapter']:18s} {r['block']:11s} rate {r['rate']:.1f}: measured {r['measured']:.3f}, "
+            f"Li et al. {r['li']:.3f}{more}")
+
+
+summaries.register_rows("bnsuite: Dropout variance shift, inference/train variance of Dropout's output (measured vs "
+                        "Li et al.)", SUMMARY, _line)

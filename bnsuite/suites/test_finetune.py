@@ -73,19 +73,15 @@ def test_finetune_step(case, rec, freeze_idiom):
              extra={**extra, "max_change": others_change})
 
 
-def _summary(tr, config):
-    if not MATRIX:
-        return
-    tr.section("bnsuite: fine-tuning step with frozen BN (running stats / BN params / conv+dense: max change)")
-    for r in MATRIX:
-        if r["error"] is not None:
-            mark = "ok " if r["error"] == r["declared_error"] else "MISMATCH"
-            tr.write_line(f"  {mark} {r['adapter']:16s} {r['device']:4s} {r['idiom']:38s} error {r['error']}")
-            continue
-        f = lambda p: f"{'moved' if p[0] else 'kept '} {p[1]:.2g}"
-        mark = "ok " if r["ok"] else "MISMATCH"
-        tr.write_line(f"  {mark} {r['adapter']:16s} {r['device']:4s} {r['idiom']:38s} stats {f(r['stats'])}  "
-                      f"params {f(r['params'])}  conv/dense {f(r['others'])}")
+def _line(r: dict) -> str:
+    if r["error"] is not None:
+        mark = "ok " if r["error"] == r["declared_error"] else "MISMATCH"
+        return f"  {mark} {r['adapter']:16s} {r['device']:4s} {r['idiom']:38s} error {r['error']}"
+    f = lambda p: f"{'moved' if p[0] else 'kept '} {p[1]:.2g}"
+    mark = "ok " if r["ok"] else "MISMATCH"
+    return (f"  {mark} {r['adapter']:16s} {r['device']:4s} {r['idiom']:38s} stats {f(r['stats'])}  "
+            f"params {f(r['params'])}  conv/dense {f(r['others'])}")
 
 
-summaries.register(_summary)
+summaries.register_rows("bnsuite: fine-tuning step with frozen BN (running stats / BN params / conv+dense: max change)",
+                        MATRIX, _line)

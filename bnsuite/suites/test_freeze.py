@@ -69,16 +69,12 @@ def _record_row(rec, row, facts, source):
         rec.writer.write("matrix", name="freeze", **full)
 
 
-def _summary(tr, config):
-    if not MATRIX:
-        return
-    tr.section("bnsuite: freeze matrix (forward uses / running stats move / params move)")
-    for r in MATRIX:
-        mark = "ok " if r["passed"] else "MISMATCH"
-        facts = (f"error {r['error']}" if r.get("error") else
-                 f"{r['normalizes_with']:8s} stats {'moved' if r['running_stats_update'] else 'kept '}  "
-                 f"params {'moved' if r['params_update'] else 'kept'}")
-        tr.write_line(f"  {mark} {r['adapter']:16s} {r['device']:4s} {r['idiom']:38s} {facts}")
+def _line(r: dict) -> str:
+    mark = "ok " if r["passed"] else "MISMATCH"
+    facts = (f"error {r['error']}" if r.get("error") else
+             f"{r['normalizes_with']:8s} stats {'moved' if r['running_stats_update'] else 'kept '}  "
+             f"params {'moved' if r['params_update'] else 'kept'}")
+    return f"  {mark} {r['adapter']:16s} {r['device']:4s} {r['idiom']:38s} {facts}"
 
 
-summaries.register(_summary)
+summaries.register_rows("bnsuite: freeze matrix (forward uses / running stats move / params move)", MATRIX, _line)

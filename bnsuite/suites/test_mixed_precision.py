@@ -144,15 +144,12 @@ def test_mixed_precision(case, rec, mixed_idiom):
     _record_row(rec, _table_row(rec, mixed_idiom, rule, run))
 
 
-def _summary(tr, config):
-    if not TABLE:
-        return
-    tr.section("bnsuite: mixed precision (output / scale+offset / running stats dtypes; max error / bound)")
-    for r in TABLE:
-        tr.write_line(f"  {'ok ' if r['as declared'] else 'MISMATCH'} {r['adapter']:16s} {r['idiom']:24s} "
-                      f"out {r['output']:8s} params {r['scale/offset']:8s} running {r['running stats']:8s} "
-                      f"train {r['training err / bound']:17s} run.var {r['running var err / bound']:17s} "
-                      f"finite at var>65504: {r['running var finite (var > 65504)']}")
+def _line(r: dict) -> str:
+    return (f"  {'ok ' if r['as declared'] else 'MISMATCH'} {r['adapter']:16s} {r['idiom']:24s} "
+            f"out {r['output']:8s} params {r['scale/offset']:8s} running {r['running stats']:8s} "
+            f"train {r['training err / bound']:17s} run.var {r['running var err / bound']:17s} "
+            f"finite at var>65504: {r['running var finite (var > 65504)']}")
 
 
-summaries.register(_summary)
+summaries.register_rows("bnsuite: mixed precision (output / scale+offset / running stats dtypes; max error / bound)",
+                        TABLE, _line)

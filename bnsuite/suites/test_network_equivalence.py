@@ -98,13 +98,10 @@ def test_network_equivalence(case, rec):
     ch.close(rec, "network_inference_output", y_fw, y_ref, tol_out, declared="reference network", extra=extra)
 
 
-def _summary(tr, config):
-    if not SUMMARY:
-        return
-    tr.section(f"bnsuite: network equivalence, max |framework - reference| after {STEPS} SGD steps")
-    for r in SUMMARY:
-        tr.write_line(f"  {r['adapter']:16s} {r['device']:4s} {r['dtype']:8s} loss {r['loss']:.3g}  weights "
-                      f"{r['weights']:.3g}  running stats {r['running_stats']:.3g}  outputs {r['output']:.3g}")
+def _line(r: dict) -> str:
+    return (f"  {r['adapter']:16s} {r['device']:4s} {r['dtype']:8s} loss {r['loss']:.3g}  weights "
+            f"{r['weights']:.3g}  running stats {r['running_stats']:.3g}  outputs {r['output']:.3g}")
 
 
-summaries.register(_summary)
+summaries.register_rows(f"bnsuite: network equivalence, max |framework - reference| after {STEPS} SGD steps",
+                        SUMMARY, _line)

@@ -73,13 +73,12 @@ def test_relu_order(case, rec):
                              xlabel="fraction of pre-activations < 0", ylabel=label)
 
 
-@summaries.register
-def _summary(tr, config):
-    if not ROWS:
-        return
-    tr.section("bnsuite: BatchNorm before vs after ReLU (train mode; zero fraction / mean / var)")
-    for r in ROWS:
-        tr.write_line(f"  {r['adapter']:18s} {r['block']:15s} shift {r['bias_shift']:+.1f}  BN input "
-                      f"{r['bn_input_zero_fraction_train']:.2f}/{r['bn_input_mean_train']:+.3f}/"
-                      f"{r['bn_input_var_train']:.3f}  output {r['output_zero_fraction_train']:.2f}/"
-                      f"{r['output_mean_train']:+.3f}/{r['output_var_train']:.3f}")
+def _line(r: dict) -> str:
+    return (f"  {r['adapter']:18s} {r['block']:15s} shift {r['bias_shift']:+.1f}  BN input "
+            f"{r['bn_input_zero_fraction_train']:.2f}/{r['bn_input_mean_train']:+.3f}/"
+            f"{r['bn_input_var_train']:.3f}  output {r['output_zero_fraction_train']:.2f}/"
+            f"{r['output_mean_train']:+.3f}/{r['output_var_train']:.3f}")
+
+
+summaries.register_rows("bnsuite: BatchNorm before vs after ReLU (train mode; zero fraction / mean / var)", ROWS,
+                        _line)

@@ -86,6 +86,20 @@ def _run_for(case, rec, runs, idiom, facts, replicas):
     return _run(case, rec, runs, idiom)
 
 
+def _classified(rec, prop, per_replica, cands, tols, rule, n, what, source, extra) -> str:
+    """Check `prop`: the rule whose oracle (`cands`, the replicas' arrays concatenated) the engine's per-replica arrays
+    match, within the widest of every candidate's per-replica bounds (`tols`), which must separate the candidates, is
+    the declared `rule`. Returns the declared rule's name at this N."""
+    __tracebackhide__ = True
+    tol = _widest([t for ts in tols.values() for t in ts])
+    _separable(tol, cands, what)
+    observed = ch.classify(per_replica.reshape(-1, per_replica.shape[-1]), cands, tol)
+    declared = _canonical(rule, n)
+    ch.equal(rec, prop, declared, observed, source=source, extra=extra,
+             max_abs_err=float(np.max(np.abs(per_replica.reshape(cands[declared].shape) - cands[declared]))))
+    return declared
+
+
 def _pooled(parts, sizes, rule, r):
     if rule == "unweighted":
         return np.concatenate(parts, axis=0)
@@ -118,12 +132,8 @@ def test_replica_forward(case, rec, replica_idiom, replicas, replica_runs):
         tols[rule] = [tl.replica_output(q, AXIS, np.concatenate(ref.forward_train_replicas(
                           q, (len(q),), "global", p["scale"], p["offset"], rp.EPS, AXIS)),
                                         p["scale"], rp.EPS, dtype="float32", variance=variance) for q in pooled]
-    tol = _widest([t for ts in tols.values() for t in ts])
-    _separable(tol, cands, "local from global statistics")
-    observed = ch.classify(y.reshape(-1, y.shape[-1]), cands, tol)
-    declared = _canonical(facts.normalizes, n)
-    ch.equal(rec, "replica_normalizes_with", declared, observed, source=source, extra=extra,
-             max_abs_err=float(np.max(np.abs(y.reshape(cands[declared].shape) - cands[declared]))))
+    declared = _classified(rec, "replica_normalizes_with", y, cands, tols, facts.normalizes, n,
+                           "local from global statistics", source, extra)
     expected = ref.forward_train_replicas(x, sizes, declared, p["scale"], p["offset"], rp.EPS, AXIS)
     for r in range(n):
         ch.close(rec, "replica_forward", y[r], expected[r], tols[declared][r],
@@ -192,12 +202,8 @@ def test_replica_gradients(case, rec, replica_idiom, replicas, replica_runs):
             px, pdy = _pooled(parts, sizes, rule, r), _pooled(dparts, sizes, rule, r)
             tols[rule].append(tl.replica_backward(px, pdy, AXIS, ref.backward_train(px, pdy, p["scale"], rp.EPS, AXIS)[0],
                                                   p["scale"], rp.EPS, dtype="float32"))
-    tol = _widest([t for ts in tols.values() for t in ts])
-    _separable(tol, cands, "the local from the global backward")
-    observed = ch.classify(dx.reshape(-1, dx.shape[-1]), cands, tol)
-    declared = _canonical(facts.gradient, n)
-    ch.equal(rec, "replica_gradient_rule", declared, observed, source=source, extra=extra,
-             max_abs_err=float(np.max(np.abs(dx.reshape(cands[declared].shape) - cands[declared]))))
+    declared = _classified(rec, "replica_gradient_rule", dx, cands, tols, facts.gradient, n,
+                           "the local from the global backward", source, extra)
     expected = ref.backward_train_replicas(x, dy, sizes, declared, p["scale"], rp.EPS, AXIS)
     for r in range(n):
         ch.close(rec, "replica_dx", dx[r], expected[r], tols[declared][r], declared=f"oracle, {declared} backward",

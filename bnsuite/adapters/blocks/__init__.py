@@ -80,8 +80,12 @@ class Blocks(ABC):
     """One block of one framework. `weights` maps canonical names (``dense.kernel``, ``bn.mean``, ...) to float64."""
 
     declaration: ClassVar[BlockDeclaration]
+    # Where the implementation runs; a spec for another device is Unsupported (its cases skip).
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
 
     def __init__(self, spec: BlockSpec, weights: Mapping[str, np.ndarray]):
+        if spec.device not in self.devices:
+            raise Unsupported(f"{type(self).__name__} runs on {', '.join(self.devices)} only, not {spec.device}")
         self.spec = spec
 
     @abstractmethod

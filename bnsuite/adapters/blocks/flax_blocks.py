@@ -85,23 +85,28 @@ def _names(ops):
     return ["dense" if op[0] == "dense" else "bn" if op[0] == "bn" else f"{op[0]}_{i}" for i, op in enumerate(ops)]
 
 
-class FlaxLinenBlocks(Blocks):
-    declaration = LINEN_DECLARATION
+class _FlaxBlocks(Blocks):
+    """Builds the block (`_build`) in the spec's dtype `self.dt`, then loads the canonical weights (`_load`)."""
 
     def __init__(self, spec, weights):
         super().__init__(spec, weights)
         import jax
         import jax.numpy as jnp
 
-        if spec.device != "cpu":
-            raise Unsupported("flax blocks run on the CPU only")
-        self.jax, self.jnp = jax, jnp
-        self.dt = jnp.dtype(spec.dtype)
+        self.jax, self.jnp, self.dt = jax, jnp, jnp.dtype(spec.dtype)
+        self._build(spec)
+        self._load(weights)
+
+
+class FlaxLinenBlocks(_FlaxBlocks):
+    declaration = LINEN_DECLARATION
+
+    def _build(self, spec):
+        jax, jnp = self.jax, self.jnp
         self.module = _linen_module(spec.ops, spec.rate, spec.eps, spec.momentum, self.dt)
         x0 = jnp.zeros((2, spec.in_features), self.dt)
         variables = self.module.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x0, training=False)
         self.variables = jax.tree_util.tree_map(lambda a: a, dict(variables))
-        self._load(weights)
 
     def _load(self, w):
         jnp = self.jnp
@@ -161,19 +166,13 @@ class FlaxLinenBlocks(Blocks):
         return (self.module, self.variables, {"training": False})
 
 
-class FlaxNnxBlocks(Blocks):
+class FlaxNnxBlocks(_FlaxBlocks):
     declaration = NNX_DECLARATION
 
-    def __init__(self, spec, weights):
-        super().__init__(spec, weights)
-        import jax
-        import jax.numpy as jnp
+    def _build(self, spec):
         from flax import nnx
 
-        if spec.device != "cpu":
-            raise Unsupported("flax blocks run on the CPU only")
-        self.jax, self.jnp, self.nnx = jax, jnp, nnx
-        self.dt = jnp.dtype(spec.dtype)
+        jax, self.nnx = self.jax, nnx
         rngs = nnx.Rngs(0)
         layers, width = [], spec.in_features
         for op in spec.ops:
@@ -193,7 +192,6 @@ class FlaxNnxBlocks(Blocks):
                 layers.append(lambda h, axis=op[1]: jax.nn.softmax(h, axis=axis))
         self.layers = layers
         self._by = {op[0]: layers[i] for i, op in enumerate(spec.ops)}
-        self._load(weights)
 
     def _load(self, w):
         jnp = self.jnp

@@ -58,8 +58,6 @@ class _KerasBlocks(Blocks):
 
     def __init__(self, spec, weights):
         super().__init__(spec, weights)
-        if spec.device != "cpu":
-            raise Unsupported("keras blocks run on the CPU only")
         keras = self.keras = self._keras()
         L = keras.layers
         self.layers, width = [], spec.in_features

@@ -32,8 +32,6 @@ class Tf1GraphBlocks(Blocks):
         super().__init__(spec, weights)
         import tensorflow as tf
 
-        if spec.device != "cpu":
-            raise Unsupported("tf1-graph blocks run on the CPU only")
         v1 = tf.compat.v1
         self.tf = tf
         self.graph = tf.Graph()

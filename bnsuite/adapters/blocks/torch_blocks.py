@@ -27,8 +27,6 @@ class TorchBlocks(Blocks):
         import torch
 
         self.torch = torch
-        if spec.device != "cpu":
-            raise Unsupported("torch blocks run on the CPU only")
         self.dtype = getattr(torch, spec.dtype)
         nn = torch.nn
         mods, width = [], spec.in_features

@@ -50,6 +50,13 @@ def _declaration(api: str, path: str) -> NormDeclaration:
 
 
 class _Flax(NormAdapter):
+    api: str  # "linen" or "nnx": the namespace flax.<api> holds the layers
+    path: str  # the source file the declaration cites
+
+    @classmethod
+    def declare(cls) -> NormDeclaration:
+        return _declaration(cls.api, cls.path)
+
     def __init__(self, spec: NormSpec):
         super().__init__(spec)
         import jax
@@ -67,6 +74,13 @@ class _Flax(NormAdapter):
             kw.update(use_scale=s.affine)
         return kw
 
+    def _layer(self, ns, *features, **kw):
+        """The spec's layer from flax namespace `ns` (nnx layers take the feature count first)."""
+        s = self.spec
+        group = {"num_groups": s.groups} if s.kind == "group" else {}
+        name = {"layer": "LayerNorm", "rms": "RMSNorm", "group": "GroupNorm", "instance": "InstanceNorm"}[s.kind]
+        return getattr(ns, name)(*features, **group, **self._kwargs(), **kw)
+
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         y = self._apply(self.jnp.asarray(np.asarray(x), dtype=self.spec.dtype))
         return np.asarray(y, np.float64)
@@ -76,19 +90,12 @@ class _Flax(NormAdapter):
 
 
 class LinenNorms(_Flax):
-    framework = "flax-linen"
-
-    @classmethod
-    def declare(cls) -> NormDeclaration:
-        return _declaration("linen", "flax/linen/normalization.py")
+    framework, api, path = "flax-linen", "linen", "flax/linen/normalization.py"
 
     def _build(self, spec: NormSpec) -> None:
         import flax.linen as nn
 
-        kw = self._kwargs()
-        layer = {"layer": lambda: nn.LayerNorm(**kw), "rms": lambda: nn.RMSNorm(**kw),
-                 "group": lambda: nn.GroupNorm(num_groups=spec.groups, **kw),
-                 "instance": lambda: nn.InstanceNorm(**kw)}[spec.kind]()
+        layer = self._layer(nn)
         shape = (1, 4, 4, spec.num_features)[-spec.rank:] if spec.rank > 2 else (1, spec.num_features)
         self.variables = layer.init(self.jax.random.PRNGKey(0), self.jnp.zeros(shape, spec.dtype))
         self.module = layer
@@ -111,20 +118,12 @@ class LinenNorms(_Flax):
 
 
 class NnxNorms(_Flax):
-    framework = "flax-nnx"
-
-    @classmethod
-    def declare(cls) -> NormDeclaration:
-        return _declaration("nnx", "flax/nnx/nn/normalization.py")
+    framework, api, path = "flax-nnx", "nnx", "flax/nnx/nn/normalization.py"
 
     def _build(self, spec: NormSpec) -> None:
         from flax import nnx
 
-        kw = {**self._kwargs(), "rngs": nnx.Rngs(0)}
-        c = spec.num_features
-        self.module = {"layer": lambda: nnx.LayerNorm(c, **kw), "rms": lambda: nnx.RMSNorm(c, **kw),
-                       "group": lambda: nnx.GroupNorm(c, num_groups=spec.groups, **kw),
-                       "instance": lambda: nnx.InstanceNorm(c, **kw)}[spec.kind]()
+        self.module = self._layer(nnx, spec.num_features, rngs=nnx.Rngs(0))
         self._jitted = nnx.jit(lambda m, x: m(x))
 
     def _apply(self, x):

@@ -139,23 +139,31 @@ _ONE_PASS_NO_STRATEGY = ("tf.distribute.get_replica_context() returns the DEFAUL
                          "and variance = maximum(E[x^2] - E[x]^2, 0)")
 
 
+def _declaration(framework: str, src_layer: str, src_sync: str, local_vars_src: str, *, estimator_false: Cited,
+                 estimator_true: Cited, variance_false: Cited) -> ReplicaDeclaration:
+    """A Keras BatchNormalization with a `synchronized` argument (False by default): its two idioms, and the layer
+    without a strategy, where synchronized=True still takes the one-pass all-reduce path."""
+    return ReplicaDeclaration(
+        framework=framework,
+        default=Cited("local", f"{src_layer}: synchronized=False by default"),
+        idioms=_idioms(src_sync, src_layer, local_vars_src),
+        without_strategy={"estimator:False": estimator_false, "estimator:True": estimator_true,
+                          "variance:False": variance_false,
+                          "variance:True": Cited("one-pass-clamped", f"{src_sync}; {_ONE_PASS_NO_STRATEGY}")})
+
+
 class KerasTensorFlowReplicas(_TfMirrored):
     worker_env = {**_TfMirrored.worker_env, "KERAS_BACKEND": "tensorflow"}
 
     @classmethod
     def declare(cls) -> ReplicaDeclaration:
         tf_moments = "keras/src/backend/tensorflow/nn.py: moments"
-        return ReplicaDeclaration(
-            framework="keras (tensorflow backend)",
-            default=Cited("local", f"{_K3}: synchronized=False by default"),
-            idioms=_idioms(_K3_SYNC, _K3, f"{_K3}: moving_mean/moving_variance are plain add_weight variables "
-                                          f"(MirroredVariable); {_LOCAL_VARS}"),
-            without_strategy={
-                "estimator:False": Cited("biased", f"{_K3}: the moving variance is fed the biased batch variance"),
-                "estimator:True": Cited("biased", f"{_K3_SYNC}: divides by the count"),
-                "variance:False": Cited("two-pass", f"{tf_moments} -> tf.nn.moments: mean of squared_difference"),
-                "variance:True": Cited("one-pass-clamped", f"{_K3_SYNC}; {_ONE_PASS_NO_STRATEGY}"),
-            })
+        return _declaration(
+            "keras (tensorflow backend)", _K3, _K3_SYNC,
+            f"{_K3}: moving_mean/moving_variance are plain add_weight variables (MirroredVariable); {_LOCAL_VARS}",
+            estimator_false=Cited("biased", f"{_K3}: the moving variance is fed the biased batch variance"),
+            estimator_true=Cited("biased", f"{_K3_SYNC}: divides by the count"),
+            variance_false=Cited("two-pass", f"{tf_moments} -> tf.nn.moments: mean of squared_difference"))
 
     def _keras(self):
         import keras
@@ -165,24 +173,20 @@ class KerasTensorFlowReplicas(_TfMirrored):
 
 class TfKerasReplicas(_TfMirrored):
     code_path = "non-fused"  # rank-2 batches (and synchronized=True, which sets fused=False) take the non-fused path
+
     @classmethod
     def declare(cls) -> ReplicaDeclaration:
-        return ReplicaDeclaration(
-            framework="tf_keras",
-            default=Cited("local", f"{_TFK}: synchronized=False by default"),
-            idioms=_idioms(_TFK_SYNC, _TFK, f"{_TFK}: _add_tower_local_variable creates the moving statistics "
-                                            f"with synchronization ON_READ, aggregation MEAN; {_LOCAL_VARS}"),
-            without_strategy={
-                "estimator:False": Cited("unbiased", f"{_TFK}: rank-4 input takes the fused kernel "
-                                                     "(tensorflow/core/kernels/fused_batch_norm_op.cc: unbiased)"),
-                "estimator:True": Cited("biased", f"{_TFK}: BatchNormalizationBase.__init__ sets fused = False when "
-                                                  "synchronized, and the non-fused path stores the biased variance, "
-                                                  "though the docstring says 'Setting `synchronized` has no impact "
-                                                  "when the model is trained without specifying any distribution "
-                                                  "strategy'"),
-                "variance:False": Cited("two-pass", "tensorflow/core/kernels/fused_batch_norm_op.cc: x - mean first"),
-                "variance:True": Cited("one-pass-clamped", f"{_TFK_SYNC}; {_ONE_PASS_NO_STRATEGY}"),
-            })
+        return _declaration(
+            "tf_keras", _TFK, _TFK_SYNC,
+            f"{_TFK}: _add_tower_local_variable creates the moving statistics with synchronization ON_READ, "
+            f"aggregation MEAN; {_LOCAL_VARS}",
+            estimator_false=Cited("unbiased", f"{_TFK}: rank-4 input takes the fused kernel "
+                                              "(tensorflow/core/kernels/fused_batch_norm_op.cc: unbiased)"),
+            estimator_true=Cited("biased", f"{_TFK}: BatchNormalizationBase.__init__ sets fused = False when "
+                                           "synchronized, and the non-fused path stores the biased variance, though "
+                                           "the docstring says 'Setting `synchronized` has no impact when the model "
+                                           "is trained without specifying any distribution strategy'"),
+            variance_false=Cited("two-pass", "tensorflow/core/kernels/fused_batch_norm_op.cc: x - mean first"))
 
     def _keras(self):
         import tf_keras

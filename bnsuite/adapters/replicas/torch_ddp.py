@@ -27,43 +27,46 @@ _EMPTY = "observed torch 2.13 CPU: a (0, C) training batch returns an empty outp
 WORLD = max(REPLICA_COUNTS)
 COLLECTIVE_TIMEOUT_S = 30
 
+
+def _ddp(how: str, running_stats: str, source: str) -> Cited[IdiomFacts]:
+    """DistributedDataParallel over a plain BatchNorm: each replica normalizes with its own shard and gets local
+    gradients; the replica holding one sample raises as a lone BatchNorm does."""
+    return Cited(IdiomFacts(how=how, normalizes="local", running_stats=running_stats, replicas_equal=False,
+                            gradient="local", one_sample="error:ValueError", empty="ok"), source)
+
+
+def _refused(how: str, why: str, source: str) -> Cited[IdiomFacts]:
+    """A SyncBatchNorm idiom that raises ValueError on CPU tensors, whatever the shards: nothing else to measure."""
+    return Cited(IdiomFacts(how=how, normalizes="error:ValueError", running_stats=f"n/a: {why}", replicas_equal=True,
+                            gradient=f"n/a: {why}", uneven="error:ValueError", one_sample="error:ValueError",
+                            empty="error:ValueError"), source)
+
+
 DECLARATION = ReplicaDeclaration(
     framework="torch",
     default=Cited("local", f"{_BN}: BatchNorm computes its statistics over its input only; {_DDP}: "
                            "DistributedDataParallel splits the batch and synchronizes gradients, not activations"),
     idioms={
-        "ddp_broadcast_buffers": Cited(
-            IdiomFacts(how="DistributedDataParallel(bn) (broadcast_buffers defaults to True)", normalizes="local",
-                       running_stats="broadcast0", replicas_equal=False, gradient="local",
-                       one_sample="error:ValueError", empty="ok"),
+        "ddp_broadcast_buffers": _ddp(
+            "DistributedDataParallel(bn) (broadcast_buffers defaults to True)", "broadcast0",
             f"{_DDP}: DistributedDataParallel.forward -> _pre_forward -> _check_sync_bufs_pre_fwd -> _sync_buffers "
             "broadcasts rank 0's buffers (authoritative_rank = 0) BEFORE the forward, which then updates each "
             "replica's copy with its own shard: replicas differ after every step until the next forward"),
-        "ddp_broadcast_buffers_false": Cited(
-            IdiomFacts(how="DistributedDataParallel(bn, broadcast_buffers=False)", normalizes="local",
-                       running_stats="local", replicas_equal=False, gradient="local",
-                       one_sample="error:ValueError", empty="ok"),
+        "ddp_broadcast_buffers_false": _ddp(
+            "DistributedDataParallel(bn, broadcast_buffers=False)", "local",
             f"{_DDP}: __init__ sets forward_sync_buffers = init_sync_buffers = broadcast_buffers, so buffers are "
             "never synchronized (not even at construction): each replica keeps the running statistics of its own "
             "shards"),
-        "ddp_forward_sync_buffers_false": Cited(
-            IdiomFacts(how="DistributedDataParallel(bn, forward_sync_buffers=False)", normalizes="local",
-                       running_stats="local", replicas_equal=False, gradient="local",
-                       one_sample="error:ValueError", empty="ok"),
+        "ddp_forward_sync_buffers_false": _ddp(
+            "DistributedDataParallel(bn, forward_sync_buffers=False)", "local",
             f"{_DDP}: __init__ docstring, forward_sync_buffers replaces the deprecated broadcast_buffers and syncs "
             "buffers at construction only"),
-        "sync_batchnorm": Cited(
-            IdiomFacts(how="DistributedDataParallel(SyncBatchNorm.convert_sync_batchnorm(bn)) on CPU tensors",
-                       normalizes="error:ValueError", running_stats="n/a: DDP refuses the layer",
-                       replicas_equal=True, gradient="n/a: DDP refuses the layer", uneven="error:ValueError",
-                       one_sample="error:ValueError", empty="error:ValueError"),
+        "sync_batchnorm": _refused(
+            "DistributedDataParallel(SyncBatchNorm.convert_sync_batchnorm(bn)) on CPU tensors", "DDP refuses the layer",
             f"{_DDP}: DistributedDataParallel.__init__ -> _passing_sync_batchnorm_handle raises "
             "ValueError('SyncBatchNorm layers only work with GPU modules') when device_type is cpu"),
-        "sync_batchnorm_without_ddp": Cited(
-            IdiomFacts(how="SyncBatchNorm.convert_sync_batchnorm(bn) called directly on CPU tensors",
-                       normalizes="error:ValueError", running_stats="n/a: the forward raises",
-                       replicas_equal=True, gradient="n/a: the forward raises", uneven="error:ValueError",
-                       one_sample="error:ValueError", empty="error:ValueError"),
+        "sync_batchnorm_without_ddp": _refused(
+            "SyncBatchNorm.convert_sync_batchnorm(bn) called directly on CPU tensors", "the forward raises",
             f"{_BN}: SyncBatchNorm.forward raises ValueError('SyncBatchNorm expected input tensor to be on GPU or "
             "XPU or ...') when need_sync (training, process group initialized) and input.device.type is not "
             "cuda/hpu/xpu/privateuse1"),
