@@ -20,10 +20,6 @@ from bnsuite.adapters.replicas import (EPS, MOMENTUM, REPLICA_COUNTS, SHARD_CASE
 
 _BN = "torch/nn/modules/batchnorm.py"
 _DDP = "torch/nn/parallel/distributed.py"
-_ONE = (f"torch/nn/functional.py: _verify_batch_size raises ValueError('Expected more than 1 value per channel when "
-        "training') on the replica holding one sample")
-_EMPTY = "observed torch 2.13 CPU: a (0, C) training batch returns an empty output; see replica_empty_shard records"
-
 WORLD = max(REPLICA_COUNTS)
 COLLECTIVE_TIMEOUT_S = 30
 
