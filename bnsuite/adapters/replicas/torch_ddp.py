@@ -20,6 +20,7 @@ from bnsuite.adapters.replicas import (EPS, MOMENTUM, REPLICA_COUNTS, SHARD_CASE
 
 _BN = "torch/nn/modules/batchnorm.py"
 _DDP = "torch/nn/parallel/distributed.py"
+
 WORLD = max(REPLICA_COUNTS)
 COLLECTIVE_TIMEOUT_S = 30
 
