@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from bnsuite.reports import screenshot
 from bnsuite.reports.render import main, render
 from bnsuite.reports.results import ResultsWriter
 
@@ -221,8 +222,7 @@ def test_missing_file_is_one_line(tmp_path):
 
 
 def _chromium(tmp_path, *args):
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}", *args]
+    cmd = [CHROMIUM, *screenshot.FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -293,9 +293,8 @@ def test_headless_chromium_layout(full_report, tmp_path, width):
     """Screenshots at both widths, and the rendered DOM: every front-page section present and laid out, and every
     adapter column of the matrix visible without horizontal scrolling."""
     png = tmp_path / f"report-{width}.png"
-    _chromium(tmp_path, f"--screenshot={png}", f"--window-size={width},1400", "--hide-scrollbars",
-              full_report.as_uri())
-    assert png.exists() and png.stat().st_size > 10_000, "chromium wrote no screenshot"
+    _chromium(tmp_path, f"--screenshot={png}", f"--window-size={width},1400", full_report.as_uri())
+    assert screenshot.problem(str(png)) is None, screenshot.problem(str(png))
     shot_dir = os.environ.get("BNSUITE_SCREENSHOT_DIR")
     if shot_dir:
         os.makedirs(shot_dir, exist_ok=True)
@@ -313,3 +312,40 @@ def test_headless_chromium_layout(full_report, tmp_path, width):
     hidden = [c for c, right in layout["columns"] if right > layout["width"]]
     assert not hidden, f"at {width} px these adapter columns need horizontal scrolling: {hidden}"
     assert layout["scroll"][0] <= layout["scroll"][1], f"the matrix scrolls horizontally at {width} px: {layout}"
+
+
+needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed")
+
+
+@needs_chromium
+def test_runner_screenshots_show_what_they_are_named_after(full_report, tmp_path):
+    """The runner's PNGs (python -m bnsuite.reports.screenshot): none blank, matrix.png showing the matrix's cells,
+    and the runner's line naming each file."""
+    report = tmp_path / "index.html"
+    shutil.copy(full_report, report)
+    proc = subprocess.run([sys.executable, "-m", "bnsuite.reports.screenshot", str(report)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    for name, (what, *_rest) in screenshot.SHOTS.items():
+        assert f"screenshot of {what}: {tmp_path / name}" in proc.stdout, proc.stdout
+    assert not list(tmp_path.glob("*.shot.html")), "the section-only copies are left behind"
+
+
+@needs_chromium
+def test_blank_screenshots_are_caught(tmp_path):
+    """problem() catches the blank screenshot Chromium takes at an anchor, an empty page, and a page without the
+    colours a screenshot is named after."""
+    page = tmp_path / "p.html"
+    page.write_text("<html><body>" + "".join(f"<p style='height:90px;background:#eee'>paragraph {i}</p>" for i in range(40))
+                    + "<h2 id='end'>the end</h2></body></html>")
+    at_anchor, empty, text = (tmp_path / n for n in ("anchor.png", "empty.png", "text.png"))
+    _chromium(tmp_path, f"--screenshot={at_anchor}", "--window-size=800,600", page.as_uri() + "#end")
+    assert "blank" in (screenshot.problem(str(at_anchor)) or ""), \
+        "a screenshot at an anchor is no longer blank: screenshot.py's reason for section-only copies is stale"
+    (tmp_path / "e.html").write_text("<html><body></body></html>")
+    _chromium(tmp_path, f"--screenshot={empty}", "--window-size=800,600", (tmp_path / "e.html").as_uri())
+    assert "blank" in (screenshot.problem(str(empty)) or "")
+    _chromium(tmp_path, f"--screenshot={text}", "--window-size=800,600", page.as_uri())
+    assert screenshot.problem(str(text)) is None
+    assert "named after" in (screenshot.problem(str(text), screenshot.SHOTS["matrix.png"][3]) or "")
+    assert "not written" in screenshot.problem(str(tmp_path / "none.png"))
