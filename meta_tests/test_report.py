@@ -122,6 +122,7 @@ def test_front_page_answers_in_order(report):
     findings = section(report, "findings")
     assert "not reported upstream" in findings and "findings/torch_trap.py" in findings
     assert "reproduced in this run" in findings  # its demonstrating check passed here
+    assert re.search(r'By adapter: <span><b>torch</b> <a href="#finding-torch_trap">1</a>', findings)  # maintainers
     porting = section(report, "porting")
     assert "set 1e-05 (default 0.001)" in porting and "set 0.9 (default 0.99)" in porting
     assert "transpose inputs" in porting and "cannot be converted" in porting and "0.0025" in porting

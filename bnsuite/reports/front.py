@@ -59,6 +59,14 @@ def findings_list(finding_recs: list[dict], checks: list[dict], envs: list[dict]
     return out
 
 
+def findings_by_adapter(findings: list[dict], order: dict[str, int]) -> list[tuple[str, list[tuple[int, str]]]]:
+    """For a reader who maintains one framework: each adapter with the findings (list number, name) that name it."""
+    adapters = sorted({str(a) for f in findings for a in f.get("adapters") or []},
+                      key=lambda a: (order.get(a, len(order)), a))
+    return [(a, [(i, str(f.get("name"))) for i, f in enumerate(findings, 1) if a in (f.get("adapters") or [])])
+            for a in adapters]
+
+
 def _decl_value(decls: dict[str, dict], adapter: str, field: str):
     d = decls.get(adapter, {}).get(field)
     return d.get("value") if isinstance(d, dict) else None

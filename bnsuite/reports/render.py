@@ -76,7 +76,7 @@ def context(records: list[dict], files: list[str], old: list[dict] | None, probl
         "counts": Counter(str(o.get("outcome", "?")) for o in outcomes),
         "n_checks": len(checks), "n_failed_checks": sum(c.get("passed") is not True for c in checks),
         "n_adapters": len(order),
-        "findings": finding_list,
+        "findings": finding_list, "findings_by_adapter": front.findings_by_adapter(finding_list, order),
         "n_upstream": sum(1 for f in finding_list if f.get("upstream")),
         "porting": front.porting_guide(matrices["port"], kinds["declaration"], order),
         "freeze": front.freeze_sheet(matrices["freeze"], order),
