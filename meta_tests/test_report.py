@@ -53,6 +53,9 @@ def write_results(path, *, torch_estimator="unbiased", finding_names=("torch_tra
                 target_default_momentum=0.99 if t == "keras" else 0.1,
                 source_estimator="unbiased" if s_ == "torch" else "biased",
                 target_estimator="unbiased" if t == "torch" else "biased")
+    for a, conv in (("keras", "(kh, kw, in, out)  HWIO"), ("torch", "(out, in, kh, kw)  OIHW")):
+        w.write("matrix", name="weight_layout", adapter=a, device="cpu", layout={"conv kernel": conv,
+                "dense kernel": "(in, out)" if a == "keras" else "(out, in)"}, source=f"{a}/conv.py: kernel")
     # known divergence: both behave as declared, but they declare different estimators
     check(w, "torch", "running_var_estimator", "unbiased", torch_estimator, passed=torch_estimator == "unbiased",
           err=3e-8)
@@ -126,6 +129,10 @@ def test_front_page_answers_in_order(report):
     porting = section(report, "porting")
     assert "set 1e-05 (default 0.001)" in porting and "set 0.9 (default 0.99)" in porting
     assert "transpose inputs" in porting and "cannot be converted" in porting and "0.0025" in porting
+    layouts = porting[porting.index("Network weight layouts"):]  # one row per adapter, in the matrix's order
+    assert re.search(r"<b>torch</b></td><td class=\"mono nowrap\">\(out, in, kh, kw\)  OIHW</td><td class=\"mono nowrap\">\(out, in\)"
+                     r"</td><td class=\"small\">torch/conv.py: kernel</td>.*<b>keras</b></td><td class=\"mono nowrap\">"
+                     r"\(kh, kw, in, out\)  HWIO", layouts, re.S)
     freeze = section(report, "freeze")
     assert "eval()" in freeze and ">running<" in freeze
     batch = section(report, "batch-size")
