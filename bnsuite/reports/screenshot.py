@@ -31,8 +31,9 @@ SHOTS = {
     "matrix.png": ("the behaviour matrix", "matrix", (1366, 1400), ((0xe3, 0xf4, 0xe3), (0xdf, 0xea, 0xfb),
                                                                      (0xf9, 0xd2, 0xd2))),
 }
-MIN_INK = 0.02  # a screenshot is blank when fewer than 2% of its pixels differ from its most common colour
-MIN_COLOURS = 16  # ... or when it has fewer distinct colours than text anti-aliasing alone produces
+MIN_INK = 0.005  # a screenshot is blank when under 0.5% of its pixels differ from its most common colour (a line
+MIN_COLOURS = 16  # of text and a table's border), or it has fewer colours than text anti-aliasing alone produces
+MIN_SHOWN = 1000  # pixels of the colours a screenshot must show: under half of one matrix cell (112 x 20)
 
 
 def browser() -> str | None:
@@ -111,10 +112,10 @@ def problem(png: str, must_show: tuple = ()) -> str | None:
     if ink < MIN_INK or len(colours) < MIN_COLOURS:
         return (f"{png}: blank ({ink:.1%} of pixels differ from the background "
                 f"#{''.join(f'{v:02x}' for v in colours[counts.argmax()])}, {len(colours)} colours)")
-    share = {tuple(int(v) for v in c): n / len(rgb) for c, n in zip(colours, counts)}
-    if must_show and sum(share.get(c, 0.0) for c in must_show) < MIN_INK:
+    pixels_of = {tuple(int(v) for v in c): int(n) for c, n in zip(colours, counts)}
+    if must_show and sum(pixels_of.get(c, 0) for c in must_show) < MIN_SHOWN:
         wanted = ", ".join("#" + "".join(f"{v:02x}" for v in c) for c in must_show)
-        return f"{png}: does not show what it is named after (under {MIN_INK:.0%} of pixels in {wanted})"
+        return f"{png}: does not show what it is named after (under {MIN_SHOWN} pixels in {wanted})"
     return None
 
 
