@@ -2,7 +2,7 @@
 """Run the BatchNorm conformance matrix: one process per adapter group, then one HTML report.
 
     python3 -m bnsuite matrix     # the main job: every tox env (nine adapter groups + meta tests), then the HTML
-                                  # report and a screenshot of its matrix
+                                  # report, with screenshots of its front page and its matrix beside it
     python3 -m bnsuite test       # the project's tests: the same groups without the report; both exit non-zero on
                                   # any failure, and fail if a group collected nothing
     python3 -m bnsuite groups     # list the groups
@@ -27,10 +27,11 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import sys
 import time
 import venv
+
+from bnsuite.reports.screenshot import SHOTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout: requirements/, results/, report/
 REQ_DIR = os.path.join(ROOT, "requirements")
@@ -284,24 +285,9 @@ def run_all(py: str, groups: list, run_dir: str, jobs: int, extra_args: list[str
 def render(py: str, run_dir: str, out: str) -> int:
     r = subprocess.run([py, "-m", "bnsuite.reports.render", run_dir, "-o", out], cwd=BASE)
     if r.returncode in (0, 1) and os.path.exists(out):
-        screenshot(out)
+        # front.png and matrix.png beside the report; each names its file, or why it is missing or blank
+        subprocess.run([py, "-m", "bnsuite.reports.screenshot", out], cwd=BASE, timeout=600)
     return r.returncode
-
-
-def screenshot(html: str) -> None:
-    """Keep a PNG of the report's top (the behaviour matrix) beside it, where headless Chromium is installed."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        say("bnsuite: no chromium found; no screenshot of the report")
-        return
-    png = os.path.join(os.path.dirname(os.path.abspath(html)), "matrix.png")
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        f"--user-data-dir={profile}", f"--screenshot={png}", "--window-size=1900,1500",
-                        "file://" + os.path.abspath(html)], capture_output=True, timeout=120)
-    if os.path.exists(png):
-        say(f"bnsuite: screenshot of the matrix: {os.path.relpath(png, BASE)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -368,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  {describe(r)}")
     report = (f"; report: {os.path.relpath(a.report, BASE)}" + ("" if report_rc == 0 else f" (exit {report_rc})")
               if a.command == "matrix" else f"; results: {os.path.relpath(run_dir, BASE)}")
+    shots = [p for p in (os.path.join(os.path.dirname(os.path.abspath(a.report)), n) for n in SHOTS)
+             if a.command == "matrix" and os.path.exists(p)]
+    if shots:
+        report += f"; screenshots: {', '.join(os.path.relpath(p, BASE) for p in shots)}"
     say(f"  wall time {time.time() - t0:.0f} s{report}")
     bad = [r["group"] for r in results if not group_ok(r)]
     if bad:

@@ -183,8 +183,8 @@ def test_failure_script_makes_the_cases_input():
         for name in ("scale", "offset", "mean", "var"):
             assert np.array_equal(data.representable(ns[name], dtype), getattr(st, name)), name
     rec = Recorder(None, test="t[torch-cpu-float32]", adapter="torch", device="cpu", dtype="float32", repro="")
-    rec.snippet, rec.input_code = "import torch\nbn = torch.nn.BatchNorm2d(3)", data.recipe(Spec(rank=4))
+    rec.snippet, rec.layer_code = "import torch\nbn = torch.nn.BatchNorm2d(3)", data.recipe(Spec(rank=4))
     with pytest.raises(AssertionError):
         ch.equal(rec, "default_eps", 1e-5, 1e-3)
     script = rec.checks[-1]["script"]
-    assert "default_rng(0)" in script and "BatchNorm2d" in script and "observed" in script and "expected" in script
+    assert "default_rng(0)" in script and "BatchNorm2d" in script and "observed" in script and "declared" in script

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from bnsuite.reports import screenshot
 from bnsuite.reports.render import main, render
 from bnsuite.reports.results import ResultsWriter
 
@@ -26,7 +27,8 @@ def check(w, adapter, prop, declared, observed, passed=True, err=None, device="c
             observed=observed, passed=passed, max_abs_err=err, message=message, source=source, test=test,
             repro=f"python -m pytest '{test}'", snippet=f"import {adapter}\nbn = BatchNorm()")
     w.write("outcome", adapter=adapter, device=device, dtype="float32", test=test,
-            outcome="passed" if passed else "failed", reason="" if passed else "AssertionError", repro="")
+            outcome="passed" if passed else "failed", repro="",
+            reason="" if passed else "/usr/lib/python3.11/contextlib.py:144: AssertionError")
 
 
 def write_results(path, *, torch_estimator="unbiased", finding_names=("torch_trap",)):
@@ -52,6 +54,9 @@ def write_results(path, *, torch_estimator="unbiased", finding_names=("torch_tra
                 target_default_momentum=0.99 if t == "keras" else 0.1,
                 source_estimator="unbiased" if s_ == "torch" else "biased",
                 target_estimator="unbiased" if t == "torch" else "biased")
+    for a, conv in (("keras", "(kh, kw, in, out)  HWIO"), ("torch", "(out, in, kh, kw)  OIHW")):
+        w.write("matrix", name="weight_layout", adapter=a, device="cpu", layout={"conv kernel": conv,
+                "dense kernel": "(in, out)" if a == "keras" else "(out, in)"}, source=f"{a}/conv.py: kernel")
     # known divergence: both behave as declared, but they declare different estimators
     check(w, "torch", "running_var_estimator", "unbiased", torch_estimator, passed=torch_estimator == "unbiased",
           err=3e-8)
@@ -103,6 +108,7 @@ def test_matrix_states(report):
     assert "torch/bn.py: var" in section(report, "declarations")
     assert "no GPU visible" in matrix  # the unmeasured column is explained
     failures = section(report, "failures")
+    assert "contextlib.py" not in failures  # where the assertion was raised: noise beside the failed checks
     assert "python -m pytest &#39;suites/test_x.py::test_training_output[keras-cpu-float32]&#39;" in failures  # repro
 
 
@@ -121,9 +127,14 @@ def test_front_page_answers_in_order(report):
     findings = section(report, "findings")
     assert "not reported upstream" in findings and "findings/torch_trap.py" in findings
     assert "reproduced in this run" in findings  # its demonstrating check passed here
+    assert re.search(r'By adapter: <span><b>torch</b> <a href="#finding-torch_trap">1</a>', findings)  # maintainers
     porting = section(report, "porting")
     assert "set 1e-05 (default 0.001)" in porting and "set 0.9 (default 0.99)" in porting
     assert "transpose inputs" in porting and "cannot be converted" in porting and "0.0025" in porting
+    layouts = porting[porting.index("Network weight layouts"):]  # one row per adapter, in the matrix's order
+    assert re.search(r"<b>torch</b></td><td class=\"mono nowrap\">\(out, in, kh, kw\)  OIHW</td><td class=\"mono nowrap\">\(out, in\)"
+                     r"</td><td class=\"small\">torch/conv.py: kernel</td>.*<b>keras</b></td><td class=\"mono nowrap\">"
+                     r"\(kh, kw, in, out\)  HWIO", layouts, re.S)
     freeze = section(report, "freeze")
     assert "eval()" in freeze and ">running<" in freeze
     batch = section(report, "batch-size")
@@ -221,8 +232,7 @@ def test_missing_file_is_one_line(tmp_path):
 
 
 def _chromium(tmp_path, *args):
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}", *args]
+    cmd = [CHROMIUM, *screenshot.FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -293,9 +303,8 @@ def test_headless_chromium_layout(full_report, tmp_path, width):
     """Screenshots at both widths, and the rendered DOM: every front-page section present and laid out, and every
     adapter column of the matrix visible without horizontal scrolling."""
     png = tmp_path / f"report-{width}.png"
-    _chromium(tmp_path, f"--screenshot={png}", f"--window-size={width},1400", "--hide-scrollbars",
-              full_report.as_uri())
-    assert png.exists() and png.stat().st_size > 10_000, "chromium wrote no screenshot"
+    _chromium(tmp_path, f"--screenshot={png}", f"--window-size={width},1400", full_report.as_uri())
+    assert screenshot.problem(str(png)) is None, screenshot.problem(str(png))
     shot_dir = os.environ.get("BNSUITE_SCREENSHOT_DIR")
     if shot_dir:
         os.makedirs(shot_dir, exist_ok=True)
@@ -313,3 +322,40 @@ def test_headless_chromium_layout(full_report, tmp_path, width):
     hidden = [c for c, right in layout["columns"] if right > layout["width"]]
     assert not hidden, f"at {width} px these adapter columns need horizontal scrolling: {hidden}"
     assert layout["scroll"][0] <= layout["scroll"][1], f"the matrix scrolls horizontally at {width} px: {layout}"
+
+
+needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed")
+
+
+@needs_chromium
+def test_runner_screenshots_show_what_they_are_named_after(full_report, tmp_path):
+    """The runner's PNGs (python -m bnsuite.reports.screenshot): none blank, matrix.png showing the matrix's cells,
+    and the runner's line naming each file."""
+    report = tmp_path / "index.html"
+    shutil.copy(full_report, report)
+    proc = subprocess.run([sys.executable, "-m", "bnsuite.reports.screenshot", str(report)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    for name, (what, *_rest) in screenshot.SHOTS.items():
+        assert f"screenshot of {what}: {tmp_path / name}" in proc.stdout, proc.stdout
+    assert not list(tmp_path.glob("*.shot.html")), "the section-only copies are left behind"
+
+
+@needs_chromium
+def test_blank_screenshots_are_caught(tmp_path):
+    """problem() catches the blank screenshot Chromium takes at an anchor, an empty page, and a page without the
+    colours a screenshot is named after."""
+    page = tmp_path / "p.html"
+    page.write_text("<html><body>" + "".join(f"<p style='height:90px;background:#eee'>paragraph {i}</p>" for i in range(40))
+                    + "<h2 id='end'>the end</h2></body></html>")
+    at_anchor, empty, text = (tmp_path / n for n in ("anchor.png", "empty.png", "text.png"))
+    _chromium(tmp_path, f"--screenshot={at_anchor}", "--window-size=800,600", page.as_uri() + "#end")
+    assert "blank" in (screenshot.problem(str(at_anchor)) or ""), \
+        "a screenshot at an anchor is no longer blank: screenshot.py's reason for section-only copies is stale"
+    (tmp_path / "e.html").write_text("<html><body></body></html>")
+    _chromium(tmp_path, f"--screenshot={empty}", "--window-size=800,600", (tmp_path / "e.html").as_uri())
+    assert "blank" in (screenshot.problem(str(empty)) or "")
+    _chromium(tmp_path, f"--screenshot={text}", "--window-size=800,600", page.as_uri())
+    assert screenshot.problem(str(text)) is None
+    assert "named after" in (screenshot.problem(str(text), screenshot.SHOTS["matrix.png"][3]) or "")
+    assert "not written" in screenshot.problem(str(tmp_path / "none.png"))

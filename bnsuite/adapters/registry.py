@@ -26,6 +26,12 @@ class AdapterLoadError(Exception):
     """A user-supplied adapter reference that cannot be loaded. str() is one line for the user."""
 
 
+def load_ref(cls: type[BatchNormAdapter]) -> str:
+    """What load() takes to give this class back: its built-in id, else its ``package.module:ClassName`` path."""
+    return cls.id if BUILTIN.get(cls.id) == f"{cls.__module__}:{cls.__qualname__}" else \
+        f"{cls.__module__}:{cls.__qualname__}"
+
+
 def load(ref: str) -> type[BatchNormAdapter]:
     """Resolve a built-in id or a ``package.module:ClassName`` path to an adapter class."""
     ref = ref.strip()

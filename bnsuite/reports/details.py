@@ -13,6 +13,9 @@ from bnsuite.reports.order import col_key
 from bnsuite.reports.values import fmt, num, sci
 
 
+CRASH_LINE = re.compile(r"\S+\.py:\d+: AssertionError")
+
+
 def failures(checks: list[dict], outcomes: list[dict]) -> list[dict]:
     """One entry per failed/error test, with its failed checks; failed checks without such an outcome also listed."""
     failed_checks: dict[str, list[dict]] = defaultdict(list)
@@ -32,7 +35,10 @@ def failures(checks: list[dict], outcomes: list[dict]) -> list[dict]:
             t = str(o.get("test", ""))
             cs = failed_checks.pop(t, [])
             repro = o.get("repro") or next((c["repro"] for c in cs if c.get("repro")), "")
-            entries.append({**o, "repro": repro, "checks": cs, "snippet": snippet.get(t, ""),
+            reason = str(o.get("reason") or "")
+            if cs and CRASH_LINE.fullmatch(reason):
+                reason = ""  # where the assertion was raised (often contextlib); the failed checks below say why
+            entries.append({**o, "reason": reason, "repro": repro, "checks": cs, "snippet": snippet.get(t, ""),
                             "script": script.get(t, "")})
     for t, cs in failed_checks.items():
         entries.append({**cs[0], "outcome": "check failed", "reason": "", "checks": cs, "snippet": snippet.get(t, ""),

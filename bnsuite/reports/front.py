@@ -59,6 +59,25 @@ def findings_list(finding_recs: list[dict], checks: list[dict], envs: list[dict]
     return out
 
 
+def findings_by_adapter(findings: list[dict], order: dict[str, int]) -> list[tuple[str, list[tuple[int, str]]]]:
+    """For a reader who maintains one framework: each adapter with the findings (list number, name) that name it."""
+    adapters = sorted({str(a) for f in findings for a in f.get("adapters") or []},
+                      key=lambda a: (order.get(a, len(order)), a))
+    return [(a, [(i, str(f.get("name"))) for i, f in enumerate(findings, 1) if a in (f.get("adapters") or [])])
+            for a in adapters]
+
+
+def weight_layouts(recs: list[dict], order: dict[str, int]) -> list[dict]:
+    """The network suite's kernel layouts, one row per adapter: what a porting user transposes besides BatchNorm."""
+    rows: dict[str, dict] = {}
+    for r in recs:
+        layout = r.get("layout") if isinstance(r.get("layout"), dict) else {}
+        rows.setdefault(str(r.get("adapter")), {"adapter": str(r.get("adapter")), "source": str(r.get("source", "")),
+                                                "conv": fmt(layout.get("conv kernel", "")),
+                                                "dense": fmt(layout.get("dense kernel", ""))})
+    return sorted(rows.values(), key=lambda r: (order.get(r["adapter"], len(order)), r["adapter"]))
+
+
 def _decl_value(decls: dict[str, dict], adapter: str, field: str):
     d = decls.get(adapter, {}).get(field)
     return d.get("value") if isinstance(d, dict) else None

@@ -30,7 +30,7 @@ from bnsuite.reports.values import fmt, num, sci
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SPECIAL_MATRICES = ("freeze", "port")  # matrix record names with their own front-page view
+SPECIAL_MATRICES = ("freeze", "port", "weight_layout")  # matrix record names with their own front-page view
 
 
 @dataclass
@@ -76,9 +76,10 @@ def context(records: list[dict], files: list[str], old: list[dict] | None, probl
         "counts": Counter(str(o.get("outcome", "?")) for o in outcomes),
         "n_checks": len(checks), "n_failed_checks": sum(c.get("passed") is not True for c in checks),
         "n_adapters": len(order),
-        "findings": finding_list,
+        "findings": finding_list, "findings_by_adapter": front.findings_by_adapter(finding_list, order),
         "n_upstream": sum(1 for f in finding_list if f.get("upstream")),
         "porting": front.porting_guide(matrices["port"], kinds["declaration"], order),
+        "weight_layouts": front.weight_layouts(matrices["weight_layout"], order),
         "freeze": front.freeze_sheet(matrices["freeze"], order),
         "batch_plots": batch_plots, "other_plots": other_plots,
         "drift": drift(records, old) if old is not None else None,

@@ -46,12 +46,12 @@ class Case:
     def layer(self, rec, **fields):
         """The usual start of a test: a layer built from spec fields, its snippet on the recorder, the seeded
         non-trivial state loaded, and the seeded batch. Returns (spec, layer, state, x)."""
-        from bnsuite.suites import data
+        from bnsuite.suites import data, repro
 
         spec = self.spec(**fields)
         bn = self.build(spec)
         rec.snippet = bn.snippet()
-        rec.input_code = data.recipe(spec)  # a failure's standalone script makes the same input
+        rec.layer_code = repro.adapter_setup(spec, self.adapter)  # a failure's script calls the same layer
         st = data.state(spec)
         bn.set_state(st)
         return spec, bn, st, data.batch(spec)

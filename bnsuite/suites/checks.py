@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from bnsuite import findings
+from bnsuite.suites import repro
 from bnsuite.suites.tolerances import Tol
 
 
@@ -22,7 +23,7 @@ class Recorder:
         self.writer = writer
         self.base = {"test": test, "adapter": adapter, "device": device, "dtype": dtype, "repro": repro}
         self.snippet = ""
-        self.input_code = ""  # NumPy code making the case's seeded input and state (data.recipe), where known
+        self.layer_code = ""  # the case's seeded input and state and its layer through the adapter (repro.py)
         self.checks: list[dict] = []
         self._pending: list[str] | None = None
         self._finding_note = ""  # set by a failing record() of a property that demonstrates a finding
@@ -73,14 +74,11 @@ class Recorder:
             self.writer.write("check", **rec)
 
     def script(self, prop: str, declared: Any, observed: Any) -> str:
-        """A standalone script for a failing check: the layer, its seeded input and state, and what was observed."""
+        """A standalone script for a failing check (suites/repro.py): the layer called through its adapter on the
+        case's seeded input and state, beside the declaration, and what was recorded."""
         b = self.base
-        parts = [f"# {prop} on {b['adapter']} ({b['device']}, {b['dtype']}): {b['test']}", self.snippet]
-        if self.input_code:
-            parts.append(self.input_code)
-        parts.append(f"print('observed:', {str(observed)!r})\nprint('expected:', {str(declared)!r})  # declared; "
-                     "call the layer on x in the test's mode to see it")
-        return "\n".join(p for p in parts if p)
+        return repro.script(f"{prop} on {b['adapter']} ({b['device']}, {b['dtype']}): {b['test']}", self.snippet,
+                            self.layer_code, declared, observed)
 
     def where(self) -> str:
         b = self.base

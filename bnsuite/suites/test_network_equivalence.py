@@ -58,6 +58,8 @@ def test_network_equivalence(case, rec):
     steps = list(range(1, STEPS + 1))
     if rec.writer is not None:
         b = rec.base
+        rec.writer.write("matrix", name="weight_layout", adapter=b["adapter"], device=b["device"], test=b["test"],
+                         layout=net.weight_layout.value, source=net.weight_layout.source)  # the porting guide's
         rec.writer.write("curve", name="network_loss_per_sgd_step", adapter=b["adapter"], device=b["device"],
                          dtype=b["dtype"], test=b["test"], x=steps, y=loss_fw, y_reference=loss_ref,
                          xlabel="SGD step", ylabel="MSE loss (before the step)", arch=ARCH)

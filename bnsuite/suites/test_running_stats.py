@@ -5,7 +5,7 @@ import pytest
 
 from bnsuite.adapters import reference as ref
 from bnsuite.suites import checks as ch
-from bnsuite.suites import data
+from bnsuite.suites import data, repro
 from bnsuite.suites import tolerances as tl
 from bnsuite.suites.cases import LAYOUTS, layout_id
 
@@ -15,6 +15,7 @@ STEP_LAYOUTS = [(2, False), (4, False), (4, True)]
 def _run_steps(case, rec, spec, k):
     bn = case.build(spec)
     rec.snippet = bn.snippet()
+    rec.layer_code = repro.adapter_setup(spec, case.adapter)  # a failure's script takes the first of these steps
     st = data.state(spec)
     bn.set_state(st)
     xs = data.batches(spec, k)

@@ -21,6 +21,12 @@ import numpy as np
 from bnsuite.adapters.base import Cited, State, Unsupported
 from bnsuite.adapters.nets.reference_net import ARCHS, ReferenceNet, bn_names, init_weights, param_names, plan
 
+# Kernel layouts: torch's (the canonical one) and the channels-last one of Keras, the TF1 layers and Flax. From
+# canonical: conv w.transpose(2, 3, 1, 0), dense w.T; back: conv w.transpose(3, 2, 0, 1), dense w.T.
+OIHW = {"conv kernel": "(out, in, kh, kw)  OIHW", "dense kernel": "(out, in)"}
+HWIO = {"conv kernel": "(kh, kw, in, out)  HWIO", "dense kernel": "(in, out)"}
+
+
 def network_builder(adapter_cls) -> str | None:
     """The adapter's `network` ("module:function"), its own or inherited: a user's adapter derived from
     TorchBatchNorm gets the torch network without declaring anything."""
@@ -36,6 +42,9 @@ class Network:
     # What sgd_step returns: "batch" (the loss of this step's batch, before the step) or "running-mean" (the mean of
     # the losses of every step since the model was compiled, as Keras' train_on_batch reported before 3.15).
     reported_loss: "Cited[str]" = Cited("batch", "the network computes the loss of the step's batch itself")
+    # The framework's own conv and dense kernel layouts (OIHW or HWIO below), which a porting user converts between;
+    # the builder converts the canonical weights into them, so the network suite's weight checks hold only if it does.
+    weight_layout: "Cited[dict[str, str]]" = Cited({}, "not declared")
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         raise NotImplementedError

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from bnsuite.adapters.flax_linen import LINEN_IDIOMS
-from bnsuite.adapters.nets import Network, bn_names
+from bnsuite.adapters.base import Cited
+from bnsuite.adapters.nets import HWIO, Network, bn_names
 from bnsuite.adapters.nets.reference_net import plan
 from bnsuite.adapters.flax_common import assign, optimizer_update
 
@@ -61,6 +62,9 @@ _STATS = (("mean", "mean"), ("var", "var"))
 
 # -- linen --------------------------------------------------------------------------------------------------------------
 class LinenNet(Network):
+    weight_layout = Cited(HWIO, "flax/linen/linear.py Conv.__call__: kernel_shape = kernel_size + (in_features // "
+                                "feature_group_count, features); Dense.__call__: kernel (jnp.shape(inputs)[-1], features)")
+
     def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
         import flax.linen as nn
         import jax
@@ -170,6 +174,9 @@ class LinenNet(Network):
 
 # -- nnx ----------------------------------------------------------------------------------------------------------------
 class NnxNet(Network):
+    weight_layout = Cited(HWIO, "flax/nnx/nn/linear.py Conv.__init__: kernel_shape = kernel_size + (in_features // "
+                                "feature_group_count, out_features); Linear.__init__: kernel (in_features, out_features)")
+
     def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
         import jax
         import jax.numpy as jnp

@@ -23,7 +23,7 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited, Unsupported, by_version
 from bnsuite.adapters.keras_fit import IDIOMS as KERAS_IDIOMS
-from bnsuite.adapters.nets import Network
+from bnsuite.adapters.nets import HWIO, Network
 from bnsuite.adapters.nets.reference_net import IMAGE, IN_CHANNELS, plan
 
 # From the one table of Keras freeze idioms (adapters/keras_fit.py): the direct-call idioms (idiom -> the training
@@ -37,6 +37,11 @@ def _key(name: str) -> str:
 
 
 class KerasNet(Network):
+    weight_layout = Cited(HWIO, "keras/src/layers/convolutional/base_conv.py BaseConv.build: kernel_shape = kernel_size "
+                                "+ (input_channel // groups, filters); keras/src/layers/core/dense.py Dense.build: "
+                                "kernel_shape = (input_shape[-1], units); tf_keras/src/layers/convolutional/base_conv.py "
+                                "and core/dense.py ([last_dim, units]) the same")
+
     def __init__(self, adapter_id, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
         if adapter_id.startswith("keras-"):
             import keras as K

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters.base import Unsupported
-from bnsuite.adapters.nets import Network
+from bnsuite.adapters.base import Cited, Unsupported
+from bnsuite.adapters.nets import HWIO, Network
 from bnsuite.adapters.nets.reference_net import IMAGE, IN_CHANNELS, OUT_FEATURES, plan
 
 
@@ -26,6 +26,10 @@ def _key(name: str) -> str:
 
 
 class Tf1GraphNet(Network):
+    weight_layout = Cited(HWIO, "tf_keras/src/legacy_tf_layers/convolutional.py Conv2D and core.py Dense subclass the "
+                                "tf_keras layers: base_conv.py kernel_shape = kernel_size + (input_channel // groups, "
+                                "filters); core/dense.py kernel [last_dim, units]")
+
     def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
         import tensorflow as tf
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters.nets import Network, bn_names
+from bnsuite.adapters.base import Cited
+from bnsuite.adapters.nets import OIHW, Network, bn_names
 from bnsuite.adapters.nets.reference_net import plan
 
 
@@ -19,6 +20,10 @@ def _key(name: str) -> str:
 
 
 class TorchNet(Network):
+    weight_layout = Cited(OIHW, "torch/nn/modules/conv.py _ConvNd.__init__: weight (out_channels, in_channels // groups, "
+                                "*kernel_size); torch/nn/modules/linear.py Linear.__init__: weight (out_features, "
+                                "in_features)")
+
     def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
         import torch
 
