@@ -6,9 +6,15 @@ running-variance estimator the adapter DECLARES for the path its rank-4 BatchNor
 Compared: the loss of every step, every weight after training (conv, BN scale/offset, dense), the BN running
 statistics and the inference-mode output on a fresh batch, each within the bounds of suites/tolerances.py. Every
 framework is compared with the same oracle, so two frameworks agree within the sum of their two tolerances.
+
+The kernel layouts each network declares (the porting guide's OIHW / HWIO table) are checked against the kernels the
+framework holds, in both architectures: the training network's 3x3 conv has as many input channels as kernel rows, so
+only bn_stack's 1x1 convs (3, 7, ... input channels) tell the input axis from the spatial ones. Square kernels cannot
+tell kh from kw.
 """
 
 import numpy as np
+import pytest
 
 from bnsuite.adapters import nets
 from bnsuite.suites import checks as ch
@@ -58,8 +64,6 @@ def test_network_equivalence(case, rec):
     steps = list(range(1, STEPS + 1))
     if rec.writer is not None:
         b = rec.base
-        rec.writer.write("matrix", name="weight_layout", adapter=b["adapter"], device=b["device"], test=b["test"],
-                         layout=net.weight_layout.value, source=net.weight_layout.source)  # the porting guide's
         rec.writer.write("curve", name="network_loss_per_sgd_step", adapter=b["adapter"], device=b["device"],
                          dtype=b["dtype"], test=b["test"], x=steps, y=loss_fw, y_reference=loss_ref,
                          xlabel="SGD step", ylabel="MSE loss (before the step)", arch=ARCH)
@@ -98,6 +102,23 @@ def test_network_equivalence(case, rec):
                  declared=f"reference network ({estimator} running variance)" if k in stat_keys
                  else "reference network", extra=extra)
     ch.close(rec, "network_inference_output", y_fw, y_ref, tol_out, declared="reference network", extra=extra)
+
+
+@pytest.mark.parametrize("arch", nets.ARCHS)
+def test_network_weight_layout(case, rec, arch):
+    """The conv and dense kernels the framework holds have the shapes its declared weight layout predicts."""
+    cl = case.decl.default_channels_last.value
+    net = build(case, arch, nets.init_weights(arch, seed=data.seed_for(0), dtype=case.dtype), cl)
+    layout = net.weight_layout
+    rec.snippet = f"bnsuite.adapters.nets.build_network({case.adapter.id!r}, {arch!r}, ...).native_kernel_shapes()"
+    if rec.writer is not None and arch == ARCH:  # the porting guide's table
+        b = rec.base
+        rec.writer.write("matrix", name="weight_layout", adapter=b["adapter"], device=b["device"], test=b["test"],
+                         layout=layout.value, source=layout.source)
+    axes = {k: layout.value.get(f"{k} axes") for k in ("conv", "dense")}
+    ch.equal(rec, "network_weight_layout", nets.declared_kernel_shapes(layout.value, arch), net.native_kernel_shapes(),
+             source=layout.source, extra={"arch": arch, "detail": f"declared conv {axes['conv']}, dense "
+                                          f"{axes['dense']}; kernel name -> shape the framework holds"})
 
 
 def _line(r: dict) -> str:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bnsuite.adapters.nets import torch_net
-from meta_tests.broken.base import torch_with
+from bnsuite.adapters.nets import HWIO, torch_net
+from meta_tests.broken.base import torch_with, wrong
 
 
 def wrong_eps_torch_net(adapter_cls, arch, weights, **kw):
@@ -29,9 +29,18 @@ def batch_stats_torch_net(adapter_cls, arch, weights, **kw):
     return net
 
 
+def hwio_layout_torch_net(adapter_cls, arch, weights, **kw):
+    """The torch network declaring the channels-last kernel layouts (conv HWIO, dense (in, out)) while it holds torch's
+    own: its weights are converted correctly, only the porting guide's claim is wrong."""
+    net = torch_net.build(adapter_cls, arch, weights, **kw)
+    net.weight_layout = wrong(HWIO)
+    return net
+
+
 BatchStatsNetwork = torch_with("BatchStatsNetwork", "broken-network-batch-stats", network=batch_stats_torch_net)
 WrongEpsNetwork = torch_with("WrongEpsNetwork", "broken-network-eps", network=wrong_eps_torch_net)
 FrozenConvNetwork = torch_with("FrozenConvNetwork", "broken-network-frozen-conv", network=frozen_conv_torch_net)
+HwioLayoutNetwork = torch_with("HwioLayoutNetwork", "broken-network-layout", network=hwio_layout_torch_net)
 
 EXPECTED_FAILURES = {
     WrongEpsNetwork: {"deep_inference_output_vs_reference", "network_inference_output", "network_loss_step1",
@@ -40,4 +49,5 @@ EXPECTED_FAILURES = {
                       "network_weight_bn.var", "network_weight_dense.kernel", "network_weight_dense.bias"},
     BatchStatsNetwork: {"deep_inference_batch_size_invariance"},
     FrozenConvNetwork: {"finetune_conv_dense_update"},
+    HwioLayoutNetwork: {"network_weight_layout"},
 }

@@ -21,10 +21,40 @@ import numpy as np
 from bnsuite.adapters.base import Cited, State, Unsupported
 from bnsuite.adapters.nets.reference_net import ARCHS, ReferenceNet, bn_names, init_weights, param_names, plan
 
+# A kernel's axes: O its output channels (features), I its input ones, H and W the kernel's height and width.
+AXES = {"O": "out", "I": "in", "H": "kh", "W": "kw"}
+
+
+def kernel_layout(conv: str, dense: str) -> dict[str, str]:
+    """A declared kernel layout from the axis orders of the conv and dense kernels ("OIHW", "OI"): the orders (which
+    `declared_kernel_shapes` reads) and the text the report's porting table shows."""
+    def text(axes: str) -> str:
+        return "(" + ", ".join(AXES[a] for a in axes) + ")"
+
+    return {"conv kernel": f"{text(conv)}  {conv}", "dense kernel": text(dense), "conv axes": conv,
+            "dense axes": dense}
+
+
 # Kernel layouts: torch's (the canonical one) and the channels-last one of Keras, the TF1 layers and Flax. From
 # canonical: conv w.transpose(2, 3, 1, 0), dense w.T; back: conv w.transpose(3, 2, 0, 1), dense w.T.
-OIHW = {"conv kernel": "(out, in, kh, kw)  OIHW", "dense kernel": "(out, in)"}
-HWIO = {"conv kernel": "(kh, kw, in, out)  HWIO", "dense kernel": "(in, out)"}
+OIHW = kernel_layout("OIHW", "OI")
+HWIO = kernel_layout("HWIO", "IO")
+
+
+def declared_kernel_shapes(layout: dict[str, str], arch: str) -> dict[str, tuple[int, ...]]:
+    """The shape of every conv and dense kernel of `arch` (canonical name -> shape) that a framework holding the
+    declared `layout` has: each kernel's (out, in, kh, kw) from the plan, in the layout's axis order."""
+    if not {"conv axes", "dense axes"} <= set(layout):
+        raise ValueError(f"the weight layout {layout!r} names no axis orders: declare it with kernel_layout()")
+    kernels = {}
+    for op in plan(arch):
+        if op[0] == "conv":
+            kernels[f"{op[1]}.kernel"] = ("conv", {"O": op[3], "I": op[2], "H": op[4], "W": op[4]})
+        elif op[0] == "block":  # its 1x1 convolution
+            kernels[f"{op[1]}.conv.kernel"] = ("conv", {"O": op[3], "I": op[2], "H": 1, "W": 1})
+        elif op[0] == "dense":
+            kernels[f"{op[1]}.kernel"] = ("dense", {"O": op[3], "I": op[2]})
+    return {name: tuple(dims[a] for a in layout[f"{kind} axes"]) for name, (kind, dims) in kernels.items()}
 
 
 def network_builder(adapter_cls) -> str | None:
@@ -42,8 +72,9 @@ class Network:
     # What sgd_step returns: "batch" (the loss of this step's batch, before the step) or "running-mean" (the mean of
     # the losses of every step since the model was compiled, as Keras' train_on_batch reported before 3.15).
     reported_loss: "Cited[str]" = Cited("batch", "the network computes the loss of the step's batch itself")
-    # The framework's own conv and dense kernel layouts (OIHW or HWIO below), which a porting user converts between;
-    # the builder converts the canonical weights into them, so the network suite's weight checks hold only if it does.
+    # The framework's own conv and dense kernel layouts (OIHW, HWIO or another `kernel_layout`), which a porting user
+    # converts between; the builder converts the canonical weights into them, so the network suite's weight checks
+    # hold only if it does, and the suite checks the declaration against `native_kernel_shapes`.
     weight_layout: "Cited[dict[str, str]]" = Cited({}, "not declared")
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
@@ -58,6 +89,11 @@ class Network:
                 for n in bn_names(self.arch)]
 
     def get_weights(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def native_kernel_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of every conv and dense kernel (canonical name, e.g. "conv.kernel") as the framework itself holds
+        it, before any conversion to the canonical layout: what `weight_layout` is checked against."""
         raise NotImplementedError
 
     def code_path(self) -> str:
@@ -91,5 +127,5 @@ def build_network(adapter_cls, arch: str, weights: dict, *, dtype: str = "float3
     return net
 
 
-__all__ = ["ARCHS", "Network", "ReferenceNet", "build_network", "bn_names", "init_weights",
-           "param_names", "plan"]
+__all__ = ["ARCHS", "HWIO", "OIHW", "Network", "ReferenceNet", "build_network", "bn_names", "declared_kernel_shapes",
+           "init_weights", "kernel_layout", "param_names", "plan"]

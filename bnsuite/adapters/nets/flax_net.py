@@ -171,6 +171,11 @@ class LinenNet(Network):
                     out[f"{name}.{c}"] = _from_flax(c, s[_key(name)][f])
         return out
 
+    def native_kernel_shapes(self):
+        p = self.variables["params"]
+        return {f"{name}.kernel": tuple(p[_key(name)]["kernel"].shape) for name, kind in _kinds(self.arch).items()
+                if kind != "bn"}
+
 
 # -- nnx ----------------------------------------------------------------------------------------------------------------
 class NnxNet(Network):
@@ -287,6 +292,10 @@ class NnxNet(Network):
             for c, f in _FIELDS[kind] + (_STATS if kind == "bn" else ()):
                 out[f"{name}.{c}"] = _from_flax(f"{name}.{c}", getattr(mod, f)[...])
         return out
+
+    def native_kernel_shapes(self):
+        return {f"{name}.kernel": tuple(getattr(self.model, _key(name)).kernel[...].shape)
+                for name, kind in self._kinds.items() if kind != "bn"}
 
 
 def build_linen(adapter_cls, arch, weights, **kw) -> LinenNet:

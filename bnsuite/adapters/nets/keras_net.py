@@ -222,6 +222,9 @@ class KerasNet(Network):
                     out[f"{name}.{s}"] = a
         return out
 
+    def native_kernel_shapes(self):
+        return {f"{name}.kernel": tuple(lay.kernel.shape) for name, (kind, lay) in self.layers.items() if kind != "bn"}
+
 
 def build(adapter_cls, arch, weights, **kw) -> KerasNet:
     return KerasNet(adapter_cls.id, arch, weights, **kw)

@@ -136,6 +136,9 @@ class Tf1GraphNet(Network):
             out[n] = a.copy()
         return out
 
+    def native_kernel_shapes(self):
+        return {n: tuple(v.shape.as_list()) for n, v in self.vars.items() if n.endswith(".kernel")}
+
 
 def build(adapter_cls, arch, weights, **kw) -> Tf1GraphNet:
     return Tf1GraphNet(arch, weights, **kw)

@@ -150,6 +150,9 @@ class TorchNet(Network):
         return {k: v.detach().to("cpu", self.torch.float64).numpy().copy() for k, v in self._tensors().items()
                 if v is not None}
 
+    def native_kernel_shapes(self):
+        return {k: tuple(v.shape) for k, v in self._tensors().items() if k.endswith(".kernel")}
+
 
 def build(adapter_cls, arch, weights, **kw) -> TorchNet:
     return TorchNet(arch, weights, **kw)
