@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from bnsuite.adapters import nets
 from bnsuite.reports import screenshot
 from bnsuite.reports.render import main, render
 from bnsuite.reports.results import ResultsWriter
@@ -54,9 +55,8 @@ def write_results(path, *, torch_estimator="unbiased", finding_names=("torch_tra
                 target_default_momentum=0.99 if t == "keras" else 0.1,
                 source_estimator="unbiased" if s_ == "torch" else "biased",
                 target_estimator="unbiased" if t == "torch" else "biased")
-    for a, conv in (("keras", "(kh, kw, in, out)  HWIO"), ("torch", "(out, in, kh, kw)  OIHW")):
-        w.write("matrix", name="weight_layout", adapter=a, device="cpu", layout={"conv kernel": conv,
-                "dense kernel": "(in, out)" if a == "keras" else "(out, in)"}, source=f"{a}/conv.py: kernel")
+    for a, layout in (("keras", nets.HWIO), ("torch", nets.OIHW)):  # as the networks declare them
+        w.write("matrix", name="weight_layout", adapter=a, device="cpu", layout=layout, source=f"{a}/conv.py: kernel")
     # known divergence: both behave as declared, but they declare different estimators
     check(w, "torch", "running_var_estimator", "unbiased", torch_estimator, passed=torch_estimator == "unbiased",
           err=3e-8)
