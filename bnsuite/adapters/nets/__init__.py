@@ -3,8 +3,9 @@
 ``build_network(adapter_cls, arch, weights, ...)`` returns a `Network`: forward, one step of the framework's own SGD
 optimizer on the MSE loss (mean over every element), the BN states and every weight, in the canonical layout of
 ``adapters/nets/reference_net.py`` (conv kernels (out, in, kh, kw), dense kernels (out, in)). Each framework module
-documents its layout conversion. Frameworks are imported inside the builders only, so importing this package stays
-framework-free.
+documents its layout conversion, declares the framework's own kernel layouts (`weight_layout`, axis orders from
+`kernel_layout`) and reports the kernel shapes the framework holds (`native_kernel_shapes`), which the network suite
+compares. Frameworks are imported inside the builders only, so importing this package stays framework-free.
 
 ``bn_idiom`` freezes the BatchNorm layers with one of the adapter's declared freeze idioms (``Declaration.freeze``);
 ``sgd_step`` then takes the idiom's training step. None means ordinary training (everything trains, BN in training
