@@ -46,7 +46,8 @@ def declared_kernel_shapes(layout: dict[str, str], arch: str) -> dict[str, tuple
     """The shape of every conv and dense kernel of `arch` (canonical name -> shape) that a framework holding the
     declared `layout` has: each kernel's (out, in, kh, kw) from the plan, in the layout's axis order."""
     if not {"conv axes", "dense axes"} <= set(layout):
-        raise ValueError(f"the weight layout {layout!r} names no axis orders: declare it with kernel_layout()")
+        raise Unsupported(f"the network declares no kernel weight layout ({layout!r}): declare weight_layout with "
+                          "kernel_layout() to have it checked")
     kernels = {}
     for op in plan(arch):
         if op[0] == "conv":
@@ -95,7 +96,7 @@ class Network:
     def native_kernel_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shape of every conv and dense kernel (canonical name, e.g. "conv.kernel") as the framework itself holds
         it, before any conversion to the canonical layout: what `weight_layout` is checked against."""
-        raise NotImplementedError
+        raise Unsupported(f"{type(self).__name__} does not report the kernel shapes it holds (native_kernel_shapes)")
 
     def code_path(self) -> str:
         """The BN implementation path the network's (rank-4) BatchNorm layers take: a key of the declaration's
