@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters.base import Cited
+from bnsuite.adapters.base import Cited, by_version
 from bnsuite.adapters.norms import NormAdapter, NormDeclaration, NormFacts, NormSpec
 
 _FAST = ("_compute_stats(use_fast_variance=True): Var = E[|x|^2] - |E[x]|^2 clipped at 0 (the layer's "
@@ -20,13 +20,26 @@ _LAYOUT = ("GroupNorm reshapes x.shape[:-1] + (num_groups, group_size): the feat
            "(channels-last); a channels-first input needs a transpose")
 
 
+def _layer_variance() -> Cited[str]:
+    """LayerNorm's flax code is the same on every release here (use_fast_variance=True); what changed is how XLA's CPU
+    backend compiles it."""
+    return by_version(
+        "jaxlib",
+        ("<0.4.32", Cited("two-pass", "the legacy XLA CPU runtime compiles LayerNorm's E[x^2] reduction inside a loop "
+                                      "fusion with two-pass accuracy (observed with flax 0.8.5 and 0.10.2 on jaxlib "
+                                      "0.4.30, and on jaxlib 0.4.38 with XLA_FLAGS=--xla_cpu_use_thunk_runtime=false); "
+                                      "jax CHANGELOG 'jaxlib 0.4.32: switched to a new version of the CPU backend'")),
+        (">=0.4.32", Cited("one-pass", _FAST)))
+
+
 def _declaration(api: str, path: str) -> NormDeclaration:
+    layer_var = _layer_variance()
     return NormDeclaration(
         framework=f"flax {api}",
         kinds={
-            "layer": Cited(NormFacts(f"flax.{api}.LayerNorm", 1e-6, "last", True, "one-pass", False),
+            "layer": Cited(NormFacts(f"flax.{api}.LayerNorm", 1e-6, "last", True, layer_var.value, False),
                            f"{path}: LayerNorm(epsilon=1e-6, reduction_axes=-1, feature_axes=-1, use_scale=True, "
-                           f"use_bias=True, use_fast_variance=True); {_FAST}; {_XLA}"),
+                           f"use_bias=True, use_fast_variance=True); {layer_var.source}; {_XLA}"),
             "rms": Cited(NormFacts(f"flax.{api}.RMSNorm", 1e-6, "last", True, "mean-square", False),
                          f"{path}: RMSNorm(epsilon=1e-6, reduction_axes=-1, use_scale=True), statistics by "
                          f"_compute_stats(use_mean=False): mean of x^2; {_XLA}"),
