@@ -143,7 +143,8 @@ class MixedRule:
     the batch mean/variance are computed in, `params` the dtype scale/offset are stored in, `state` the dtype the
     running statistics are stored in when built and `state_after_training` after one training step (None:
     unchanged). `running_var_finite`: the running variance stays finite after a training step on activations whose
-    variance exceeds the float16 range (65504).
+    variance exceeds the float16 range (65504). `running_stats_update`: the training step updates the running
+    statistics (False: they keep the loaded values).
     """
 
     supported: str = "yes"
@@ -153,6 +154,7 @@ class MixedRule:
     state: str | None = None
     state_after_training: str | None = None
     running_var_finite: bool = True
+    running_stats_update: bool = True
 
 
 @dataclasses.dataclass

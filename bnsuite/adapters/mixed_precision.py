@@ -77,6 +77,20 @@ _FLAX_STORE = ("batch statistics are created in jnp.float32 (force_float32_reduc
                "param_dtype")
 
 
+def _keras_torch_policy_updates() -> Cited[bool]:
+    """Whether BatchNormalization's step under a mixed policy updates the moving statistics on the torch backend."""
+    return by_version(
+        "keras",
+        ("<3.2.0", Cited(False, "keras/src/backend/torch/core.py: Variable._direct_assign does "
+                                "`self.value.copy_(value)`, and inside Layer.__call__'s AutocastScope (a mixed policy) "
+                                "self.value of a float32 variable is a float16/bfloat16 COPY: "
+                                "BatchNormalization.call's moving_mean/moving_variance.assign writes into the copy and "
+                                "the moving statistics never change (observed on keras 3.0.5); commit ff2557efca "
+                                "'Reintroduce the option for autocasting to individual weights' (#19391), first "
+                                "released in 3.2.0, builds them with add_weight(autocast=False)")),
+        (">=3.2.0", Cited(True, _K3_VARS)))
+
+
 def _rule(output: str, params: str, src: str, stats: str = "float32", state: str = "float32") -> Cited[MixedRule]:
     return Cited(MixedRule("yes", output=output, stats=stats, params=params, state=state), src)
 
@@ -94,10 +108,13 @@ def declared(adapter_id: str) -> dict:
             "autocast": _rule(low, "float32", f"{_TORCH_AUTOCAST}; {_TORCH_MIXED}"),
         })
     if adapter_id.startswith("keras-"):
+        updates = _keras_torch_policy_updates() if adapter_id == "keras-torch" else Cited(True, _K3_VARS)
         return _both(lambda low: {
             "defaults": _rule("float32", "float32", f"{_K3_AUTOCAST}; {_K3_CALL}"),
-            "policy": _rule(low, "float32", f"keras.config.set_dtype_policy('mixed_{low}'): compute dtype {low}, "
-                                            f"variable dtype float32; {_K3_AUTOCAST}; {_K3_CALL}; {_K3_VARS}"),
+            "policy": Cited(MixedRule("yes", output=low, stats="float32", params="float32", state="float32",
+                                      running_stats_update=updates.value),
+                            f"keras.config.set_dtype_policy('mixed_{low}'): compute dtype {low}, variable dtype "
+                            f"float32; {_K3_AUTOCAST}; {_K3_CALL}; {updates.source}"),
         })
     if adapter_id in ("tf_keras", "tf1-keras"):
         return _both(lambda low: {
