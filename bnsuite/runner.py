@@ -214,8 +214,8 @@ def pytest_targets(args: list[str]) -> list[str]:
 
 
 # -- running groups ---------------------------------------------------------------------------------------------------
-def count_outcomes(results_path: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
+def _outcomes(results_path: str) -> list[dict]:
+    recs = []
     try:
         with open(results_path, encoding="utf-8") as fh:
             for line in fh:
@@ -224,10 +224,30 @@ def count_outcomes(results_path: str) -> dict[str, int]:
                 except json.JSONDecodeError:
                     continue
                 if rec.get("kind") == "outcome":
-                    counts[rec["outcome"]] = counts.get(rec["outcome"], 0) + 1
+                    recs.append(rec)
     except OSError:
         pass
+    return recs
+
+
+def count_outcomes(results_path: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for rec in _outcomes(results_path):
+        counts[rec["outcome"]] = counts.get(rec["outcome"], 0) + 1
     return counts
+
+
+def main_skip_reason(results_path: str) -> str:
+    """The reason most of the group's skipped cases give, with its share ("" where nothing skipped)."""
+    reasons: dict[str, int] = {}
+    for rec in _outcomes(results_path):
+        if rec["outcome"] == "skipped":
+            why = rec.get("reason", "").removeprefix("Skipped: ")
+            reasons[why] = reasons.get(why, 0) + 1
+    if not reasons:
+        return ""
+    why, n = max(reasons.items(), key=lambda kv: kv[1])
+    return why if n == sum(reasons.values()) else f"{why} ({n} of {sum(reasons.values())} cases)"
 
 
 def run_group(py: str, name: str, env_extra: dict, args: list[str], run_dir: str, extra_args: list[str]) -> dict:
@@ -249,15 +269,23 @@ def run_group(py: str, name: str, env_extra: dict, args: list[str], run_dir: str
             rc = "timeout"
     wall = time.time() - t0
     counts = count_outcomes(results)
-    return {"group": name, "rc": rc, "wall_s": wall, "counts": counts, "log": log, "results": results}
+    return {"group": name, "rc": rc, "wall_s": wall, "counts": counts, "log": log, "results": results,
+            "skip_reason": main_skip_reason(results) if counts.get("skipped") else ""}
+
+
+def all_skipped(r: dict) -> bool:
+    """Every case skipped with its reason and nothing else happened (e.g. a framework release without the API)."""
+    c = r["counts"]
+    return r["rc"] == 0 and c.get("skipped", 0) > 0 and not any(c.get(k) for k in ("passed", "failed", "error"))
 
 
 def describe(r: dict) -> str:
     c = r["counts"]
     parts = [f"{c.get(k, 0)} {k}" for k in ("passed", "failed", "error", "skipped") if c.get(k)]
-    status = "ok" if group_ok(r) else "FAILED"
+    status = "ok" if group_ok(r) else "skip" if all_skipped(r) else "FAILED"
     rc = "" if r["rc"] in (0, 1) else f", pytest exit {r['rc']}"
-    return f"{r['group']:18s} {status:6s} {', '.join(parts) or 'nothing collected'} in {r['wall_s']:.1f} s{rc}"
+    why = f"; skipped: {r['skip_reason']}" if all_skipped(r) and r.get("skip_reason") else ""
+    return f"{r['group']:18s} {status:6s} {', '.join(parts) or 'nothing collected'} in {r['wall_s']:.1f} s{rc}{why}"
 
 
 def group_ok(r: dict) -> bool:

@@ -95,3 +95,28 @@ def test_drift_view_of_a_missing_folder_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bnsuite.reports.drift", str(tmp_path / "nope")], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def _outcome_file(tmp_path, outcomes):
+    path = tmp_path / "g.jsonl"
+    path.write_text("".join(json.dumps({"kind": "outcome", "outcome": o, "reason": why}) + "\n" for o, why in outcomes))
+    return str(path)
+
+
+def test_a_group_whose_every_case_skips_says_why_not_failed(tmp_path):
+    path = _outcome_file(tmp_path, [("skipped", "Skipped: flax 0.8.5: no nnx.DiffState (arrived in flax 0.9)")] * 3
+                         + [("skipped", "Skipped: another reason")])
+    r = {"group": "flax-nnx", "rc": 0, "wall_s": 1.0, "counts": runner.count_outcomes(path),
+         "skip_reason": runner.main_skip_reason(path)}
+    line = runner.describe(r)
+    assert "FAILED" not in line and " skip " in line, line
+    assert line.endswith("skipped: flax 0.8.5: no nnx.DiffState (arrived in flax 0.9) (3 of 4 cases)"), line
+    assert not runner.group_ok(r)  # the matrix still wants a group that passes something
+
+
+@pytest.mark.parametrize("outcomes, rc", [([("skipped", "x"), ("failed", "")], 1), ([("skipped", "x")], 2), ([], 5)])
+def test_a_group_with_a_failure_or_nothing_run_is_still_failed(tmp_path, outcomes, rc):
+    path = _outcome_file(tmp_path, outcomes)
+    r = {"group": "g", "rc": rc, "wall_s": 1.0, "counts": runner.count_outcomes(path),
+         "skip_reason": runner.main_skip_reason(path)}
+    assert " FAILED " in runner.describe(r), runner.describe(r)

@@ -136,14 +136,12 @@ class DtypeRule:
 
 @dataclasses.dataclass(frozen=True)
 class MixedRule:
-    """What one mixed-precision idiom does (adapters/mixed_precision.py names the idioms). Dtype names as NumPy
-    spells them.
-
-    `supported` is "yes" or "error:<ExceptionClass>". `output` is the dtype of the layer's output, `stats` the dtype
-    the batch mean/variance are computed in, `params` the dtype scale/offset are stored in, `state` the dtype the
-    running statistics are stored in when built and `state_after_training` after one training step (None:
+    """What one mixed-precision idiom does (adapters/mixed_precision.py names the idioms); dtype names as NumPy
+    spells them. `supported` is "yes" or "error:<ExceptionClass>". `output` is the dtype of the layer's output, `stats`
+    the dtype the batch mean/variance are computed in, `params` the dtype scale/offset are stored in, `state` the dtype
+    the running statistics are stored in when built and `state_after_training` after one training step (None:
     unchanged). `running_var_finite`: the running variance stays finite after a training step on activations whose
-    variance exceeds the float16 range (65504).
+    variance exceeds the float16 range (65504). `running_stats_update`: False where a step leaves them as loaded.
     """
 
     supported: str = "yes"
@@ -153,6 +151,7 @@ class MixedRule:
     state: str | None = None
     state_after_training: str | None = None
     running_var_finite: bool = True
+    running_stats_update: bool = True
 
 
 @dataclasses.dataclass

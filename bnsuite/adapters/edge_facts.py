@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from bnsuite.adapters.base import Cited
+from bnsuite.adapters.base import Cited, by_version
 
 _TORCH_F = "torch/nn/functional.py: batch_norm"
 _TORCH_EMPTY = ("aten/src/ATen/native/Normalization.cpp: _batch_norm_impl_index returns early when input.sym_numel() "
@@ -133,6 +133,8 @@ KERAS3_OPTIONS = {
 _LINEN_MERGE = ("flax/linen/normalization.py: BatchNorm.__call__ use_running_average = module.merge_param("
                 "'use_running_average', self.use_running_average, use_running_average); flax/linen/module.py: "
                 "merge_param raises ValueError when both or neither are given")
+_NNX_SHAPE = ("flax/nnx/nn/normalization.py: BatchNorm.__init__(num_features: int, ...) creates scale and the "
+              "BatchStats with shape (num_features,), which does not match the statistics of several axes")
 _NNX_FIRST = ("flax/nnx/nn/normalization.py: BatchNorm.__call__ use_running_average = first_from("
               "use_running_average, self.use_running_average, ...): the call's value takes precedence (docstring)")
 FLAX_LINEN_OPTIONS = {
@@ -144,9 +146,17 @@ FLAX_LINEN_OPTIONS = {
     "use_running_average_false_then_omitted": Cited("batch statistics", _LINEN_MERGE),
 }
 FLAX_NNX_OPTIONS = {
-    "several_axes": Cited("error:ValueError", "flax/nnx/nn/normalization.py: BatchNorm.__init__(num_features: int, "
-                                              "...) creates scale and the BatchStats with shape (num_features,), "
-                                              "which does not broadcast against the statistics of several axes"),
+    # Both releases refuse; which line raises depends on how the running statistics are written (flax_common.py).
+    "several_axes": by_version(
+        "flax",
+        ("<0.12.1", Cited("error:TypeError", f"{_NNX_SHAPE}; the update replaces the BatchStat's array (Variable "
+                                             "`.value` setter) with the (width, channel) statistics, then _normalize "
+                                             "raises in scale.reshape(feature_shape): 'cannot reshape array of shape "
+                                             "(3,)'")),
+        (">=0.12.1", Cited("error:ValueError", f"{_NNX_SHAPE}; the update writes into the existing array "
+                                               "(Variable.set_value: raw_value.at[...].set, commit 33fbbe6b 'Variable "
+                                               "refactor', first released in 0.12.1), which cannot broadcast the "
+                                               "(width, channel) statistics into (num_features,)"))),
     "use_running_average_true_then_false": Cited("batch statistics", _NNX_FIRST),
     "use_running_average_false_then_true": Cited("running statistics", _NNX_FIRST),
     "use_running_average_true_then_omitted": Cited("running statistics", _NNX_FIRST),

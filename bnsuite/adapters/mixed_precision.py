@@ -26,7 +26,7 @@ import contextlib
 
 import numpy as np
 
-from bnsuite.adapters.base import Cited, MixedRule, MixedRun, State, Unsupported, dtype_name
+from bnsuite.adapters.base import Cited, MixedRule, MixedRun, State, Unsupported, by_version, dtype_name
 
 LOW = ("float16", "bfloat16")
 
@@ -77,6 +77,20 @@ _FLAX_STORE = ("batch statistics are created in jnp.float32 (force_float32_reduc
                "param_dtype")
 
 
+def _keras_torch_policy_updates() -> Cited[bool]:
+    """Whether BatchNormalization's step under a mixed policy updates the moving statistics on the torch backend."""
+    return by_version(
+        "keras",
+        ("<3.2.0", Cited(False, "keras/src/backend/torch/core.py: Variable._direct_assign does "
+                                "`self.value.copy_(value)`, and inside Layer.__call__'s AutocastScope (a mixed policy) "
+                                "self.value of a float32 variable is a float16/bfloat16 COPY: "
+                                "BatchNormalization.call's moving_mean/moving_variance.assign writes into the copy and "
+                                "the moving statistics never change (observed on keras 3.0.5); commit ff2557efca "
+                                "'Reintroduce the option for autocasting to individual weights' (#19391), first "
+                                "released in 3.2.0, builds them with add_weight(autocast=False)")),
+        (">=3.2.0", Cited(True, _K3_VARS)))
+
+
 def _rule(output: str, params: str, src: str, stats: str = "float32", state: str = "float32") -> Cited[MixedRule]:
     return Cited(MixedRule("yes", output=output, stats=stats, params=params, state=state), src)
 
@@ -94,10 +108,13 @@ def declared(adapter_id: str) -> dict:
             "autocast": _rule(low, "float32", f"{_TORCH_AUTOCAST}; {_TORCH_MIXED}"),
         })
     if adapter_id.startswith("keras-"):
+        updates = _keras_torch_policy_updates() if adapter_id == "keras-torch" else Cited(True, _K3_VARS)
         return _both(lambda low: {
             "defaults": _rule("float32", "float32", f"{_K3_AUTOCAST}; {_K3_CALL}"),
-            "policy": _rule(low, "float32", f"keras.config.set_dtype_policy('mixed_{low}'): compute dtype {low}, "
-                                            f"variable dtype float32; {_K3_AUTOCAST}; {_K3_CALL}; {_K3_VARS}"),
+            "policy": Cited(MixedRule("yes", output=low, stats="float32", params="float32", state="float32",
+                                      running_stats_update=updates.value),
+                            f"keras.config.set_dtype_policy('mixed_{low}'): compute dtype {low}, variable dtype "
+                            f"float32; {_K3_AUTOCAST}; {_K3_CALL}; {updates.source}"),
         })
     if adapter_id in ("tf_keras", "tf1-keras"):
         return _both(lambda low: {
@@ -113,21 +130,23 @@ def declared(adapter_id: str) -> dict:
     if adapter_id in ("flax-linen", "flax-nnx"):
         nnx = adapter_id == "flax-nnx"
         src = "flax/nnx/nn/normalization.py" if nnx else "flax/linen/normalization.py"
-        if nnx:
-            none_out = (f"{src}: BatchNorm.__call__ promotes (x, self.mean, self.var, scale, bias) together with "
-                        "self.promote_dtype(..., dtype=self.dtype): with dtype=None the float32 running statistics "
-                        "promote x to float32, whatever param_dtype is")
-        else:
-            none_out = (f"{src}: _normalize, dtype = dtypes.canonicalize_dtype(*args, dtype=dtype) with args = "
-                        "[x, scale, bias] only (the float32 running statistics do not take part): the output dtype "
-                        "follows x and the parameters")
+        follows_params = (f"{src}: _normalize, dtype = dtypes.canonicalize_dtype(*args, dtype=dtype) with args = "
+                          "[x, scale, bias] only (the float32 running statistics do not take part): the output dtype "
+                          "follows x and the parameters")
+        promotes = by_version("flax", ("<0.12.1", Cited(False, follows_params)), (">=0.12.1", Cited(True, (
+            f"{src}: BatchNorm.__call__ promotes (x, self.mean, self.var, scale, bias) together with "
+            "self.promote_dtype(..., dtype=self.dtype): with dtype=None the float32 running statistics promote x to "
+            "float32, whatever param_dtype is (commit 3a630ff0 'add promote_dtype to all standard layers', first "
+            "released in 0.12.1)")))) if nnx else Cited(False, follows_params)
+        none_out = promotes.source
         return _both(lambda low: {
             "defaults": _rule("float32", "float32", f"{none_out}; float32 parameters promote {low} x to float32; "
                                                     f"{src}: {_FLAX_STATS}; {_FLAX_STORE}"),
             "dtype": _rule(low, "float32", f"{src}: _normalize returns jnp.asarray(y, dtype) with dtype={low}; "
                                            f"{_FLAX_STATS}; {_FLAX_STORE}"),
-            # linen and NNX disagree here: the same module arguments give a float32 output in NNX.
-            "param_dtype": _rule("float32" if nnx else low, low, f"{none_out}; {_FLAX_STATS}; {_FLAX_STORE}"),
+            # linen and NNX (from flax 0.12.1) disagree here: the same module arguments give a float32 output in NNX.
+            "param_dtype": _rule("float32" if promotes.value else low, low,
+                                 f"{none_out}; {_FLAX_STATS}; {_FLAX_STORE}"),
         })
     return {}
 
@@ -324,11 +343,13 @@ def flax_nnx_step(cls, idiom: str, spec, state: State, x: np.ndarray) -> MixedRu
     import jax.numpy as jnp
     from flax import nnx
 
+    from bnsuite.adapters.flax_common import assign
+
     kind, low = parse(idiom)
     bn = nnx.BatchNorm(spec.num_features, rngs=nnx.Rngs(0), **_flax_kwargs(kind, low, spec))
     vs = (bn.scale, bn.bias, bn.mean, bn.var)
     for var, val in zip(vs, (state.scale, state.offset, state.mean, state.var)):
-        var[...] = jnp.asarray(val, var[...].dtype)
+        assign(var, jnp.asarray(val, var[...].dtype))
     dtypes = lambda: dict(zip(("scale", "offset", "mean", "var"), (dtype_name(v[...].dtype) for v in vs)))
     xj = jnp.asarray(np.asarray(x, np.float32), low)
     built = dtypes()

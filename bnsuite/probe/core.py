@@ -188,6 +188,14 @@ def _torch_runner(model) -> tuple[Runner, Callable[[], None]]:
     return run, close
 
 
+def _first_leaf(out):
+    """The first tensor of a layer's output structure, in keras.tree.flatten's order (dict keys sorted); written out
+    because keras.tree is public only from Keras 3.3.0 (the 'Generate API' commit 1937d487b0)."""
+    while isinstance(out, (list, tuple, dict)):
+        out = out[sorted(out)[0]] if isinstance(out, dict) else out[0]
+    return out
+
+
 def _keras_runner(model) -> tuple[Runner, Callable[[], None]]:
     import keras
 
@@ -196,7 +204,7 @@ def _keras_runner(model) -> tuple[Runner, Callable[[], None]]:
     try:
         inputs = model.inputs
         layers = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
-        outs = [keras.tree.flatten(l.output)[0] for l in layers]
+        outs = [_first_leaf(l.output) for l in layers]
         inner = keras.Model(inputs, outs)
     except Exception as e:
         raise ProbeError(f"keras: cannot read every layer's output ({type(e).__name__}: {_one_line(e)}); the probe "

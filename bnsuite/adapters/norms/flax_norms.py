@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters.base import Cited
+from bnsuite.adapters.base import Cited, by_version, in_range, installed_version
 from bnsuite.adapters.norms import NormAdapter, NormDeclaration, NormFacts, NormSpec
 
 _FAST = ("_compute_stats(use_fast_variance=True): Var = E[|x|^2] - |E[x]|^2 clipped at 0 (the layer's "
@@ -16,28 +16,50 @@ _FAST = ("_compute_stats(use_fast_variance=True): Var = E[|x|^2] - |E[x]|^2 clip
 _XLA = ("not bitwise: XLA compiles one fusion per input shape, and the fused E[x^2] reduction rounds differently for "
         "batch 1 and batch 8 (observed: jax.jit(lambda a: jnp.mean(a * a, -1)) differs by 1 ulp between x[:1] and x on "
         "jax 0.10 CPU; flax LayerNorm on (N, C) by 1.2e-7); within the derived bound instead")
+_NNX_INSTANCE_SINCE = "0.12.0"
 _LAYOUT = ("GroupNorm reshapes x.shape[:-1] + (num_groups, group_size): the features must be the LAST axis "
            "(channels-last); a channels-first input needs a transpose")
 
 
+def _layer_variance() -> Cited[str]:
+    """LayerNorm's flax code is the same on every release here (use_fast_variance=True); what changed is how XLA's CPU
+    backend compiles it."""
+    return by_version(
+        "jaxlib",
+        ("<0.4.32", Cited("two-pass", "the legacy XLA CPU runtime compiles LayerNorm's E[x^2] reduction inside a loop "
+                                      "fusion with two-pass accuracy (observed with flax 0.8.5 and 0.10.2 on jaxlib "
+                                      "0.4.30, and on jaxlib 0.4.38 with XLA_FLAGS=--xla_cpu_use_thunk_runtime=false); "
+                                      "jax CHANGELOG 'jaxlib 0.4.32: switched to a new version of the CPU backend'")),
+        (">=0.4.32", Cited("one-pass", _FAST)))
+
+
 def _declaration(api: str, path: str) -> NormDeclaration:
+    layer_var = _layer_variance()
+    kinds = {
+        "layer": Cited(NormFacts(f"flax.{api}.LayerNorm", 1e-6, "last", True, layer_var.value, False),
+                       f"{path}: LayerNorm(epsilon=1e-6, reduction_axes=-1, feature_axes=-1, use_scale=True, "
+                       f"use_bias=True, use_fast_variance=True); {layer_var.source}; {_XLA}"),
+        "rms": Cited(NormFacts(f"flax.{api}.RMSNorm", 1e-6, "last", True, "mean-square", False),
+                     f"{path}: RMSNorm(epsilon=1e-6, reduction_axes=-1, use_scale=True), statistics by "
+                     f"_compute_stats(use_mean=False): mean of x^2; {_XLA}"),
+        "group": Cited(NormFacts(f"flax.{api}.GroupNorm(num_groups)", 1e-6, "channels-last", True, "one-pass",
+                                 False),
+                       f"{path}: GroupNorm(num_groups=32, epsilon=1e-6, reduction_axes=None: every non-batch "
+                       f"axis, use_fast_variance=True); {_LAYOUT}; {_FAST}; {_XLA}"),
+        "instance": Cited(NormFacts(f"flax.{api}.InstanceNorm", 1e-6, "channels-last", True, "one-pass", False),
+                          f"{path}: InstanceNorm(epsilon=1e-6, feature_axes=-1, use_scale=True, use_bias=True, "
+                          f"use_fast_variance=True); {_FAST}; {_XLA}"),
+    }
+    missing = {}
+    version = installed_version("flax")
+    if api == "nnx" and version is not None and in_range(version, f"<{_NNX_INSTANCE_SINCE}"):
+        del kinds["instance"]
+        missing["instance"] = (f"flax {version} has no nnx.InstanceNorm: it arrived in flax {_NNX_INSTANCE_SINCE} "
+                               "(flax/nnx/__init__.py, commit 0c0913c3 'implement instance norm in nnx')")
     return NormDeclaration(
         framework=f"flax {api}",
-        kinds={
-            "layer": Cited(NormFacts(f"flax.{api}.LayerNorm", 1e-6, "last", True, "one-pass", False),
-                           f"{path}: LayerNorm(epsilon=1e-6, reduction_axes=-1, feature_axes=-1, use_scale=True, "
-                           f"use_bias=True, use_fast_variance=True); {_FAST}; {_XLA}"),
-            "rms": Cited(NormFacts(f"flax.{api}.RMSNorm", 1e-6, "last", True, "mean-square", False),
-                         f"{path}: RMSNorm(epsilon=1e-6, reduction_axes=-1, use_scale=True), statistics by "
-                         f"_compute_stats(use_mean=False): mean of x^2; {_XLA}"),
-            "group": Cited(NormFacts(f"flax.{api}.GroupNorm(num_groups)", 1e-6, "channels-last", True, "one-pass",
-                                     False),
-                           f"{path}: GroupNorm(num_groups=32, epsilon=1e-6, reduction_axes=None: every non-batch "
-                           f"axis, use_fast_variance=True); {_LAYOUT}; {_FAST}; {_XLA}"),
-            "instance": Cited(NormFacts(f"flax.{api}.InstanceNorm", 1e-6, "channels-last", True, "one-pass", False),
-                              f"{path}: InstanceNorm(epsilon=1e-6, feature_axes=-1, use_scale=True, use_bias=True, "
-                              f"use_fast_variance=True); {_FAST}; {_XLA}"),
-        },
+        kinds=kinds,
+        missing=missing,
         group_layout=Cited("contiguous", f"{path}: GroupNorm.__call__ reshapes the last axis to (num_groups, "
                                          "group_size): consecutive channels share a group"),
         group_layouts=Cited(("channels-last",), f"{path}: {_LAYOUT}; InstanceNorm takes feature_axes (covered here "

@@ -17,7 +17,7 @@ N=2 replicas: uneven (5, 3), one sample (7, 1), empty (8, 0).
 Result keys (``Results``): ``<idiom>/N<n>/y`` (N, G/N, C) step-1 outputs per replica, ``.../dx`` gradients,
 ``.../mean_k<k>``, ``.../var_k<k>`` (N, C) running statistics per replica, ``<idiom>/<shard case>/outcome``
 ("ok" or "error:<ExceptionClass>"), ``.../y<r>`` per replica outputs, ``.../mean``, ``.../var`` (N, C); and
-``<idiom>/skipped`` with a reason where the idiom cannot run here (no GPU).
+``<idiom>/skipped`` with a reason where the idiom cannot run here (no GPU, or an API the installed release lacks).
 """
 
 from __future__ import annotations

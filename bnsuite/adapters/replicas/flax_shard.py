@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters.base import Cited
+from bnsuite.adapters.base import Cited, in_range, installed_version
 from bnsuite.adapters.replicas import (EPS, MOMENTUM, REPLICA_COUNTS, SHARD_CASES, STEPS, IdiomFacts,
                                        ReplicaDeclaration, ReplicaEngine, even_sizes, shards)
 
@@ -27,6 +27,17 @@ _GROUPS_SHMAP = ("jax/_src/lax/parallel.py: psum -> _psum -> bind_psum_invariant
                  "implements axis_index_groups")
 _PMAP_SHARDS = "n/a: pmap maps over a leading axis of equal shards; uneven shards cannot be expressed"
 _NO_SYNC = "without axis_name no collective is traced: each device normalizes with and stores its own statistics"
+_SHARD_MAP_SINCE = "0.6.1"
+
+
+def shard_map_absent() -> str | None:
+    """Why the shard_map idioms cannot run on the installed jax (None where they can): they call jax.shard_map, which
+    older releases lack (there it was jax.experimental.shard_map.shard_map)."""
+    version = installed_version("jax")
+    if version is None or not in_range(version, f"<{_SHARD_MAP_SINCE}"):
+        return None
+    return (f"jax {version} has no jax.shard_map: it arrived in jax {_SHARD_MAP_SINCE} (jax/__init__.py, commit "
+            "910a88f4cc 'Expose jax.shard_map as the public non-experimental API')")
 
 
 def _declaration(module: str, family: str) -> ReplicaDeclaration:
@@ -146,8 +157,12 @@ class _FlaxReplicas(ReplicaEngine):
 
         npy = lambda a: np.asarray(a, np.float64)
         out: dict[str, np.ndarray] = {}
+        absent = shard_map_absent()
         for idiom, cited in self.declare().idioms.items():
             facts = cited.value
+            if absent and idiom.startswith("shard_map_"):
+                out[f"{idiom}/skipped"] = np.array(absent)
+                continue
             for n in REPLICA_COUNTS:
                 if n not in facts.replica_counts:
                     continue
