@@ -24,6 +24,7 @@ import contextlib
 import numpy as np
 
 from bnsuite.adapters.base import BatchNormAdapter, Grads, Unsupported, dtype_name
+from bnsuite.adapters.frameworks import FLOAT_DTYPES
 from bnsuite.adapters.conventions import (SlotState, build_shape, is_channels_last, kwargs_text, old_weight_kwargs,
                                           refuse_untracked)
 
@@ -41,7 +42,7 @@ class KerasLayerAdapter(SlotState, BatchNormAdapter):
     @classmethod
     def supported_dtypes(cls):
         # Every Keras-API layer computes 16-bit inputs in float32 and keeps float64 (see each declaration's precision).
-        return ("float32", "float64", "float16", "bfloat16")
+        return FLOAT_DTYPES
 
     def __init__(self, spec):
         super().__init__(spec)

@@ -17,10 +17,9 @@ import numpy as np
 
 from bnsuite.adapters.base import BatchNormAdapter, Cited, FreezeFacts, Grads, Probe, State, Unsupported, dtype_name
 from bnsuite.adapters import mixed_precision
-from bnsuite.adapters import numerics
 from bnsuite.adapters.conventions import build_shape, is_channels_last, old_weight_kwargs, refuse_untracked
-from bnsuite.adapters.keras_family import tf_gpu_reason
-from bnsuite.adapters.tf_keras_v2 import TfKerasLayerBase, tf_keras_declaration, tf_versions
+from bnsuite.adapters.frameworks import OnFramework
+from bnsuite.adapters.tf_keras_v2 import TF_KERAS, TfKerasLayerBase, tf_keras_declaration
 
 V1_SRC = "tf_keras/layers/normalization/batch_normalization_v1.py"
 LEGACY_SRC = "tf_keras/legacy_tf_layers/normalization.py"
@@ -97,20 +96,15 @@ class Tf1Keras(TfKerasLayerBase):
         return tf.compat.v1.keras.layers.BatchNormalization
 
 
-class Tf1Graph(BatchNormAdapter):
+class Tf1Graph(OnFramework, BatchNormAdapter):
     """One tf.compat.v1.layers.batch_normalization in its own graph and session."""
 
     id = "tf1-graph"
+    runs_on = TF_KERAS
     blocks = "bnsuite.adapters.blocks.tf1_graph_blocks:Tf1GraphBlocks"
-    requires = ("tf_keras", "tensorflow")
     process_env = LEGACY_ENV
-    families = ("tensorflow",)
     mixed_precision_runner = "bnsuite.adapters.mixed_precision:tf1_graph_step"
     network = "bnsuite.adapters.nets.tf1_graph_net:build"
-
-    @classmethod
-    def numeric_settings(cls) -> dict:  # TF32 and the like off, as read back
-        return numerics.tensorflow_full_fp32()
 
     @classmethod
     def declare(cls):
@@ -136,19 +130,6 @@ class Tf1Graph(BatchNormAdapter):
                     "(V1: trainable does not force inference) and never moves them"),
             },
         )
-
-    @classmethod
-    def versions(cls):
-        return tf_versions()
-
-    @classmethod
-    def supported_dtypes(cls):
-        # bfloat16 added after a run: the graph builds and runs it like tf_keras (float32 math and parameters).
-        return ("float32", "float64", "float16", "bfloat16")
-
-    @classmethod
-    def device_unavailable_reason(cls, device):
-        return tf_gpu_reason(device)
 
     def __init__(self, spec):
         super().__init__(spec)

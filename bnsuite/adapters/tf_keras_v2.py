@@ -11,6 +11,7 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited, Declaration, DtypeRule, FreezeFacts
 from bnsuite.adapters.conventions import build_shape
+from bnsuite.adapters.frameworks import Framework, OnFramework
 from bnsuite.adapters.keras_family import KerasLayerAdapter, tf_dtype_name, tf_gpu_reason
 from bnsuite.adapters import mixed_precision
 from bnsuite.adapters import numerics
@@ -97,26 +98,19 @@ def tf_versions() -> dict[str, str]:
     return {"tensorflow": tf.__version__, "tf_keras": tf_keras.__version__}
 
 
-class TfKerasLayerBase(KerasLayerAdapter):
+# TensorFlow with tf_keras: the V2 and V1 layers and the TF1 graph (adapters/tf1.py). All four dtypes run, bfloat16
+# included (the TF1 graph builds and runs it like tf_keras: float32 math and parameters).
+TF_KERAS = Framework(requires=("tf_keras", "tensorflow"), families=("tensorflow",), versions=tf_versions,
+                     numeric_settings=numerics.tensorflow_full_fp32, device_reason=tf_gpu_reason)
+
+
+class TfKerasLayerBase(OnFramework, KerasLayerAdapter):
     """Layers with the tf_keras BatchNormalization API (V1 and V2): TensorFlow tensors, devices and autodiff."""
 
-    requires = ("tf_keras", "tensorflow")
-    families = ("tensorflow",)
+    runs_on = TF_KERAS
     mixed_precision_runner = "bnsuite.adapters.mixed_precision:tf_keras_step"
     framework_name = "tf_keras"
     network = "bnsuite.adapters.nets.keras_net:build"
-
-    @classmethod
-    def versions(cls):
-        return tf_versions()
-
-    @classmethod
-    def numeric_settings(cls) -> dict:  # TF32 and the like off, as read back
-        return numerics.tensorflow_full_fp32()
-
-    @classmethod
-    def device_unavailable_reason(cls, device):
-        return tf_gpu_reason(device)
 
     def __init__(self, spec):
         import tensorflow as tf
