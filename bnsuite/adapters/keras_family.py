@@ -1,8 +1,8 @@
 """The base of every adapter over a layer with the Keras BatchNormalization API (Keras 3 on its three backends,
 tf_keras V2 and the TF1 V1 layer).
 
-What these layers share lives here once: the Spec -> constructor conversion (adapters/conventions.py), building the
-layer, the state loop over gamma / beta / moving_mean / moving_variance, the backward skeleton that restores the moving
+What these layers share lives here once: the declared facts they have in common (``keras_api_declaration``), the
+Spec -> constructor conversion (adapters/conventions.py), building the layer, the state loop over gamma / beta / moving_mean / moving_variance, the backward skeleton that restores the moving
 statistics a training call moves, the hyperparameters, the freeze idioms through the real `fit` machinery
 (adapters/keras_fit.py) and the snippet. A new Keras-like adapter is a mapping of names plus what truly differs:
 
@@ -23,10 +23,34 @@ import contextlib
 
 import numpy as np
 
-from bnsuite.adapters.base import BatchNormAdapter, Grads, Unsupported, dtype_name
-from bnsuite.adapters.frameworks import FLOAT_DTYPES
+from bnsuite.adapters.base import BatchNormAdapter, Cited, Declaration, FreezeFacts, Grads, Unsupported, dtype_name
 from bnsuite.adapters.conventions import (SlotState, build_shape, is_channels_last, kwargs_text, old_weight_kwargs,
                                           refuse_untracked)
+from bnsuite.adapters.frameworks import FLOAT_DTYPES
+from bnsuite.adapters.keras_fit import IDIOMS
+
+
+def keras_api_declaration(init_src: str, bn_src: str, freeze: dict, **differing) -> Declaration:
+    """What every Keras-API BatchNormalization declares alike (Keras 3, tf_keras V2 and V1), cited from the layer's
+    `init_src` (its constructor) and `bn_src` (its call): the constructor defaults, no cumulative average, batch
+    statistics only in training, and a frozen layer called with training=False or without `training` normalizing
+    with the moving statistics. `freeze` holds the other idioms and `differing` the other fields; the freeze idioms
+    come in the order of adapters/keras_fit.py IDIOMS, which implements them."""
+    by_call = Cited(FreezeFacts("running", False, False), f"{bn_src}: call()")
+    freeze = {"trainable_false_training_false": by_call, "trainable_false_training_omitted": by_call, **freeze}
+    if not set(freeze) <= set(IDIOMS):
+        raise ValueError(f"freeze idioms keras_fit.fit_step does not implement: {sorted(set(freeze) - set(IDIOMS))}")
+    return Declaration(
+        default_eps=Cited(1e-3, f"{init_src}: __init__(epsilon=1e-3)"),
+        default_momentum=Cited(0.99, f"{init_src}: __init__(momentum=0.99)"),
+        default_channels_last=Cited(True, f"{init_src}: __init__(axis=-1)"),
+        cumulative_average=Cited(False, f"{bn_src}: momentum is a float; no cumulative-average mode"),
+        batch_stats_inference=Cited(None, f"{bn_src}: batch statistics only with training=True, which also updates "
+                                          "the moving statistics"),
+        freeze={idiom: freeze[idiom] for idiom in IDIOMS if idiom in freeze},
+        **differing,
+    )
+
 
 # State slot -> the Keras layer attribute holding it.
 KERAS_SLOTS = {"scale": "gamma", "offset": "beta", "mean": "moving_mean", "var": "moving_variance"}

@@ -12,7 +12,7 @@ import numpy as np
 from bnsuite.adapters.base import Cited, Declaration, DtypeRule, FreezeFacts
 from bnsuite.adapters.conventions import build_shape
 from bnsuite.adapters.frameworks import Framework, OnFramework
-from bnsuite.adapters.keras_family import KerasLayerAdapter, tf_dtype_name, tf_gpu_reason
+from bnsuite.adapters.keras_family import KerasLayerAdapter, keras_api_declaration, tf_dtype_name, tf_gpu_reason
 from bnsuite.adapters import mixed_precision
 from bnsuite.adapters import numerics
 
@@ -52,32 +52,10 @@ def tf_keras_declaration(v2: bool, framework: str, layer_src: str) -> Declaratio
                             "tf_keras/layers/normalization/batch_normalization_v1.py: _USE_V2_BEHAVIOR = False; "
                             "tf_keras/engine/base_layer.py: add_update, '# Callable updates are disabled by setting "
                             "trainable=False.' `if not call_context.frozen:`")
-    return Declaration(
-        precision=tf_keras_precision(),
-        mixed_precision=mixed_precision.declared("tf_keras" if v2 else "tf1-keras"),
-        framework=framework,
-        default_eps=Cited(1e-3, f"{layer_src}: __init__(epsilon=1e-3)"),
-        default_momentum=Cited(0.99, f"{layer_src}: __init__(momentum=0.99)"),
-        momentum_weights=Cited("old", f"{BN}: _assign_moving_average, "
-                                      "variable * decay + value * (1 - decay) with decay = momentum"),
-        default_channels_last=Cited(True, f"{layer_src}: __init__(axis=-1)"),
-        running_var_estimator=Cited({"fused": "unbiased", "non-fused": "biased"}, FUSED_NOTE),
-        normalize_estimator=Cited("biased", f"{BN}: _moments -> tf.nn.moments; fused kernel normalizes with "
-                                            "the batch variance divided by n"),
-        single_value_batch=Cited("offset", f"{BN}: no batch-size check; variance 0 gives output beta; the fused "
-                                           "kernel guards the n/(n-1) factor for n = 1"),
-        cumulative_average=Cited(False, f"{BN}: momentum is a float; no cumulative-average mode"),
-        batch_stats_inference=Cited(None, f"{BN}: batch statistics only with training=True, which also updates "
-                                          "the moving statistics"),
-        variance_algorithm=Cited("two-pass", "tensorflow/core/kernels/fused_batch_norm_op.cc: x_centered = x - mean, "
-                                             "then the mean of its square; non-fused: tensorflow/python/ops/nn_impl.py "
-                                             "moments, reduce_mean(squared_difference(y, mean))"),
-        training_default=Cited("inference", f"{BN}: _get_training_value, training=None -> "
-                                            "backend.learning_phase() which is 0 outside fit()"),
+    return keras_api_declaration(
+        layer_src, BN,
         freeze={
             "trainable_false_training_true": frozen_true,
-            "trainable_false_training_false": Cited(FreezeFacts("running", False, False), f"{BN}: call()"),
-            "trainable_false_training_omitted": Cited(FreezeFacts("running", False, False), f"{BN}: call()"),
             "trainable_false_fit": Cited(frozen_true.value, "fit() calls the layer with training=True: "
                                          + frozen_true.source),
             "subclassed_training_false_fit": Cited(FreezeFacts("running", False, True),
@@ -87,6 +65,21 @@ def tf_keras_declaration(v2: bool, framework: str, layer_src: str) -> Declaratio
                 "tf_keras/engine/functional.py: a layer's recorded call kwargs (training=False) are kept when the "
                 "model runs under fit; unlike Keras 3 (see adapters/keras3.py)"),
         },
+        precision=tf_keras_precision(),
+        mixed_precision=mixed_precision.declared("tf_keras" if v2 else "tf1-keras"),
+        framework=framework,
+        momentum_weights=Cited("old", f"{BN}: _assign_moving_average, "
+                                      "variable * decay + value * (1 - decay) with decay = momentum"),
+        running_var_estimator=Cited({"fused": "unbiased", "non-fused": "biased"}, FUSED_NOTE),
+        normalize_estimator=Cited("biased", f"{BN}: _moments -> tf.nn.moments; fused kernel normalizes with "
+                                            "the batch variance divided by n"),
+        single_value_batch=Cited("offset", f"{BN}: no batch-size check; variance 0 gives output beta; the fused "
+                                           "kernel guards the n/(n-1) factor for n = 1"),
+        variance_algorithm=Cited("two-pass", "tensorflow/core/kernels/fused_batch_norm_op.cc: x_centered = x - mean, "
+                                             "then the mean of its square; non-fused: tensorflow/python/ops/nn_impl.py "
+                                             "moments, reduce_mean(squared_difference(y, mean))"),
+        training_default=Cited("inference", f"{BN}: _get_training_value, training=None -> "
+                                            "backend.learning_phase() which is 0 outside fit()"),
         notes={"running_var_estimator": FUSED_NOTE},
     )
 
