@@ -15,10 +15,11 @@ import dataclasses
 
 import numpy as np
 
-from bnsuite.adapters.base import BatchNormAdapter, Cited, FreezeFacts, Grads, Probe, State, Unsupported, dtype_name
+from bnsuite.adapters.base import BatchNormAdapter, Cited, FreezeFacts, Grads, Probe, Unsupported
 from bnsuite.adapters import mixed_precision
-from bnsuite.adapters.conventions import build_shape, is_channels_last, old_weight_kwargs, refuse_untracked
+from bnsuite.adapters.conventions import SlotState, build_shape, is_channels_last, old_weight_kwargs, refuse_untracked
 from bnsuite.adapters.frameworks import OnFramework
+from bnsuite.adapters.keras_family import KERAS_SLOTS, tf_dtype_name
 from bnsuite.adapters.tf_keras_v2 import TF_KERAS, TfKerasLayerBase, tf_keras_declaration
 
 V1_SRC = "tf_keras/layers/normalization/batch_normalization_v1.py"
@@ -96,7 +97,7 @@ class Tf1Keras(TfKerasLayerBase):
         return tf.compat.v1.keras.layers.BatchNormalization
 
 
-class Tf1Graph(OnFramework, BatchNormAdapter):
+class Tf1Graph(OnFramework, SlotState, BatchNormAdapter):
     """One tf.compat.v1.layers.batch_normalization in its own graph and session."""
 
     id = "tf1-graph"
@@ -203,13 +204,8 @@ class Tf1Graph(OnFramework, BatchNormAdapter):
     def forward(self, x, training):
         fetch = {True: self.y_train_with_updates, False: self.y_infer, None: self.y_default}[training]
         y = self.sess.run(fetch, {self.x: np.asarray(x)})
-        self.last_output_dtype = dtype_name(fetch.dtype.base_dtype)
+        self.last_output_dtype = tf_dtype_name(fetch)
         return np.asarray(y, np.float64)
-
-    def state_dtypes(self):
-        v = self.vars
-        d = lambda k: None if v.get(k) is None else dtype_name(v[k].dtype.base_dtype)
-        return {"scale": d("gamma"), "offset": d("beta"), "mean": d("moving_mean"), "var": d("moving_variance")}
 
     def backward(self, x, dy, training):
         """tf.gradients built with the graph; fetching them runs no update op, so the state is untouched."""
@@ -225,20 +221,19 @@ class Tf1Graph(OnFramework, BatchNormAdapter):
         y, _ = self.sess.run([self.y_train, step], {self.x: np.asarray(x), self.dy: np.asarray(dy), self.lr: lr})
         return np.asarray(y, np.float64)
 
-    def get_state(self) -> State:
-        vals = self.sess.run({k: v for k, v in self.vars.items() if v is not None})
-        g = lambda k: None if k not in vals else np.asarray(vals[k], np.float64).copy()
-        return State(g("gamma"), g("beta"), g("moving_mean"), g("moving_variance"))
+    # -- state: the SlotState loop over the graph's variables, named as the Keras layer names its weights -----------
+    def _slot(self, name):
+        key = KERAS_SLOTS[name]
+        return key if self.vars[key] is not None else None
 
-    def set_state(self, state: State) -> None:
-        feed, ops = {}, []
-        for k, val in (("gamma", state.scale), ("beta", state.offset), ("moving_mean", state.mean),
-                       ("moving_variance", state.var)):
-            if k in self._assign and val is not None:
-                ops.append(self._assign[k])
-                feed[self._ph[k]] = np.asarray(val)
-        if ops:
-            self.sess.run(ops, feed)
+    def _read(self, key):
+        return self.sess.run(self.vars[key])
+
+    def _write(self, key, value):
+        self.sess.run(self._assign[key], {self._ph[key]: value})
+
+    def _dtype(self, key):
+        return tf_dtype_name(self.vars[key])
 
     def hyperparameters(self):
         import inspect
