@@ -30,6 +30,8 @@ def _declaration(backend: str) -> Declaration:
             FreezeFacts("running", False, False),
             f"{_BN}: call() `if training and self.trainable:` else moving statistics; trainable=False also "
             "removes gamma/beta from trainable_weights"),
+        "trainable_false_training_false": Cited(FreezeFacts("running", False, False), f"{_BN}: call()"),
+        "trainable_false_training_omitted": Cited(FreezeFacts("running", False, False), f"{_BN}: call()"),
         "trainable_false_fit": Cited(
             FreezeFacts("running", False, False),
             f"{_BN}: docstring 'setting trainable = False on the layer means that the layer will be subsequently "

@@ -23,7 +23,7 @@ import contextlib
 
 import numpy as np
 
-from bnsuite.adapters.base import BatchNormAdapter, Cited, Declaration, FreezeFacts, Grads, Unsupported, dtype_name
+from bnsuite.adapters.base import BatchNormAdapter, Cited, Declaration, Grads, Unsupported, dtype_name
 from bnsuite.adapters.conventions import (SlotState, build_shape, is_channels_last, kwargs_text, old_weight_kwargs,
                                           refuse_untracked)
 from bnsuite.adapters.frameworks import FLOAT_DTYPES
@@ -32,12 +32,9 @@ from bnsuite.adapters.keras_fit import IDIOMS
 
 def keras_api_declaration(init_src: str, bn_src: str, freeze: dict, **differing) -> Declaration:
     """What every Keras-API BatchNormalization declares alike (Keras 3, tf_keras V2 and V1), cited from the layer's
-    `init_src` (its constructor) and `bn_src` (its call): the constructor defaults, no cumulative average, batch
-    statistics only in training, and a frozen layer called with training=False or without `training` normalizing
-    with the moving statistics. `freeze` holds the other idioms and `differing` the other fields; the freeze idioms
-    come in the order of adapters/keras_fit.py IDIOMS, which implements them."""
-    by_call = Cited(FreezeFacts("running", False, False), f"{bn_src}: call()")
-    freeze = {"trainable_false_training_false": by_call, "trainable_false_training_omitted": by_call, **freeze}
+    `init_src` (its constructor) and `bn_src` (its call): the constructor defaults, no cumulative average and batch
+    statistics only in training; `differing` holds the other fields. Each layer's freeze table stays whole with the
+    layer (its idioms read in one place) and may name only idioms adapters/keras_fit.py implements."""
     if not set(freeze) <= set(IDIOMS):
         raise ValueError(f"freeze idioms keras_fit.fit_step does not implement: {sorted(set(freeze) - set(IDIOMS))}")
     return Declaration(
@@ -47,7 +44,7 @@ def keras_api_declaration(init_src: str, bn_src: str, freeze: dict, **differing)
         cumulative_average=Cited(False, f"{bn_src}: momentum is a float; no cumulative-average mode"),
         batch_stats_inference=Cited(None, f"{bn_src}: batch statistics only with training=True, which also updates "
                                           "the moving statistics"),
-        freeze={idiom: freeze[idiom] for idiom in IDIOMS if idiom in freeze},
+        freeze=freeze,
         **differing,
     )
 

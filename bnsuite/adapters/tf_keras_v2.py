@@ -56,6 +56,8 @@ def tf_keras_declaration(v2: bool, framework: str, layer_src: str) -> Declaratio
         layer_src, BN,
         freeze={
             "trainable_false_training_true": frozen_true,
+            "trainable_false_training_false": Cited(FreezeFacts("running", False, False), f"{BN}: call()"),
+            "trainable_false_training_omitted": Cited(FreezeFacts("running", False, False), f"{BN}: call()"),
             "trainable_false_fit": Cited(frozen_true.value, "fit() calls the layer with training=True: "
                                          + frozen_true.source),
             "subclassed_training_false_fit": Cited(FreezeFacts("running", False, True),
