@@ -9,8 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from bnsuite.adapters import mixed_precision
-from bnsuite.adapters.base import BatchNormAdapter, Cited, Declaration, DtypeRule, State, by_version
+from bnsuite.adapters import numerics
+from bnsuite.adapters.base import BatchNormAdapter, Cited, Declaration, DtypeRule, Grads, State, by_version
 from bnsuite.adapters.conventions import FLAX_AFFINE, SlotState, is_channels_last, old_weight_kwargs
+from bnsuite.adapters.frameworks import Framework, OnFramework
 
 LINEN = "flax/linen/normalization.py"
 NNX = "flax/nnx/nn/normalization.py"
@@ -149,35 +151,21 @@ def jax_versions() -> dict[str, str]:
     return {"flax": flax.__version__, "jax": jax.__version__}
 
 
-class FlaxAdapter(SlotState, BatchNormAdapter):
-    """The base of the flax.linen and flax.nnx adapters: availability, dtypes, devices, the Spec -> constructor
-    conversion (adapters/conventions.py, Flax's names use_bias/use_scale), the state loop and the hyperparameters.
+# Flax on JAX; float64 runs inside jax.enable_x64 (x64_scope above), not process-wide.
+FLAX = Framework(requires=("flax", "jax"), families=("flax", "jax"), versions=jax_versions,
+                 numeric_settings=numerics.jax_full_fp32, device_reason=gpu_reason)
 
-    A member sets ``self._bn_module`` (the object holding epsilon, momentum and axis) and names where each state slot
-    lives (``_slot``) and how to read and write it.
+
+class FlaxAdapter(OnFramework, SlotState, BatchNormAdapter):
+    """The base of the flax.linen and flax.nnx adapters: availability, dtypes, devices (``FLAX``), the Spec ->
+    constructor conversion (adapters/conventions.py, Flax's names use_bias/use_scale), the state loop, the
+    hyperparameters and the shape of backward and frozen_step (arrays in on the layer's device, float64 out).
+
+    A member sets ``self._bn_module`` (the object holding epsilon, momentum and axis), names where each state slot
+    lives (``_slot``) and how to read and write it, and implements ``_grads`` and ``_frozen_step``.
     """
 
-    requires = ("flax", "jax")
-    families = ("flax", "jax")
-
-    @classmethod
-    def numeric_settings(cls) -> dict:  # TF32 and the like off, as read back
-        from bnsuite.adapters import numerics
-
-        return numerics.jax_full_fp32()
-
-    @classmethod
-    def versions(cls):
-        return jax_versions()
-
-    @classmethod
-    def supported_dtypes(cls):
-        # float64 runs inside jax.enable_x64 (x64_scope above), not process-wide.
-        return ("float32", "float64", "float16", "bfloat16")
-
-    @classmethod
-    def device_unavailable_reason(cls, device):
-        return gpu_reason(device)
+    runs_on = FLAX
 
     def __init__(self, spec):
         super().__init__(spec)
@@ -202,6 +190,30 @@ class FlaxAdapter(SlotState, BatchNormAdapter):
     @with_x64
     def set_state(self, state: State) -> None:
         SlotState.set_state(self, state)
+
+    @with_x64
+    def backward(self, x, dy, training):
+        """Gradient of sum(y * dy) w.r.t. x and the parameters (the member's ``_grads``); None for a parameter the
+        layer does not have."""
+        dx, dparam = self._grads(self._x(x), self._x(dy), training)
+        g = lambda slot, name: None if self._slot(slot) is None else np.asarray(dparam(name), np.float64)
+        return Grads(np.asarray(dx, np.float64), g("scale", "scale"), g("offset", "bias"))
+
+    def _grads(self, xj, dyj, training):
+        """(dx, name -> gradient of the parameter Flax calls `name`), the statistics update discarded."""
+        raise NotImplementedError
+
+    @with_x64
+    def frozen_step(self, idiom, x, dy, lr):
+        return np.asarray(self._frozen_step(idiom, self._x(x), self._x(dy), lr), np.float64)
+
+    def _frozen_step(self, idiom, xj, dyj, lr):
+        """One optax SGD step on loss = sum(y * dy) after the idiom; returns y."""
+        raise NotImplementedError
+
+    def _channel_mask(self, mask):
+        """A per-position mask as flax takes it: broadcastable to x, the channel axis of size 1."""
+        return self.jnp.asarray(np.expand_dims(np.asarray(mask, bool), self.spec.channel_axis))
 
     def hyperparameters(self):
         m = self._bn_module

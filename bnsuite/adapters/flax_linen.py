@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters.base import Cited, FreezeFacts, Grads, Unsupported, dtype_name
+from bnsuite.adapters.base import Cited, FreezeFacts, Unsupported, dtype_name
 from bnsuite.adapters.conventions import build_shape
 from bnsuite.adapters.flax_common import LINEN, FlaxAdapter, flax_declaration, with_x64
 
@@ -122,21 +122,17 @@ class FlaxLinen(FlaxAdapter):
 
     @with_x64
     def forward_masked(self, x, mask, training):
-        # flax's mask is broadcastable to x: the channel axis gets size 1.
-        m = self.jnp.asarray(np.expand_dims(np.asarray(mask, bool), self.spec.channel_axis))
-        y, updates = self.module.apply(self.variables, self._x(x), use_running_average=not training, mask=m,
-                                       mutable=["batch_stats"])
+        y, updates = self.module.apply(self.variables, self._x(x), use_running_average=not training,
+                                       mask=self._channel_mask(mask), mutable=["batch_stats"])
         self.variables = {**self.variables, **updates}
         return np.asarray(y, np.float64)
 
-    @with_x64
-    def backward(self, x, dy, training):
+    def _grads(self, xj, dyj, training):
         """jax.grad of sum(y * dy) w.r.t. (params, x); the batch_stats update is returned by apply and dropped."""
         jax, jnp = self.jax, self.jnp
         m = self.module
         params = self.variables.get("params", {})
         stats = self.variables["batch_stats"]
-        dyj = self._x(dy)
 
         def loss(p, xj):
             out = m.apply({"params": p, "batch_stats": stats}, xj, use_running_average=not training,
@@ -144,18 +140,15 @@ class FlaxLinen(FlaxAdapter):
             y = out[0] if training else out
             return jnp.sum(y * dyj)
 
-        dp, dx = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, self._x(x))
-        g = lambda k: None if k not in dp else np.asarray(dp[k], np.float64)
-        return Grads(np.asarray(dx, np.float64), g("scale"), g("bias"))
+        dp, dx = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, xj)
+        return dx, dp.__getitem__
 
-    @with_x64
-    def frozen_step(self, idiom, x, dy, lr):
+    def _frozen_step(self, idiom, xj, dyj, lr):
         """One optax SGD step on loss = sum(y * dy) with the idiom's apply() arguments."""
         import optax
 
         jax, jnp = self.jax, self.jnp
         m = self.module
-        xj, dyj = self._x(x), self._x(dy)
         use_ra, mutable = LINEN_IDIOMS.get(idiom, (None, None))
         if use_ra is None:
             raise Unsupported(f"flax-linen: unknown freeze idiom {idiom!r}")
@@ -174,7 +167,7 @@ class FlaxLinen(FlaxAdapter):
         steps, _ = tx.update(grads, tx.init(params), params)
         new_params = optax.apply_updates(params, steps)
         self.variables = {"params": new_params, "batch_stats": updates.get("batch_stats", stats)}
-        return np.asarray(y, np.float64)
+        return y
 
     def snippet(self):
         return ("import flax.linen as nn, jax, jax.numpy as jnp\n"

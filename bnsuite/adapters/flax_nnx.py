@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters.base import Cited, FreezeFacts, Grads, Unsupported, by_version, dtype_name
+from bnsuite.adapters.base import Cited, FreezeFacts, Unsupported, by_version, dtype_name
 from bnsuite.adapters.flax_common import (NNX, FlaxAdapter, assign, flax_declaration, optimizer_update,
                                           with_x64)
 
@@ -117,33 +117,27 @@ class FlaxNnx(FlaxAdapter):
 
     @with_x64
     def forward_masked(self, x, mask, training):
-        # flax's mask is broadcastable to x: the channel axis gets size 1.
-        m = self.jnp.asarray(np.expand_dims(np.asarray(mask, bool), self.spec.channel_axis))
-        return np.asarray(self.bn(self._x(x), use_running_average=not training, mask=m), np.float64)
+        return np.asarray(self.bn(self._x(x), use_running_average=not training, mask=self._channel_mask(mask)),
+                          np.float64)
 
-    @with_x64
-    def backward(self, x, dy, training):
+    def _grads(self, xj, dyj, training):
         """nnx.grad of sum(y * dy) w.r.t. the Params and x, on a clone so the BatchStat update is discarded."""
         nnx, jnp = self.nnx, self.jnp
         model = nnx.clone(self.bn)
-        dyj = self._x(dy)
 
         def loss(mdl, xj):
             return jnp.sum(mdl(xj, use_running_average=not training) * dyj)
 
-        dparams, dx = nnx.grad(loss, argnums=(nnx.DiffState(0, nnx.Param), 1))(model, self._x(x))
+        dparams, dx = nnx.grad(loss, argnums=(nnx.DiffState(0, nnx.Param), 1))(model, xj)
         # Gradients come back as Variables (flax >= 0.11) or VariableStates (earlier, not subscriptable): .value reads both.
-        g = lambda name: None if getattr(self.bn, name, None) is None else np.asarray(dparams[name].value, np.float64)
-        return Grads(np.asarray(dx, np.float64), g("scale"), g("bias"))
+        return dx, lambda name: dparams[name].value
 
-    @with_x64
-    def frozen_step(self, idiom, x, dy, lr):
+    def _frozen_step(self, idiom, xj, dyj, lr):
         """One nnx.Optimizer (optax SGD) step on loss = sum(y * dy) after the idiom."""
         import optax
 
         nnx, jnp = self.nnx, self.jnp
         bn = self.bn
-        xj, dyj = self._x(x), self._x(dy)
         wrt = nnx.Param
         if idiom == "eval":
             bn.eval()
@@ -166,7 +160,7 @@ class FlaxNnx(FlaxAdapter):
 
         (_, y), grads = nnx.value_and_grad(loss, argnums=nnx.DiffState(0, wrt), has_aux=True)(target)
         optimizer_update(opt, bn, grads)
-        return np.asarray(y, np.float64)
+        return y
 
     def snippet(self):
         return (f"from flax import nnx\nbn = nnx.BatchNorm({self.spec.num_features}, {self._snippet_kwargs()}, "

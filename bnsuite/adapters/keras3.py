@@ -12,7 +12,7 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited, Declaration, DtypeRule, FreezeFacts, Probe, Unsupported, dtype_name
 from bnsuite.adapters import mixed_precision
-from bnsuite.adapters.keras_family import KerasLayerAdapter, tf_gpu_reason
+from bnsuite.adapters.keras_family import KerasLayerAdapter, keras_api_declaration, tf_gpu_reason
 
 _BN = "keras/src/layers/normalization/batch_normalization.py"
 
@@ -54,26 +54,20 @@ def _declaration(backend: str) -> Declaration:
             FreezeFacts("batch", True, True),
             "keras/src/backend/torch/layer.py: TorchLayer never reads nn.Module.training; "
             "keras/src/layers/layer.py resolves `training` from the call arguments only")
-    return Declaration(
+    return keras_api_declaration(
+        _BN, _BN, freeze=freeze,
         precision=_precision(backend),
         mixed_precision=mixed_precision.declared(f"keras-{backend}"),
         framework=f"keras 3 ({backend} backend)",
-        default_eps=Cited(1e-3, f"{_BN}: __init__(epsilon=1e-3)"),
-        default_momentum=Cited(0.99, f"{_BN}: __init__(momentum=0.99)"),
         momentum_weights=Cited("old", f"{_BN}: call(), moving_mean * self.momentum + mean * (1.0 - self.momentum)"),
-        default_channels_last=Cited(True, f"{_BN}: __init__(axis=-1)"),
         running_var_estimator=Cited({"default": "biased"}, f"{_BN}: _moments -> ops.moments; {moments_src}"),
         normalize_estimator=Cited("biased", moments_src),
         single_value_batch=Cited("offset", f"{_BN}: no batch-size check; a single value has variance 0, "
                                            "so (x - mean) = 0 and the output is beta"),
-        cumulative_average=Cited(False, f"{_BN}: momentum is a float; no cumulative-average mode"),
-        batch_stats_inference=Cited(None, f"{_BN}: batch statistics only with training=True, which also updates "
-                                          "the moving statistics"),
         variance_algorithm=Cited({"tensorflow": "two-pass", "jax": "two-pass", "torch": "one-pass-unclamped"}[backend],
                                  moments_src),
         training_default=Cited("inference", "keras/src/layers/layer.py: training resolution ends with "
                                             "'(5) False (treating the layer as if it's in inference)'"),
-        freeze=freeze,
     )
 
 

@@ -1,8 +1,8 @@
 """The base of every adapter over a layer with the Keras BatchNormalization API (Keras 3 on its three backends,
 tf_keras V2 and the TF1 V1 layer).
 
-What these layers share lives here once: the Spec -> constructor conversion (adapters/conventions.py), building the
-layer, the state loop over gamma / beta / moving_mean / moving_variance, the backward skeleton that restores the moving
+What these layers share lives here once: the declared facts they have in common (``keras_api_declaration``), the
+Spec -> constructor conversion (adapters/conventions.py), building the layer, the state loop over gamma / beta / moving_mean / moving_variance, the backward skeleton that restores the moving
 statistics a training call moves, the hyperparameters, the freeze idioms through the real `fit` machinery
 (adapters/keras_fit.py) and the snippet. A new Keras-like adapter is a mapping of names plus what truly differs:
 
@@ -23,9 +23,31 @@ import contextlib
 
 import numpy as np
 
-from bnsuite.adapters.base import BatchNormAdapter, Grads, Unsupported, dtype_name
+from bnsuite.adapters.base import BatchNormAdapter, Cited, Declaration, Grads, Unsupported, dtype_name
 from bnsuite.adapters.conventions import (SlotState, build_shape, is_channels_last, kwargs_text, old_weight_kwargs,
                                           refuse_untracked)
+from bnsuite.adapters.frameworks import FLOAT_DTYPES
+from bnsuite.adapters.keras_fit import IDIOMS
+
+
+def keras_api_declaration(init_src: str, bn_src: str, freeze: dict, **differing) -> Declaration:
+    """What every Keras-API BatchNormalization declares alike (Keras 3, tf_keras V2 and V1), cited from the layer's
+    `init_src` (its constructor) and `bn_src` (its call): the constructor defaults, no cumulative average and batch
+    statistics only in training; `differing` holds the other fields. Each layer's freeze table stays whole with the
+    layer (its idioms read in one place) and may name only idioms adapters/keras_fit.py implements."""
+    if not set(freeze) <= set(IDIOMS):
+        raise ValueError(f"freeze idioms keras_fit.fit_step does not implement: {sorted(set(freeze) - set(IDIOMS))}")
+    return Declaration(
+        default_eps=Cited(1e-3, f"{init_src}: __init__(epsilon=1e-3)"),
+        default_momentum=Cited(0.99, f"{init_src}: __init__(momentum=0.99)"),
+        default_channels_last=Cited(True, f"{init_src}: __init__(axis=-1)"),
+        cumulative_average=Cited(False, f"{bn_src}: momentum is a float; no cumulative-average mode"),
+        batch_stats_inference=Cited(None, f"{bn_src}: batch statistics only with training=True, which also updates "
+                                          "the moving statistics"),
+        freeze=freeze,
+        **differing,
+    )
+
 
 # State slot -> the Keras layer attribute holding it.
 KERAS_SLOTS = {"scale": "gamma", "offset": "beta", "mean": "moving_mean", "var": "moving_variance"}
@@ -41,7 +63,7 @@ class KerasLayerAdapter(SlotState, BatchNormAdapter):
     @classmethod
     def supported_dtypes(cls):
         # Every Keras-API layer computes 16-bit inputs in float32 and keeps float64 (see each declaration's precision).
-        return ("float32", "float64", "float16", "bfloat16")
+        return FLOAT_DTYPES
 
     def __init__(self, spec):
         super().__init__(spec)

@@ -15,12 +15,12 @@ import dataclasses
 
 import numpy as np
 
-from bnsuite.adapters.base import BatchNormAdapter, Cited, FreezeFacts, Grads, Probe, State, Unsupported, dtype_name
+from bnsuite.adapters.base import BatchNormAdapter, Cited, FreezeFacts, Grads, Probe, Unsupported
 from bnsuite.adapters import mixed_precision
-from bnsuite.adapters import numerics
-from bnsuite.adapters.conventions import build_shape, is_channels_last, old_weight_kwargs, refuse_untracked
-from bnsuite.adapters.keras_family import tf_gpu_reason
-from bnsuite.adapters.tf_keras_v2 import TfKerasLayerBase, tf_keras_declaration, tf_versions
+from bnsuite.adapters.conventions import SlotState, build_shape, is_channels_last, old_weight_kwargs, refuse_untracked
+from bnsuite.adapters.frameworks import OnFramework
+from bnsuite.adapters.keras_family import KERAS_SLOTS, tf_dtype_name
+from bnsuite.adapters.tf_keras_v2 import TF_KERAS, TfKerasLayerBase, tf_keras_declaration
 
 V1_SRC = "tf_keras/layers/normalization/batch_normalization_v1.py"
 LEGACY_SRC = "tf_keras/legacy_tf_layers/normalization.py"
@@ -97,20 +97,15 @@ class Tf1Keras(TfKerasLayerBase):
         return tf.compat.v1.keras.layers.BatchNormalization
 
 
-class Tf1Graph(BatchNormAdapter):
+class Tf1Graph(OnFramework, SlotState, BatchNormAdapter):
     """One tf.compat.v1.layers.batch_normalization in its own graph and session."""
 
     id = "tf1-graph"
+    runs_on = TF_KERAS
     blocks = "bnsuite.adapters.blocks.tf1_graph_blocks:Tf1GraphBlocks"
-    requires = ("tf_keras", "tensorflow")
     process_env = LEGACY_ENV
-    families = ("tensorflow",)
     mixed_precision_runner = "bnsuite.adapters.mixed_precision:tf1_graph_step"
     network = "bnsuite.adapters.nets.tf1_graph_net:build"
-
-    @classmethod
-    def numeric_settings(cls) -> dict:  # TF32 and the like off, as read back
-        return numerics.tensorflow_full_fp32()
 
     @classmethod
     def declare(cls):
@@ -136,19 +131,6 @@ class Tf1Graph(BatchNormAdapter):
                     "(V1: trainable does not force inference) and never moves them"),
             },
         )
-
-    @classmethod
-    def versions(cls):
-        return tf_versions()
-
-    @classmethod
-    def supported_dtypes(cls):
-        # bfloat16 added after a run: the graph builds and runs it like tf_keras (float32 math and parameters).
-        return ("float32", "float64", "float16", "bfloat16")
-
-    @classmethod
-    def device_unavailable_reason(cls, device):
-        return tf_gpu_reason(device)
 
     def __init__(self, spec):
         super().__init__(spec)
@@ -222,13 +204,8 @@ class Tf1Graph(BatchNormAdapter):
     def forward(self, x, training):
         fetch = {True: self.y_train_with_updates, False: self.y_infer, None: self.y_default}[training]
         y = self.sess.run(fetch, {self.x: np.asarray(x)})
-        self.last_output_dtype = dtype_name(fetch.dtype.base_dtype)
+        self.last_output_dtype = tf_dtype_name(fetch)
         return np.asarray(y, np.float64)
-
-    def state_dtypes(self):
-        v = self.vars
-        d = lambda k: None if v.get(k) is None else dtype_name(v[k].dtype.base_dtype)
-        return {"scale": d("gamma"), "offset": d("beta"), "mean": d("moving_mean"), "var": d("moving_variance")}
 
     def backward(self, x, dy, training):
         """tf.gradients built with the graph; fetching them runs no update op, so the state is untouched."""
@@ -244,20 +221,19 @@ class Tf1Graph(BatchNormAdapter):
         y, _ = self.sess.run([self.y_train, step], {self.x: np.asarray(x), self.dy: np.asarray(dy), self.lr: lr})
         return np.asarray(y, np.float64)
 
-    def get_state(self) -> State:
-        vals = self.sess.run({k: v for k, v in self.vars.items() if v is not None})
-        g = lambda k: None if k not in vals else np.asarray(vals[k], np.float64).copy()
-        return State(g("gamma"), g("beta"), g("moving_mean"), g("moving_variance"))
+    # -- state: the SlotState loop over the graph's variables, named as the Keras layer names its weights -----------
+    def _slot(self, name):
+        key = KERAS_SLOTS[name]
+        return key if self.vars[key] is not None else None
 
-    def set_state(self, state: State) -> None:
-        feed, ops = {}, []
-        for k, val in (("gamma", state.scale), ("beta", state.offset), ("moving_mean", state.mean),
-                       ("moving_variance", state.var)):
-            if k in self._assign and val is not None:
-                ops.append(self._assign[k])
-                feed[self._ph[k]] = np.asarray(val)
-        if ops:
-            self.sess.run(ops, feed)
+    def _read(self, key):
+        return self.sess.run(self.vars[key])
+
+    def _write(self, key, value):
+        self.sess.run(self._assign[key], {self._ph[key]: value})
+
+    def _dtype(self, key):
+        return tf_dtype_name(self.vars[key])
 
     def hyperparameters(self):
         import inspect

@@ -11,7 +11,8 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited, Declaration, DtypeRule, FreezeFacts
 from bnsuite.adapters.conventions import build_shape
-from bnsuite.adapters.keras_family import KerasLayerAdapter, tf_dtype_name, tf_gpu_reason
+from bnsuite.adapters.frameworks import Framework, OnFramework
+from bnsuite.adapters.keras_family import KerasLayerAdapter, keras_api_declaration, tf_dtype_name, tf_gpu_reason
 from bnsuite.adapters import mixed_precision
 from bnsuite.adapters import numerics
 
@@ -51,28 +52,8 @@ def tf_keras_declaration(v2: bool, framework: str, layer_src: str) -> Declaratio
                             "tf_keras/layers/normalization/batch_normalization_v1.py: _USE_V2_BEHAVIOR = False; "
                             "tf_keras/engine/base_layer.py: add_update, '# Callable updates are disabled by setting "
                             "trainable=False.' `if not call_context.frozen:`")
-    return Declaration(
-        precision=tf_keras_precision(),
-        mixed_precision=mixed_precision.declared("tf_keras" if v2 else "tf1-keras"),
-        framework=framework,
-        default_eps=Cited(1e-3, f"{layer_src}: __init__(epsilon=1e-3)"),
-        default_momentum=Cited(0.99, f"{layer_src}: __init__(momentum=0.99)"),
-        momentum_weights=Cited("old", f"{BN}: _assign_moving_average, "
-                                      "variable * decay + value * (1 - decay) with decay = momentum"),
-        default_channels_last=Cited(True, f"{layer_src}: __init__(axis=-1)"),
-        running_var_estimator=Cited({"fused": "unbiased", "non-fused": "biased"}, FUSED_NOTE),
-        normalize_estimator=Cited("biased", f"{BN}: _moments -> tf.nn.moments; fused kernel normalizes with "
-                                            "the batch variance divided by n"),
-        single_value_batch=Cited("offset", f"{BN}: no batch-size check; variance 0 gives output beta; the fused "
-                                           "kernel guards the n/(n-1) factor for n = 1"),
-        cumulative_average=Cited(False, f"{BN}: momentum is a float; no cumulative-average mode"),
-        batch_stats_inference=Cited(None, f"{BN}: batch statistics only with training=True, which also updates "
-                                          "the moving statistics"),
-        variance_algorithm=Cited("two-pass", "tensorflow/core/kernels/fused_batch_norm_op.cc: x_centered = x - mean, "
-                                             "then the mean of its square; non-fused: tensorflow/python/ops/nn_impl.py "
-                                             "moments, reduce_mean(squared_difference(y, mean))"),
-        training_default=Cited("inference", f"{BN}: _get_training_value, training=None -> "
-                                            "backend.learning_phase() which is 0 outside fit()"),
+    return keras_api_declaration(
+        layer_src, BN,
         freeze={
             "trainable_false_training_true": frozen_true,
             "trainable_false_training_false": Cited(FreezeFacts("running", False, False), f"{BN}: call()"),
@@ -86,6 +67,21 @@ def tf_keras_declaration(v2: bool, framework: str, layer_src: str) -> Declaratio
                 "tf_keras/engine/functional.py: a layer's recorded call kwargs (training=False) are kept when the "
                 "model runs under fit; unlike Keras 3 (see adapters/keras3.py)"),
         },
+        precision=tf_keras_precision(),
+        mixed_precision=mixed_precision.declared("tf_keras" if v2 else "tf1-keras"),
+        framework=framework,
+        momentum_weights=Cited("old", f"{BN}: _assign_moving_average, "
+                                      "variable * decay + value * (1 - decay) with decay = momentum"),
+        running_var_estimator=Cited({"fused": "unbiased", "non-fused": "biased"}, FUSED_NOTE),
+        normalize_estimator=Cited("biased", f"{BN}: _moments -> tf.nn.moments; fused kernel normalizes with "
+                                            "the batch variance divided by n"),
+        single_value_batch=Cited("offset", f"{BN}: no batch-size check; variance 0 gives output beta; the fused "
+                                           "kernel guards the n/(n-1) factor for n = 1"),
+        variance_algorithm=Cited("two-pass", "tensorflow/core/kernels/fused_batch_norm_op.cc: x_centered = x - mean, "
+                                             "then the mean of its square; non-fused: tensorflow/python/ops/nn_impl.py "
+                                             "moments, reduce_mean(squared_difference(y, mean))"),
+        training_default=Cited("inference", f"{BN}: _get_training_value, training=None -> "
+                                            "backend.learning_phase() which is 0 outside fit()"),
         notes={"running_var_estimator": FUSED_NOTE},
     )
 
@@ -97,26 +93,19 @@ def tf_versions() -> dict[str, str]:
     return {"tensorflow": tf.__version__, "tf_keras": tf_keras.__version__}
 
 
-class TfKerasLayerBase(KerasLayerAdapter):
+# TensorFlow with tf_keras: the V2 and V1 layers and the TF1 graph (adapters/tf1.py). All four dtypes run, bfloat16
+# included (the TF1 graph builds and runs it like tf_keras: float32 math and parameters).
+TF_KERAS = Framework(requires=("tf_keras", "tensorflow"), families=("tensorflow",), versions=tf_versions,
+                     numeric_settings=numerics.tensorflow_full_fp32, device_reason=tf_gpu_reason)
+
+
+class TfKerasLayerBase(OnFramework, KerasLayerAdapter):
     """Layers with the tf_keras BatchNormalization API (V1 and V2): TensorFlow tensors, devices and autodiff."""
 
-    requires = ("tf_keras", "tensorflow")
-    families = ("tensorflow",)
+    runs_on = TF_KERAS
     mixed_precision_runner = "bnsuite.adapters.mixed_precision:tf_keras_step"
     framework_name = "tf_keras"
     network = "bnsuite.adapters.nets.keras_net:build"
-
-    @classmethod
-    def versions(cls):
-        return tf_versions()
-
-    @classmethod
-    def numeric_settings(cls) -> dict:  # TF32 and the like off, as read back
-        return numerics.tensorflow_full_fp32()
-
-    @classmethod
-    def device_unavailable_reason(cls, device):
-        return tf_gpu_reason(device)
 
     def __init__(self, spec):
         import tensorflow as tf

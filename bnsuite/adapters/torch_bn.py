@@ -13,6 +13,7 @@ from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRu
                            dtype_name)
 from bnsuite.adapters import mixed_precision
 from bnsuite.adapters import numerics
+from bnsuite.adapters.frameworks import Framework, OnFramework
 
 _SRC = "torch/nn/modules/batchnorm.py"
 
@@ -85,43 +86,38 @@ def _dtype(torch, name: str):
         raise Unsupported(f"torch: unknown dtype {name!r}")
 
 
-class TorchBatchNorm(BatchNormAdapter):
+def _versions() -> dict[str, str]:
+    import torch
+
+    return {"torch": torch.__version__}
+
+
+def _device_reason(device: str) -> str | None:
+    if device == "cpu":
+        return None
+    import torch
+
+    if device == "gpu" and torch.cuda.is_available():
+        return None
+    return f"no GPU visible to torch (torch.cuda.is_available() is False, torch {torch.__version__})"
+
+
+TORCH = Framework(requires=("torch",), families=("torch",), versions=_versions,
+                  numeric_settings=numerics.torch_full_fp32, device_reason=_device_reason)
+
+
+class TorchBatchNorm(OnFramework, BatchNormAdapter):
     id = "torch"
-    requires = ("torch",)
+    runs_on = TORCH
     blocks = "bnsuite.adapters.blocks.torch_blocks:TorchBlocks"
-    families = ("torch",)
     norms = "bnsuite.adapters.norms.torch_norms:TorchNorms"
     replicas = "bnsuite.adapters.replicas.torch_ddp:TorchReplicas"
     mixed_precision_runner = "bnsuite.adapters.mixed_precision:torch_step"
     network = "bnsuite.adapters.nets.torch_net:build"
 
     @classmethod
-    def numeric_settings(cls) -> dict:  # TF32 and the like off, as read back
-        return numerics.torch_full_fp32()
-
-    @classmethod
     def declare(cls) -> Declaration:
         return DECLARATION
-
-    @classmethod
-    def versions(cls) -> dict[str, str]:
-        import torch
-
-        return {"torch": torch.__version__}
-
-    @classmethod
-    def supported_dtypes(cls) -> tuple[str, ...]:
-        return ("float32", "float64", "float16", "bfloat16")
-
-    @classmethod
-    def device_unavailable_reason(cls, device: str) -> str | None:
-        if device == "cpu":
-            return None
-        import torch
-
-        if device == "gpu" and torch.cuda.is_available():
-            return None
-        return f"no GPU visible to torch (torch.cuda.is_available() is False, torch {torch.__version__})"
 
     # -- build -------------------------------------------------------------------------------------------------------
     def __init__(self, spec):
