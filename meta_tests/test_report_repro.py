@@ -13,10 +13,13 @@ import sys
 import numpy as np
 
 from bnsuite.reports.render import render
+from meta_tests.broken.base import ref
+from meta_tests.broken.layer import BiasedRunningVar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASE = ("bnsuite/suites/test_running_stats.py::test_running_var_estimator"
         "[broken-biased-running-var-cpu-float32-NCHW]")
+ADAPTER = ref(BiasedRunningVar)  # "module:Class", as a user passes --adapter
 
 
 def _vector(line: str) -> np.ndarray:
@@ -25,15 +28,15 @@ def _vector(line: str) -> np.ndarray:
 
 def test_failure_script_calls_the_layer(tmp_path):
     results = tmp_path / "results.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "pytest", CASE, "--adapter", "meta_tests.broken_adapters:BiasedRunningVar",
-                           "--device", "cpu", f"--results={results}", "-q", "-p", "no:cacheprovider"],
+    proc = subprocess.run([sys.executable, "-m", "pytest", CASE, "--adapter", ADAPTER, "--device", "cpu",
+                           f"--results={results}", "-q", "-p", "no:cacheprovider"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert "1 failed" in proc.stdout, proc.stdout[-3000:]
+    assert "1 failed" in proc.stdout, (proc.stdout + proc.stderr)[-3000:]
     records = [json.loads(line) for line in results.read_text().splitlines()]
     failed = [r for r in records if r.get("kind") == "check" and r.get("passed") is False]
     assert [r["property"] for r in failed] == ["running_var_estimator"], failed
     script = failed[0]["script"]
-    assert "load('meta_tests.broken_adapters:BiasedRunningVar')" in script and "bn.forward(x, training=True)" in script
+    assert f"load({ADAPTER!r})" in script and "bn.forward(x, training=True)" in script
 
     html = tmp_path / "index.html"
     render([str(results)], str(html))
