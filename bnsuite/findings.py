@@ -78,8 +78,11 @@ def load(path: str = DATA) -> list[Finding]:
                             "[[finding]] table")
     fields = [f.name for f in dataclasses.fields(Finding)]
     required = [f.name for f in dataclasses.fields(Finding) if f.default is dataclasses.MISSING]
+    entries = data.get("finding", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise FindingsError(f"{shown}: 'finding' must be an array of tables: write each one as [[finding]]")
     out = []
-    for i, entry in enumerate(data.get("finding", []), 1):
+    for i, entry in enumerate(entries, 1):
         label = f"finding {entry['name']}" if isinstance(entry.get("name"), str) else f"finding #{i} (no name)"
         for key in entry:
             if key not in fields:
@@ -98,7 +101,13 @@ def load(path: str = DATA) -> list[Finding]:
     return out
 
 
-FINDINGS: list[Finding] = load()
+try:
+    FINDINGS: list[Finding] = load()
+except FindingsError as _e:  # one line, not a traceback (the pytest plugin turns it into a usage error)
+    if __name__ == "__main__":
+        print(f"findings: {_e}", file=sys.stderr)
+        sys.exit(2)
+    raise
 
 
 # ---- machinery (standard library only) ------------------------------------------------------------------------------

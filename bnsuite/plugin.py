@@ -58,6 +58,10 @@ def pytest_addoption(parser):
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist and Hypothesis act on their options
 def pytest_configure(config):
     opts.refuse_xdist(config)
+    try:  # the findings declarations load here, so a malformed file is one usage-error line, not a traceback
+        import bnsuite.findings  # noqa: F401
+    except ValueError as e:  # FindingsError
+        raise pytest.UsageError(str(e)) from None
     config._bn_hypothesis = opts.hypothesis_profile(config)
     for fam in FAMILIES:
         config.addinivalue_line("markers", f"{fam}: cases of adapters built on {fam}")
