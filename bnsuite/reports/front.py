@@ -74,7 +74,8 @@ def weight_layouts(recs: list[dict], order: dict[str, int]) -> list[dict]:
         layout = r.get("layout") if isinstance(r.get("layout"), dict) else {}
         rows.setdefault(str(r.get("adapter")), {"adapter": str(r.get("adapter")), "source": str(r.get("source", "")),
                                                 "conv": fmt(layout.get("conv kernel", "")),
-                                                "dense": fmt(layout.get("dense kernel", ""))})
+                                                "dense": fmt(layout.get("dense kernel", "")),
+                                                "checked": r.get("checked")})
     return sorted(rows.values(), key=lambda r: (order.get(r["adapter"], len(order)), r["adapter"]))
 
 
