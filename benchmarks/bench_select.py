@@ -29,6 +29,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("extra", nargs="*", help="more pytest arguments, after --")
     a = ap.parse_args()
+    if a.runs < 1:
+        ap.error("--runs must be at least 1")
     py = runner.ensure_venv(os.environ.get("BNSUITE_VENV", os.path.join(runner.ROOT, ".venv")))
     cmd = [py, "-m", "pytest", "-k", a.k, "-q", "-p", "no:cacheprovider", *a.extra]
     print("command:", " ".join(cmd[1:]), flush=True)

@@ -53,9 +53,12 @@ def section_only(html: str, section: str) -> str:
 def shoot(chromium: str, page: str, png: str, size: tuple[int, int]) -> None:
     """One screenshot of a local HTML file at a window size, in a throwaway profile."""
     with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}", f"--screenshot={os.path.abspath(png)}",
-                        f"--window-size={size[0]},{size[1]}", "file://" + os.path.abspath(page)],
-                       capture_output=True, timeout=120)
+        try:
+            subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}", f"--screenshot={os.path.abspath(png)}",
+                            f"--window-size={size[0]},{size[1]}", "file://" + os.path.abspath(page)],
+                           capture_output=True, timeout=120)
+        except (subprocess.TimeoutExpired, OSError):  # no file then: problem() says "not written"
+            pass
 
 
 def pixels(png: str, rows: int | None = None):
@@ -113,7 +116,10 @@ def problem(png: str, must_show: tuple = ()) -> str | None:
 
     if not os.path.exists(png):
         return f"{png}: not written"
-    rgb = pixels(png, CHECK_ROWS)[..., :3].reshape(-1, 3)
+    try:
+        rgb = pixels(png, CHECK_ROWS)[..., :3].reshape(-1, 3)
+    except Exception as e:  # truncated, palette or otherwise unreadable: one line, not a traceback
+        return f"{png}: unreadable PNG ({type(e).__name__}: {e})"
     colours, counts = np.unique(rgb, axis=0, return_counts=True)
     ink = 1 - counts.max() / len(rgb)
     if ink < MIN_INK or len(colours) < MIN_COLOURS:
@@ -141,9 +147,11 @@ def take(html: str, chromium: str | None = None) -> list[tuple[str, str, str | N
             page = os.path.join(folder, name.replace(".png", ".shot.html"))
             with open(page, "w", encoding="utf-8") as fh:
                 fh.write(section_only(text, section))
-        shoot(chromium, page, png, size)
-        if section:
-            os.remove(page)
+        try:
+            shoot(chromium, page, png, size)
+        finally:
+            if section:
+                os.remove(page)
         out.append((png, what, problem(png, must_show)))
     return out
 

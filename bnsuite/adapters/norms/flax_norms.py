@@ -26,8 +26,9 @@ def _layer_variance() -> Cited[str]:
     backend compiles it."""
     return by_version(
         "jaxlib",
-        ("<0.4.32", Cited("two-pass", "the legacy XLA CPU runtime compiles LayerNorm's E[x^2] reduction inside a loop "
-                                      "fusion with two-pass accuracy (observed with flax 0.8.5 and 0.10.2 on jaxlib "
+        ("<0.4.32", Cited("two-pass", "MEASURED, no code line found that explains it: the legacy XLA CPU runtime "
+                                      "computes LayerNorm's E[x^2] reduction with two-pass accuracy (measured by the "
+                                      "drift run with flax 0.8.5 and 0.10.2 on jaxlib "
                                       "0.4.30, and on jaxlib 0.4.38 with XLA_FLAGS=--xla_cpu_use_thunk_runtime=false); "
                                       "jax CHANGELOG 'jaxlib 0.4.32: switched to a new version of the CPU backend'")),
         (">=0.4.32", Cited("one-pass", _FAST)))
