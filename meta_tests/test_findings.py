@@ -207,7 +207,7 @@ def test_bug_drafts_read_as_reports(finding):
     code = re.findall(r"```python\n(.*?)```", text, re.S)
     assert code and all(len(c.splitlines()) <= MAX_DRAFT_SNIPPET for c in code), \
         f"{finding.upstream_report}: the reproduction is an inline python block of at most {MAX_DRAFT_SNIPPET} lines"
-    title = text.splitlines()[0][2:].strip() if text.startswith("# ") else ""
+    title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), "")
     assert title and text.count(title) == 1, f"{finding.upstream_report}: the title is repeated in the body"
     assert "What happens" not in text and "sys.exit" not in text, f"{finding.upstream_report}: pasted boilerplate"
     for ref in re.findall(r"[\w.-]+/[\w.-]+#\d+", finding.upstream or ""):
