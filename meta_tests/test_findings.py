@@ -126,37 +126,75 @@ def _exits_2(handler: ast.ExceptHandler) -> bool:
     return any(isinstance(n, ast.Call) and ast.unparse(n) == "sys.exit(2)" for n in ast.walk(handler))
 
 
-@pytest.mark.parametrize("finding", findings.FINDINGS, ids=lambda f: f.name)
-def test_reproduction_is_standalone(finding):
-    """Imports only the framework, NumPy and the standard library; every import outside the standard library sits in a
-    top-level try whose handler exits 2 (a missing framework never reads as exit 1, "behaviour present"); the try
-    prints the versions it runs on; the input is seeded."""
-    path = os.path.join(ROOT, finding.reproduction)
-    assert os.path.exists(path), f"finding {finding.name} has no reproduction {finding.reproduction}"
-    source = open(path, encoding="utf-8").read()
-    assert len(source.splitlines()) <= MAX_LINES, f"{finding.reproduction}: longer than {MAX_LINES} lines"
+def _structure_problems(source: str, shown: str) -> list[str]:
+    """What keeps a reproduction's source from being standalone: imports beyond the framework, NumPy and the standard
+    library; an import outside the standard library that is not in a top-level try whose handler exits 2 (a missing
+    framework would exit 1 and read as "behaviour present"); no 'versions: ...' print in that try; no seeded input."""
+    problems = []
+    if len(source.splitlines()) > MAX_LINES:
+        problems.append(f"{shown}: longer than {MAX_LINES} lines")
     tree = ast.parse(source)
     imported = set().union(*(_imports(n) for n in ast.walk(tree)))
-    assert imported <= ALLOWED_IMPORTS, f"{finding.reproduction} imports {sorted(imported - ALLOWED_IMPORTS)}"
-    assert imported & FRAMEWORK_MODULES, f"{finding.reproduction} imports no framework"
+    if not imported <= ALLOWED_IMPORTS:
+        problems.append(f"{shown} imports {sorted(imported - ALLOWED_IMPORTS)}")
+    if not imported & FRAMEWORK_MODULES:
+        problems.append(f"{shown} imports no framework")
     guarded = [n for n in tree.body if isinstance(n, ast.Try) and n.handlers and all(map(_exits_2, n.handlers))]
     inside = {id(n) for t in guarded for b in t.body for n in ast.walk(b)}
     outside = sorted({m for n in ast.walk(tree) if id(n) not in inside for m in _imports(n)}
                      - set(sys.stdlib_module_names))
-    assert not outside, (f"{finding.reproduction} imports {outside} outside a top-level try whose handler exits 2: a "
-                         "missing package would exit 1 and read as 'behaviour present'")
-    versions = [n for t in guarded for n in ast.walk(t) if isinstance(n, ast.Call) and ast.unparse(n.func) == "print"
-                and ast.unparse(n).startswith(("print(f'versions: ", 'print(f"versions: '))]
-    assert versions, f"{finding.reproduction}: prints no 'versions: ...' line inside its guarded try"
-    assert "default_rng(" in source or "PRNGKey(" in source, f"{finding.reproduction}: no seeded input"
-    assert "observed" in source and "expected" in source
+    if outside:
+        problems.append(f"{shown} imports {outside} outside a top-level try whose handler exits 2: a missing package "
+                        "would exit 1 and read as 'behaviour present'")
+    if not [n for t in guarded for n in ast.walk(t) if isinstance(n, ast.Call) and ast.unparse(n.func) == "print"
+            and ast.unparse(n).startswith(("print(f'versions: ", 'print(f"versions: '))]:
+        problems.append(f"{shown}: prints no 'versions: ...' line inside its guarded try")
+    if "default_rng(" not in source and "PRNGKey(" not in source:
+        problems.append(f"{shown}: no seeded input")
+    if "observed" not in source or "expected" not in source:
+        problems.append(f"{shown}: prints no observed and expected values")
+    return problems
+
+
+@pytest.mark.parametrize("finding", findings.FINDINGS, ids=lambda f: f.name)
+def test_reproduction_is_standalone(finding):
+    path = os.path.join(ROOT, finding.reproduction)
+    assert os.path.exists(path), f"finding {finding.name} has no reproduction {finding.reproduction}"
+    assert _structure_problems(open(path, encoding="utf-8").read(), finding.reproduction) == []
+
+
+GOOD_SCRIPT = """import sys
+try:
+    import numpy as np
+    import torch
+    print(f"versions: torch {torch.__version__}")
+    x = np.random.default_rng(0).standard_normal(3)
+except Exception as e:
+    print(f"error: {e}")
+    sys.exit(2)
+print("observed", x, "expected")
+sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda s: s, None),
+    (lambda s: "import torch\n" + s, "imports ['torch'] outside a top-level try"),
+    (lambda s: s.replace("sys.exit(2)", "sys.exit(1)"), "imports ['numpy', 'torch'] outside a top-level try"),
+    (lambda s: s.replace('    print(f"versions: torch {torch.__version__}")\n', ""), "prints no 'versions: ...'"),
+    (lambda s: s.replace("import torch", "import pandas"), "imports ['pandas']"),
+], ids=["good", "import_outside_try", "handler_exits_1", "no_versions", "foreign_import"])
+def test_the_structure_check_catches_a_broken_script(edit, problem):
+    problems = _structure_problems(edit(GOOD_SCRIPT), "findings/x.py")
+    assert (problems == []) if problem is None else any(problem in p for p in problems), problems
 
 
 @pytest.fixture(scope="module")
 def blocked_frameworks(tmp_path_factory):
-    """A PYTHONPATH entry whose packages shadow every framework with one that raises ImportError."""
+    """A PYTHONPATH entry whose packages shadow every framework (and NumPy, so each run costs only an interpreter
+    start) with one that raises ImportError."""
     root = tmp_path_factory.mktemp("blocked")
-    for name in FRAMEWORK_MODULES:
+    for name in FRAMEWORK_MODULES | {"numpy"}:
         (root / name).mkdir()
         (root / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked by the meta test')\n")
     return str(root)
