@@ -78,7 +78,8 @@ class Finding:
         """The status in words, with its evidence: what was searched, when, and what was found."""
         found = {"not-reported": "not reported upstream",
                  "reported-open": f"reported upstream, open: {self.upstream}",
-                 "reported-closed": f"reported upstream, closed without a fix in the installed release: {self.upstream}",
+                 "reported-closed": "reported upstream, closed without a fix in the installed release: "
+                                    f"{self.upstream}",
                  "fixed-unreleased": f"fixed upstream by {self.fixed_by[:10]}, in no release yet: {self.upstream}",
                  "fixed-released": f"fixed upstream by {self.fixed_by[:10]}, first released in {self.fixed_in}: "
                                    f"{self.upstream}"}.get(self.status, self.status)

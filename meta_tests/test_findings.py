@@ -222,7 +222,8 @@ def test_declaration_rules():
         assert f.searched in f.status_text and f.searched_on in f.status_text, f.name
     drafts = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "findings", "*.upstream.md"))}
     wanted = {os.path.basename(f.upstream_report) for f in findings.FINDINGS if f.upstream_report}
-    assert drafts == wanted, f"drafts without a drafted bug: {sorted(drafts - wanted)}; missing: {sorted(wanted - drafts)}"
+    assert drafts == wanted, (f"drafts without a drafted bug: {sorted(drafts - wanted)}; "
+                              f"missing: {sorted(wanted - drafts)}")
 
 
 def test_a_released_fix_is_seen_in_the_installed_versions():
@@ -284,7 +285,8 @@ def test_reproduction_shows_the_behaviour(finding, reproduction_runs):
     assert proc.returncode == 1, (f"{finding.reproduction} exited {proc.returncode} (1: behaviour present, 0: gone, "
                                   f"2: error) after {secs:.1f} s; finding {finding.name} may be fixed\n{out[-2000:]}")
     assert re.search(r"^observed", proc.stdout, re.M) and re.search(r"^expected", proc.stdout, re.M), out[-2000:]
-    assert re.search(r"^versions: \S+ \d", proc.stdout, re.M), f"{finding.reproduction} printed no versions\n{out[-2000:]}"
+    assert re.search(r"^versions: \S+ \d", proc.stdout, re.M), \
+        f"{finding.reproduction} printed no versions\n{out[-2000:]}"
 
 
 def test_failure_script_makes_the_cases_input():
