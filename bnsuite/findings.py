@@ -1,14 +1,17 @@
 """Findings: surprises in a framework (a divergence from its documentation, from the other frameworks, or from itself
 across code paths or releases), each declared ONCE as data in bnsuite/findings.toml (shipped as package data); this
 module defines a finding's fields (`Finding`), loads and validates the file (`FINDINGS`, `load`, `validate`) and
-derives the rest from it (`demonstrated_by`, `failure_note`, `records`, `readme_section`; `--readme` rewrites the
-README's section). A malformed file fails at import with one line naming the finding and the field.
+derives the rest from it (`demonstrated_by`, `failure_note`, `records`, `readme_section`, `fix_installed`; `--readme`
+rewrites the README's section). A malformed file fails at import with one line naming the finding and the field.
 
-The README's findings section, the report's findings list and the failure messages of the checks that demonstrate a
-finding all come from these declarations. Each finding has a standalone reproduction ``findings/<name>.py`` at the
-root of the checkout: it imports only its framework and NumPy, builds the layer AND its input (seeded), prints the
-observed and the expected value (with the words "observed" and "expected"), and exits 1 while the behaviour is
-present, 0 once it is gone, 2 on any other error.
+A finding has a kind (a bug, a documented divergence or a convention), a severity by the rubric of docs/findings.md,
+and an upstream status with the search behind it. The README's findings table, the report's findings table and the
+failure messages of the checks that demonstrate a finding all come from these declarations. Each finding has a
+standalone reproduction ``findings/<name>.py`` at the root of the checkout: it imports only its framework and NumPy,
+prints the versions it runs on, builds the layer AND its input (seeded), prints the observed and the expected value
+(with the words "observed" and "expected"), and exits 1 while the behaviour is present, 0 once it is gone, 2 with one
+line when it could not measure (a missing framework, any error before the measurement). A bug with nothing open or
+fixed upstream has a report draft ``findings/<name>.upstream.md``.
 
 Standard library only (tomllib): the report and the README generator import this module without any framework.
 """
