@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from bnsuite.adapters import registry
+from bnsuite.adapters import capabilities, registry
 from bnsuite.adapters.base import Unsupported
 from bnsuite.reports.results import ResultsWriter
 from bnsuite.suites.cases import Case
@@ -230,9 +230,9 @@ def pytest_collection_finish(session):
     for item in session.items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         case = params.get("case")
-        if isinstance(case, Case) and "replica_idiom" in params and case.adapter.replicas and \
-                case.adapter.unavailable_reason() is None and case.adapter.replicas not in refs:
-            refs.append(case.adapter.replicas)
+        ref = capabilities.named(case.adapter).get("replicas") if isinstance(case, Case) else None
+        if ref and "replica_idiom" in params and case.adapter.unavailable_reason() is None and ref not in refs:
+            refs.append(ref)
     if refs:
         from bnsuite.suites import replica_cases
 
@@ -298,6 +298,8 @@ def pytest_pyfunc_call(pyfuncitem):
         with rec.together():
             result = yield
         return result
+    except capabilities.CapabilityBroken as e:  # a capability the adapter names cannot be loaded: the case fails
+        pytest.fail(str(e), pytrace=False)
     except Unsupported as e:
         skip_unsupported(rec, e)
 

@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from bnsuite.adapters import registry
+from bnsuite.adapters import capabilities, registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, "bnsuite")
@@ -97,8 +97,8 @@ def test_readme_table_lists_every_builtin_adapter():
 
 
 def test_every_builtin_adapter_names_its_network_builder():
-    missing = [i for i in registry.BUILTIN if not getattr(registry.load(i), "network", None)]
-    assert not missing, f"built-in adapters without a `network` builder: {missing}"
+    missing = [i for i in registry.BUILTIN if "network" not in capabilities.named(registry.load(i))]
+    assert not missing, f"built-in adapters without a `network` capability: {missing}"
 
 
 def test_benchmark_knows_every_builtin_adapter():

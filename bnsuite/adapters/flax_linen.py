@@ -6,6 +6,7 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited, FreezeFacts, Unsupported, dtype_name
 from bnsuite.adapters.conventions import build_shape
+from bnsuite.adapters.mixed_precision import flax_mixed
 from bnsuite.adapters.flax_common import LINEN, FlaxAdapter, flax_declaration, with_x64
 
 # State slot -> (variable collection, name) in linen's variables.
@@ -24,16 +25,19 @@ LINEN_IDIOMS = {
 
 class FlaxLinen(FlaxAdapter):
     id = "flax-linen"
-    blocks = "bnsuite.adapters.blocks.flax_blocks:FlaxLinenBlocks"
-    replicas = "bnsuite.adapters.replicas.flax_shard:FlaxLinenReplicas"
-    norms = "bnsuite.adapters.norms.flax_norms:LinenNorms"
-    mixed_precision_runner = "bnsuite.adapters.mixed_precision:flax_linen_step"
-    network = "bnsuite.adapters.nets.flax_net:build_linen"
+    capabilities = {
+        "network": "bnsuite.adapters.nets.flax_net:build_linen",
+        "norms": "bnsuite.adapters.norms.flax_norms:LinenNorms",
+        "blocks": "bnsuite.adapters.blocks.flax_blocks:FlaxLinenBlocks",
+        "replicas": "bnsuite.adapters.replicas.flax_shard:FlaxLinenReplicas",
+        "mixed_precision": "bnsuite.adapters.mixed_precision.flax_mixed:linen_step",
+        "edge_facts": "bnsuite.adapters.edge_facts:FLAX_LINEN",
+    }
 
     @classmethod
     def declare(cls):
         return flax_declaration(
-            LINEN, "flax.linen",
+            LINEN, "flax.linen", mixed_precision=flax_mixed.declared(nnx=False),
             training_default=Cited("error:ValueError", "flax/linen/module.py: merge_param raises 'Parameter "
                                    "\"use_running_average\" must be passed to the constructor or at call time.'"),
             batch_stats_inference=Cited("use_running_average=False", f"{LINEN}: use_running_average=False "

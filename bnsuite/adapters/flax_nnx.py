@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnsuite.adapters.base import Cited, FreezeFacts, Unsupported, by_version, dtype_name
+from bnsuite.adapters.mixed_precision import flax_mixed
 from bnsuite.adapters.flax_common import (NNX, FlaxAdapter, assign, flax_declaration, optimizer_update,
                                           with_x64)
 
@@ -17,12 +18,14 @@ NNX_SLOTS = {"scale": "scale", "offset": "bias", "mean": "mean", "var": "var"}
 
 class FlaxNnx(FlaxAdapter):
     id = "flax-nnx"
-    blocks = "bnsuite.adapters.blocks.flax_blocks:FlaxNnxBlocks"
-    replicas = "bnsuite.adapters.replicas.flax_shard:FlaxNnxReplicas"
-    norms = "bnsuite.adapters.norms.flax_norms:NnxNorms"
-    mixed_precision_runner = "bnsuite.adapters.mixed_precision:flax_nnx_step"
-
-    network = "bnsuite.adapters.nets.flax_net:build_nnx"
+    capabilities = {
+        "network": "bnsuite.adapters.nets.flax_net:build_nnx",
+        "norms": "bnsuite.adapters.norms.flax_norms:NnxNorms",
+        "blocks": "bnsuite.adapters.blocks.flax_blocks:FlaxNnxBlocks",
+        "replicas": "bnsuite.adapters.replicas.flax_shard:FlaxNnxReplicas",
+        "mixed_precision": "bnsuite.adapters.mixed_precision.flax_mixed:nnx_step",
+        "edge_facts": "bnsuite.adapters.edge_facts:FLAX_NNX",
+    }
 
     @classmethod
     def unavailable_reason(cls):
@@ -40,7 +43,7 @@ class FlaxNnx(FlaxAdapter):
     @classmethod
     def declare(cls):
         return flax_declaration(
-            NNX, "flax.nnx",
+            NNX, "flax.nnx", mixed_precision=flax_mixed.declared(nnx=True),
             training_default=Cited("training", f"{NNX}: BatchNorm.__init__(use_running_average: bool | None = False)"),
             batch_stats_inference=Cited("use_running_average=False", f"{NNX}: use_running_average=False "
                                         "normalizes with batch statistics and updates the BatchStat variables"),

@@ -11,7 +11,7 @@ import contextlib
 import numpy as np
 
 from bnsuite.adapters.base import Cited, Declaration, DtypeRule, FreezeFacts, Probe, Unsupported, dtype_name
-from bnsuite.adapters import mixed_precision
+from bnsuite.adapters.mixed_precision import keras_mixed
 from bnsuite.adapters.keras_family import KerasLayerAdapter, keras_api_declaration, tf_gpu_reason
 
 _BN = "keras/src/layers/normalization/batch_normalization.py"
@@ -57,7 +57,7 @@ def _declaration(backend: str) -> Declaration:
     return keras_api_declaration(
         _BN, _BN, freeze=freeze,
         precision=_precision(backend),
-        mixed_precision=mixed_precision.declared(f"keras-{backend}"),
+        mixed_precision=keras_mixed.declared_keras3(backend),
         framework=f"keras 3 ({backend} backend)",
         momentum_weights=Cited("old", f"{_BN}: call(), moving_mean * self.momentum + mean * (1.0 - self.momentum)"),
         running_var_estimator=Cited({"default": "biased"}, f"{_BN}: _moments -> ops.moments; {moments_src}"),
@@ -103,9 +103,11 @@ class _Keras3(KerasLayerAdapter):
 
     backend: str = ""
     families = ("keras",)
-    norms = "bnsuite.adapters.norms.keras_norms:Keras3Norms"
-    mixed_precision_runner = "bnsuite.adapters.mixed_precision:keras3_step"
-    network = "bnsuite.adapters.nets.keras_net:build"
+    capabilities = {
+        "network": "bnsuite.adapters.nets.keras_net:build",
+        "norms": "bnsuite.adapters.norms.keras_norms:Keras3Norms",
+        "mixed_precision": "bnsuite.adapters.mixed_precision.keras_mixed:keras3_step",
+    }
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -282,20 +284,23 @@ def _device_scope_then_freeze() -> str:
 
 class KerasTensorFlow(_Keras3):
     id = "keras-tensorflow"
-    blocks = "bnsuite.adapters.blocks.keras_blocks:Keras3TensorFlowBlocks"
-    replicas = "bnsuite.adapters.replicas.tf_mirrored:KerasTensorFlowReplicas"
+    capabilities = {**_Keras3.capabilities, "blocks": "bnsuite.adapters.blocks.keras_blocks:Keras3TensorFlowBlocks",
+                    "replicas": "bnsuite.adapters.replicas.tf_mirrored:KerasTensorFlowReplicas",
+                    "edge_facts": "bnsuite.adapters.edge_facts:KERAS_TENSORFLOW"}
     backend = "tensorflow"
 
 
 class KerasJax(_Keras3):
     id = "keras-jax"
-    blocks = "bnsuite.adapters.blocks.keras_blocks:Keras3Blocks"
-    replicas = "bnsuite.adapters.replicas.keras_sync:KerasJaxReplicas"
+    capabilities = {**_Keras3.capabilities, "blocks": "bnsuite.adapters.blocks.keras_blocks:Keras3Blocks",
+                    "replicas": "bnsuite.adapters.replicas.keras_sync:KerasJaxReplicas",
+                    "edge_facts": "bnsuite.adapters.edge_facts:KERAS_JAX"}
     backend = "jax"
 
 
 class KerasTorch(_Keras3):
     id = "keras-torch"
-    blocks = "bnsuite.adapters.blocks.keras_blocks:Keras3Blocks"
-    replicas = "bnsuite.adapters.replicas.keras_sync:KerasTorchSync"
+    capabilities = {**_Keras3.capabilities, "blocks": "bnsuite.adapters.blocks.keras_blocks:Keras3Blocks",
+                    "replicas": "bnsuite.adapters.replicas.keras_sync:KerasTorchSync",
+                    "edge_facts": "bnsuite.adapters.edge_facts:KERAS_TORCH"}
     backend = "torch"

@@ -16,7 +16,7 @@ import dataclasses
 import numpy as np
 
 from bnsuite.adapters.base import BatchNormAdapter, Cited, FreezeFacts, Grads, Probe, Unsupported
-from bnsuite.adapters import mixed_precision
+from bnsuite.adapters.mixed_precision import tf1_mixed
 from bnsuite.adapters.conventions import SlotState, build_shape, is_channels_last, old_weight_kwargs, refuse_untracked
 from bnsuite.adapters.frameworks import OnFramework
 from bnsuite.adapters.keras_family import KERAS_SLOTS, tf_dtype_name
@@ -77,8 +77,9 @@ def legacy_switch_probes() -> list[Probe]:
 
 class Tf1Keras(TfKerasLayerBase):
     id = "tf1-keras"
-    blocks = "bnsuite.adapters.blocks.keras_blocks:Tf1KerasBlocks"
-    replicas = "bnsuite.adapters.replicas.tf_mirrored:Tf1KerasReplicas"
+    capabilities = {**TfKerasLayerBase.capabilities, "blocks": "bnsuite.adapters.blocks.keras_blocks:Tf1KerasBlocks",
+                    "replicas": "bnsuite.adapters.replicas.tf_mirrored:Tf1KerasReplicas",
+                    "edge_facts": "bnsuite.adapters.edge_facts:TF1_KERAS"}
     process_env = LEGACY_ENV
     snippet_head = "import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'\nimport tensorflow as tf\n"
     snippet_class = "tf.compat.v1.keras.layers.BatchNormalization"
@@ -102,10 +103,13 @@ class Tf1Graph(OnFramework, SlotState, BatchNormAdapter):
 
     id = "tf1-graph"
     runs_on = TF_KERAS
-    blocks = "bnsuite.adapters.blocks.tf1_graph_blocks:Tf1GraphBlocks"
     process_env = LEGACY_ENV
-    mixed_precision_runner = "bnsuite.adapters.mixed_precision:tf1_graph_step"
-    network = "bnsuite.adapters.nets.tf1_graph_net:build"
+    capabilities = {
+        "network": "bnsuite.adapters.nets.tf1_graph_net:build",
+        "blocks": "bnsuite.adapters.blocks.tf1_graph_blocks:Tf1GraphBlocks",
+        "mixed_precision": "bnsuite.adapters.mixed_precision.tf1_mixed:step",
+        "edge_facts": "bnsuite.adapters.edge_facts:TF1_GRAPH",
+    }
 
     @classmethod
     def declare(cls):
@@ -113,7 +117,7 @@ class Tf1Graph(OnFramework, SlotState, BatchNormAdapter):
         return dataclasses.replace(
             d,
             training_default=Cited("inference", f"{LEGACY_SRC}: batch_normalization(..., training=False)"),
-            mixed_precision=mixed_precision.declared("tf1-graph"),
+            mixed_precision=tf1_mixed.declared(),
             freeze={
                 "train_op_with_update_ops": Cited(
                     FreezeFacts("batch", True, True),

@@ -11,8 +11,8 @@ import numpy as np
 
 from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, Grads, State, Unsupported,
                            dtype_name)
-from bnsuite.adapters import mixed_precision
 from bnsuite.adapters import numerics
+from bnsuite.adapters.mixed_precision import torch_mixed
 from bnsuite.adapters.frameworks import Framework, OnFramework
 
 _SRC = "torch/nn/modules/batchnorm.py"
@@ -76,7 +76,7 @@ PRECISION = {
                      f"{_FACTORY}; opmath_type<double> is double"),
 }
 DECLARATION = dataclasses.replace(DECLARATION, precision=PRECISION)
-DECLARATION = dataclasses.replace(DECLARATION, mixed_precision=mixed_precision.declared("torch"))
+DECLARATION = dataclasses.replace(DECLARATION, mixed_precision=torch_mixed.declared())
 
 
 def _dtype(torch, name: str):
@@ -109,11 +109,14 @@ TORCH = Framework(requires=("torch",), families=("torch",), versions=_versions,
 class TorchBatchNorm(OnFramework, BatchNormAdapter):
     id = "torch"
     runs_on = TORCH
-    blocks = "bnsuite.adapters.blocks.torch_blocks:TorchBlocks"
-    norms = "bnsuite.adapters.norms.torch_norms:TorchNorms"
-    replicas = "bnsuite.adapters.replicas.torch_ddp:TorchReplicas"
-    mixed_precision_runner = "bnsuite.adapters.mixed_precision:torch_step"
-    network = "bnsuite.adapters.nets.torch_net:build"
+    capabilities = {
+        "network": "bnsuite.adapters.nets.torch_net:build",
+        "norms": "bnsuite.adapters.norms.torch_norms:TorchNorms",
+        "blocks": "bnsuite.adapters.blocks.torch_blocks:TorchBlocks",
+        "replicas": "bnsuite.adapters.replicas.torch_ddp:TorchReplicas",
+        "mixed_precision": "bnsuite.adapters.mixed_precision.torch_mixed:step",
+        "edge_facts": "bnsuite.adapters.edge_facts:TORCH",
+    }
 
     @classmethod
     def declare(cls) -> Declaration:
