@@ -42,22 +42,22 @@ class KerasNet(Network):
                                 "kernel_shape = (input_shape[-1], units); tf_keras/src/layers/convolutional/base_conv.py "
                                 "and core/dense.py ([last_dim, units]) the same")
 
-    def __init__(self, adapter_id, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
-        if adapter_id.startswith("keras-"):
+    def __init__(self, adapter_cls, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
+        adapter_id = adapter_cls.id
+        keras3 = bool(getattr(adapter_cls, "backend", ""))  # Keras 3 adapters name their backend; tf_keras ones none
+        if keras3:
             import keras as K
 
             self.backend = K.backend.backend()
-            if adapter_id != f"keras-{self.backend}":
+            if adapter_cls.backend != self.backend:
                 raise Unsupported(f"this process runs keras on the {self.backend!r} backend, not {adapter_id!r}")
             bn_cls = K.layers.BatchNormalization
             self.to_numpy = lambda t: np.asarray(K.ops.convert_to_numpy(t), np.float64)
         else:
-            import tensorflow as tf
             import tf_keras as K
 
             self.backend = "tf_keras"
-            bn_cls = tf.compat.v1.keras.layers.BatchNormalization if adapter_id == "tf1-keras" else \
-                K.layers.BatchNormalization
+            bn_cls = adapter_cls._layer_class(None)  # the adapter's own layer class (V2 or the V1 layer)
             self.to_numpy = lambda t: np.asarray(t.numpy() if hasattr(t, "numpy") else t, np.float64)
         if bn_idiom == "subclassed_training_false_fit":
             raise Unsupported("this network is a functional model; the subclassed-model form of the idiom is checked "
@@ -67,7 +67,7 @@ class KerasNet(Network):
         if bn_idiom == "torch_module_eval" and self.backend != "torch":
             raise Unsupported("torch_module_eval exists on the Keras torch backend only")
         self.K, self.dtype, self.bn_idiom, self.adapter_id = K, dtype, bn_idiom, adapter_id
-        if adapter_id.startswith("keras-"):
+        if keras3:
             self.reported_loss = by_version(
                 "keras",
                 ("<3.15", Cited("running-mean", "keras/src/backend/*/trainer.py: train_on_batch returns the loss "
@@ -227,4 +227,4 @@ class KerasNet(Network):
 
 
 def build(adapter_cls, arch, weights, **kw) -> KerasNet:
-    return KerasNet(adapter_cls.id, arch, weights, **kw)
+    return KerasNet(adapter_cls, arch, weights, **kw)
