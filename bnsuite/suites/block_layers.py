@@ -2,7 +2,7 @@
 for a case, seeded weights, read Dropout masks off the outputs, and check a block layer by layer against the oracle.
 
 Each layer is compared with the oracle applied to the framework's OWN input to that layer, so each bound is one
-layer's rounding (suites/tolerances.py, blocks).
+layer's rounding (suites/tolerances/, blocks).
 """
 
 from __future__ import annotations

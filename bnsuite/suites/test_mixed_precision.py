@@ -8,7 +8,7 @@ float32 layer fed a float16 placeholder). Per idiom the suite checks, against th
   training step;
 * the training output, the running mean and variance after the step, and the inference output after it, against the
   float64 oracle within bounds derived from the declared statistics, storage and output dtypes
-  (suites/tolerances.py: bn_output, mixed_running_stats): statistics computed in a narrower dtype than declared, or
+  (suites/tolerances/: bn_output, mixed_running_stats): statistics computed in a narrower dtype than declared, or
   running statistics stored in one, exceed them;
 * on activations whose variance exceeds float16's range (65504), whether the running variance stays finite, and the
   training output and running variance against the oracle where it is declared to.

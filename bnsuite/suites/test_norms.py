@@ -3,7 +3,7 @@
 For every framework that has the layer (through its norm adapter, ``bnsuite.adapters.norms``): the output equals the
 NumPy float64 oracle, and a sample's output does not depend on the batch size or on the other samples of its batch,
 in training AND inference (the property BatchNorm lacks), bitwise where the framework's declaration says so, else
-within the bound of suites/tolerances.py. The declared differences between frameworks (default eps, default axes,
+within the bound of suites/tolerances/. The declared differences between frameworks (default eps, default axes,
 default affine, how the variance is computed, GroupNorm's channel grouping, InstanceNorm's running statistics) are
 checked against the real layers.
 """
