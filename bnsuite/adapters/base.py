@@ -105,6 +105,16 @@ class FreezeFacts:
 
 
 @dataclasses.dataclass(frozen=True)
+class FreezeIdiom:
+    """How an adapter runs one freeze idiom: `how` is the framework's recipe, read alike by its lone layer
+    (frozen_step) and its networks; `network` is None where the networks run the idiom too, else why they cannot
+    (those network cases skip with it)."""
+
+    how: Any
+    network: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Probe:
     """A declared framework trap outside the layer's numerics (an import switch, a setter that raises, ...).
 
@@ -292,6 +302,9 @@ class BatchNormAdapter(ABC):
     # What the adapter can do beyond the four core methods: capability name -> "package.module:attr", resolved by
     # bnsuite/adapters/capabilities.py (a subclass extends it: {**Parent.capabilities, "name": "..."}).
     capabilities: ClassVar[Mapping[str, str]] = {}
+    # The freeze idioms frozen_step and the adapter's networks implement, one table per framework: exactly the idioms
+    # the declaration names (meta_tests/test_freeze_idioms.py); a declared idiom that cannot run fails its cases.
+    freeze_idioms: ClassVar[Mapping[str, FreezeIdiom]] = {}
     # dtype name of the tensor the last forward() returned, before conversion to float64 (None: not recorded).
     last_output_dtype: str | None = None
 

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from bnsuite.adapters.base import Cited, FreezeFacts, Unsupported, dtype_name
+from bnsuite.adapters.base import Cited, FreezeFacts, FreezeIdiom, Unsupported, dtype_name
 from bnsuite.adapters.conventions import build_shape
-from bnsuite.adapters.mixed_precision import flax_mixed
 from bnsuite.adapters.flax_common import LINEN, FlaxAdapter, flax_declaration, with_x64
+from bnsuite.adapters.mixed_precision import flax_mixed
 
 # State slot -> (variable collection, name) in linen's variables.
 LINEN_SLOTS = {"scale": ("params", "scale"), "offset": ("params", "bias"), "mean": ("batch_stats", "mean"),
                "var": ("batch_stats", "var")}
 
-# Freeze idiom -> (use_running_average, mutable) of the apply() call that takes the optimizer step.
+class LinenRecipe(NamedTuple):
+    """How a linen freeze idiom runs the optimizer step, read alike by the lone layer and the networks."""
+
+    use_running_average: bool  # of the apply() call that takes the step
+    mutable: list | bool  # of that apply() call
+    mask_params: bool = False  # optax masks BatchNorm's scale and bias out of the update
+
+
 LINEN_IDIOMS = {
-    "use_running_average_true": (True, False),
-    "use_running_average_true_mutable": (True, ["batch_stats"]),
-    "use_running_average_false_mutable": (False, ["batch_stats"]),
-    "use_running_average_false_immutable": (False, False),
-    "optax_masked_params": (False, ["batch_stats"]),
+    "use_running_average_true": FreezeIdiom(LinenRecipe(True, False)),
+    "use_running_average_true_mutable": FreezeIdiom(LinenRecipe(True, ["batch_stats"])),
+    "use_running_average_false_mutable": FreezeIdiom(LinenRecipe(False, ["batch_stats"])),
+    "use_running_average_false_immutable": FreezeIdiom(LinenRecipe(False, False)),
+    "optax_masked_params": FreezeIdiom(LinenRecipe(False, ["batch_stats"], mask_params=True)),
 }
 
 
@@ -33,6 +42,7 @@ class FlaxLinen(FlaxAdapter):
         "mixed_precision": "bnsuite.adapters.mixed_precision.flax_mixed:linen_step",
         "edge_facts": "bnsuite.adapters.edge_facts:FLAX_LINEN",
     }
+    freeze_idioms = LINEN_IDIOMS
 
     @classmethod
     def declare(cls):
@@ -153,9 +163,10 @@ class FlaxLinen(FlaxAdapter):
 
         jax, jnp = self.jax, self.jnp
         m = self.module
-        use_ra, mutable = LINEN_IDIOMS.get(idiom, (None, None))
-        if use_ra is None:
-            raise Unsupported(f"flax-linen: unknown freeze idiom {idiom!r}")
+        if idiom not in type(self).freeze_idioms:
+            raise Unsupported(f"flax-linen: freeze idiom {idiom!r} is not in the adapter's freeze_idioms")
+        recipe = type(self).freeze_idioms[idiom].how
+        use_ra, mutable = recipe.use_running_average, recipe.mutable
         params, stats = self.variables["params"], self.variables["batch_stats"]
 
         def loss(p):
@@ -165,7 +176,7 @@ class FlaxLinen(FlaxAdapter):
 
         (_, (y, updates)), grads = jax.value_and_grad(loss, has_aux=True)(params)
         tx = optax.sgd(lr)
-        if idiom == "optax_masked_params":  # freeze scale/bias in the optimizer only
+        if recipe.mask_params:  # freeze scale/bias in the optimizer only
             tx = optax.masked(tx, jax.tree_util.tree_map(lambda _: False, params))
             tx = optax.chain(tx, optax.masked(optax.set_to_zero(), jax.tree_util.tree_map(lambda _: True, params)))
         steps, _ = tx.update(grads, tx.init(params), params)

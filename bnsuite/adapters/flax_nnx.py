@@ -4,16 +4,34 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters.base import Cited, FreezeFacts, Unsupported, by_version, dtype_name
-from bnsuite.adapters.mixed_precision import flax_mixed
+from typing import NamedTuple
+
+from bnsuite.adapters.base import Cited, FreezeFacts, FreezeIdiom, Unsupported, by_version, dtype_name
 from bnsuite.adapters.flax_common import (NNX, FlaxAdapter, assign, flax_declaration, optimizer_update,
                                           with_x64)
+from bnsuite.adapters.mixed_precision import flax_mixed
 
 MODULE = "flax/nnx/module.py"
 
 
 # State slot -> the nnx.BatchNorm attribute holding it.
 NNX_SLOTS = {"scale": "scale", "offset": "bias", "mean": "mean", "var": "var"}
+
+
+class NnxRecipe(NamedTuple):
+    """How an NNX freeze idiom takes the optimizer step, read alike by the lone layer and the networks."""
+
+    eval_mode: bool  # the module is put in eval mode before the step (else in train mode)
+    view: bool = False  # the step runs through nnx.view(model, use_running_average=True)
+    exclude_bn_params: bool = False  # the optimizer takes every Param except BatchNorm's scale and bias
+
+
+NNX_IDIOMS = {
+    "eval": FreezeIdiom(NnxRecipe(eval_mode=True)),
+    "train": FreezeIdiom(NnxRecipe(eval_mode=False)),
+    "view_use_running_average": FreezeIdiom(NnxRecipe(eval_mode=False, view=True)),
+    "optimizer_excludes_bn_params": FreezeIdiom(NnxRecipe(eval_mode=False, exclude_bn_params=True)),
+}
 
 
 class FlaxNnx(FlaxAdapter):
@@ -26,6 +44,7 @@ class FlaxNnx(FlaxAdapter):
         "mixed_precision": "bnsuite.adapters.mixed_precision.flax_mixed:nnx_step",
         "edge_facts": "bnsuite.adapters.edge_facts:FLAX_NNX",
     }
+    freeze_idioms = NNX_IDIOMS
 
     @classmethod
     def unavailable_reason(cls):
@@ -141,21 +160,15 @@ class FlaxNnx(FlaxAdapter):
 
         nnx, jnp = self.nnx, self.jnp
         bn = self.bn
+        if idiom not in type(self).freeze_idioms:
+            raise Unsupported(f"flax-nnx: freeze idiom {idiom!r} is not in the adapter's freeze_idioms")
+        recipe = type(self).freeze_idioms[idiom].how
+        bn.eval() if recipe.eval_mode else bn.train()
         wrt = nnx.Param
-        if idiom == "eval":
-            bn.eval()
-        elif idiom == "train":
-            bn.train()
-        elif idiom == "view_use_running_average":
-            bn.train()
-        elif idiom == "optimizer_excludes_bn_params":
-            bn.train()
-            # the fine-tuning pattern: optimize every Param except BatchNorm's scale and bias
+        if recipe.exclude_bn_params:  # the fine-tuning pattern: optimize every Param except BatchNorm's scale and bias
             wrt = nnx.All(nnx.Param, lambda path, value: not any(p in ("scale", "bias") for p in path))
-        else:
-            raise Unsupported(f"flax-nnx: unknown freeze idiom {idiom!r}")
         opt = nnx.Optimizer(bn, optax.sgd(lr), wrt=wrt)
-        target = nnx.view(bn, use_running_average=True) if idiom == "view_use_running_average" else bn
+        target = nnx.view(bn, use_running_average=True) if recipe.view else bn
 
         def loss(model):
             y = model(xj)

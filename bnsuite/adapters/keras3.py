@@ -11,8 +11,9 @@ import contextlib
 import numpy as np
 
 from bnsuite.adapters.base import Cited, Declaration, DtypeRule, FreezeFacts, Probe, Unsupported, dtype_name
-from bnsuite.adapters.mixed_precision import keras_mixed
 from bnsuite.adapters.keras_family import KerasLayerAdapter, keras_api_declaration, tf_gpu_reason
+from bnsuite.adapters.keras_fit import TORCH_IDIOMS
+from bnsuite.adapters.mixed_precision import keras_mixed
 
 _BN = "keras/src/layers/normalization/batch_normalization.py"
 
@@ -303,4 +304,5 @@ class KerasTorch(_Keras3):
     capabilities = {**_Keras3.capabilities, "blocks": "bnsuite.adapters.blocks.keras_blocks:Keras3Blocks",
                     "replicas": "bnsuite.adapters.replicas.keras_sync:KerasTorchSync",
                     "edge_facts": "bnsuite.adapters.edge_facts:KERAS_TORCH"}
+    freeze_idioms = TORCH_IDIOMS
     backend = "torch"

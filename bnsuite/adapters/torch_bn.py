@@ -6,14 +6,15 @@ Named torch_bn (not torch) so that it never shadows the framework itself.
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import numpy as np
 
-from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, Grads, State, Unsupported,
-                           dtype_name)
+from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, FreezeIdiom, Grads,
+                                   State, Unsupported, dtype_name)
 from bnsuite.adapters import numerics
-from bnsuite.adapters.mixed_precision import torch_mixed
 from bnsuite.adapters.frameworks import Framework, OnFramework
+from bnsuite.adapters.mixed_precision import torch_mixed
 
 _SRC = "torch/nn/modules/batchnorm.py"
 
@@ -106,6 +107,51 @@ TORCH = Framework(requires=("torch",), families=("torch",), versions=_versions,
                   numeric_settings=numerics.torch_full_fp32, device_reason=_device_reason)
 
 
+class TorchRecipe(NamedTuple):
+    """How a torch freeze idiom treats every BatchNorm module, read alike by the lone layer and the networks."""
+
+    params_frozen: bool = False  # module.requires_grad_(False)
+    eval_mode: bool = False  # module.eval()
+    no_grad: bool = False  # the training step runs under torch.no_grad()
+    replace_modules: bool = False  # torch.func.replace_all_batch_norm_modules_ on the model
+
+
+FREEZE_IDIOMS = {
+    "requires_grad_false": FreezeIdiom(TorchRecipe(params_frozen=True)),
+    "eval": FreezeIdiom(TorchRecipe(eval_mode=True)),
+    "no_grad": FreezeIdiom(TorchRecipe(no_grad=True)),
+    "eval_requires_grad_false": FreezeIdiom(TorchRecipe(params_frozen=True, eval_mode=True)),
+    "func_replace_all_batch_norm_modules": FreezeIdiom(TorchRecipe(replace_modules=True)),
+}
+
+
+def freeze_modules(table, idiom: str, bns: list, root) -> list | None:
+    """Freeze the BatchNorm modules `bns` of `root` with `idiom` of `table` (FREEZE_IDIOMS or a subclass's). Returns
+    the running buffers replace_all_batch_norm_modules_ detaches (one (mean, var) per module), else None; raises
+    Unsupported for an idiom the table lacks."""
+    if idiom not in table:
+        raise Unsupported(f"torch: freeze idiom {idiom!r} is not in the adapter's freeze_idioms")
+    how = table[idiom].how
+    for bn in bns:
+        if how.params_frozen:
+            bn.requires_grad_(False)
+        if how.eval_mode:
+            bn.eval()
+    if not how.replace_modules:
+        return None
+    from torch.func import replace_all_batch_norm_modules_
+
+    # The helper drops the running buffers; keep references to show whether anything still moves them.
+    kept = [(bn.running_mean, bn.running_var) for bn in bns]
+    replace_all_batch_norm_modules_(root)
+    return kept
+
+
+def grad_mode(torch, table, idiom: str | None):
+    """The autograd mode the idiom's training step runs in (no_grad for the "no_grad" recipe)."""
+    return torch.no_grad() if idiom is not None and table[idiom].how.no_grad else torch.enable_grad()
+
+
 class TorchBatchNorm(OnFramework, BatchNormAdapter):
     id = "torch"
     runs_on = TORCH
@@ -117,6 +163,7 @@ class TorchBatchNorm(OnFramework, BatchNormAdapter):
         "mixed_precision": "bnsuite.adapters.mixed_precision.torch_mixed:step",
         "edge_facts": "bnsuite.adapters.edge_facts:TORCH",
     }
+    freeze_idioms = FREEZE_IDIOMS
 
     @classmethod
     def declare(cls) -> Declaration:
@@ -226,26 +273,10 @@ class TorchBatchNorm(OnFramework, BatchNormAdapter):
         m.train(True)
         params = [p for p in (m.weight, m.bias) if p is not None]
         opt = torch.optim.SGD(params, lr=lr)
-        grad_ctx = torch.enable_grad()
-        if idiom == "requires_grad_false":
-            m.requires_grad_(False)
-        elif idiom == "eval":
-            m.eval()
-        elif idiom == "no_grad":
-            grad_ctx = torch.no_grad()
-        elif idiom == "eval_requires_grad_false":
-            m.eval()
-            m.requires_grad_(False)
-        elif idiom == "func_replace_all_batch_norm_modules":
-            from torch.func import replace_all_batch_norm_modules_
-
-            # The helper drops the running buffers; keep references to show whether anything still moves them.
-            self._kept = (m.running_mean, m.running_var)
-            replace_all_batch_norm_modules_(m)
-        else:
-            raise Unsupported(f"torch: unknown freeze idiom {idiom!r}")
+        kept = freeze_modules(type(self).freeze_idioms, idiom, [m], m)
+        self._kept = kept and kept[0]
         opt.zero_grad(set_to_none=True)
-        with grad_ctx:
+        with grad_mode(torch, type(self).freeze_idioms, idiom):
             y = m(self._to_torch(x))
             loss = (y * self._to_torch(dy)).sum()
         if loss.requires_grad:
