@@ -151,7 +151,8 @@ def jax_versions() -> dict[str, str]:
 
 
 # Flax on JAX; float64 runs inside jax.enable_x64 (x64_scope above), not process-wide.
-FLAX = Framework(requires=("flax", "jax"), families=("flax", "jax"), versions=jax_versions,
+FLAX = Framework(requires=("flax", "jax"), families=("flax", "jax"),
+                 pins={"jax": "0.10.2", "jaxlib": "0.10.2", "flax": "0.12.8", "optax": "0.2.8"}, versions=jax_versions,
                  numeric_settings=numerics.jax_full_fp32, device_reason=gpu_reason)
 
 

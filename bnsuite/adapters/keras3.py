@@ -11,9 +11,13 @@ import contextlib
 import numpy as np
 
 from bnsuite.adapters.base import Cited, Declaration, DtypeRule, FreezeFacts, Probe, Unsupported, dtype_name
+from bnsuite.adapters.flax_common import FLAX
+from bnsuite.adapters.frameworks import Framework
 from bnsuite.adapters.keras_family import KerasLayerAdapter, keras_api_declaration, tf_gpu_reason
 from bnsuite.adapters.keras_fit import TORCH_IDIOMS
 from bnsuite.adapters.mixed_precision import keras_mixed
+from bnsuite.adapters.tf_keras_v2 import TF_KERAS
+from bnsuite.adapters.torch_bn import TORCH
 
 _BN = "keras/src/layers/normalization/batch_normalization.py"
 
@@ -98,9 +102,14 @@ def _precision(backend: str) -> dict:
     return {"float16": low("float16"), "bfloat16": low("bfloat16"), "float64": f64}
 
 
+# Keras 3 itself; an adapter runs on it AND on its backend's row (its pins, numeric settings).
+KERAS = Framework(requires=("keras",), families=("keras",), pins={"keras": "3.15.1"})
+BACKEND_ROWS = {"tensorflow": TF_KERAS, "jax": FLAX, "torch": TORCH}
+
+
 class _Keras3(KerasLayerAdapter):
-    """Keras 3 on the backend named by `backend`; a subclass that names one gets its requirements, process switch and
-    family markers from it (unless it sets them itself)."""
+    """Keras 3 on the backend named by `backend`; a subclass that names one gets its requirements, process switch,
+    family markers and framework rows from it (unless it sets them itself)."""
 
     backend: str = ""
     families = ("keras",)
@@ -114,7 +123,7 @@ class _Keras3(KerasLayerAdapter):
         super().__init_subclass__(**kwargs)
         if cls.backend:
             derived = {"requires": ("keras", cls.backend), "process_env": {"KERAS_BACKEND": cls.backend},
-                       "families": ("keras", cls.backend)}
+                       "families": ("keras", cls.backend), "rows": (KERAS, BACKEND_ROWS[cls.backend])}
             for name, value in derived.items():
                 if name not in cls.__dict__:
                     setattr(cls, name, value)
@@ -122,10 +131,7 @@ class _Keras3(KerasLayerAdapter):
     @classmethod
     def numeric_settings(cls) -> dict:
         """TF32 and similar reduced-precision float32 modes off in the backend (bnsuite.adapters.numerics)."""
-        from bnsuite.adapters import numerics
-
-        return {"tensorflow": numerics.tensorflow_full_fp32, "jax": numerics.jax_full_fp32,
-                "torch": numerics.torch_full_fp32}[cls.backend]()
+        return BACKEND_ROWS[cls.backend].numeric_settings()
 
     @classmethod
     def declare(cls) -> Declaration:

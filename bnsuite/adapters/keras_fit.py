@@ -62,7 +62,7 @@ def fit_step(K, adapter, idiom: str, x: np.ndarray, dy: np.ndarray, lr: float, t
             self.bn = bn
 
         def call(self, inputs, training=None):
-            return _call(self.bn, inputs, training)
+            return _call(self.bn, inputs, recipe.training)
 
     if recipe.model == "functional":
         # The functional-API idiom: the layer's training argument is recorded when the model is built.

@@ -95,7 +95,8 @@ def tf_versions() -> dict[str, str]:
 
 # TensorFlow with tf_keras: the V2 and V1 layers and the TF1 graph (adapters/tf1.py). All four dtypes run, bfloat16
 # included (the TF1 graph builds and runs it like tf_keras: float32 math and parameters).
-TF_KERAS = Framework(requires=("tf_keras", "tensorflow"), families=("tensorflow",), versions=tf_versions,
+TF_KERAS = Framework(requires=("tf_keras", "tensorflow"), families=("tensorflow",),
+                     pins={"tensorflow": "2.21.0", "tf_keras": "2.21.0"}, versions=tf_versions,
                      numeric_settings=numerics.tensorflow_full_fp32, device_reason=tf_gpu_reason)
 
 

@@ -103,7 +103,7 @@ def _device_reason(device: str) -> str | None:
     return f"no GPU visible to torch (torch.cuda.is_available() is False, torch {torch.__version__})"
 
 
-TORCH = Framework(requires=("torch",), families=("torch",), versions=_versions,
+TORCH = Framework(requires=("torch",), families=("torch",), pins={"torch": "2.13.0"}, versions=_versions,
                   numeric_settings=numerics.torch_full_fp32, device_reason=_device_reason)
 
 
