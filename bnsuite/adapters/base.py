@@ -335,6 +335,13 @@ class BatchNormAdapter(ABC):
         """The declared semantics (may depend on the installed framework version)."""
 
     @classmethod
+    def freeze_recipe(cls, idiom: str) -> Any:
+        """The recipe of `idiom` in the adapter's freeze_idioms; Unsupported where the table lacks it."""
+        if idiom not in cls.freeze_idioms:
+            raise Unsupported(f"{cls.id}: freeze idiom {idiom!r} is not in the adapter's freeze_idioms")
+        return cls.freeze_idioms[idiom].how
+
+    @classmethod
     def probes(cls) -> list[Probe]:
         """Declared traps of the framework, checked by suites/test_framework_traps.py."""
         return []

@@ -14,8 +14,6 @@ NaN and inf in one channel need no declaration: the oracle defines where they ma
 
 from __future__ import annotations
 
-from typing import Mapping
-
 from bnsuite.adapters.base import Cited, by_version
 
 _TORCH_F = "torch/nn/functional.py: batch_norm"

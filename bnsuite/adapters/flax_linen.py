@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bnsuite.adapters.base import Cited, FreezeFacts, FreezeIdiom, Unsupported, dtype_name
+from bnsuite.adapters.base import Cited, FreezeFacts, FreezeIdiom, dtype_name
 from bnsuite.adapters.conventions import build_shape
 from bnsuite.adapters.flax_common import LINEN, FlaxAdapter, flax_declaration, with_x64
 from bnsuite.adapters.mixed_precision import flax_mixed
@@ -163,9 +163,7 @@ class FlaxLinen(FlaxAdapter):
 
         jax, jnp = self.jax, self.jnp
         m = self.module
-        if idiom not in type(self).freeze_idioms:
-            raise Unsupported(f"flax-linen: freeze idiom {idiom!r} is not in the adapter's freeze_idioms")
-        recipe = type(self).freeze_idioms[idiom].how
+        recipe = self.freeze_recipe(idiom)
         use_ra, mutable = recipe.use_running_average, recipe.mutable
         params, stats = self.variables["params"], self.variables["batch_stats"]
 

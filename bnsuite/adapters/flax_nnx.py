@@ -6,7 +6,7 @@ import numpy as np
 
 from typing import NamedTuple
 
-from bnsuite.adapters.base import Cited, FreezeFacts, FreezeIdiom, Unsupported, by_version, dtype_name
+from bnsuite.adapters.base import Cited, FreezeFacts, FreezeIdiom, by_version, dtype_name
 from bnsuite.adapters.flax_common import (NNX, FlaxAdapter, assign, flax_declaration, optimizer_update,
                                           with_x64)
 from bnsuite.adapters.mixed_precision import flax_mixed
@@ -160,9 +160,7 @@ class FlaxNnx(FlaxAdapter):
 
         nnx, jnp = self.nnx, self.jnp
         bn = self.bn
-        if idiom not in type(self).freeze_idioms:
-            raise Unsupported(f"flax-nnx: freeze idiom {idiom!r} is not in the adapter's freeze_idioms")
-        recipe = type(self).freeze_idioms[idiom].how
+        recipe = self.freeze_recipe(idiom)
         bn.eval() if recipe.eval_mode else bn.train()
         wrt = nnx.Param
         if recipe.exclude_bn_params:  # the fine-tuning pattern: optimize every Param except BatchNorm's scale and bias

@@ -289,26 +289,24 @@ def _device_scope_then_freeze() -> str:
     return "ok"
 
 
+def _on_backend(blocks: str, replicas: str, edge_facts: str) -> dict[str, str]:
+    """The capabilities of Keras 3 on one backend: Keras 3's own plus the backend's blocks, replica engine (a module of
+    bnsuite.adapters.replicas) and edge-fact table."""
+    return {**_Keras3.capabilities, "blocks": f"bnsuite.adapters.blocks.keras_blocks:{blocks}",
+            "replicas": f"bnsuite.adapters.replicas.{replicas}", "edge_facts": f"bnsuite.adapters.edge_facts:{edge_facts}"}
+
+
 class KerasTensorFlow(_Keras3):
-    id = "keras-tensorflow"
-    capabilities = {**_Keras3.capabilities, "blocks": "bnsuite.adapters.blocks.keras_blocks:Keras3TensorFlowBlocks",
-                    "replicas": "bnsuite.adapters.replicas.tf_mirrored:KerasTensorFlowReplicas",
-                    "edge_facts": "bnsuite.adapters.edge_facts:KERAS_TENSORFLOW"}
-    backend = "tensorflow"
+    id, backend = "keras-tensorflow", "tensorflow"
+    capabilities = _on_backend("Keras3TensorFlowBlocks", "tf_mirrored:KerasTensorFlowReplicas", "KERAS_TENSORFLOW")
 
 
 class KerasJax(_Keras3):
-    id = "keras-jax"
-    capabilities = {**_Keras3.capabilities, "blocks": "bnsuite.adapters.blocks.keras_blocks:Keras3Blocks",
-                    "replicas": "bnsuite.adapters.replicas.keras_sync:KerasJaxReplicas",
-                    "edge_facts": "bnsuite.adapters.edge_facts:KERAS_JAX"}
-    backend = "jax"
+    id, backend = "keras-jax", "jax"
+    capabilities = _on_backend("Keras3Blocks", "keras_sync:KerasJaxReplicas", "KERAS_JAX")
 
 
 class KerasTorch(_Keras3):
-    id = "keras-torch"
-    capabilities = {**_Keras3.capabilities, "blocks": "bnsuite.adapters.blocks.keras_blocks:Keras3Blocks",
-                    "replicas": "bnsuite.adapters.replicas.keras_sync:KerasTorchSync",
-                    "edge_facts": "bnsuite.adapters.edge_facts:KERAS_TORCH"}
+    id, backend = "keras-torch", "torch"
+    capabilities = _on_backend("Keras3Blocks", "keras_sync:KerasTorchSync", "KERAS_TORCH")
     freeze_idioms = TORCH_IDIOMS
-    backend = "torch"

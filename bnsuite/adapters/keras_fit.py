@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bnsuite.adapters.base import FreezeIdiom, Unsupported
+from bnsuite.adapters.base import FreezeIdiom
 
 
 class Recipe(NamedTuple):
@@ -48,10 +48,7 @@ def _call(bn, x, training):
 def fit_step(K, adapter, idiom: str, x: np.ndarray, dy: np.ndarray, lr: float, to_tensor, to_numpy,
              reduce_sum) -> np.ndarray:
     """K is the keras module (keras or tf_keras); adapter exposes .layer and its class the freeze_idioms table."""
-    table = type(adapter).freeze_idioms
-    if idiom not in table:
-        raise Unsupported(f"{adapter.id}: freeze idiom {idiom!r} is not in the adapter's freeze_idioms")
-    recipe = table[idiom].how
+    recipe = type(adapter).freeze_recipe(idiom)
     trainable, training, direct = recipe.trainable, recipe.training, recipe.direct
     bn = adapter.layer
     bn.trainable = trainable

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bnsuite.adapters.base import BatchNormAdapter, Cited, FreezeFacts, FreezeIdiom, Grads, Probe, Unsupported
+from bnsuite.adapters.base import BatchNormAdapter, Cited, FreezeFacts, FreezeIdiom, Grads, Probe
 from bnsuite.adapters.conventions import SlotState, build_shape, is_channels_last, old_weight_kwargs, refuse_untracked
 from bnsuite.adapters.frameworks import OnFramework
 from bnsuite.adapters.keras_family import KERAS_SLOTS, tf_dtype_name
@@ -265,9 +265,7 @@ class Tf1Graph(OnFramework, SlotState, BatchNormAdapter):
                 "channels_last": is_channels_last(value("axis"), self.spec.rank)}
 
     def frozen_step(self, idiom, x, dy, lr):
-        if idiom not in type(self).freeze_idioms:
-            raise Unsupported(f"tf1-graph: freeze idiom {idiom!r} is not in the adapter's freeze_idioms")
-        recipe = type(self).freeze_idioms[idiom].how
+        recipe = self.freeze_recipe(idiom)
         if not recipe.trainable:
             # trainable is fixed when the graph is built: rebuild the same layer frozen, with the same state.
             state = self.get_state()

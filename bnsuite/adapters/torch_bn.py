@@ -125,13 +125,9 @@ FREEZE_IDIOMS = {
 }
 
 
-def freeze_modules(table, idiom: str, bns: list, root) -> list | None:
-    """Freeze the BatchNorm modules `bns` of `root` with `idiom` of `table` (FREEZE_IDIOMS or a subclass's). Returns
-    the running buffers replace_all_batch_norm_modules_ detaches (one (mean, var) per module), else None; raises
-    Unsupported for an idiom the table lacks."""
-    if idiom not in table:
-        raise Unsupported(f"torch: freeze idiom {idiom!r} is not in the adapter's freeze_idioms")
-    how = table[idiom].how
+def freeze_modules(how: TorchRecipe, bns: list, root) -> list | None:
+    """Freeze the BatchNorm modules `bns` of `root` as the recipe says. Returns the running buffers
+    replace_all_batch_norm_modules_ detaches (one (mean, var) per module), else None."""
     for bn in bns:
         if how.params_frozen:
             bn.requires_grad_(False)
@@ -147,9 +143,9 @@ def freeze_modules(table, idiom: str, bns: list, root) -> list | None:
     return kept
 
 
-def grad_mode(torch, table, idiom: str | None):
-    """The autograd mode the idiom's training step runs in (no_grad for the "no_grad" recipe)."""
-    return torch.no_grad() if idiom is not None and table[idiom].how.no_grad else torch.enable_grad()
+def grad_mode(torch, how: TorchRecipe | None):
+    """The autograd mode a training step runs in under the recipe (None: no idiom, ordinary training)."""
+    return torch.no_grad() if how is not None and how.no_grad else torch.enable_grad()
 
 
 class TorchBatchNorm(OnFramework, BatchNormAdapter):
@@ -273,10 +269,11 @@ class TorchBatchNorm(OnFramework, BatchNormAdapter):
         m.train(True)
         params = [p for p in (m.weight, m.bias) if p is not None]
         opt = torch.optim.SGD(params, lr=lr)
-        kept = freeze_modules(type(self).freeze_idioms, idiom, [m], m)
+        recipe = self.freeze_recipe(idiom)
+        kept = freeze_modules(recipe, [m], m)
         self._kept = kept and kept[0]
         opt.zero_grad(set_to_none=True)
-        with grad_mode(torch, type(self).freeze_idioms, idiom):
+        with grad_mode(torch, recipe):
             y = m(self._to_torch(x))
             loss = (y * self._to_torch(dy)).sum()
         if loss.requires_grad:

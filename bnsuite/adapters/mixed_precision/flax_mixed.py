@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters.base import Cited, MixedRule, MixedRun, State, Unsupported, by_version, dtype_name
+from bnsuite.adapters.base import Cited, MixedRun, State, Unsupported, by_version, dtype_name
 from bnsuite.adapters.flax_common import assign
 from bnsuite.adapters.mixed_precision import as_f64, both, parse, rule
 

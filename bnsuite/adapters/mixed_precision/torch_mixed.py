@@ -7,7 +7,7 @@ import contextlib
 import numpy as np
 
 from bnsuite.adapters.base import MixedRun, State, Unsupported, dtype_name
-from bnsuite.adapters.mixed_precision import as_f64, both, parse, rule
+from bnsuite.adapters.mixed_precision import both, parse, rule
 
 _TORCH_MIXED = ("aten/src/ATen/native/Normalization.cpp: batch_norm_cpu checks is_mixed_type(input, weight, bias, "
                 "running_mean, running_var) and dispatches the mixed kernels of aten/src/ATen/native/cpu/"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters.base import Cited, Unsupported
+from bnsuite.adapters.base import Cited
 from bnsuite.adapters.flax_common import assign, optimizer_update
 from bnsuite.adapters.flax_linen import LinenRecipe
 from bnsuite.adapters.flax_nnx import NnxRecipe
@@ -312,8 +312,4 @@ def build_nnx(adapter_cls, arch, weights, **kw) -> NnxNet:
 
 def _recipe(adapter_cls, bn_idiom):
     """The idiom's recipe from the adapter's freeze_idioms (the table its lone layer reads), None without an idiom."""
-    if bn_idiom is None:
-        return None
-    if bn_idiom not in adapter_cls.freeze_idioms:
-        raise Unsupported(f"{adapter_cls.id} network: freeze idiom {bn_idiom!r} is not in the adapter's freeze_idioms")
-    return adapter_cls.freeze_idioms[bn_idiom].how
+    return None if bn_idiom is None else adapter_cls.freeze_recipe(bn_idiom)

@@ -144,6 +144,4 @@ class Tf1GraphNet(Network):
 
 def build(adapter_cls, arch, weights, **kw) -> Tf1GraphNet:
     idiom = kw.get("bn_idiom")
-    if idiom is not None and idiom not in adapter_cls.freeze_idioms:
-        raise Unsupported(f"{adapter_cls.id} network: freeze idiom {idiom!r} is not in the adapter's freeze_idioms")
-    return Tf1GraphNet(arch, weights, freeze_recipe=idiom and adapter_cls.freeze_idioms[idiom].how, **kw)
+    return Tf1GraphNet(arch, weights, freeze_recipe=idiom and adapter_cls.freeze_recipe(idiom), **kw)

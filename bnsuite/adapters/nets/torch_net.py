@@ -25,7 +25,7 @@ class TorchNet(Network):
                                 "*kernel_size); torch/nn/modules/linear.py Linear.__init__: weight (out_features, "
                                 "in_features)")
 
-    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom, freeze_idioms):
+    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom, recipe):
         import torch
 
         self.torch = torch
@@ -34,7 +34,7 @@ class TorchNet(Network):
         self.ops = plan(arch)
         self.arch = arch
         self.channels_last = channels_last
-        self.bn_idiom, self.freeze_idioms = bn_idiom, freeze_idioms
+        self.bn_idiom, self.recipe = bn_idiom, recipe  # the idiom's recipe (torch_bn.FREEZE_IDIOMS); None: none
         mods = torch.nn.ModuleDict()
         nn = torch.nn
         for op in self.ops:
@@ -54,8 +54,8 @@ class TorchNet(Network):
                 t.copy_(torch.as_tensor(weights[name], dtype=t.dtype))
         self.mods.train(True)
         self._kept = None
-        if bn_idiom is not None:
-            kept = freeze_modules(freeze_idioms, bn_idiom, self._bns(), self.mods)
+        if recipe is not None:
+            kept = freeze_modules(recipe, self._bns(), self.mods)
             self._kept = kept and dict(zip(bn_names(arch), kept))
         self.opt = None
 
@@ -124,7 +124,7 @@ class TorchNet(Network):
             self.opt = torch.optim.SGD(self.mods.parameters(), lr=lr)
             self._lr = lr
         self.opt.zero_grad(set_to_none=True)
-        with grad_mode(torch, self.freeze_idioms, self.bn_idiom):
+        with grad_mode(torch, self.recipe):
             y = self._run(self._in(x))
             loss = torch.nn.functional.mse_loss(y, torch.as_tensor(np.asarray(target), dtype=y.dtype,
                                                                    device=self.device))
@@ -142,4 +142,5 @@ class TorchNet(Network):
 
 
 def build(adapter_cls, arch, weights, **kw) -> TorchNet:
-    return TorchNet(arch, weights, freeze_idioms=adapter_cls.freeze_idioms, **kw)
+    idiom = kw.get("bn_idiom")
+    return TorchNet(arch, weights, recipe=idiom and adapter_cls.freeze_recipe(idiom), **kw)
