@@ -89,14 +89,6 @@ def declarations(records: list[dict]) -> dict[str, dict]:
     return {r["adapter"]: r.get("declaration", {}) for r in records if r.get("kind") == "declaration"}
 
 
-def skipped_reasons(records: list[dict]) -> dict[str, list[str]]:
-    out: dict[str, set] = defaultdict(set)
-    for r in records:
-        if r.get("kind") == "outcome" and r.get("outcome") == "skipped" and "not installed" in r.get("reason", ""):
-            out[r.get("adapter", "")].add(r["reason"])
-    return {k: sorted(v) for k, v in out.items()}
-
-
 def main_version(versions: dict) -> str:
     """The release of the adapter's main framework: the first package its versions record names (each framework
     row's versions() lists its own package first); "" where it recorded none."""

@@ -263,7 +263,7 @@ def pooled_statistics_tol(mean_tol: Tol, var_tol: Tol, means: list[np.ndarray], 
                        f"(dv={dv:.3g}, dm={dm:.3g}, max|m|={mmax:.3g}; {var_tol.why})"))
 
 
-# -- bounds and thresholds the suites used to write inline -------------------------------------------------------
+# -- bounds and thresholds of classifications and comparisons ------------------------------------------------------
 
 def exact(why: str) -> Tol:
     """No difference at all: the value must be bit-for-bit the one before (state a call must not touch)."""
