@@ -1,4 +1,5 @@
-"""Small networks with BatchNorm, one implementation per adapter id, built from ONE set of canonical weights.
+"""Small networks with BatchNorm, one implementation per framework (named by an adapter's "network" capability),
+built from ONE set of canonical weights.
 
 ``build_network(adapter_cls, arch, weights, ...)`` returns a `Network`: forward, one step of the framework's own SGD
 optimizer on the MSE loss (mean over every element), the BN states and every weight, in the canonical layout of
@@ -7,8 +8,9 @@ documents its layout conversion, declares the framework's own kernel layouts (`w
 `kernel_layout`) and reports the kernel shapes the framework holds (`native_kernel_shapes`), which the network suite
 compares. Frameworks are imported inside the builders only, so importing this package stays framework-free.
 
-``bn_idiom`` freezes the BatchNorm layers with one of the adapter's declared freeze idioms (``Declaration.freeze``);
-``sgd_step`` then takes the idiom's training step. None means ordinary training (everything trains, BN in training
+``bn_idiom`` freezes the BatchNorm layers with one of the adapter's declared freeze idioms (``Declaration.freeze``),
+by the recipe of the adapter's ``freeze_idioms`` table that its lone layer reads too; ``sgd_step`` then takes the
+idiom's training step. None means ordinary training (everything trains, BN in training
 mode, running statistics update).
 """
 
