@@ -293,7 +293,8 @@ def _on_backend(blocks: str, replicas: str, edge_facts: str) -> dict[str, str]:
     """The capabilities of Keras 3 on one backend: Keras 3's own plus the backend's blocks, replica engine (a module of
     bnsuite.adapters.replicas) and edge-fact table."""
     return {**_Keras3.capabilities, "blocks": f"bnsuite.adapters.blocks.keras_blocks:{blocks}",
-            "replicas": f"bnsuite.adapters.replicas.{replicas}", "edge_facts": f"bnsuite.adapters.edge_facts:{edge_facts}"}
+            "replicas": f"bnsuite.adapters.replicas.{replicas}",
+            "edge_facts": f"bnsuite.adapters.edge_facts:{edge_facts}"}
 
 
 class KerasTensorFlow(_Keras3):

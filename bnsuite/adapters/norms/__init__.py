@@ -3,10 +3,10 @@
 These layers normalize each sample with statistics of that sample alone, so their output must not depend on the batch
 size or on the other samples of the batch, in training AND inference: the property BatchNorm lacks.
 
-A BatchNorm adapter names its framework's norm adapter as its "norms" capability,
-``capabilities = {..., "norms": "bnsuite.adapters.norms.torch_norms:TorchNorms"}`` (bnsuite/adapters/capabilities.py:
-absent, the norm cases skip saying so; named but not loadable, they fail). Everything crossing this interface is framework-neutral:
-a NormSpec in, float64 NumPy arrays out, facts declared as data with their sources.
+A BatchNorm adapter names its framework's norm adapter as its "norms" capability, ``capabilities = {..., "norms":
+"bnsuite.adapters.norms.torch_norms:TorchNorms"}`` (bnsuite/adapters/capabilities.py: absent, the norm cases skip saying
+so; named but not loadable, they fail). Everything crossing this interface is framework-neutral: a NormSpec in, float64
+NumPy arrays out, facts declared as data with their sources.
 
 Kinds (canonical semantics, computed by ``reference.py``):
 

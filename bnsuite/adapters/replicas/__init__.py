@@ -1,11 +1,11 @@
 """Multi-replica BatchNorm: each framework's real distributed engine, run in a worker subprocess.
 
 An adapter opts in by naming ``"replicas": "module:EngineClass"`` in its capabilities (absent: the replica cases skip;
-named but not loadable: they fail). An engine declares, per idiom (DDP with broadcast_buffers, SyncBatchNorm,
-axis_name, ...), what each replica normalizes with and what its running statistics become (``ReplicaDeclaration``), and measures every
-configuration of the plan in ONE worker process that starts the engine (torch.multiprocessing + gloo on loopback, JAX
-host devices, TensorFlow logical CPUs). The parent gets plain NumPy arrays back; a worker that hangs is killed with its
-whole process group after the engine's timeout, and its cases fail with that message.
+named but not loadable: they fail). An engine declares, per idiom (DDP with broadcast_buffers, SyncBatchNorm, axis_name,
+...), what each replica normalizes with and what its running statistics become (``ReplicaDeclaration``), and measures
+every configuration of the plan in ONE worker process that starts the engine (torch.multiprocessing + gloo on loopback,
+JAX host devices, TensorFlow logical CPUs). The parent gets plain NumPy arrays back; a worker that hangs is killed with
+its whole process group after the engine's timeout, and its cases fail with that message.
 
 Standard library and NumPy only at import: frameworks are imported inside ``ReplicaEngine.measure`` in the worker.
 
