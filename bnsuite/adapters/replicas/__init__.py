@@ -35,7 +35,7 @@ from typing import ClassVar, Mapping
 import numpy as np
 
 from bnsuite.adapters import capabilities
-from bnsuite.adapters.base import Cited, Unsupported
+from bnsuite.adapters.base import Cited
 
 REPLICA_COUNTS = (2, 4)
 STEPS = (1, 5)
