@@ -42,3 +42,23 @@ def test_a_new_adapter_gets_a_checklist_of_at_most_five_files(monkeypatch):
 
 def test_an_unregistered_id_is_told_to_add_its_module():
     assert checklist("not-registered")[0].startswith("bnsuite/adapters/<module>.py")
+
+
+class UnknownFamilyAdapter(BatchNormAdapter):
+    """An adapter naming a family (a -m marker) no framework row names."""
+
+    id = "unknown-family"
+    families = ("mxnet",)
+
+
+def test_an_unknown_family_marker_fails_loudly():
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "bnsuite/suites", "--collect-only", "-q", "-p",
+                           "no:cacheprovider", "--adapter", f"{__name__}:UnknownFamilyAdapter"],
+                          cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 4, f"exit {proc.returncode}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+    assert "names the family 'mxnet'" in proc.stderr + proc.stdout
