@@ -87,6 +87,16 @@ def test_folding(case, rec, path):
             _check(rec, path, model, decl, out, x)
 
 
+def test_folding_qat_same_padding(case, rec):
+    lane = _lane(case)
+    if lane.qat_same_padding is None:
+        pytest.skip(f"{case.adapter.id}: its folding lane declares no quantization-aware training")
+    _, x = _data("conv_bn")
+    rec.snippet = "lane.run_qat_same_padding(x)  # a QAT-prepared conv(padding='same')-BN, one training forward"
+    ch.equal(rec, "folding_qat_same_padding", lane.qat_same_padding.value, lane.run_qat_same_padding(x),
+             source=lane.qat_same_padding.source)
+
+
 def _check(rec, path: str, model: str, decl: Cited, out: fl.Outcome, x: np.ndarray) -> None:
     __tracebackhide__ = True
     s: fl.Survives = decl.value

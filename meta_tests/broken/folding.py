@@ -83,6 +83,12 @@ class RaisingLane(tfold.TorchFolding):
         raise RuntimeError("graph fusion failed")
 
 
+class SamePaddingLane(tfold.TorchFolding):
+    """quantization-aware training declared to run a conv built with padding="same"."""
+
+    qat_same_padding = Cited("runs", "deliberately wrong")
+
+
 def _adapter(name: str, adapter_id: str, lane: type) -> type:
     return type(name, (TorchBatchNorm,), {"__doc__": f"A correct torch BatchNorm whose folding lane: {lane.__doc__}",
                                           "__module__": __name__, "__qualname__": name, "id": adapter_id,
@@ -95,6 +101,7 @@ FreezeMovesStatsFolding = _adapter("FreezeMovesStatsFolding", "broken-folding-fr
 DefaultMomentumQat = _adapter("DefaultMomentumQat", "broken-folding-qat-momentum", DefaultMomentumQatLane)
 DefaultsSync = _adapter("DefaultsSync", "broken-folding-sync-defaults", DefaultsSyncLane)
 FusesInTrainMode = _adapter("FusesInTrainMode", "broken-folding-train-mode", FusesInTrainModeLane)
+SamePaddingQat = _adapter("SamePaddingQat", "broken-folding-qat-same-padding", SamePaddingLane)
 RaisingFolding = _adapter("RaisingFolding", "broken-folding-raises", RaisingLane)
 
 EXPECTED_FAILURES = {
@@ -104,4 +111,5 @@ EXPECTED_FAILURES = {
     DefaultsSync: {"folding_bn_eps", "folding_bn_momentum", "folding_bn_affine", "folding_bn_track_running_stats"},
     FusesInTrainMode: {"folding_train_model", "folding_bn_folded"},
     RaisingFolding: {"folding_path_runs"},
+    SamePaddingQat: {"folding_qat_same_padding"},
 }

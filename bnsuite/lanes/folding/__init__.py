@@ -111,7 +111,15 @@ class FoldingLane:
     # path -> (models it applies to, cited declaration)
     paths: Mapping[str, tuple[tuple[str, ...], Cited[Survives]]] = {}
 
+    # What quantization-aware training does with a conv built with padding="same" (the suite network's conv):
+    # "runs" or "raises:<Error>"; None where the lane has no QAT path.
+    qat_same_padding: Cited[str] | None = None
+
     def versions(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def run_qat_same_padding(self, x: np.ndarray) -> str:
+        """One training-mode forward of a QAT-prepared conv(padding="same")-BN on x: "runs" or "raises:<Error>"."""
         raise NotImplementedError
 
     def run(self, path: str, model: str, *, batches: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray,

@@ -162,6 +162,22 @@ def _np(t) -> np.ndarray:
 
 class TorchFolding(FoldingLane):
     paths = PATHS
+    qat_same_padding = Cited("raises:TypeError", f"{_QAT}: ConvBn2d.__init__ applies padding = _pair(padding), which "
+                             "turns 'same' into ('s', 'a', 'm', 'e'); from_float passes conv.padding; the first "
+                             "forward's F.conv2d then rejects that tuple (TypeError)")
+
+    def run_qat_same_padding(self, x) -> str:
+        import torch
+        from torch.ao.quantization import fuse_modules_qat, get_default_qat_qconfig, prepare_qat
+
+        m = torch.nn.Sequential(torch.nn.Conv2d(x.shape[1], 8, 3, padding="same"), torch.nn.BatchNorm2d(8)).train()
+        try:
+            q = fuse_modules_qat(m, [["0", "1"]])
+            q.qconfig = get_default_qat_qconfig("x86")
+            prepare_qat(q)(torch.from_numpy(np.ascontiguousarray(x)))
+        except Exception as e:  # the declared refusal, or another error, observed by its type
+            return f"raises:{type(e).__name__}"
+        return "runs"
 
     def versions(self) -> dict[str, str]:
         import torch
