@@ -28,6 +28,9 @@ MOMENTUM = 0.03
 LR = 0.1
 STEPS = 3
 BATCH = 8
+# The property of each BatchNorm attribute a path keeps or resets (fl.ATTRIBUTES).
+BN_PROPERTIES = {"eps": "folding_bn_eps", "momentum": "folding_bn_momentum", "training": "folding_bn_training",
+                 "affine": "folding_bn_affine", "track_running_stats": "folding_bn_track_running_stats"}
 ROWS: list[dict] = []
 summaries.register_rows("folding and quantization", ROWS, lambda r: (
     f"{r['adapter']:8s} {r['path']:24s} {r['model']:20s} eps {r['eps']!s:10s} momentum {r['momentum']!s:10s} "
@@ -108,7 +111,7 @@ def _check(rec, path: str, model: str, decl: Cited, out: fl.Outcome, x: np.ndarr
     for attr in fl.ATTRIBUTES:
         if attr in s.kept or attr in s.reset:
             declared = s.reset[attr] if attr in s.reset else out.attrs_before[attr]
-            ch.equal(rec, f"folding_bn_{attr}", declared, after.get(attr, "folded away"), source=src,
+            ch.equal(rec, BN_PROPERTIES[attr], declared, after.get(attr, "folded away"), source=src,
                      extra={**where, "before": out.attrs_before[attr]})
     eps = s.reset.get("eps", EPS)
     momentum = s.reset.get("momentum", MOMENTUM)
