@@ -169,8 +169,7 @@ def init_weights(model: str, seed: int) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float32).astype(np.float64) for k, v in w.items()}
 
 
-def _bn_axis(h: np.ndarray) -> int:
-    return 1
+CHANNEL_AXIS = 1  # every model is channels-first (NCHW, or (N, C) for the dense model)
 
 
 def oracle_forward(model: str, weights: dict[str, np.ndarray], x: np.ndarray, *, eps: float, stats: str = "running",
@@ -200,9 +199,9 @@ def oracle_forward(model: str, weights: dict[str, np.ndarray], x: np.ndarray, *,
             scale = w[f"{op[1]}.scale"] if affine else None
             offset = w[f"{op[1]}.offset"] if affine else None
             if stats == "batch":
-                h, _ = ref.forward_train(h, scale, offset, eps, _bn_axis(h))
+                h, _ = ref.forward_train(h, scale, offset, eps, CHANNEL_AXIS)
             else:
-                h = ref.forward_inference(h, scale, offset, w[f"{op[1]}.mean"], w[f"{op[1]}.var"], eps, _bn_axis(h))
+                h = ref.forward_inference(h, scale, offset, w[f"{op[1]}.mean"], w[f"{op[1]}.var"], eps, CHANNEL_AXIS)
         elif op[0] == "relu":
             h = np.maximum(h, 0.0)
         elif op[0] == "gap":

@@ -113,11 +113,17 @@ def build(model: str, weights: dict, eps: float, momentum: float):
     """The trained-from model in train mode, loaded with the canonical weights."""
     import torch
 
+    if model == "conv_bn_relu_dense":  # the suite's torch network itself (adapters/nets/torch_net.py)
+        from bnsuite.adapters.nets.torch_net import TorchNet
+
+        net = TorchNet(model, weights, dtype="float32", device="cpu", channels_last=False, eps=eps,
+                       momentum=momentum, bn_idiom=None)
+        return _Runner.module(net.mods, ops_of(model)).train()
     nn = torch.nn
     mods = nn.ModuleDict()
     for op in ops_of(model):
         if op[0] == "conv":
-            mods[op[1]] = nn.Conv2d(op[2], op[3], op[4], padding="same" if model == "conv_bn_relu_dense" else 1)
+            mods[op[1]] = nn.Conv2d(op[2], op[3], op[4], padding=1)
         elif op[0] == "dense":
             mods[op[1]] = nn.Linear(op[2], op[3])
         elif op[0] == "bn":
@@ -157,7 +163,7 @@ def bn_attrs(bn) -> dict:
 
 
 def _np(t) -> np.ndarray:
-    return t.detach().to(dtype=__import__("torch").float64).numpy().copy()
+    return t.detach().double().numpy().copy()
 
 
 class TorchFolding(FoldingLane):
@@ -240,21 +246,23 @@ class TorchFolding(FoldingLane):
         out.attrs_after = bn_attrs(bns[0]) if bns else None
 
     def _fuse_conv_bn_eval(self, m, model, xt, out, batches):
+        import torch
         from torch.nn.utils.fusion import fuse_conv_bn_eval
 
         def fn(r):
             r.mods["conv"] = fuse_conv_bn_eval(r.mods["conv"], r.mods["bn"])
-            r.mods["bn"] = __import__("torch").nn.Identity()
+            r.mods["bn"] = torch.nn.Identity()
             return r
 
         self._folded(m, xt, out, fn)
 
     def _fuse_linear_bn_eval(self, m, model, xt, out, batches):
+        import torch
         from torch.nn.utils.fusion import fuse_linear_bn_eval
 
         def fn(r):
             r.mods["linear"] = fuse_linear_bn_eval(r.mods["linear"], r.mods["bn"])
-            r.mods["bn"] = __import__("torch").nn.Identity()
+            r.mods["bn"] = torch.nn.Identity()
             return r
 
         self._folded(m, xt, out, fn)
