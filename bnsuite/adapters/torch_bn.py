@@ -158,6 +158,7 @@ class TorchBatchNorm(OnFramework, BatchNormAdapter):
         "replicas": "bnsuite.adapters.replicas.torch_ddp:TorchReplicas",
         "mixed_precision": "bnsuite.adapters.mixed_precision.torch_mixed:step",
         "edge_facts": "bnsuite.adapters.edge_facts:TORCH",
+        "folding": "bnsuite.lanes.folding.torch_folding:TorchFolding",
     }
     freeze_idioms = FREEZE_IDIOMS
 
