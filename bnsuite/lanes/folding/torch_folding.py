@@ -117,7 +117,7 @@ def build(model: str, weights: dict, eps: float, momentum: float):
         from bnsuite.adapters.nets.torch_net import TorchNet
 
         net = TorchNet(model, weights, dtype="float32", device="cpu", channels_last=False, eps=eps,
-                       momentum=momentum, bn_idiom=None)
+                       momentum=momentum, bn_idiom=None, recipe=None)
         return _Runner.module(net.mods, ops_of(model)).train()
     nn = torch.nn
     mods = nn.ModuleDict()
