@@ -158,6 +158,7 @@ class TorchBatchNorm(OnFramework, BatchNormAdapter):
         "replicas": "bnsuite.adapters.replicas.torch_ddp:TorchReplicas",
         "mixed_precision": "bnsuite.adapters.mixed_precision.torch_mixed:step",
         "edge_facts": "bnsuite.adapters.edge_facts:TORCH",
+        "training_loops": "bnsuite.lanes.loops.torch_loops:TorchLoops",
     }
     freeze_idioms = FREEZE_IDIOMS
 
