@@ -39,12 +39,13 @@ def _setup(case, rec, what: str):
     return loops, spec, st, batches, dys, case.decl.estimator_for(bn.code_path(batches[0].shape))
 
 
-def _row(rec, loop: str, idiom: str, declared: str, observed: str, props: tuple[str, ...], extra: dict) -> None:
+def _row(rec, loop: str, idiom: str, declared: str, observed: str, source: str, props: tuple[str, ...],
+         extra: dict) -> None:
     by = {c["property"]: c for c in rec.checks if c.get("idiom") == idiom}
     errs = [by[p] for p in props if p in by and by[p].get("max_abs_err") is not None]
     worst = max(errs, key=lambda c: c["max_abs_err"] / max(c["atol"], 1e-300), default=None)
     row = {"adapter": rec.base["adapter"], "device": rec.base["device"], "loop": loop, "idiom": idiom,
-           "declared": declared, "observed": observed,
+           "declared": declared, "observed": observed, "source": source,
            "max err / bound": (f"{worst['max_abs_err']:.2g} / {worst['atol']:.2g} ({worst['property']})"
                                if worst else "-"),
            "as declared": all(c["passed"] for c in by.values()), **extra}
@@ -100,8 +101,8 @@ def test_gradient_accumulation(case, rec):
                  declared="oracle: accumulated minus large-batch update (dscale differs, doffset equal)",
                  source=cited.source, extra={**extra, "oracle_scale_gap": scale_gap})
         _row(rec, "gradient accumulation", idiom, f"statistics: {rule.statistics_updates}", f"statistics: {observed}",
-             ("accumulation_running_mean", "accumulation_running_var", "accumulation_scale", "accumulation_offset",
-              "accumulation_gradient_gap"),
+             cited.source, ("accumulation_running_mean", "accumulation_running_var", "accumulation_scale",
+                            "accumulation_offset", "accumulation_gradient_gap"),
              {"scale step gap vs large batch (oracle)": f"{scale_gap:.3g}",
               "running mean gap vs large batch (oracle)":
                   f"{float(np.max(np.abs(acc_ref.mean - oracle['once'][0].mean))):.3g}"})
@@ -143,7 +144,7 @@ def test_weight_averaging(case, rec):
                  rule.decay), tol_p, declared=decl_p, source=cited.source, extra=extra)
         live_gap = float(np.max(np.abs(_stats(run.averaged) - np.concatenate(cands["averaged"]))))
         _row(rec, "weight averaging", idiom, f"params: {rule.params}; statistics: {rule.running_stats}",
-             f"statistics: {observed}",
+             f"statistics: {observed}", cited.source,
              ("averaging_running_mean", "averaging_running_var", "averaging_scale", "averaging_offset"),
              {"statistics vs averaged ones (max abs)": f"{live_gap:.3g}"})
 

@@ -66,7 +66,8 @@ class KerasLoops(TrainingLoops):
         large = cls._fit(adapter_cls, spec, state, [np.concatenate(micro_batches)], [np.concatenate(cotangents)],
                          {}, lr)
         snippet = (f"model.compile(optimizer=keras.optimizers.SGD({lr}, gradient_accumulation_steps={k}), "
-                   "loss=lambda t, p: ops.sum(t * p, -1))\nmodel.fit(x, dy, batch_size=m, shuffle=False)  # k*m samples")
+                   "loss=lambda t, p: ops.sum(t * p, -1))\n"
+                   "model.fit(x, dy, batch_size=m, shuffle=False)  # k*m samples")
         return AccumulationRun(acc, large, snippet)
 
     @classmethod

@@ -88,7 +88,8 @@ def running_candidates(state: State, snapshots: list[State], batches, *, kind: s
     """Each candidate (RUNNING_STATS_CANDIDATES) for the averaged model's (running mean, running var)."""
     recomputed = ref.train_steps(batches, np.zeros_like(state.mean), np.ones_like(state.var), None, estimator, axis)
     return {
-        "averaged": (average([s.mean for s in snapshots], kind, decay), average([s.var for s in snapshots], kind, decay)),
+        "averaged": (average([s.mean for s in snapshots], kind, decay),
+                     average([s.var for s in snapshots], kind, decay)),
         "live": (snapshots[-1].mean, snapshots[-1].var),
         "initial": (state.mean, state.var),
         "recomputed": recomputed,
