@@ -58,6 +58,11 @@ def _stats(s: State) -> np.ndarray:
     return np.concatenate([s.mean, s.var])
 
 
+def _spread(candidates: list[np.ndarray]) -> float:
+    """The smallest max-abs difference between two candidates (what a classification must tell apart)."""
+    return min(float(np.max(np.abs(a - b))) for i, a in enumerate(candidates) for b in candidates[i + 1:])
+
+
 def test_gradient_accumulation(case, rec):
     loops, spec, st, batches, dys, estimator = _setup(case, rec, "accumulation")
     micro, mdys = batches[:K], dys[:K]
@@ -75,6 +80,8 @@ def test_gradient_accumulation(case, rec):
               for u in ("every-micro-batch", "once")}
     scale_gap = LR * float(np.max(np.abs(g_acc[0] - g_big[0])))
     tl.assert_separable(tol_gap.atol, scale_gap, "the accumulated step from the large-batch step")
+    tl.assert_separable(tol_rs.atol, _spread([_stats(o[0]) for o in oracle.values()]),
+                        "k statistics updates from one")
     for idiom, cited in loops.accumulation.items():
         rule = cited.value
         extra = {"idiom": idiom, "k": K, "micro_batch": M}
@@ -129,6 +136,8 @@ def test_weight_averaging(case, rec):
         rec.snippet = run.snippet or rec.snippet
         cands = lref.running_candidates(st, snaps, batches, kind=rule.params, decay=rule.decay, axis=axis,
                                         estimator=estimator)
+        tl.assert_separable(tol_rs.atol, _spread([np.concatenate(c) for c in cands.values()]),
+                            "the candidates for the averaged statistics")
         observed = ch.classify(_stats(run.averaged), {n: np.concatenate(c) for n, c in cands.items()}, tol_rs)
         ch.equal(rec, "averaging_running_stats", rule.running_stats, observed, source=cited.source, extra=extra)
         mean_ref, var_ref = cands[rule.running_stats]

@@ -65,10 +65,11 @@ class AccumulationRun:
 
 @dataclasses.dataclass
 class AveragingRun:
-    """The averaged model's state after T steps, and the training model's (live) state."""
+    """The averaged model's state after T steps, and the training model's (live) state where the tool leaves it
+    (None where the tool overwrites the model with the average, as Keras's finalize_variable_values does)."""
 
     averaged: State
-    live: State
+    live: State | None
     snippet: str = ""
 
 

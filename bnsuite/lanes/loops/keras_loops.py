@@ -79,4 +79,4 @@ class KerasLoops(TrainingLoops):
         snippet = (f"model.compile(optimizer=keras.optimizers.SGD({lr}, use_ema=True, ema_momentum={EMA_MOMENTUM}), "
                    "loss=...)\nmodel.fit(x, dy, batch_size=m, shuffle=False)  # finalize_variable_values at the end")
         # fit leaves the model holding the averaged weights; the live ones are gone (the EMA replaced them)
-        return AveragingRun(averaged, averaged, snippet)
+        return AveragingRun(averaged, None, snippet)
