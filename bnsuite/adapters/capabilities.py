@@ -59,6 +59,7 @@ EXPECTS: Mapping[str, str] = {
     "replicas": "class:bnsuite.adapters.replicas:ReplicaEngine",
     "mixed_precision": "callable",
     "edge_facts": "mapping",
+    "training_loops": "class:bnsuite.lanes.loops:TrainingLoops",
 }
 
 

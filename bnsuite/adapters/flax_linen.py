@@ -41,6 +41,7 @@ class FlaxLinen(FlaxAdapter):
         "replicas": "bnsuite.adapters.replicas.flax_shard:FlaxLinenReplicas",
         "mixed_precision": "bnsuite.adapters.mixed_precision.flax_mixed:linen_step",
         "edge_facts": "bnsuite.adapters.edge_facts:FLAX_LINEN",
+        "training_loops": "bnsuite.lanes.loops.flax_loops:FlaxLinenLoops",
     }
     freeze_idioms = LINEN_IDIOMS
 

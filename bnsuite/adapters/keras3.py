@@ -117,6 +117,7 @@ class _Keras3(KerasLayerAdapter):
         "network": "bnsuite.adapters.nets.keras_net:build",
         "norms": "bnsuite.adapters.norms.keras_norms:Keras3Norms",
         "mixed_precision": "bnsuite.adapters.mixed_precision.keras_mixed:keras3_step",
+        "training_loops": "bnsuite.lanes.loops.keras_loops:KerasLoops",
     }
 
     def __init_subclass__(cls, **kwargs):

@@ -159,6 +159,7 @@ class TorchBatchNorm(OnFramework, BatchNormAdapter):
         "mixed_precision": "bnsuite.adapters.mixed_precision.torch_mixed:step",
         "edge_facts": "bnsuite.adapters.edge_facts:TORCH",
         "folding": "bnsuite.lanes.folding.torch_folding:TorchFolding",
+        "training_loops": "bnsuite.lanes.loops.torch_loops:TorchLoops",
     }
     freeze_idioms = FREEZE_IDIOMS
 
