@@ -1,0 +1,2 @@
+"""Lanes: the same BatchNorm cases run through another path (compiled, exported to a runtime, folded, quantized) and
+checked against the framework run eagerly and the float64 oracle. Each lane is a capability (adapters/capabilities.py)."""
