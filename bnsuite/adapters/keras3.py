@@ -285,6 +285,8 @@ class KerasTensorFlow(_Keras3):
     blocks = "bnsuite.adapters.blocks.keras_blocks:Keras3TensorFlowBlocks"
     replicas = "bnsuite.adapters.replicas.tf_mirrored:KerasTensorFlowReplicas"
     backend = "tensorflow"
+    capabilities = {**getattr(_Keras3, "capabilities", {}),
+                    "deploy": "bnsuite.lanes.deploy.keras_deploy:Keras3Deploy"}
 
 
 class KerasJax(_Keras3):

@@ -160,6 +160,8 @@ class TfKerasLayerBase(OnFramework, KerasLayerAdapter):
 
 class TfKerasV2(TfKerasLayerBase):
     id = "tf_keras"
+    capabilities = {**getattr(TfKerasLayerBase, "capabilities", {}),
+                    "deploy": "bnsuite.lanes.deploy.keras_deploy:TfKerasDeploy"}
     blocks = "bnsuite.adapters.blocks.keras_blocks:TfKerasBlocks"
     replicas = "bnsuite.adapters.replicas.tf_mirrored:TfKerasReplicas"
     norms = "bnsuite.adapters.norms.keras_norms:TfKerasNorms"

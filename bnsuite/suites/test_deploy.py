@@ -117,7 +117,9 @@ def test_deploy_output(case, rec, sessions, model, route):
     row = dict(adapter=case.adapter.id, model=model, exporter=route.exporter, mode=route.mode,
                runtime=route.runtime, declared_statistics=stats, observed_statistics=observed_stats,
                err_oracle=float(np.max(np.abs(y - ys[stats]))), tol_oracle=tols[stats].atol,
-               err_framework=float(np.max(np.abs(y - y_fw))), precision=str(info.get("precision")),
+               err_framework=float(np.max(np.abs(y - y_fw))),
+               precision=str(info.get("precision")) + ("" if decl.precision.value == "float32" else
+                                                      f", {decl.precision.value} model"),
                folding=_ops_folded(info), runtime_version=str(info.get("version")),
                passed=all(c.get("passed", True) for c in rec.checks))
     if exp.bn_outputs:
@@ -154,7 +156,7 @@ def test_deploy_export_facts(case, rec, sessions, model, export):
                     "precision come from the runtime (test_deploy_output)")
     f = _facts(exp.path)
     extra = {"export": f"{exporter}-{mode}", "model": model}
-    node = "BatchNormalization" if f["bn_nodes"] else "folded"
+    node = "BatchNormalization" if f["bn_nodes"] else "none"
     checks.equal(rec, "deploy_bn_node", decl.bn_node.value, node, source=decl.bn_node.source,
                  extra={**extra, "ops": ",".join(f["ops"])})
     if f["bn_nodes"]:

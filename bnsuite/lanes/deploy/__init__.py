@@ -50,8 +50,9 @@ class ExportFacts:
     """What an export is declared to carry, each with its source.
 
     statistics: what the exported graph normalizes with ("running" or "batch");
-    bn_node: "BatchNormalization" where the exporter writes the ONNX operator, "folded" where it folds BN into the
-      layers around it (then eps and momentum survive only numerically), "n/a" for a non-ONNX format;
+    bn_node: "BatchNormalization" where the exporter writes the ONNX operator, "none" where it folds BN into the
+      convolution before it or lowers it to Mul and Add (then eps and momentum survive only numerically), "n/a" for
+      a non-ONNX format;
     momentum_attr: the momentum written into the node (ONNX's convention: the weight of the OLD value), or None;
     keeps_state: whether the exported running statistics are the model's state before the export;
     dynamic_batch: whether the exported input's batch dimension is symbolic;

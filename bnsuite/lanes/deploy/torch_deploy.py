@@ -51,7 +51,7 @@ class TorchDeploy(DeployLane):
                                  f"{_TS}: training=TrainingMode.TRAINING exports model.train() (training_mode=1); "
                                  "EVAL exports model.eval(); PRESERVE keeps each module's own mode (a frozen BN is "
                                  "in eval mode)"),
-                bn_node=Cited("folded", "torch/onnx/_internal/torchscript_exporter/utils.py _model_to_graph: in "
+                bn_node=Cited("none", "torch/onnx/_internal/torchscript_exporter/utils.py _model_to_graph: in "
                                         "TrainingMode.EVAL with do_constant_folding, _jit_pass_onnx_eval_peephole "
                                         "fuses Conv + BatchNorm") if conv_before and mode == "eval" else
                 Cited("BatchNormalization", f"{_TS}: one BatchNormalization node per BN (the eval peephole runs in "
@@ -67,7 +67,7 @@ class TorchDeploy(DeployLane):
                                             "training mode only below opset 14), so a model in training mode "
                                             "exports inference BatchNorm; torch/onnx/_internal/exporter/_compat.py "
                                             "only warns 'Exporting a model while it is in training mode'"),
-                bn_node=Cited("folded", "onnxscript/rewriter/rules/common/_fuse_batchnorm.py: BatchNormalization after "
+                bn_node=Cited("none", "onnxscript/rewriter/rules/common/_fuse_batchnorm.py: BatchNormalization after "
                                         "Conv fused into the Conv (a default rewrite rule of optimize=True)")
                 if conv_before else Cited("BatchNormalization", f"{_DYNAMO}: training_mode unset (0)"),
                 momentum_attr=_MOMENTUM_ONNX, keeps_state=Cited(True, "torch.export traces without running the "

@@ -88,7 +88,9 @@ def _litert(path, xs, expose, tmp):
         it.invoke()
         outs.append([np.asarray(it.get_tensor(d["index"]), np.float64) for d in it.get_output_details()])
     tensor_types = sorted({str(np.dtype(t["dtype"])) for t in it.get_tensor_details()})
-    return outs, {"ops": ops, "precision": "/".join(tensor_types), "version": ai_edge_litert.__version__}
+    # the kernels compute in float32 (a float16 model's weights are dequantized); int8 tensors are quantized values
+    return outs, {"ops": ops, "precision": "float32", "tensor_types": tensor_types,
+                  "version": ai_edge_litert.__version__}
 
 
 RUNTIMES = {
