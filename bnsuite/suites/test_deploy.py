@@ -186,6 +186,15 @@ def test_deploy_export_facts(case, rec, sessions, model, export):
                          seconds=exp.seconds, passed=all(c.get("passed", True) for c in rec.checks))
 
 
+def test_deploy_traps(case, rec, sessions):
+    lane_cls = capabilities.require(case.adapter, "deploy")
+    traps = lane_cls(case.adapter).traps()
+    if not traps:
+        pytest.skip(f"{case.adapter.id}: its deploy lane declares no traps")
+    for prop, (declared, observe) in traps.items():
+        checks.equal(rec, prop, declared.value, observe(), source=declared.source)
+
+
 def dl_first_bn(model: str) -> str:
     from bnsuite.adapters.nets import bn_names
 

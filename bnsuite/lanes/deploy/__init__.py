@@ -117,6 +117,10 @@ class DeployLane:
     def versions(self) -> dict[str, str]:
         return {}
 
+    def traps(self) -> dict[str, tuple[Cited[str], Callable[[], str]]]:
+        """Declared traps on the way to an export (property -> (declared outcome, a function that observes it))."""
+        return {}
+
 
 def exports_of(routes) -> list[tuple[str, str]]:
     """The distinct (exporter, mode) pairs of `routes`, in order."""

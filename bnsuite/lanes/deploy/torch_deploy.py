@@ -86,6 +86,13 @@ class TorchDeploy(DeployLane):
     def versions(self):
         return {d: installed_version(d) or "not installed" for d in ("torch", "onnx", "onnxscript", "openvino")}
 
+    def traps(self):
+        return {"deploy_torch_export_after_fp32_precision_ieee": (
+            Cited("raises RuntimeError", "torch/backends/cudnn/__init__.py: the legacy getter allow_tf32 raises after "
+                                         "the new fp32_precision API set the flags ('a mix of the legacy and new "
+                                         "APIs'), and torch.export reads that getter (pytorch/pytorch#179445)"),
+            _export_after_ieee)}
+
     # -- models -------------------------------------------------------------------------------------------------------
     def train(self, kind, batches, frozen=False):
         import torch
@@ -201,6 +208,22 @@ def _default_fp32_precision():
         if saved is not None:
             for f, value in zip(flags, saved):
                 f.fp32_precision = value
+
+
+def _export_after_ieee() -> str:
+    """torch.export of a BatchNorm2d after every fp32_precision flag is set to "ieee" through the new API only (what
+    adapters/numerics.py torch_full_fp32 does to compare with a float64 oracle)."""
+    import torch
+
+    from bnsuite.adapters.numerics import torch_full_fp32
+
+    with _default_fp32_precision():  # whatever the process set is put back after
+        torch_full_fp32()
+        try:
+            torch.export.export(torch.nn.BatchNorm2d(CHANNELS).eval(), (torch.zeros(2, CHANNELS, 4, 4),))
+            return "exports"
+        except RuntimeError:
+            return "raises RuntimeError"
 
 
 def _bn_training_outputs(path: str) -> tuple[str, ...]:
