@@ -146,14 +146,13 @@ def oracle(kind: str, weights: dict, x: np.ndarray, batch_stats: bool):
     return net.forward(x, training=batch_stats), net
 
 
-def onnx_running_stats(x: np.ndarray, mean0: np.ndarray, var0: np.ndarray, momentum_attr: float) -> dict:
-    """The running statistics of one training-mode BatchNormalization run from (mean0, var0), under the ONNX
-    convention (momentum weights the old value) with each estimator: {"biased": (mean, var), "unbiased": ...}."""
+def running_stats_after(x: np.ndarray, mean0: np.ndarray, var0: np.ndarray, momentum: float) -> dict:
+    """The running statistics after one training-mode step on `x` from the exported (mean0, var0) with the source's
+    canonical `momentum` (weight of the new statistic; an exporter converts it into ONNX's weight of the old value),
+    with each variance estimator: {"biased": (mean, var), "unbiased": (mean, var)}."""
     moments = reference.moments(x, 1)
-    out = {}
-    for est in ("biased", "unbiased"):
-        out[est] = reference.update_running(mean0, var0, moments, 1.0 - momentum_attr, est, step=1)
-    return out
+    return {est: reference.update_running(mean0, var0, moments, momentum, est, step=1)
+            for est in ("biased", "unbiased")}
 
 
 def bn_input(weights: dict, x: np.ndarray) -> np.ndarray:

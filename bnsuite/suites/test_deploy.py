@@ -125,14 +125,14 @@ def test_deploy_output(case, rec, sessions, model, route):
     if exp.bn_outputs:
         facts = _facts(exp.path)
         bn_in = s.x if model == "layer" else dc.bn_input(trained.weights, s.x)
-        cands = dc.onnx_running_stats(bn_in, facts["mean"], facts["var"], facts["momentum"])
+        cands = dc.running_stats_after(bn_in, facts["mean"], facts["var"], dl.MOMENTUM)
         rs_tol = td.running_stats_step(bn_in, float(max(np.max(np.abs(facts["var"])), np.max(np.abs(facts["mean"])))))
         observed = checks.classify(out[2], {k: v[1] for k, v in cands.items()}, rs_tol)
         checks.equal(rec, "deploy_runtime_running_var_estimator", dc.ONNX_TRAINING_ESTIMATOR.value, observed,
                      source=dc.ONNX_TRAINING_ESTIMATOR.source,
                      extra={**extra, "source_framework_estimator": s.lane.source_estimator.value})
         checks.close(rec, "deploy_runtime_running_mean", out[1], cands["biased"][0], rs_tol,
-                     declared="ONNX: momentum * old + (1 - momentum) * batch mean", extra=extra)
+                     declared=f"the source's momentum {dl.MOMENTUM} on the batch mean", extra=extra)
         row.update(running_var=observed, source_estimator=s.lane.source_estimator.value)
     ROWS.append(row)
     if rec.writer is not None:

@@ -9,7 +9,7 @@ import copy
 from bnsuite.adapters.torch_bn import TorchBatchNorm
 from bnsuite.lanes.deploy import Route
 from bnsuite.lanes.deploy.torch_deploy import TorchDeploy
-from meta_tests.broken.base import ref
+from meta_tests.broken.base import ref, wrong
 
 ROUTES = (Route("torch.onnx-ts", "eval", "ort-off"),)
 
@@ -61,6 +61,42 @@ class EpsDroppingFold(TorchDeploy):
         return super().export(folded, exporter, mode, folder, example)
 
 
+class MomentumMisportDeploy(TorchDeploy):
+    """A training-mode export whose BatchNormalization node carries torch's momentum (the weight of the NEW
+    statistic) where ONNX reads the weight of the old value."""
+
+    routes = (Route("torch.onnx-ts", "training", "ort-off"),)
+
+    def export(self, model, exporter, mode, folder, example):
+        import onnx
+
+        exp = super().export(model, exporter, mode, folder, example)
+        proto = onnx.load(exp.path)
+        for node in proto.graph.node:
+            for a in node.attribute:
+                if node.op_type == "BatchNormalization" and a.name == "momentum":
+                    a.f = 1.0 - a.f
+        onnx.save(proto, exp.path)
+        return exp
+
+
+class WrongDeclarationsDeploy(TorchDeploy):
+    """The correct eval export declared wrongly: a training-mode node, no BatchNormalization node, a fixed batch
+    dimension, and a torch.export that works after fp32_precision = "ieee"."""
+
+    routes = ROUTES
+
+    def declared(self, exporter, mode, model):
+        import dataclasses
+
+        right = super().declared(exporter, mode, model)
+        return dataclasses.replace(right, statistics=wrong("batch"), dynamic_batch=wrong(False),
+                                   bn_node=wrong("BatchNormalization" if right.bn_node.value == "none" else "none"))
+
+    def traps(self):
+        return {prop: (wrong("exports"), observe) for prop, (_, observe) in super().traps().items()}
+
+
 def _adapter(name: str, adapter_id: str, lane: type) -> type:
     return type(name, (TorchBatchNorm,), {
         "__doc__": f"A correct torch BatchNorm whose deploy lane is broken: {lane.__doc__}", "__module__": __name__,
@@ -71,7 +107,15 @@ def _adapter(name: str, adapter_id: str, lane: type) -> type:
 BakedStatsExport = _adapter("BakedStatsExport", "broken-deploy-baked-stats", BakedStatsDeploy)
 EpsDroppedFold = _adapter("EpsDroppedFold", "broken-deploy-eps-dropped", EpsDroppingFold)
 
+MomentumMisport = _adapter("MomentumMisport", "broken-deploy-momentum", MomentumMisportDeploy)
+WrongDeployDeclarations = _adapter("WrongDeployDeclarations", "broken-deploy-declarations", WrongDeclarationsDeploy)
+
 EXPECTED_FAILURES = {
+    MomentumMisport: {"deploy_momentum_attribute", "deploy_runtime_running_mean",
+                      "deploy_runtime_running_var_estimator"},
+    WrongDeployDeclarations: {"deploy_bn_node", "deploy_dynamic_batch_dim", "deploy_training_mode_attribute",
+                              "deploy_normalizes_with", "deploy_output_vs_oracle", "deploy_output_vs_framework",
+                              "deploy_dynamic_batch", "deploy_torch_export_after_fp32_precision_ieee"},
     BakedStatsExport: {"deploy_normalizes_with", "deploy_output_vs_oracle", "deploy_output_vs_framework",
                        "deploy_dynamic_batch", "deploy_export_keeps_state"},
     EpsDroppedFold: {"deploy_normalizes_with", "deploy_output_vs_oracle", "deploy_output_vs_framework", "deploy_dynamic_batch",
