@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import jinja2
 
-from bnsuite.reports import details, front, matrix
+from bnsuite.reports import deploy, details, front, matrix
 from bnsuite.reports.compare import drift
 from bnsuite.reports.inputs import by_kind, load
 from bnsuite.reports.order import adapter_order
@@ -30,7 +30,7 @@ from bnsuite.reports.values import fmt, num, sci
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SPECIAL_MATRICES = ("freeze", "port", "weight_layout")  # matrix record names with their own front-page view
+SPECIAL_MATRICES = ("freeze", "port", "weight_layout", "deploy", "deploy_export")  # matrix record names with their own front-page view
 
 
 @dataclass
@@ -81,6 +81,7 @@ def context(records: list[dict], files: list[str], old: list[dict] | None, probl
         "porting": front.porting_guide(matrices["port"], kinds["declaration"], order),
         "weight_layouts": front.weight_layouts(matrices["weight_layout"], order),
         "freeze": front.freeze_sheet(matrices["freeze"], order),
+        "deploying": deploy.deploying(matrices["deploy"], matrices["deploy_export"], order),
         "batch_plots": batch_plots, "other_plots": other_plots,
         "drift": drift(records, old) if old is not None else None,
         "matrix": matrix.behaviour_matrix(checks, order),
