@@ -121,3 +121,6 @@ EXPECTED_FAILURES = {
     EpsDroppedFold: {"deploy_normalizes_with", "deploy_output_vs_oracle", "deploy_output_vs_framework", "deploy_dynamic_batch",
                      "deploy_eps_attribute"},
 }
+
+# The traps' property names live in the lanes (declared data), not in the suite.
+SEES = {WrongDeployDeclarations: {"test_deploy.py::test_deploy_traps"}}
