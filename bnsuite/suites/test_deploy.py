@@ -48,6 +48,11 @@ def session_for(case, sessions, step) -> dc.Session:
                                     [r.export for r in lane_cls.routes]):
         pytest.skip(f"{case.adapter.id}: its deploy lane ({lane_cls.__name__}) has no "
                     f"{'route' if isinstance(step, dl.Route) else 'export'} {step}")
+    steps = (step.exporter, step.runtime) if isinstance(step, dl.Route) else (step[0],)
+    missing = dl.missing_packages(*steps)
+    if missing:
+        pytest.skip(f"{', '.join(dict.fromkeys(missing))} not installed: {' and '.join(steps)} cannot run here "
+                    "(pinned in requirements/all.txt, extra 'deploy'; docs/deploy.md)")
     if case.adapter.id not in sessions:
         sessions[case.adapter.id] = dc.Session(lane_cls(case.adapter))
     return sessions[case.adapter.id]

@@ -30,6 +30,23 @@ MOMENTUM = 0.3  # canonical (weight of the new batch statistic); not any framewo
 TRAIN_STEPS = 3
 
 
+# The Python packages each exporter and runtime needs (pinned in requirements/all.txt, the "deploy" extra): one that
+# is not installed skips its cases with that reason (docs/deploy.md lists what installs where).
+NEEDS: dict[str, tuple[str, ...]] = {
+    "torch.onnx-ts": ("onnx",), "torch.onnx-dynamo": ("onnx", "onnxscript"), "openvino-from-torch": ("openvino",),
+    "keras.export-onnx": ("onnx", "tf2onnx"), "tf2onnx": ("onnx", "tf2onnx"), "tflite": (),
+    "ort-off": ("onnxruntime", "onnx"), "ort-all": ("onnxruntime", "onnx"), "onnx-reference": ("onnx",),
+    "openvino": ("openvino",), "openvino-f32": ("openvino",), "litert": ("ai_edge_litert",),
+}
+
+
+def missing_packages(*steps: str) -> list[str]:
+    """The packages the given exporters and runtimes need that are not installed."""
+    import importlib.util
+
+    return [p for step in steps for p in NEEDS.get(step, ()) if importlib.util.find_spec(p) is None]
+
+
 @dataclasses.dataclass(frozen=True)
 class Route:
     exporter: str  # e.g. "torch.onnx-ts", "tflite"
