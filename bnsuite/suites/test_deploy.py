@@ -119,6 +119,10 @@ def test_deploy_output(case, rec, sessions, model, route):
         small_tol = tols[stats]
     checks.close(rec, "deploy_dynamic_batch", y_small, y_fw_small, small_tol,
                  declared=f"{case.adapter.id}'s own output at batch size {dc.SMALL_BATCH}", extra=extra)
+    folding = s.lane.declared_folding(route, model)
+    if folding is not None:
+        checks.equal(rec, "deploy_runtime_folding", folding.value, _ops_folded(info), source=folding.source,
+                     extra={**extra, "ops": ",".join(map(str, info.get("runtime_ops") or info.get("ops") or []))[:300]})
     row = dict(adapter=case.adapter.id, model=model, exporter=route.exporter, mode=route.mode,
                runtime=route.runtime, declared_statistics=stats, observed_statistics=observed_stats,
                err_oracle=float(np.max(np.abs(y - ys[stats]))), tol_oracle=tols[stats].atol,

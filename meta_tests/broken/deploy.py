@@ -96,6 +96,10 @@ class WrongDeclarationsDeploy(TorchDeploy):
     def traps(self):
         return {prop: (wrong("exports"), observe) for prop, (_, observe) in super().traps().items()}
 
+    def declared_folding(self, route, model):
+        right = super().declared_folding(route, model)
+        return wrong("folded" if right.value != "folded" else "BatchNorm kept")
+
 
 def _adapter(name: str, adapter_id: str, lane: type) -> type:
     return type(name, (TorchBatchNorm,), {
@@ -115,7 +119,8 @@ EXPECTED_FAILURES = {
                       "deploy_runtime_running_var_estimator"},
     WrongDeployDeclarations: {"deploy_bn_node", "deploy_dynamic_batch_dim", "deploy_training_mode_attribute",
                               "deploy_normalizes_with", "deploy_output_vs_oracle", "deploy_output_vs_framework",
-                              "deploy_dynamic_batch", "deploy_torch_export_after_fp32_precision_ieee"},
+                              "deploy_dynamic_batch", "deploy_torch_export_after_fp32_precision_ieee",
+                              "deploy_runtime_folding"},
     BakedStatsExport: {"deploy_normalizes_with", "deploy_output_vs_oracle", "deploy_output_vs_framework",
                        "deploy_dynamic_batch", "deploy_export_keeps_state"},
     EpsDroppedFold: {"deploy_normalizes_with", "deploy_output_vs_oracle", "deploy_output_vs_framework", "deploy_dynamic_batch",

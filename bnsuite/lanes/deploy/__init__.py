@@ -134,6 +134,11 @@ class DeployLane:
     def versions(self) -> dict[str, str]:
         return {}
 
+    def declared_folding(self, route: Route, model: str) -> Cited[str] | None:
+        """What the runtime executes in place of BatchNorm: "BatchNorm kept", "folded" (into the convolution before
+        it) or "elementwise" (a per-channel multiply and add); None where not declared (then only recorded)."""
+        return None
+
     def traps(self) -> dict[str, tuple[Cited[str], Callable[[], str]]]:
         """Declared traps on the way to an export (property -> (declared outcome, a function that observes it))."""
         return {}

@@ -57,6 +57,15 @@ class _KerasLane(DeployLane):
                                       "quantizes weights and activations to int8 (float input and output)"))
         raise KeyError(f"{type(self).__name__}: no exporter {exporter!r}")
 
+    def declared_folding(self, route, model):
+        if model == "net":
+            return Cited("folded", _TFLITE if route.exporter == "tflite" else _TF2ONNX)
+        if route.exporter == "tf2onnx" and not route.runtime.startswith("openvino"):
+            return Cited("BatchNorm kept", _TF2ONNX + ": a lone BN stays a BatchNormalization node")
+        return Cited("elementwise", "a lone BN lowered to a multiply and an add (" + (
+            _TFLITE if route.exporter == "tflite" else "the Mul and Add of the ONNX graph, or OpenVINO's decomposition "
+                                                        "of BatchNormalization") + ")")
+
     def train(self, kind, batches, frozen=False):
         from bnsuite.lanes.deploy import Trained
 

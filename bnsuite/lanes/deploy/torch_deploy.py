@@ -86,6 +86,18 @@ class TorchDeploy(DeployLane):
     def versions(self):
         return {d: installed_version(d) or "not installed" for d in ("torch", "onnx", "onnxscript", "openvino")}
 
+    def declared_folding(self, route, model):
+        if route.runtime.startswith("openvino"):
+            return Cited("folded" if model == "net" else "elementwise",
+                         "openvino's ONNX and PyTorch frontends decompose BatchNorm into Multiply and Add, which its "
+                         "common transformations fuse into the Convolution before them")
+        if model == "net" and route.mode in ("eval", "train-model"):
+            return Cited("folded", "the exporter folded BN into the Conv (see deploy_bn_node)")
+        return Cited("BatchNorm kept", "ONNX Runtime and onnx.reference run the BatchNormalization node: nothing to "
+                                       "fold a lone BN into, and ORT's ConvBNFusion needs an inference-mode BN after a "
+                                       "Conv (onnxruntime/core/optimizer/conv_bn_fusion.cc)" if model == "net" else
+                     "ONNX Runtime and onnx.reference run the BatchNormalization node (no Conv to fold it into)")
+
     def traps(self):
         return {"deploy_torch_export_after_fp32_precision_ieee": (
             Cited("raises RuntimeError", "torch/backends/cudnn/__init__.py: the legacy getter allow_tf32 raises after "
