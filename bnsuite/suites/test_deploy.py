@@ -177,7 +177,7 @@ def test_deploy_export_facts(case, rec, sessions, model, export):
                      extra=extra)
         checks.equal(rec, "deploy_training_mode_attribute", 1 if decl.statistics.value == "batch" else 0,
                      int(f["training_mode"] or 0), source=decl.statistics.source, extra=extra)
-        first_bn = "bn" if model == "layer" else dl_first_bn(model)
+        first_bn = "bn" if model == "layer" else first_net_bn()
         w = trained.weights
         kept = f["mean"] is not None and bool(np.array_equal(f["mean"], w[f"{first_bn}.mean"]) and
                                               np.array_equal(f["var"], w[f"{first_bn}.var"]))
@@ -204,7 +204,7 @@ def test_deploy_traps(case, rec, sessions):
         checks.equal(rec, prop, declared.value, observe(), source=declared.source)
 
 
-def dl_first_bn(model: str) -> str:
+def first_net_bn() -> str:
     from bnsuite.adapters.nets import bn_names
 
     return bn_names(dl.NET_ARCH)[0]

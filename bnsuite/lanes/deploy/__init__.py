@@ -142,8 +142,3 @@ class DeployLane:
     def traps(self) -> dict[str, tuple[Cited[str], Callable[[], str]]]:
         """Declared traps on the way to an export (property -> (declared outcome, a function that observes it))."""
         return {}
-
-
-def exports_of(routes) -> list[tuple[str, str]]:
-    """The distinct (exporter, mode) pairs of `routes`, in order."""
-    return list(dict.fromkeys(r.export for r in routes))

@@ -104,8 +104,8 @@ class _KerasLane(DeployLane):
         return Trained(kind, True, lambda x: run(x, False), lambda x: run(x, True), weights(), model,
                        time.perf_counter() - t0)
 
-    def _tflite_converter(self, model, folder):
-        """TensorFlow's converter on the model's inference function, its variables frozen into constants."""
+    def _tflite_converter(self, model):
+        """TensorFlow's converter on the Keras model (its inference function, variables frozen into constants)."""
         import tensorflow as tf
 
         return tf.lite.TFLiteConverter.from_keras_model(model)
@@ -122,7 +122,7 @@ class _KerasLane(DeployLane):
         if exporter == "tflite":
             import tensorflow as tf
 
-            conv = self._tflite_converter(model.handle, folder)
+            conv = self._tflite_converter(model.handle)
             if mode != "float32":
                 conv.optimizations = [tf.lite.Optimize.DEFAULT]
             if mode == "float16":
