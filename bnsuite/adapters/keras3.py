@@ -300,7 +300,8 @@ def _on_backend(blocks: str, replicas: str, edge_facts: str) -> dict[str, str]:
 
 class KerasTensorFlow(_Keras3):
     id, backend = "keras-tensorflow", "tensorflow"
-    capabilities = _on_backend("Keras3TensorFlowBlocks", "tf_mirrored:KerasTensorFlowReplicas", "KERAS_TENSORFLOW")
+    capabilities = {**_on_backend("Keras3TensorFlowBlocks", "tf_mirrored:KerasTensorFlowReplicas", "KERAS_TENSORFLOW"),
+                    "deploy": "bnsuite.lanes.deploy.keras_deploy:Keras3Deploy"}
 
 
 class KerasJax(_Keras3):

@@ -166,7 +166,8 @@ class TfKerasV2(TfKerasLayerBase):
     capabilities = {**TfKerasLayerBase.capabilities, "norms": "bnsuite.adapters.norms.keras_norms:TfKerasNorms",
                     "blocks": "bnsuite.adapters.blocks.keras_blocks:TfKerasBlocks",
                     "replicas": "bnsuite.adapters.replicas.tf_mirrored:TfKerasReplicas",
-                    "edge_facts": "bnsuite.adapters.edge_facts:TF_KERAS_V2"}
+                    "edge_facts": "bnsuite.adapters.edge_facts:TF_KERAS_V2",
+                    "deploy": "bnsuite.lanes.deploy.keras_deploy:TfKerasDeploy"}
     snippet_head = "import tf_keras\n"
     snippet_class = "tf_keras.layers.BatchNormalization"
 

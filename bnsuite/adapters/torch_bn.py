@@ -160,6 +160,7 @@ class TorchBatchNorm(OnFramework, BatchNormAdapter):
         "edge_facts": "bnsuite.adapters.edge_facts:TORCH",
         "folding": "bnsuite.lanes.folding.torch_folding:TorchFolding",
         "training_loops": "bnsuite.lanes.loops.torch_loops:TorchLoops",
+        "deploy": "bnsuite.lanes.deploy.torch_deploy:TorchDeploy",
     }
     freeze_idioms = FREEZE_IDIOMS
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import jinja2
 
-from bnsuite.reports import details, folding, front, loops, matrix
+from bnsuite.reports import deploy, details, folding, front, loops, matrix
 from bnsuite.reports.compare import drift
 from bnsuite.reports.inputs import by_kind, load
 from bnsuite.reports.order import adapter_order
@@ -30,7 +30,7 @@ from bnsuite.reports.values import fmt, num, sci
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SPECIAL_MATRICES = ("freeze", "port", "weight_layout", loops.NAME)  # matrix record names with their own front-page view
+SPECIAL_MATRICES = ("freeze", "port", "weight_layout", loops.NAME, "deploy", "deploy_export")  # with their own view
 
 
 @dataclass
@@ -83,6 +83,7 @@ def context(records: list[dict], files: list[str], old: list[dict] | None, probl
         "freeze": front.freeze_sheet(matrices["freeze"], order),
         "folding": folding.folding_table(checks, order),
         "training_loops": loops.tables(matrices[loops.NAME], order),
+        "deploying": deploy.deploying(matrices["deploy"], matrices["deploy_export"], order),
         "batch_plots": batch_plots, "other_plots": other_plots,
         "drift": drift(records, old) if old is not None else None,
         "matrix": matrix.behaviour_matrix(checks, order),
