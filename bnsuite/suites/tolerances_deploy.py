@@ -8,7 +8,7 @@ Derivation
   bfloat16 units; a LiteRT float16 model stores its weights in float16). The exported weights and inputs are the
   framework's float32 values, which the oracle reads back exactly, so the only errors are the runtime's own roundings
   at its unit roundoff u_p (and the storage rounding of weights held at u_w): the bounds of suites/tolerances.py
-  (``bn_output``: one layer, batch or running statistics) and suites/tolerances_net.py (``net_output`` for batch
+  (``bn_output``: one layer, batch or running statistics) and suites/tolerances/network.py (``net_output`` for batch
   statistics, ``net_output_linear_in_depth`` for running statistics), evaluated at u = max(u_p, u_w). A runtime that
   folds BatchNorm into the convolution (ONNX Runtime's ConvBNFusion, OpenVINO's and TensorFlow's converters) computes
   w' = w g / sqrt(var + eps) and b' = (b - mean) g / sqrt(var + eps) + beta once: a few more roundings per weight,
@@ -56,7 +56,7 @@ def layer_vs_oracle(x: np.ndarray, y_ref: np.ndarray, w: dict, eps: float, *, dt
 
 def net_vs_oracle(refnet, *, dtype: str, batch_stats: bool) -> Tol:
     """The network in `dtype` against the reference network's last forward (`refnet.layers` filled by it)."""
-    from bnsuite.suites import tolerances_net as tn
+    from bnsuite.suites.tolerances import network as tn
 
     return tn.net_output(refnet.layers, dtype) if batch_stats else tn.net_output_linear_in_depth(refnet, dtype)
 
