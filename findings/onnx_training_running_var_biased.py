@@ -12,7 +12,7 @@ try:
     import torch
     from onnx import TensorProto, helper
 
-    print(f"torch {torch.__version__}, onnx {onnx.__version__}, onnxruntime {ort.__version__}")
+    print(f"versions: torch {torch.__version__}, onnx {onnx.__version__}, onnxruntime {ort.__version__}")
     x = np.random.default_rng(0).standard_normal((2, 3, 2, 2)).astype(np.float32) * 2 + 1  # 8 values per channel
     node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y", "rm", "rv"], momentum=0.9,
                             training_mode=1)

@@ -8,7 +8,7 @@ try:
     import numpy as np
     import torch
 
-    print(f"torch {torch.__version__}")
+    print(f"versions: torch {torch.__version__}, numpy {np.__version__}")
     x = torch.as_tensor(np.random.default_rng(0).standard_normal((2, 3, 4, 4)), dtype=torch.float32)
     torch.backends.fp32_precision = "ieee"
     try:

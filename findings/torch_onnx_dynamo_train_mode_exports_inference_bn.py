@@ -14,7 +14,7 @@ try:
     from onnx.reference import ReferenceEvaluator
 
     warnings.simplefilter("ignore")
-    print(f"torch {torch.__version__}, onnxscript {onnxscript.__version__}, onnx {onnx.__version__}")
+    print(f"versions: torch {torch.__version__}, onnxscript {onnxscript.__version__}, onnx {onnx.__version__}")
     bn = torch.nn.BatchNorm2d(3).train()
     x = np.random.default_rng(0).standard_normal((8, 3, 4, 4)).astype(np.float32) * 2 + 1
     program = torch.onnx.export(bn, (torch.from_numpy(x),), dynamo=True, input_names=["x"], verbose=False)

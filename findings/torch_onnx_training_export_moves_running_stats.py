@@ -11,7 +11,7 @@ try:
     import torch
     from onnx import numpy_helper
 
-    print(f"torch {torch.__version__}, onnx {onnx.__version__}")
+    print(f"versions: torch {torch.__version__}, onnx {onnx.__version__}, numpy {np.__version__}")
     bn = torch.nn.BatchNorm2d(3, momentum=0.3)
     with torch.no_grad():
         bn.running_mean.fill_(0.5)
