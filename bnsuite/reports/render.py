@@ -136,11 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # one line, never a bare traceback
         print(f"render: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
+    if s.out is None:  # one line: what was wrong with each input
+        why = f" ({'; '.join(s.problems)})" if s.problems else ""
+        print(f"render: no valid results records in {', '.join(args.results)}{why}; no report written", file=sys.stderr)
+        return 2
     for p in s.problems:
         print(p, file=sys.stderr)
-    if s.out is None:
-        print(f"render: no valid results records in {', '.join(args.results)}; no report written", file=sys.stderr)
-        return 2
     counts = ", ".join(f"{n} {k}" for k, n in sorted(s.outcomes.items())) or "no test outcomes"
     print(f"report written: {s.out} ({s.records} records from {len(s.files)} files; {counts}; {s.seconds:.2f}s)")
     return s.exit_code
