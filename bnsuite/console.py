@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sys
 
+EXIT_HUNG = 124  # a pytest process ended itself because a case hung in native code (bnsuite/plugin_faults.py)
+
 
 def say(msg: str) -> None:
     print(msg, flush=True)

@@ -22,6 +22,9 @@ from bnsuite.suites.checks import Recorder
 from bnsuite.suites import summaries
 from bnsuite import plugin_options as opts
 
+# Per-case timeouts, "started" records and resuming a group after a crashed case (bnsuite/plugin_faults.py).
+pytest_plugins = ["bnsuite.plugin_faults"]
+
 # JAX compiles every new shape (and Keras-on-JAX every eager op); a persistent on-disk cache turns the second run of
 # the jax groups from ~30 s of XLA compilation into seconds. Set before any adapter imports jax.
 # A checkout keeps it in .cache/jax; an installed bnsuite in the user's cache folder ($XDG_CACHE_HOME/bnsuite/jax).
@@ -101,6 +104,7 @@ def pytest_configure(config):
             config._bn_writer = opts.LazyResultsWriter(path, ResultsWriter) if lazy else ResultsWriter(path)
         except OSError as e:
             raise pytest.UsageError(f"cannot write results file {path!r}: {e.strerror}") from None
+    if config._bn_writer is not None and not config.getoption("--bn-resume"):  # a resumed run has them already
         config._bn_writer.write(
             "env", group=os.environ.get("BNSUITE_GROUP", ""), python=sys.version.split()[0],
             platform=platform.platform(), argv=sys.argv[1:], started=datetime.datetime.now().isoformat(),

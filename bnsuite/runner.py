@@ -14,17 +14,20 @@ import concurrent.futures
 import datetime
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 
 from bnsuite import envs, groups as groups_mod
-from bnsuite.console import fail, say
+from bnsuite.console import EXIT_HUNG, fail, say
 from bnsuite.envs import BASE, CHECKOUT, LOCK, ROOT, ensure_venv, uv_source_args  # noqa: F401  (the runner's API)
 from bnsuite.groups import META_GROUP, builtin_groups, pytest_targets  # noqa: F401
+from bnsuite.reports.results import ResultsWriter
 from bnsuite.reports.screenshot import SHOTS
 
-GROUP_TIMEOUT_S = 1200
+GROUP_TIMEOUT_S = 1200  # a group's whole run, resumptions included
+OUTCOMES = ("passed", "failed", "skipped", "error")
 
 
 def __getattr__(name: str):
@@ -35,20 +38,36 @@ def __getattr__(name: str):
 
 
 # -- running groups ---------------------------------------------------------------------------------------------------
-def _outcomes(results_path: str) -> list[dict]:
+def _records(results_path: str, kinds: tuple[str, ...]) -> list[dict]:
+    """The records of these kinds, in file order; lines that are not records are the report's to name."""
     recs = []
     try:
-        with open(results_path, encoding="utf-8") as fh:
+        with open(results_path, "rb") as fh:
             for line in fh:
                 try:
                     rec = json.loads(line)
-                except json.JSONDecodeError:
+                except ValueError:  # not JSON, or not UTF-8
                     continue
-                if rec.get("kind") == "outcome":
+                if isinstance(rec, dict) and rec.get("kind") in kinds and isinstance(rec.get("test"), str):
                     recs.append(rec)
     except OSError:
         pass
     return recs
+
+
+def _outcomes(results_path: str) -> list[dict]:
+    return [r for r in _records(results_path, ("outcome",)) if r.get("outcome") in OUTCOMES]
+
+
+def unfinished(results_path: str, hung: bool = False) -> str | None:
+    """The last test that started and has no outcome: the one its process died in. `hung`: the plugin's watchdog
+    wrote the outcome before it ended the process, so the last test started is the one."""
+    done: set[str] = set()
+    started: list[str] = []
+    for rec in _records(results_path, ("started", "outcome")):
+        (started.append if rec["kind"] == "started" else done.add)(rec["test"])
+    left = started[-1:] if hung else [t for t in started if t not in done]
+    return left[-1] if left else None
 
 
 def count_outcomes(results_path: str) -> dict[str, int]:
@@ -71,7 +90,18 @@ def main_skip_reason(results_path: str) -> str:
     return why if n == sum(reasons.values()) else f"{why} ({n} of {sum(reasons.values())} cases)"
 
 
+def signal_name(rc: int) -> str:
+    try:
+        return f"{signal.Signals(-rc).name} (signal {-rc})"
+    except ValueError:
+        return f"signal {-rc}"
+
+
 def run_group(py: str, name: str, env_extra: dict, args: list[str], run_dir: str, extra_args: list[str]) -> dict:
+    """Run one group's pytest process; where it dies in a case (a crash, or a case hung in native code that the
+    plugin's watchdog ended), record that case as failed and resume the group after it, until the group's time
+    (GROUP_TIMEOUT_S) is spent. The group's file ends with a "group" record saying how it ended."""
+    os.makedirs(run_dir, exist_ok=True)
     results = os.path.join(run_dir, f"{name}.jsonl")
     log = os.path.join(run_dir, f"{name}.log")
     env = {**os.environ, **env_extra, "BNSUITE_GROUP": name, "PYTHONUNBUFFERED": "1",
@@ -82,16 +112,63 @@ def run_group(py: str, name: str, env_extra: dict, args: list[str], run_dir: str
     cmd = [py, "-m", "pytest", *pytest_targets(args), f"--results={results}", "-q", "-p", "no:cacheprovider",
            *extra_args]
     t0 = time.time()
+    lost: list[str] = []  # cases whose process died in them
+    status, reason, rc, attempts, worst = "complete", "", 0, 0, 0
     with open(log, "w") as fh:
-        try:
-            rc = subprocess.run(cmd, cwd=BASE, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                timeout=GROUP_TIMEOUT_S).returncode
-        except subprocess.TimeoutExpired:
-            rc = "timeout"
+        while True:
+            attempts += 1
+            fh.write(f"\n== bnsuite: attempt {attempts}: {' '.join(cmd)}\n" if attempts > 1 else "")
+            fh.flush()
+            try:
+                rc = subprocess.run(cmd + (["--bn-resume"] if attempts > 1 else []), cwd=BASE, env=env, stdout=fh,
+                                    stderr=subprocess.STDOUT, timeout=max(1.0, t0 + GROUP_TIMEOUT_S - time.time())
+                                    ).returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+            worst = 1 if rc == 1 or worst == 1 else worst
+            if rc in (0, 1, 2, 3, 4) or (rc == 5 and attempts == 1):
+                break  # the process ended on its own: its outcomes say the rest
+            dead = unfinished(results, hung=rc == EXIT_HUNG)
+            if rc == 5:  # a resumed run found nothing left to run
+                break
+            if rc == "timeout":
+                why = f"the group ran out of time ({GROUP_TIMEOUT_S} s) in this case; the process was killed"
+                status, reason = "cut short", f"killed after {GROUP_TIMEOUT_S} s"
+            elif rc == EXIT_HUNG:
+                why = ""  # the plugin's watchdog recorded the case before ending the process
+            else:
+                how = signal_name(rc) if isinstance(rc, int) and rc < 0 else f"exit {rc}"
+                why = f"crashed: the process died with {how} in this case; its group resumed after it"
+            if dead is None:  # died outside any case (start-up, collection, the end): nothing to resume after
+                what = "ran out of time" if rc == "timeout" else f"died ({why.split(' in this case')[0]})"
+                status, reason = "cut short", f"the process {what} outside any case"
+                _record(results, "outcome", test=f"{name}::(group)", outcome="failed", reason=reason)
+                break
+            lost.append(dead)
+            if why:
+                _record(results, "outcome", test=dead, outcome="failed", reason=why)
+            if status == "cut short":
+                break
+            status = "resumed"
+            say(f"        {name}: {dead} {'hung' if rc == EXIT_HUNG else 'crashed'}; resuming the group after it")
+    if rc == 5 and attempts > 1:
+        rc = worst
+    elif status == "resumed" and rc in (0, 5):
+        rc = 1
+    _record(results, "group", group=name, status=status, attempts=attempts, reason=reason, lost=lost)
     wall = time.time() - t0
     counts = count_outcomes(results)
     return {"group": name, "rc": rc, "wall_s": wall, "counts": counts, "log": log, "results": results,
-            "skip_reason": main_skip_reason(results) if counts.get("skipped") else ""}
+            "skip_reason": main_skip_reason(results) if counts.get("skipped") else "", "status": status,
+            "reason": reason, "lost": lost}
+
+
+def _record(results_path: str, kind: str, **fields) -> None:
+    w = ResultsWriter(results_path)
+    try:
+        w.write(kind, **fields)
+    finally:
+        w.close()
 
 
 def all_skipped(r: dict) -> bool:
@@ -104,14 +181,32 @@ def describe(r: dict) -> str:
     c = r["counts"]
     parts = [f"{c.get(k, 0)} {k}" for k in ("passed", "failed", "error", "skipped") if c.get(k)]
     status = "ok" if group_ok(r) else "skip" if all_skipped(r) else "FAILED"
-    rc = "" if r["rc"] in (0, 1) else f", pytest exit {r['rc']}"
+    rc = "" if r["rc"] in (0, 1) or r.get("status") == "cut short" else f", pytest exit {r['rc']}"
     why = f"; skipped: {r['skip_reason']}" if all_skipped(r) and r.get("skip_reason") else ""
-    return f"{r['group']:18s} {status:6s} {', '.join(parts) or 'nothing collected'} in {r['wall_s']:.1f} s{rc}{why}"
+    lost = len(r.get("lost", []))
+    how = {"resumed": f"; resumed after {lost} crashed or hung case{'s' * (lost > 1)}",
+           "cut short": f"; CUT SHORT: {r.get('reason')}"}.get(r.get("status", "complete"), "")
+    return (f"{r['group']:18s} {status:6s} {', '.join(parts) or 'nothing collected'} in {r['wall_s']:.1f} s"
+            f"{rc}{why}{how}")
 
 
 def group_ok(r: dict) -> bool:
     c = r["counts"]
-    return r["rc"] == 0 and c.get("passed", 0) > 0 and not c.get("failed") and not c.get("error")
+    return (r["rc"] == 0 and c.get("passed", 0) > 0 and not c.get("failed") and not c.get("error")
+            and r.get("status", "complete") == "complete")
+
+
+def closing_line(results: list[dict]) -> str:
+    """`total: N passed, N failed, N skipped`, the line CI reads: a group that failed without a failed case of its
+    own (killed, crashed outside a case, collected nothing, pytest's usage or internal error) counts as one failed."""
+    totals: dict[str, int] = {}
+    for r in results:
+        for k, n in r["counts"].items():
+            totals[k] = totals.get(k, 0) + n
+    failed = totals.get("failed", 0) + totals.get("error", 0)
+    failed += sum(1 for r in results if not group_ok(r) and not all_skipped(r)
+                  and not (r["counts"].get("failed") or r["counts"].get("error")))
+    return f"total: {totals.get('passed', 0)} passed, {failed} failed, {totals.get('skipped', 0)} skipped"
 
 
 def run_all(py: str, groups: list, run_dir: str, jobs: int, extra_args: list[str]) -> list[dict]:
@@ -180,10 +275,6 @@ def run(command: str, chosen: list, jobs: int, python: str | None, run_dir: str 
     results = run_all(py, chosen, run_dir, jobs, pytest_args)
     report_rc = render(py, run_dir, report) if command == "matrix" else 0
 
-    totals: dict[str, int] = {}
-    for r in results:
-        for k, n in r["counts"].items():
-            totals[k] = totals.get(k, 0) + n
     say("")
     say("bnsuite summary")
     for r in results:
@@ -200,6 +291,5 @@ def run(command: str, chosen: list, jobs: int, python: str | None, run_dir: str 
     if bad:
         say(f"  failing groups: {', '.join(bad)}")
     # The plain closing line CI reads.
-    say(f"total: {totals.get('passed', 0)} passed, {totals.get('failed', 0) + totals.get('error', 0)} failed, "
-        f"{totals.get('skipped', 0)} skipped")
+    say(closing_line(results))
     return 1 if bad or report_rc != 0 else 0
