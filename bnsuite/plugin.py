@@ -220,6 +220,11 @@ def pytest_generate_tests(metafunc):
         # Each adapter declares its own mixed-precision idioms: parametrize (case, idiom) jointly.
         joint = [pytest.param(p.values[0], idiom, id=f"{p.id}-{idiom}", marks=p.marks)
                  for p in params for idiom in p.values[0].adapter.declare().mixed_precision]
+        # An adapter that declares none gets one case that skips saying so (not pytest's anonymous empty set).
+        joint += [pytest.param(p.values[0], None, id=f"{p.id}-no-mixed-precision", marks=[*p.marks, pytest.mark.skip(
+                      reason=f"{p.values[0].adapter.id} declares no mixed-precision idioms "
+                             f"(Declaration.mixed_precision is empty)")])
+                  for p in params if not p.values[0].adapter.declare().mixed_precision]
         metafunc.parametrize(("case", "mixed_idiom"), joint, indirect=["case"])
     else:
         metafunc.parametrize("case", params, indirect=True)
