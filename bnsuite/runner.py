@@ -23,6 +23,7 @@ from bnsuite import envs, groups as groups_mod
 from bnsuite.console import EXIT_HUNG, fail, say
 from bnsuite.envs import BASE, CHECKOUT, LOCK, ROOT, ensure_venv, uv_source_args  # noqa: F401  (the runner's API)
 from bnsuite.groups import META_GROUP, builtin_groups, pytest_targets  # noqa: F401
+from bnsuite.reports import junit
 from bnsuite.reports.results import ResultsWriter
 from bnsuite.reports.screenshot import SHOTS
 
@@ -156,6 +157,7 @@ def run_group(py: str, name: str, env_extra: dict, args: list[str], run_dir: str
     elif status == "resumed" and rc in (0, 5):
         rc = 1
     _record(results, "group", group=name, status=status, attempts=attempts, reason=reason, lost=lost)
+    junit.write_group(name, results)
     wall = time.time() - t0
     counts = count_outcomes(results)
     return {"group": name, "rc": rc, "wall_s": wall, "counts": counts, "log": log, "results": results,
@@ -223,6 +225,7 @@ def run_all(py: str, groups: list, run_dir: str, jobs: int, extra_args: list[str
             if not group_ok(r):
                 say(f"        log: {os.path.relpath(r['log'], BASE)}")
     order = [name for name, _ in groups]
+    junit.write_merged(run_dir, order)  # one JUnit file for the run, beside each group's <group>.xml
     return sorted(done, key=lambda r: order.index(r["group"]))
 
 

@@ -133,3 +133,20 @@ def test_a_run_folder_that_cannot_be_written_is_one_line(tmp_path, option):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "cannot write the" in lines[0], proc.stderr
     assert "running" not in proc.stdout, "nothing may run before the folders are known to take files"
+
+
+def test_junit_xml_per_group_and_merged(faulty_group):
+    """CI dashboards read JUnit XML: <group>.xml beside <group>.jsonl, and one junit.xml for the run."""
+    import xml.etree.ElementTree as ET
+
+    from bnsuite.reports import junit
+
+    r = faulty_group
+    suite = ET.parse(r["results"].removesuffix(".jsonl") + ".xml").getroot()
+    assert suite.tag == "testsuite" and suite.get("name") == "toy"
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("6", "4", "0"), suite.attrib
+    failures = {c.get("name"): c.find("failure").get("message") for c in suite if c.find("failure") is not None}
+    assert "SIGSEGV" in failures["test_segfaults"] and failures["test_hangs_in_native_code"].startswith("hung:")
+    assert all(float(c.get("time")) >= 0 for c in suite)
+    merged = ET.parse(junit.write_merged(os.path.dirname(r["results"]))).getroot()
+    assert merged.tag == "testsuites" and [s.get("name") for s in merged] == ["toy"] and merged.get("failures") == "4"
