@@ -2,6 +2,7 @@
 layout behind it (one environment builder, groups in their own module, no runner/drift import cycle)."""
 
 import ast
+import re
 import os
 import subprocess
 import sys
@@ -75,3 +76,41 @@ def test_runner_does_not_import_drift_and_one_environment_builder():
         text = open(os.path.join(pkg, name), encoding="utf-8").read()
         assert "pip config" not in text and "configparser" not in text and "EnvBuilder" not in text, \
             f"{name} builds environments or reads pip's configuration itself: use bnsuite/envs.py"
+
+
+def test_one_version_with_its_changelog_entry():
+    import re
+
+    import bnsuite as pkg
+
+    pyproject = open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8").read()
+    assert re.search(r'^dynamic = \["version"\]', pyproject, re.M) and 'attr = "bnsuite.__version__"' in pyproject
+    assert not re.search(r'^version\s*=\s*"', pyproject, re.M), "pyproject must not state a second version"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", pkg.__version__), pkg.__version__
+    changelog = open(os.path.join(ROOT, "CHANGELOG.md"), encoding="utf-8").read()
+    first = re.search(r"^## (\d+\.\d+\.\d+)", changelog, re.M)
+    assert first and first.group(1) == pkg.__version__, "CHANGELOG.md's newest entry must be the package's version"
+
+
+def test_the_github_action_installs_runs_and_uploads():
+    import yaml
+
+    action = yaml.safe_load(open(os.path.join(ROOT, "action.yml"), encoding="utf-8"))
+    assert {"adapter", "extras", "python"} <= set(action["inputs"]) and action["inputs"]["adapter"]["required"]
+    assert action["runs"]["using"] == "composite"
+    steps = action["runs"]["steps"]
+    text = "\n".join(s.get("run", "") for s in steps)
+    assert "GITHUB_ACTION_PATH" in text and "--pyargs bnsuite.suites" in text and '--adapter "$ADAPTER"' in text
+    for module in ("bnsuite.reports.junit", "bnsuite.reports.render"):
+        assert f"python -m {module}" in text and os.path.exists(os.path.join(ROOT, *module.split(".")) + ".py")
+    upload = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
+    assert upload and upload[0].get("if") == "always()", "the report is uploaded even when a case failed"
+    assert steps[-1].get("if", "").startswith("steps.run.outputs.rc"), "the job fails after the upload, not before"
+    extras = re.findall(r"^(\w+) = \[", pyproject_extras(), re.M)
+    for word in ("torch", "keras", "tf", "flax", "all"):
+        assert word in extras, f"the action documents the extra {word!r}, which pyproject lacks"
+
+
+def pyproject_extras() -> str:
+    text = open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8").read()
+    return text.split("[project.optional-dependencies]", 1)[1].split("\n[", 1)[0]
