@@ -109,6 +109,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse(list(sys.argv[1:] if argv is None else argv))
+    if a.python and not (os.path.isfile(a.python) and os.access(a.python, os.X_OK)):
+        fail(f"--python {a.python!r}: not an executable file")
+    groups.read_with(a.python)
     if a.command == "groups":
         for line in groups.listing():
             say(line)

@@ -16,27 +16,34 @@ from bnsuite.console import fail
 
 Group = tuple[dict[str, str], list[str]]
 _GROUPS: dict[str, Group] = {}
+_READER: list[str] = []  # the interpreter that reads the registry where this one lacks NumPy (cli: --python)
 META = "meta"
 META_GROUP: tuple[str, Group] = (META, ({}, ["meta_tests"]))
+
+
+def read_with(python: str | None) -> None:
+    """Read the registry with this interpreter where this one cannot (the groups' --python)."""
+    _READER[:] = [python] if python else []
 
 
 def builtin_groups() -> dict[str, Group]:
     """group -> (environment, pytest arguments), one per built-in adapter.
 
     The adapter modules need NumPy; where this interpreter lacks it (the runner itself is standard library only), the
-    main environment's python reads them."""
+    groups' interpreter (read_with) or else the main environment's python reads them."""
     if not _GROUPS:
         try:
             from bnsuite.adapters import registry
 
             found = {i: dict(registry.load(i).process_env) for i in registry.BUILTIN}
         except ImportError:
-            py = envs.ensure_venv()
+            py = _READER[0] if _READER else envs.ensure_venv()
             code = ("import json; from bnsuite.adapters import registry; "
                     "print(json.dumps({i: dict(registry.load(i).process_env) for i in registry.BUILTIN}))")
             out = subprocess.run([py, "-c", code], cwd=envs.ROOT, capture_output=True, text=True)
             if out.returncode != 0:
-                fail(f"cannot read the adapter registry: {out.stderr.strip().splitlines()[-1:]}")
+                last = (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]
+                fail(f"cannot read the adapter registry with {py}: {last}")
             found = json.loads(out.stdout)
         _GROUPS.update({i: (env, ["bnsuite/suites", "--adapter", i]) for i, env in found.items()})
     return _GROUPS

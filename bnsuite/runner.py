@@ -250,7 +250,8 @@ def writable_dir(path: str, what: str) -> str:
             pass
         os.remove(probe)
     except OSError as e:
-        fail(f"cannot write the {what} {os.path.relpath(path, BASE)!r}: {e.strerror or e} (choose another place with "
+        shown = os.path.relpath(path, BASE) if path.startswith(BASE + os.sep) else path
+        fail(f"cannot write the {what} {shown!r}: {e.strerror or e} (choose another place with "
              f"--{'run-dir' if what.startswith('results') else 'report'})")
     return path
 
