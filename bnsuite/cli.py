@@ -61,6 +61,9 @@ def add_run_options(p: argparse.ArgumentParser, after: bool) -> None:
     quiet = {"default": argparse.SUPPRESS} if after else {}
     p.add_argument("--only", action="append", dest="only" + sfx, metavar="NAME", default=[] if not after else None,
                    help="run only these groups (matrix, test) or release sets (drift); repeatable")
+    p.add_argument("--adapter", action="append", dest="adapter" + sfx, metavar="REF", default=[] if not after else None,
+                   help="matrix, test: run your own adapter ('package.module:Class', importable from the current "
+                        "directory) as a group of its own instead of the built-in groups; repeatable")
     p.add_argument("--jobs", type=positive_int, dest="jobs" + sfx, metavar="N", **quiet,
                    **({} if after else {"default": 2}), help="groups run at once (default 2)")
     p.add_argument("--python", dest="python" + sfx, metavar="PATH", **quiet,
@@ -90,6 +93,7 @@ def merge_options(a: argparse.Namespace) -> argparse.Namespace:
     """Options after the command join those before it: --only lists add up (each name once); a value given after
     the command wins, as a repeated option does."""
     a.only = list(dict.fromkeys([*a.only, *(getattr(a, "only_after", None) or [])]))
+    a.adapter = list(dict.fromkeys([*a.adapter, *(getattr(a, "adapter_after", None) or [])]))
     for key in ("jobs", "python", "run_dir", "report"):
         if hasattr(a, key + "_after"):
             setattr(a, key, getattr(a, key + "_after"))
@@ -101,9 +105,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     a = merge_options(parser().parse_args(argv[:cut]))
     a.pytest_args = argv[cut + 1:]
     if a.command not in RUNS:
-        given = [opt for opt, val in (("--only", a.only), ("--run-dir", a.run_dir), ("--report", a.report)) if val]
+        given = [opt for opt, val in (("--only", a.only), ("--adapter", a.adapter), ("--run-dir", a.run_dir),
+                                      ("--report", a.report)) if val]
         if given or a.pytest_args:
             fail(f"`{a.command}` takes no {given[0] if given else 'pytest arguments'}")
+    if a.adapter and (a.command == "drift" or a.only):
+        fail("--adapter runs your adapter as its own group: it goes with matrix or test, without --only")
     return a
 
 
@@ -124,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         return drift.run(a.only, a.jobs, a.python, a.run_dir, a.report, a.pytest_args)
     from bnsuite import runner
 
-    chosen = groups.select(groups.for_command(a.command), a.only)
+    chosen = groups.own(a.adapter) if a.adapter else groups.select(groups.for_command(a.command), a.only)
     report = a.report or os.path.join(envs.BASE, "report", "index.html")
     return runner.run(a.command, chosen, a.jobs, a.python, a.run_dir, report, a.pytest_args)
 

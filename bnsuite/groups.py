@@ -76,6 +76,19 @@ def select(groups: list[tuple[str, Group]], only: list[str]) -> list[tuple[str, 
     return [(g, known[g]) for g in dict.fromkeys(only)]
 
 
+def own(refs: list[str]) -> list[tuple[str, Group]]:
+    """A group per user adapter ('package.module:Class'), named after it, that imports it from the current directory
+    (the groups run in the checkout, or here when bnsuite is installed)."""
+    here = os.getcwd()
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    out = []
+    for ref in refs:
+        if ref.count(":") != 1 or not all(ref.split(":")):
+            fail(f"--adapter {ref!r}: expected 'package.module:ClassName'")
+        out.append((ref.replace(":", "."), ({"PYTHONPATH": path}, ["bnsuite/suites", "--adapter", ref])))
+    return out
+
+
 def pytest_targets(args: list[str]) -> list[str]:
     """A group's pytest arguments; installed (no checkout), the suites' paths become --pyargs module names."""
     if envs.CHECKOUT:

@@ -29,6 +29,7 @@ from bnsuite.reports.screenshot import SHOTS
 
 GROUP_TIMEOUT_S = 1200  # a group's whole run, resumptions included
 OUTCOMES = ("passed", "failed", "skipped", "error")
+MAX_LOST = 25  # crashed or hung cases after which a group is cut short instead of resumed again
 
 
 def __getattr__(name: str):
@@ -148,6 +149,8 @@ def run_group(py: str, name: str, env_extra: dict, args: list[str], run_dir: str
             lost.append(dead)
             if why:
                 _record(results, "outcome", test=dead, outcome="failed", reason=why)
+            if len(lost) >= MAX_LOST and status != "cut short":
+                status, reason = "cut short", f"{len(lost)} cases crashed or hung; the rest were not run"
             if status == "cut short":
                 break
             status = "resumed"

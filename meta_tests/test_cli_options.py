@@ -100,9 +100,8 @@ def test_the_github_action_installs_runs_and_uploads():
     assert action["runs"]["using"] == "composite"
     steps = action["runs"]["steps"]
     text = "\n".join(s.get("run", "") for s in steps)
-    assert "GITHUB_ACTION_PATH" in text and "--pyargs bnsuite.suites" in text and '--adapter "$ADAPTER"' in text
-    for module in ("bnsuite.reports.junit", "bnsuite.reports.render"):
-        assert f"python -m {module}" in text and os.path.exists(os.path.join(ROOT, *module.split(".")) + ".py")
+    assert "GITHUB_ACTION_PATH" in text and 'python -m bnsuite matrix --adapter "$ADAPTER"' in text
+    assert cli.parse(["matrix", "--adapter", "m:C", "--run-dir", "o/r", "--report", "o/i.html", "--", "-k", "x"])
     upload = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
     assert upload and upload[0].get("if") == "always()", "the report is uploaded even when a case failed"
     assert steps[-1].get("if", "").startswith("steps.run.outputs.rc"), "the job fails after the upload, not before"
@@ -114,3 +113,24 @@ def test_the_github_action_installs_runs_and_uploads():
 def pyproject_extras() -> str:
     text = open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8").read()
     return text.split("[project.optional-dependencies]", 1)[1].split("\n[", 1)[0]
+
+
+def test_own_adapter_is_a_group_of_its_own():
+    from bnsuite import groups
+
+    a = cli.parse(["test", "--adapter", "mypkg.bn:MyBN", "--adapter", "mypkg.bn:MyBN"])
+    assert a.adapter == ["mypkg.bn:MyBN"]
+    [(name, (env, args))] = groups.own(a.adapter)
+    assert name == "mypkg.bn.MyBN" and args == ["bnsuite/suites", "--adapter", "mypkg.bn:MyBN"]
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == os.getcwd(), "the adapter imports from where the user stands"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["test", "--adapter", "nocolon"], "--adapter 'nocolon': expected 'package.module:ClassName'"),
+    (["test", "--adapter", "m:C", "--only", "torch"], "--adapter runs your adapter as its own group"),
+    (["drift", "--adapter", "m:C"], "--adapter runs your adapter as its own group"),
+], ids=["not-a-ref", "with-only", "with-drift"])
+def test_own_adapter_mistakes_are_one_line(args, message):
+    proc = bnsuite(*args)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
