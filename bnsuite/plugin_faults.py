@@ -3,8 +3,9 @@ write.
 
 * A "started" record before each test: a started test with no outcome after it is the one that crashed or hung its
   process (the runner records it as failed with the signal and resumes the group after it).
-* `--bn-case-timeout SECONDS` (env BNSUITE_CASE_TIMEOUT, default 300, 0: none) bounds each phase of a test (set-up,
-  call, tear-down). Past it, SIGALRM fails the case with its id and the run goes on. A case stuck in native code that
+* `--bn-case-timeout SECONDS` (env BNSUITE_CASE_TIMEOUT, default 300, 0: none) bounds a test's call; its set-up and
+  tear-down, where a module's shared fixtures run (a whole inner pytest run, a worker's start), get SETUP_FACTOR
+  times as long. Past it, SIGALRM fails the case with its id and the run goes on. A case stuck in native code that
   never returns to the interpreter cannot be interrupted that way: past the timeout and a grace, a watchdog thread
   records the case as failed, says which one on stderr, dumps every thread's stack and ends the process with exit
   EXIT_HUNG, so that the runner resumes the group after it.
@@ -34,6 +35,7 @@ from bnsuite.console import EXIT_HUNG  # as timeout(1): the process ended itself
 
 TIMEOUT_ENV = "BNSUITE_CASE_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0
+SETUP_FACTOR = 3  # set-up and tear-down: 900 s by default, the longest bound the meta tests give an inner run
 
 
 def grace_s(timeout: float) -> float:
@@ -45,9 +47,10 @@ def grace_s(timeout: float) -> float:
 def pytest_addoption(parser):
     g = parser.getgroup("bnsuite", "BatchNorm conformance suite")
     g.addoption("--bn-case-timeout", default=None, metavar="SECONDS",
-                help=f"fail a test whose set-up, call or tear-down takes longer (env {TIMEOUT_ENV}; default "
-                     f"{DEFAULT_TIMEOUT_S:g}; 0: no limit). The run goes on; a test stuck in native code ends the "
-                     f"process after a grace (exit {EXIT_HUNG}), and the runner resumes its group after it.")
+                help=f"fail a test whose call takes longer (its set-up and tear-down: {SETUP_FACTOR} times as "
+                     f"long; env {TIMEOUT_ENV}; default {DEFAULT_TIMEOUT_S:g}; 0: no limit). The run goes on; a test "
+                     f"stuck in native code ends the process after a grace (exit {EXIT_HUNG}), and the runner "
+                     f"resumes its group after it.")
     g.addoption("--bn-resume", action="store_true", default=False,
                 help="skip the tests the results file (--results) already has an outcome for, and do not write the "
                      "run's environment, declarations and findings again (the runner resumes a group with it)")
@@ -136,7 +139,7 @@ def pytest_runtest_protocol(item, nextitem):
 
 def _bounded(item, phase: str):
     """Run one phase of a test under the case timeout: SIGALRM in the main thread, the watchdog behind it."""
-    seconds = item.config._bn_case_timeout
+    seconds = item.config._bn_case_timeout * (1 if phase == "call" else SETUP_FACTOR)
     if not seconds:
         return (yield)
     dog = item.config._bn_watchdog

@@ -50,7 +50,7 @@ def _records(results_path: str, kinds: tuple[str, ...]) -> list[dict]:
                     rec = json.loads(line)
                 except ValueError:  # not JSON, or not UTF-8
                     continue
-                if isinstance(rec, dict) and rec.get("kind") in kinds and isinstance(rec.get("test"), str):
+                if isinstance(rec, dict) and rec.get("kind") in kinds:
                     recs.append(rec)
     except OSError:
         pass
@@ -67,7 +67,8 @@ def unfinished(results_path: str, hung: bool = False) -> str | None:
     done: set[str] = set()
     started: list[str] = []
     for rec in _records(results_path, ("started", "outcome")):
-        (started.append if rec["kind"] == "started" else done.add)(rec["test"])
+        if isinstance(rec.get("test"), str):
+            (started.append if rec["kind"] == "started" else done.add)(rec["test"])
     left = started[-1:] if hung else [t for t in started if t not in done]
     return left[-1] if left else None
 

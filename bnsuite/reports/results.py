@@ -162,6 +162,7 @@ def read_file(path: str) -> tuple[list[dict], str | None]:
 def read_all(paths: list[str]) -> tuple[list[dict], list[str]]:
     """Read many files leniently: every valid record (tagged with its file), and one problem line per file with bad
     records (or empty, or unreadable), so that a bad record never costs the measurements around it."""
+    validator()  # a missing jsonschema is one error for the whole read, not one per record
     records: list[dict] = []
     errors: list[str] = []
     for path in paths:
