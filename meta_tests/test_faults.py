@@ -150,3 +150,17 @@ def test_junit_xml_per_group_and_merged(faulty_group):
     assert all(float(c.get("time")) >= 0 for c in suite)
     merged = ET.parse(junit.write_merged(os.path.dirname(r["results"]))).getroot()
     assert merged.tag == "testsuites" and [s.get("name") for s in merged] == ["toy"] and merged.get("failures") == "4"
+
+
+def test_after_a_failed_render_the_summary_names_no_old_screenshots(tmp_path, monkeypatch, capsys):
+    report = tmp_path / "report" / "index.html"
+    report.parent.mkdir()
+    for name in ("front.png", "matrix.png"):
+        (report.parent / name).write_bytes(b"an earlier run's screenshot")
+        os.utime(report.parent / name, (1, 1))
+    r = {"group": "g", "rc": 0, "wall_s": 1.0, "counts": {"passed": 1}, "status": "complete", "lost": []}
+    monkeypatch.setattr(runner, "run_all", lambda *a, **k: [r])
+    monkeypatch.setattr(runner, "render", lambda *a, **k: 2)  # the report failed: no new screenshots
+    rc = runner.run("matrix", [("g", ({}, []))], 1, sys.executable, str(tmp_path / "run"), str(report), [])
+    out = capsys.readouterr().out
+    assert rc == 1 and "report: " in out and "(exit 2)" in out and "screenshots" not in out, out
