@@ -120,10 +120,11 @@ def run_group(py: str, name: str, env_extra: dict, args: list[str], run_dir: str
     with open(log, "w") as fh:
         while True:
             attempts += 1
-            fh.write(f"\n== bnsuite: attempt {attempts}: {' '.join(cmd)}\n" if attempts > 1 else "")
+            resume = ["--bn-resume"] if attempts > 1 else []
+            fh.write(f"\n== bnsuite: attempt {attempts}: {' '.join(cmd + resume)}\n" if resume else "")
             fh.flush()
             try:
-                rc = subprocess.run(cmd + (["--bn-resume"] if attempts > 1 else []), cwd=BASE, env=env, stdout=fh,
+                rc = subprocess.run(cmd + resume, cwd=BASE, env=env, stdout=fh,
                                     stderr=subprocess.STDOUT, timeout=max(1.0, t0 + GROUP_TIMEOUT_S - time.time())
                                     ).returncode
             except subprocess.TimeoutExpired:

@@ -71,3 +71,15 @@ def test_the_report_is_written_from_everything_valid(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and out.exists(), (proc.returncode, proc.stderr)  # written; 1: some input was bad
     assert "Traceback" not in proc.stderr and f"{bad}:" in proc.stderr, proc.stderr
+
+
+def test_a_record_cut_mid_line_costs_only_itself(tmp_path):
+    """A process killed mid-record leaves half a line; the next writer (the runner, a resumed run) starts a new one."""
+    p = tmp_path / "r.jsonl"
+    p.write_text('{"schema": 1, "kind": "outcome", "test": "t::a", "outcome": "passed", "reason": ""}\n'
+                 '{"schema": 1, "ki')
+    w = ResultsWriter(str(p))
+    w.write("outcome", test="t::b", outcome="failed", reason="crashed")
+    w.close()
+    records, errors = read_all([str(p)])
+    assert [r["test"] for r in records] == ["t::a", "t::b"] and len(errors) == 1 and "line 2" in errors[0], errors

@@ -62,6 +62,8 @@ class ResultsWriter:
         self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._fh = open(path, "a", encoding="utf-8")
+        if self._fh.tell() and not _ends_with_newline(path):  # a process killed mid-record: start a fresh line
+            self._fh.write("\n")
 
     def write(self, kind: str, *, _sync: bool = True, **fields: Any) -> None:
         """Append one record; `_sync=False` hands it to the operating system without waiting for the disk (it
@@ -100,6 +102,12 @@ def shape_problem(rec: Any) -> str | None:
     where = "/".join(map(str, e.path))
     kind = rec.get("kind") if isinstance(rec, dict) and isinstance(rec.get("kind"), str) else "record"
     return f"{kind}{'.' + where if where else ''}: {e.message[:200]}"
+
+
+def _ends_with_newline(path: str) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
 
 
 def _parse(path: str, lineno: int, raw: bytes) -> dict:
