@@ -144,8 +144,9 @@ def run_group(py: str, name: str, env_extra: dict, args: list[str], run_dir: str
                 how = signal_name(rc) if isinstance(rc, int) and rc < 0 else f"exit {rc}"
                 why = f"crashed: the process died with {how} in this case; its group resumed after it"
             if dead is None:  # died outside any case (start-up, collection, the end): nothing to resume after
-                what = "ran out of time" if rc == "timeout" else f"died ({why.split(' in this case')[0]})"
-                status, reason = "cut short", f"the process {what} outside any case"
+                status, reason = "cut short", (f"killed after {GROUP_TIMEOUT_S} s, outside any case" if rc == "timeout"
+                                               else f"the process died ({why.split(' in this case')[0]}) outside "
+                                                    f"any case")
                 _record(results, "outcome", test=f"{name}::(group)", outcome="failed", reason=reason)
                 break
             lost.append(dead)

@@ -165,3 +165,12 @@ def test_after_a_failed_render_the_summary_names_no_old_screenshots(tmp_path, mo
     rc = runner.run("matrix", [("g", ({}, []))], 1, sys.executable, str(tmp_path / "run"), str(report), [])
     out = capsys.readouterr().out
     assert rc == 1 and "report: " in out and "(exit 2)" in out and "screenshots" not in out, out
+
+
+def test_a_crash_outside_any_case_cuts_the_group_short_and_counts(tmp_path):
+    body = "import ctypes\nctypes.string_at(0)  # dies while pytest collects it\ndef test_a():\n    pass\n"
+    r = runner.run_group(sys.executable, "toy", {}, [toy(tmp_path, body), "-p", "bnsuite.plugin"],
+                         str(tmp_path / "run"), [])
+    got, _ = outcomes(r["results"])
+    assert r["status"] == "cut short" and "SIGSEGV" in r["reason"] and "outside any case" in r["reason"], r
+    assert got["(group)"]["outcome"] == "failed" and runner.closing_line([r]) == "total: 0 passed, 1 failed, 0 skipped"
