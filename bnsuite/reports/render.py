@@ -77,7 +77,7 @@ def context(records: list[dict], files: list[str], old: list[dict] | None, probl
         "n_checks": len(checks), "n_failed_checks": sum(c.get("passed") is not True for c in checks),
         "n_adapters": len(order),
         "findings": finding_list, "findings_by_adapter": front.findings_by_adapter(finding_list, order),
-        "n_upstream": sum(1 for f in finding_list if f.get("upstream")),
+        "n_upstream": sum(1 for f in finding_list if f["upstream_status"] != "not-reported"),
         "porting": front.porting_guide(matrices["port"], kinds["declaration"], order),
         "weight_layouts": front.weight_layouts(matrices["weight_layout"], order),
         "freeze": front.freeze_sheet(matrices["freeze"], order),
