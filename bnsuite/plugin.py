@@ -22,6 +22,9 @@ from bnsuite.suites.checks import Recorder
 from bnsuite.suites import summaries
 from bnsuite import plugin_options as opts
 
+# Per-case timeouts, "started" records and resuming a group after a crashed case (bnsuite/plugin_faults.py).
+pytest_plugins = ["bnsuite.plugin_faults"]
+
 # JAX compiles every new shape (and Keras-on-JAX every eager op); a persistent on-disk cache turns the second run of
 # the jax groups from ~30 s of XLA compilation into seconds. Set before any adapter imports jax.
 # A checkout keeps it in .cache/jax; an installed bnsuite in the user's cache folder ($XDG_CACHE_HOME/bnsuite/jax).
@@ -108,6 +111,7 @@ def pytest_configure(config):
             config._bn_writer = opts.LazyResultsWriter(path, ResultsWriter) if lazy else ResultsWriter(path)
         except OSError as e:
             raise pytest.UsageError(f"cannot write results file {path!r}: {e.strerror}") from None
+    if config._bn_writer is not None and not config.getoption("--bn-resume"):  # a resumed run has them already
         config._bn_writer.write(
             "env", group=os.environ.get("BNSUITE_GROUP", ""), python=sys.version.split()[0],
             platform=platform.platform(), argv=sys.argv[1:], started=datetime.datetime.now().isoformat(),
@@ -223,6 +227,11 @@ def pytest_generate_tests(metafunc):
         # Each adapter declares its own mixed-precision idioms: parametrize (case, idiom) jointly.
         joint = [pytest.param(p.values[0], idiom, id=f"{p.id}-{idiom}", marks=p.marks)
                  for p in params for idiom in p.values[0].adapter.declare().mixed_precision]
+        # An adapter that declares none gets one case that skips saying so (not pytest's anonymous empty set).
+        joint += [pytest.param(p.values[0], None, id=f"{p.id}-no-mixed-precision", marks=[*p.marks, pytest.mark.skip(
+                      reason=f"{p.values[0].adapter.id} declares no mixed-precision idioms "
+                             f"(Declaration.mixed_precision is empty)")])
+                  for p in params if not p.values[0].adapter.declare().mixed_precision]
         metafunc.parametrize(("case", "mixed_idiom"), joint, indirect=["case"])
     else:
         metafunc.parametrize("case", params, indirect=True)

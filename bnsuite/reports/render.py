@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import jinja2
 
-from bnsuite.reports import deploy, details, folding, front, loops, matrix
+from bnsuite.reports import deploy, details, folding, front, loops, matrix, runs
 from bnsuite.reports.compare import drift
 from bnsuite.reports.inputs import by_kind, load
 from bnsuite.reports.order import adapter_order
@@ -93,6 +93,7 @@ def context(records: list[dict], files: list[str], old: list[dict] | None, probl
         "declarations": details.declarations(kinds["declaration"], order),
         "tables": details.table_groups(kinds["table"], problems),
         "environment": details.environment(files, kinds["env"]),
+        "group_runs": runs.unusual(kinds["group"]),
     }
 
 
@@ -139,11 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # one line, never a bare traceback
         print(f"render: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
+    if s.out is None:  # one line: what was wrong with each input
+        why = f" ({'; '.join(s.problems)})" if s.problems else ""
+        print(f"render: no valid results records in {', '.join(args.results)}{why}; no report written", file=sys.stderr)
+        return 2
     for p in s.problems:
         print(p, file=sys.stderr)
-    if s.out is None:
-        print(f"render: no valid results records in {', '.join(args.results)}; no report written", file=sys.stderr)
-        return 2
     counts = ", ".join(f"{n} {k}" for k, n in sorted(s.outcomes.items())) or "no test outcomes"
     print(f"report written: {s.out} ({s.records} records from {len(s.files)} files; {counts}; {s.seconds:.2f}s)")
     return s.exit_code

@@ -39,8 +39,11 @@ def conditioning(x: np.ndarray, axis: int) -> float:
 
     The one function computing kappa: the layer bounds here and the network bounds (tolerances/network.py) ask it."""
     _, mu, var = _channel_stats(np.asarray(x, np.float64), axis)
-    var = np.maximum(var, np.finfo(np.float64).tiny)
-    return float(1.0 + np.max(mu * mu / var))
+    sq = mu * mu
+    # mean^2 / var where it is finite; a constant channel (var 0) with a non-zero mean amplifies without bound
+    ratio = np.divide(sq, var, out=np.full_like(sq, np.inf), where=var > sq / np.finfo(np.float64).max)
+    ratio[sq == 0] = 0.0
+    return float(1.0 + np.max(ratio))
 
 
 def batch_var_rel(stats_dtype: str, n: int, kappa: float) -> float:
