@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import jinja2
 
-from bnsuite.reports import details, front, matrix
+from bnsuite.reports import details, front, matrix, slowest
 from bnsuite.reports.compare import drift
 from bnsuite.reports.inputs import by_kind, load
 from bnsuite.reports.order import adapter_order
@@ -90,6 +90,7 @@ def context(records: list[dict], files: list[str], old: list[dict] | None, probl
         "declarations": details.declarations(kinds["declaration"], order),
         "tables": details.table_groups(kinds["table"], problems),
         "environment": details.environment(files, kinds["env"]),
+        "slowest": slowest.slowest(outcomes, kinds["env"]),
     }
 
 
