@@ -11,6 +11,7 @@ import ast
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -164,3 +165,13 @@ def test_real_adapter_loaded_by_path_passes(suite_run):
     assert not bad, f"the real torch adapter failed: {bad[:5]}"
     passed = [r for r in outcomes if r["outcome"] == "passed"]
     assert len(passed) >= 40, f"only {len(passed)} torch cases passed"
+
+
+def test_outcome_records_carry_the_case_seconds(suite_run):
+    """Each case's set-up plus call time is in its outcome record (the report's slowest cases read it)."""
+    proc, records = suite_run
+    outcomes = [r for r in records if r["kind"] == "outcome"]
+    assert outcomes and all(isinstance(r.get("seconds"), float) and r["seconds"] >= 0 for r in outcomes), \
+        [r for r in outcomes if not isinstance(r.get("seconds"), float)][:3]
+    m = re.search(r" in ([0-9.]+)s", proc.stdout.strip().splitlines()[-1])
+    assert m and sum(r["seconds"] for r in outcomes) <= float(m.group(1)) + 0.01, proc.stdout[-300:]
