@@ -333,6 +333,8 @@ def skip_unsupported(rec, e: Exception) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
+    if report.when == "setup":  # a case's time includes its set-up (a module fixture's lands on its first case)
+        item._bn_setup_s = report.duration
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         case = getattr(item, "callspec", None) and item.callspec.params.get("case")
         outcome = report.outcome if report.when == "call" or report.skipped else "error"
@@ -350,6 +352,7 @@ def pytest_runtest_makereport(item, call):
             w.write("outcome", test=item.nodeid, area=area_of(item.nodeid), adapter=adapter,
                     device=getattr(case, "device", ""),
                     dtype=getattr(case, "dtype", ""), outcome=outcome, reason=reason,
+                    seconds=round(report.duration + (item._bn_setup_s if report.when == "call" else 0.0), 3),
                     repro=repro_command(item.nodeid, case.adapter) if isinstance(case, Case) else "")
     return report
 

@@ -132,8 +132,7 @@ def pytest_runtest_protocol(item, nextitem):
     if w is not None:
         case = item.callspec.params.get("case") if _is_case(item) else None
         adapter = getattr(getattr(case, "adapter", None), "id", "")
-        w.write("started", test=item.nodeid, t=round(time.time(), 3), **({"adapter": adapter} if adapter else {}),
-                _sync=False)
+        w.write("started", test=item.nodeid, t=round(time.time(), 3), **({"adapter": adapter} if adapter else {}))
     return (yield)
 
 

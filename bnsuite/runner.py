@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from bnsuite import envs, groups as groups_mod
+from bnsuite import envs, groups as groups_mod, scheduling
 from bnsuite.console import EXIT_HUNG, fail, say
 from bnsuite.envs import BASE, CHECKOUT, LOCK, ROOT, ensure_venv, uv_source_args  # noqa: F401  (the runner's API)
 from bnsuite.groups import META_GROUP, builtin_groups, pytest_targets  # noqa: F401
@@ -100,14 +100,15 @@ def signal_name(rc: int) -> str:
         return f"signal {-rc}"
 
 
-def run_group(py: str, name: str, env_extra: dict, args: list[str], run_dir: str, extra_args: list[str]) -> dict:
+def run_group(py: str, name: str, env_extra: dict, args: list[str], run_dir: str, extra_args: list[str],
+              jobs: int = 1) -> dict:
     """Run one group's pytest process; where it dies in a case (a crash, or a case hung in native code that the
     plugin's watchdog ended), record that case as failed and resume the group after it, until the group's time
     (GROUP_TIMEOUT_S) is spent. The group's file ends with a "group" record saying how it ended."""
     os.makedirs(run_dir, exist_ok=True)
     results = os.path.join(run_dir, f"{name}.jsonl")
     log = os.path.join(run_dir, f"{name}.log")
-    env = {**os.environ, **env_extra, "BNSUITE_GROUP": name, "PYTHONUNBUFFERED": "1",
+    env = {**os.environ, **scheduling.thread_env(jobs), **env_extra, "BNSUITE_GROUP": name, "PYTHONUNBUFFERED": "1",
            "TF_CPP_MIN_LOG_LEVEL": "2"}
     for key in ("KERAS_BACKEND", "TF_USE_LEGACY_KERAS"):
         if key not in env_extra:
@@ -222,8 +223,9 @@ def run_all(py: str, groups: list, run_dir: str, jobs: int, extra_args: list[str
     done: list[dict] = []
     total = len(groups)
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(run_group, py, name, env, args, run_dir, extra_args): name
-                   for name, (env, args) in groups}
+        # longest group first, each with its share of the cores' threads (bnsuite/scheduling.py)
+        futures = {pool.submit(run_group, py, name, env, args, run_dir, extra_args, jobs): name
+                   for name, (env, args) in scheduling.order(groups)}
         for fut in concurrent.futures.as_completed(futures):
             r = fut.result()
             done.append(r)

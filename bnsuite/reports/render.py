@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import jinja2
 
-from bnsuite.reports import deploy, details, folding, front, loops, matrix, runs
+from bnsuite.reports import deploy, details, folding, front, loops, matrix, runs, slowest
 from bnsuite.reports.compare import drift
 from bnsuite.reports.inputs import by_kind, load
 from bnsuite.reports.order import adapter_order
@@ -94,6 +94,7 @@ def context(records: list[dict], files: list[str], old: list[dict] | None, probl
         "tables": details.table_groups(kinds["table"], problems),
         "environment": details.environment(files, kinds["env"]),
         "group_runs": runs.unusual(kinds["group"]),
+        "slowest": slowest.slowest(outcomes, kinds["env"]),
     }
 
 
