@@ -114,6 +114,7 @@ class TorchBatchNorm(OnFramework, BatchNormAdapter):
     replicas = "bnsuite.adapters.replicas.torch_ddp:TorchReplicas"
     mixed_precision_runner = "bnsuite.adapters.mixed_precision:torch_step"
     network = "bnsuite.adapters.nets.torch_net:build"
+    capabilities = {"compile": "bnsuite.lanes.compile.torch_compile:TorchCompile"}
 
     @classmethod
     def declare(cls) -> Declaration:
