@@ -80,7 +80,7 @@ def _compile_facts(backend: str, fullgraph: bool, dynamic: bool) -> Cited[PathFa
         source += f"; {_CUMULATIVE_FULLGRAPH}"
     return Cited(PathFacts(how, agreement="bitwise" if backend == "aot_eager" else "rounding",
                            cumulative="error:UserError" if fullgraph else "yes",
-                           freeze=FREEZE_UNDER_COMPILE if backend == "aot_eager" else (),
+                           freeze=FREEZE_UNDER_COMPILE if (backend, fullgraph) == ("aot_eager", False) else (),
                            facts={"compiled": "yes"}), source)
 
 
@@ -216,7 +216,7 @@ class TorchCompile(CompileLane):
     def freeze(self, path, idiom, spec, state, x, dy, lr):
         torch = self.adapter_cls(spec).torch
         bn = self._layer(spec, state)
-        runner = tp.Compiled(bn, *COMPILE_PATHS[path])
+        runner = self._runner(path, bn, x)
         m = bn.module
         grad_ctx = torch.enable_grad()
         if idiom == "eval":
