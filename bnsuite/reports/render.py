@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import jinja2
 
-from bnsuite.reports import details, front, matrix
+from bnsuite.reports import compiled, details, front, matrix
 from bnsuite.reports.compare import drift
 from bnsuite.reports.inputs import by_kind, load
 from bnsuite.reports.order import adapter_order
@@ -81,6 +81,7 @@ def context(records: list[dict], files: list[str], old: list[dict] | None, probl
         "porting": front.porting_guide(matrices["port"], kinds["declaration"], order),
         "weight_layouts": front.weight_layouts(matrices["weight_layout"], order),
         "freeze": front.freeze_sheet(matrices["freeze"], order),
+        "compiled": compiled.view(checks, order),
         "batch_plots": batch_plots, "other_plots": other_plots,
         "drift": drift(records, old) if old is not None else None,
         "matrix": matrix.behaviour_matrix(checks, order),
