@@ -24,6 +24,7 @@ LINEN_IDIOMS = {
 
 class FlaxLinen(FlaxAdapter):
     id = "flax-linen"
+    capabilities = {"compile": "bnsuite.lanes.compile.flax_compile:FlaxLinenCompile"}
     blocks = "bnsuite.adapters.blocks.flax_blocks:FlaxLinenBlocks"
     replicas = "bnsuite.adapters.replicas.flax_shard:FlaxLinenReplicas"
     norms = "bnsuite.adapters.norms.flax_norms:LinenNorms"

@@ -17,6 +17,7 @@ NNX_SLOTS = {"scale": "scale", "offset": "bias", "mean": "mean", "var": "var"}
 
 class FlaxNnx(FlaxAdapter):
     id = "flax-nnx"
+    capabilities = {"compile": "bnsuite.lanes.compile.flax_compile:FlaxNnxCompile"}
     blocks = "bnsuite.adapters.blocks.flax_blocks:FlaxNnxBlocks"
     replicas = "bnsuite.adapters.replicas.flax_shard:FlaxNnxReplicas"
     norms = "bnsuite.adapters.norms.flax_norms:NnxNorms"
