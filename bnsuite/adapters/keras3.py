@@ -281,6 +281,7 @@ def _device_scope_then_freeze() -> str:
 
 
 class KerasTensorFlow(_Keras3):
+    capabilities = {"compile": "bnsuite.lanes.compile.keras_compile:KerasCompileTensorFlow"}
     id = "keras-tensorflow"
     blocks = "bnsuite.adapters.blocks.keras_blocks:Keras3TensorFlowBlocks"
     replicas = "bnsuite.adapters.replicas.tf_mirrored:KerasTensorFlowReplicas"
@@ -288,6 +289,7 @@ class KerasTensorFlow(_Keras3):
 
 
 class KerasJax(_Keras3):
+    capabilities = {"compile": "bnsuite.lanes.compile.keras_compile:KerasCompileJax"}
     id = "keras-jax"
     blocks = "bnsuite.adapters.blocks.keras_blocks:Keras3Blocks"
     replicas = "bnsuite.adapters.replicas.keras_sync:KerasJaxReplicas"
@@ -295,6 +297,7 @@ class KerasJax(_Keras3):
 
 
 class KerasTorch(_Keras3):
+    capabilities = {"compile": "bnsuite.lanes.compile.keras_compile:KerasCompileTorch"}
     id = "keras-torch"
     blocks = "bnsuite.adapters.blocks.keras_blocks:Keras3Blocks"
     replicas = "bnsuite.adapters.replicas.keras_sync:KerasTorchSync"

@@ -160,6 +160,7 @@ class TfKerasLayerBase(OnFramework, KerasLayerAdapter):
 
 class TfKerasV2(TfKerasLayerBase):
     id = "tf_keras"
+    capabilities = {"compile": "bnsuite.lanes.compile.keras_compile:TfKerasCompile"}
     blocks = "bnsuite.adapters.blocks.keras_blocks:TfKerasBlocks"
     replicas = "bnsuite.adapters.replicas.tf_mirrored:TfKerasReplicas"
     norms = "bnsuite.adapters.norms.keras_norms:TfKerasNorms"

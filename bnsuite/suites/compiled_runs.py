@@ -48,6 +48,7 @@ class EagerRun:
     eval_at_start: list[np.ndarray]  # inference on each batch with the loaded state (a mode baked in at export)
     grads: Grads  # training-mode backward on the first batch from the loaded state
     inference_grads: Grads  # inference-mode backward on the first batch with the loaded state
+    code_path: str = "default"  # the adapter's code path for these batches (which running-variance estimator)
 
 
 def eager(case, inp: Inputs) -> EagerRun:
@@ -63,7 +64,7 @@ def eager(case, inp: Inputs) -> EagerRun:
             outs.append(bn.forward(x, training=True))
             states.append(bn.get_state())
         _RUNS[key] = EagerRun(outs, states, bn.forward(inp.batches[-1], training=False), at_start, grads,
-                               inference_grads)
+                               inference_grads, bn.code_path(inp.batches[0].shape))
     return _RUNS[key]
 
 

@@ -26,13 +26,14 @@ from bnsuite.adapters.base import Cited, Grads, Spec, State
 class PathFacts:
     """What one compiled or transformed path does with BatchNorm.
 
-    `train_normalizes`: what a training-mode call normalizes with, "batch" or "running" (a mode baked in at export).
+    `train_normalizes`: what a training-mode call normalizes with, "batch" or "running" (a mode baked in at export),
+    or "not observable" (a path that returns no output, a fit step: only its state is checked).
     `running_stats`: after a training-mode call, "updated" (the layer's own statistics move, as eagerly), "passed"
     (the statistics passed into the call move, the layer's own do not), "dropped" (nothing moves) or
     "error:<Exception>" (the path refuses a training-mode call).
     `eval_switch`: inference mode asked for after the first call: "running" (normalizes with the running statistics,
     as eagerly), "batch" (keeps batch statistics), "train-baked" (keeps training mode), or "error:<Exception>".
-    `grads`: "yes" (gradients of sum(y * dy) through the batch statistics) or "error:<Exception>".
+    `grads`: "yes" (gradients of sum(y * dy) through the batch statistics), "error:<Exception>" or "not observable".
     `agreement`: how close to eager: "bitwise" (the same kernels) or "rounding" (another float32 evaluation order).
     `cumulative`: momentum=None through the path (the cumulative average and the step counter): "yes",
     "error:<Exception>" (the path refuses it) or "n/a" (the path has no training-mode update to check).
