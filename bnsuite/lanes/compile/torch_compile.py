@@ -140,10 +140,12 @@ DECLARATION: dict[str, Cited[PathFacts]] = {
 
 
 def _compiler_reason() -> str | None:
-    cxx = os.environ.get("CXX") or next((c for c in ("g++", "clang++", "c++") if shutil.which(c)), None)
-    if cxx is None or shutil.which(cxx) is None:
-        return "Inductor needs a C++ compiler on the CPU and none is on PATH (g++, clang++, c++ or $CXX)"
-    return None
+    cxx = os.environ.get("CXX")
+    if cxx:
+        return None if shutil.which(cxx) else f"Inductor needs a C++ compiler on the CPU: $CXX={cxx!r} is not found"
+    if any(shutil.which(c) for c in ("g++", "clang++", "c++")):
+        return None
+    return "Inductor needs a C++ compiler on the CPU and none is on PATH (g++, clang++, c++; or set $CXX)"
 
 
 class TorchCompile(CompileLane):
