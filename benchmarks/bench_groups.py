@@ -18,15 +18,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bnsuite import runner  # noqa: E402
+from bnsuite.adapters import registry  # noqa: E402
 
-IMPORTS = {
-    "torch": "import torch",
-    "keras-tensorflow": "import keras, tensorflow", "keras-jax": "import keras, jax",
-    "keras-torch": "import keras, torch", "tf_keras": "import tf_keras, tensorflow",
-    "tf1-keras": "import tensorflow as tf; tf.compat.v1.keras.layers.BatchNormalization",
-    "tf1-graph": "import tensorflow as tf; tf.compat.v1.layers.batch_normalization",
-    "flax-linen": "import flax.linen, jax", "flax-nnx": "from flax import nnx; import jax",
-}
+# Group -> the import line of the modules its adapter requires (its framework rows, bnsuite/adapters/frameworks.py).
+IMPORTS = {i: "import " + ", ".join(registry.load(i).requires) for i in registry.BUILTIN}
 
 
 def import_time(py: str, group: str) -> float:

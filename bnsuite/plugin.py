@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from bnsuite.adapters import registry
+from bnsuite.adapters import capabilities, frameworks, registry
 from bnsuite.adapters.base import Unsupported
 from bnsuite.reports.results import ResultsWriter
 from bnsuite.suites.cases import Case
@@ -34,8 +34,10 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 DEVICES = ("cpu", "gpu")
-FAMILIES = ("torch", "keras", "tensorflow", "jax", "flax")
-ENV_SHOWN = ("KERAS_BACKEND", "TF_USE_LEGACY_KERAS", registry.ENV_VAR, "BNSUITE_DEVICE", "BNSUITE_RESULTS")
+FAMILIES = frameworks.families()  # the -m markers of the framework rows (bnsuite/adapters/frameworks.py)
+# The process switches the built-in adapters name (KERAS_BACKEND, TF_USE_LEGACY_KERAS) and the suite's own.
+ENV_SHOWN = (*dict.fromkeys(k for i in registry.BUILTIN for k in registry.load(i).process_env), registry.ENV_VAR,
+             "BNSUITE_DEVICE", "BNSUITE_RESULTS")
 
 
 def pytest_addoption(parser):
@@ -80,6 +82,11 @@ def pytest_configure(config):
         config._bn_adapters = registry.load_all(refs)
     except registry.AdapterLoadError as e:
         raise pytest.UsageError(str(e)) from None
+    for cls in config._bn_adapters:  # a family no framework row names would be a marker -m cannot select
+        unknown = [f for f in cls.families if f not in FAMILIES]
+        if unknown:
+            raise pytest.UsageError(f"adapter {cls.id!r} names the family {unknown[0]!r}, which no framework row "
+                                    f"(bnsuite/adapters/frameworks.py) names; known: {', '.join(FAMILIES)}")
     devices = config.getoption("--device") or [d for d in os.environ.get("BNSUITE_DEVICE", "").split(",") if d]
     unknown = [d for d in devices if d not in DEVICES]
     if unknown:
@@ -230,9 +237,9 @@ def pytest_collection_finish(session):
     for item in session.items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         case = params.get("case")
-        if isinstance(case, Case) and "replica_idiom" in params and case.adapter.replicas and \
-                case.adapter.unavailable_reason() is None and case.adapter.replicas not in refs:
-            refs.append(case.adapter.replicas)
+        ref = capabilities.named(case.adapter).get("replicas") if isinstance(case, Case) else None
+        if ref and "replica_idiom" in params and case.adapter.unavailable_reason() is None and ref not in refs:
+            refs.append(ref)
     if refs:
         from bnsuite.suites import replica_cases
 
@@ -298,6 +305,8 @@ def pytest_pyfunc_call(pyfuncitem):
         with rec.together():
             result = yield
         return result
+    except capabilities.CapabilityBroken as e:  # a capability the adapter names cannot be loaded: the case fails
+        pytest.fail(str(e), pytrace=False)
     except Unsupported as e:
         skip_unsupported(rec, e)
 

@@ -12,6 +12,7 @@ import sys
 try:
     import numpy as np
     import torch
+    print(f"versions: torch {torch.__version__}, numpy {np.__version__}")
 
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.normal(0.5, 2.0, (4, 3, 5, 6)).astype(np.float32))

@@ -48,5 +48,6 @@ def test_minimal_adapter_skips_name_the_missing_capability(minimal_run):
     vague = [(r["test"], r["reason"]) for r in skipped if ID not in r["reason"]]
     assert not vague, f"skips that do not say what the adapter lacks: {vague[:5]}"
     reasons = " ".join(r["reason"] for r in skipped)
-    for capability in ("backward not implemented", "hyperparameters() not implemented", "declares no freeze idioms"):
+    for capability in ("backward not implemented", "hyperparameters() not implemented", "declares no freeze idioms",
+                       "no 'norms' capability", "no 'network' capability", "no 'edge_facts' capability"):
         assert capability in reasons, f"no skip names {capability!r}"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import jinja2
 
-from bnsuite.reports import compiled, details, front, matrix
+from bnsuite.reports import compiled, details, folding, front, matrix
 from bnsuite.reports.compare import drift
 from bnsuite.reports.inputs import by_kind, load
 from bnsuite.reports.order import adapter_order
@@ -77,10 +77,11 @@ def context(records: list[dict], files: list[str], old: list[dict] | None, probl
         "n_checks": len(checks), "n_failed_checks": sum(c.get("passed") is not True for c in checks),
         "n_adapters": len(order),
         "findings": finding_list, "findings_by_adapter": front.findings_by_adapter(finding_list, order),
-        "n_upstream": sum(1 for f in finding_list if f.get("upstream")),
+        "n_upstream": sum(1 for f in finding_list if f["upstream_status"] != "not-reported"),
         "porting": front.porting_guide(matrices["port"], kinds["declaration"], order),
         "weight_layouts": front.weight_layouts(matrices["weight_layout"], order),
         "freeze": front.freeze_sheet(matrices["freeze"], order),
+        "folding": folding.folding_table(checks, order),
         "compiled": compiled.view(checks, order),
         "batch_plots": batch_plots, "other_plots": other_plots,
         "drift": drift(records, old) if old is not None else None,

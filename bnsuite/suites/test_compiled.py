@@ -13,7 +13,6 @@ import pytest
 
 from bnsuite.adapters import capabilities
 from bnsuite.adapters import reference as ref
-from bnsuite.lanes.compile import CompileLane
 from bnsuite.suites import checks as ch
 from bnsuite.suites import compiled_runs as cr
 from bnsuite.suites import summaries
@@ -27,14 +26,10 @@ summaries.register_rows("compiled lane: paths this machine cannot run", UNAVAILA
                         lambda r: f"{r['adapter']:>10}  {r['path']:<45} {r['reason']}")
 
 
-def _is_lane(obj) -> bool:
-    return isinstance(obj, type) and issubclass(obj, CompileLane)
-
-
 def _paths(case):
     """(lane, [(path, declared facts)]) of the adapter's compile capability; paths this machine cannot run are listed
     in the summary, and the test skips where none can run."""
-    lane_cls = capabilities.require(case.adapter, "compile", check=_is_lane)
+    lane_cls = capabilities.require(case.adapter, "compile")  # a CompileLane subclass (capabilities.EXPECTS)
     paths = []
     for path, facts in lane_cls.declare().items():
         why = lane_cls.unavailable_reason(path)

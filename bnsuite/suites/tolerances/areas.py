@@ -1,15 +1,15 @@
 """Tolerances of the suites beyond one BatchNorm layer: the batch-independent normalization layers, the blocks around
 BatchNorm (Dropout, ReLU, one-unit sigmoid/softmax), BatchNorm split over replicas, and mixed precision.
 
-Part of the one home of tolerances: each builds on the functions of suites/tolerances.py (notation, unit roundoff u,
-reduction length n, conditioning) and states how its bound follows. Tests reach them through `tolerances` (tl.*).
+Part of the one home of tolerances: each builds on the functions of tolerances/core.py (notation, unit roundoff u,
+reduction length n, conditioning) and states how its bound follows. Tests reach them through the package (tl.*).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.suites.tolerances import Tol, bn_backward, bn_output, roundoff, running_stats
+from bnsuite.suites.tolerances.core import Tol, bn_backward, bn_output, roundoff, running_stats
 
 
 # -- batch-independent normalization layers (LayerNorm, GroupNorm, InstanceNorm, RMSNorm) -----------------------------

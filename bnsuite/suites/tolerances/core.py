@@ -1,26 +1,5 @@
-"""The one home of numerical tolerances. Tests ask these functions; they never invent numbers.
-
-Reasoning
----------
-Let u be the unit roundoff of a dtype (2^-24 for float32). BatchNorm reduces n values per channel. We use the
-classical worst-case bound for a recursive sum of n terms, |computed - exact| <= gamma_n * sum|x_i| with
-gamma_n ~ n*u (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., section 4.2). Frameworks use pairwise
-or blocked reductions whose errors are far smaller, so the bound is safe (tests never flake on a seed) while staying
-orders of magnitude below every semantic difference this suite distinguishes: the smallest one is the Bessel factor
-n/(n-1), a relative change of 1/(n-1) in the variance (about 1e-2 for our n ~ 100, against ~1e-5 for the float32
-bound below). ``assert_separable`` checks that margin wherever a test classifies a behaviour.
-
-* batch mean:      |dmu|      <= (n + 2) u_s max|x|
-* batch variance:  |dvar|/var <= (n + 4) u_s kappa, kappa = 1 + max(mu^2 / var). The factor kappa covers frameworks
-  that use the one-pass formula E[x^2] - E[x]^2 (Flax's default use_fast_variance, Keras' torch backend), whose error
-  grows with mean^2/var (catastrophic cancellation); two-pass implementations have kappa effectively 1.
-* normalized output y = (x - mu) / sqrt(var + eps) * gamma + beta:
-      |dy| <= |gamma| (|dmu| / sigma + |xhat| |dvar| / (2 var)) + 4 u_o max|y|
-  where u_s is the roundoff of the dtype the statistics are computed in and u_o that of the output dtype.
-* running statistics after k steps: each step adds the batch-statistic error above plus 2 u_s for the
-  exponential-moving-average arithmetic, so errors add linearly in k (the EMA weights sum to at most 1).
-* depth d (stacked layers): errors compound at most linearly in d for normalized activations, so bounds scale by d.
-"""
+"""The tolerances of one BatchNorm layer, and the helpers every other tolerance builds on (the reasoning is the
+package docstring's, bnsuite/suites/tolerances/__init__.py)."""
 
 from __future__ import annotations
 
@@ -58,7 +37,7 @@ def _channel_stats(x: np.ndarray, axis: int):
 def conditioning(x: np.ndarray, axis: int) -> float:
     """kappa = 1 + max over channels of mean^2 / var (amplification of the one-pass variance formula).
 
-    The one function computing kappa: the layer bounds here and the network bounds (tolerances_net.py) ask it."""
+    The one function computing kappa: the layer bounds here and the network bounds (tolerances/network.py) ask it."""
     _, mu, var = _channel_stats(np.asarray(x, np.float64), axis)
     var = np.maximum(var, np.finfo(np.float64).tiny)
     return float(1.0 + np.max(mu * mu / var))
@@ -284,7 +263,7 @@ def pooled_statistics_tol(mean_tol: Tol, var_tol: Tol, means: list[np.ndarray], 
                        f"(dv={dv:.3g}, dm={dm:.3g}, max|m|={mmax:.3g}; {var_tol.why})"))
 
 
-# -- bounds and thresholds the suites used to write inline -------------------------------------------------------
+# -- bounds and thresholds of classifications and comparisons ------------------------------------------------------
 
 def exact(why: str) -> Tol:
     """No difference at all: the value must be bit-for-bit the one before (state a call must not touch)."""
@@ -328,15 +307,3 @@ def hyperparameter_round_trip() -> Tol:
 # bound): normalizing with one sample's statistics instead of the whole batch's moves the seeded outputs (channel
 # std 0.5 to 2, |scale| >= 0.5) by O(1), while every rounding bound is below 1e-4 in float32; 0.1 sits between.
 BATCH_DEPENDENCE_EFFECT = 0.1
-
-
-# -- whole networks: suites/tolerances_net.py, re-exported so tests ask this module only --------------------------
-from bnsuite.suites.tolerances_net import (NetTrainingBounds, net_backward_rel, net_forward_rel,  # noqa: E402,F401
-                                           net_output, net_output_linear_in_depth, net_same_network_two_batch_sizes)
-
-
-# -- beyond one layer: suites/tolerances_areas.py, re-exported likewise ----------------------------------------------
-from bnsuite.suites.tolerances_areas import (SAMPLING_Z, bce_loss, dense_output, elementwise, keep_fraction,  # noqa: E402,F401
-                                             mixed_running_stats, norm_batch_independence, norm_classification_margin,
-                                             norm_output, replica_backward, replica_output, replica_running_stats,
-                                             sampled, sgd_recovered_gradient, softmax_output)

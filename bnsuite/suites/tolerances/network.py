@@ -1,27 +1,26 @@
-"""Tolerances for whole networks (adapters/nets) against the float64 reference network: the network half of
-suites/tolerances.py, which re-exports every name here: tests ask `tolerances` only (importing this module first
-would meet the half-built `tolerances`).
+"""Tolerances for whole networks (adapters/nets) against the float64 reference network; tests reach them through the
+package (`tolerances`, tl.*).
 
 Derivation
 ----------
-Notation as in suites/tolerances.py: u = unit roundoff of the dtype, n = length of a reduction. A layer that sums n
-products computes the exact result of relatively perturbed inputs (|perturbation| <= gamma_n ~ n u, Higham 2nd ed.
-section 3.1), so its absolute error is at most (n + c) u times the sum of the ABSOLUTE products, |W| |x| (+|b|),
-not the (possibly cancelling) result. The reference network propagates these absolute magnitudes through the same
-graph (``Layer.y_abs``; for the backward ``ReferenceNet.grads_abs``), and every bound below is a relative error rho
-times such a magnitude.
+Notation as in the package docstring (suites/tolerances/__init__.py): u = unit roundoff of the dtype, n = length of a
+reduction. A layer that sums n products computes the exact result of relatively perturbed inputs (|perturbation| <=
+gamma_n ~ n u, Higham 2nd ed. section 3.1), so its absolute error is at most (n + c) u times the sum of the ABSOLUTE
+products, |W| |x| (+|b|), not the (possibly cancelling) result. The reference network propagates these absolute
+magnitudes through the same graph (``Layer.y_abs``; for the backward ``ReferenceNet.grads_abs``), and every bound below
+is a relative error rho times such a magnitude.
 
 * Forward, relative error of the output (to first order, layer errors add):
       rho_f = u * G_f * sum_l c_l,   c_l = n_l + 4 (conv: n = C_in k^2 + 1, dense: C_in + 1, pooling: H W),
                                            c_l = (n_l + 4) kappa_l for a training-mode BN (n_l = values per
                                            channel, kappa_l = 1 + max mean^2/var: one-pass variance, see
-                                           tolerances.batch_var_rel), c_l = 8 for an inference-mode BN (a fixed
-                                           per-channel affine map, tolerances.bn_output),
+                                           core.batch_var_rel), c_l = 8 for an inference-mode BN (a fixed
+                                           per-channel affine map, core.bn_output),
   G_f = prod over training-mode BN of (2 + max|xhat|). That gain is the BN forward's sensitivity: an input error e
   moves the mean by <= e, sigma by <= e, so the output by <= |gamma| e (2 + |xhat|) / sigma; |gamma| |xhat| is the
   output's magnitude, so relative errors grow by at most (2 + max|xhat|) per training-mode BN. Inference-mode BN is a
   linear map and costs nothing beyond its rounding. This bounds errors growing linearly with depth for the deep
-  network (21 inference BNs), the assumption suites/tolerances.py states for stacked normalized layers.
+  network (21 inference BNs), the assumption the package docstring states for stacked normalized layers.
 * Loss L = mean((y - t)^2):  |dL| <= 2 max|y - t| e_y + (N + 4) u L, e_y = rho_f max(y_abs).
 * Gradient of a parameter: the backward adds its own reductions (conv/dense: batch N H W for the weight gradient
   plus C_out k^2 for the input gradient; BN backward: n, with gain 2 + max|xhat|^2 from
@@ -30,14 +29,14 @@ times such a magnitude.
   tolerance rho_b * max|grad_abs(P)|.
 * k-th SGD step: earlier steps leave weights off by their own bound, which enters step k like one more step's
   rounding, so the relative bounds of step k are k times those of one step (linear in k, as
-  tolerances.running_stats assumes for EMA steps). A weight after K steps: sum_k (k lr rho_b(k) max|grad_abs(k)|
+  core.running_stats assumes for EMA steps). A weight after K steps: sum_k (k lr rho_b(k) max|grad_abs(k)|
   + 2 u (max|P| + lr max|grad|)).
 * Running statistics of a BN whose input carries e_x(k) = k rho_in max(x_abs) at step k (rho_in = rho_f of the layers
   before it): mean moves by m (e_x + (n + 2) u max|x|), variance by m (2 e_x mean|x - mu| + (n + 4) u kappa var)
   n/(n - 1), each step adds 2 u max|state| for the EMA arithmetic; (1 - m) <= 1 keeps earlier errors.
 * Deep inference networks (``output_linear_in_depth``): the |W||x| magnitudes propagated from the INPUT grow
   geometrically through a deep stack (every conv and BN multiplies them), which makes the bound above vacuous for
-  21 layers. There we use the assumption suites/tolerances.py states for stacked normalized layers, that errors
+  21 layers. There we use the assumption the package docstring states for stacked normalized layers, that errors
   compound at most linearly in depth: layer l adds a relative error rho_l = c_l u max(local_abs_l) / max|y_l|, with
   local_abs_l its own |W| |x_l| + |b| on its ACTUAL input (BN inference: |gamma| (|x| + |mean|) / sqrt(var + eps) +
   |beta|), and relative errors pass on with gain 1:  tolerance = sum_l rho_l * max|y|.
@@ -51,9 +50,10 @@ import dataclasses
 
 import numpy as np
 
-from bnsuite.suites.tolerances import Tol, conditioning, roundoff, two_results_of_one_exact_value
+from bnsuite.suites.tolerances.core import Tol, conditioning, roundoff, two_results_of_one_exact_value
 
-def _c_fwd(lay, u_unused=None) -> float:
+def _c_fwd(lay) -> float:
+    """The forward error constant c_l of one layer (see the derivation above)."""
     kind = lay.op[0]
     if kind in ("conv", "dense", "gap"):
         return lay.n + 4.0
@@ -96,7 +96,7 @@ def net_output(layers, dtype: str, *, steps_before: int = 0) -> Tol:
     depth = sum(1 for lay in layers if lay.op[0] in ("conv", "dense", "bn"))
     return Tol(atol=rho * y_abs, rtol=0.0,
                why=f"forward bound rho_f={rho:.3g} x max|y|_abs={y_abs:.3g} ({depth} conv/dense/BN layers, "
-                   f"{steps_before} earlier steps; suites/tolerances.py, networks)")
+                   f"{steps_before} earlier steps; suites/tolerances/, networks)")
 
 
 def net_output_linear_in_depth(net, dtype: str) -> Tol:
@@ -127,7 +127,7 @@ def net_output_linear_in_depth(net, dtype: str) -> Tol:
     n = sum(1 for lay in layers if _c_fwd(lay) > 0)
     return Tol(atol=rho * y_max, rtol=0.0,
                why=f"linear in depth: sum over {n} layers of c_l u max|local|/max|y_l| = {rho:.3g}, x max|y| "
-                   f"{y_max:.3g} (suites/tolerances.py, networks)")
+                   f"{y_max:.3g} (suites/tolerances/network.py)")
 
 
 def net_same_network_two_batch_sizes(tol_exact: Tol) -> Tol:
@@ -192,7 +192,7 @@ class NetTrainingBounds:
     def weight(self, name: str) -> Tol:
         if name in self.param_err:
             return Tol(self.param_err[name], 0.0, f"{self.steps} SGD steps: sum_k k lr rho_b(k) max|grad_abs| + "
-                                                  "2u(max|P| + lr max|g|) (suites/tolerances.py, networks)")
+                                                  "2u(max|P| + lr max|g|) (suites/tolerances/network.py)")
         return Tol(self.stat_err[name], 0.0, f"{self.steps} EMA steps, m={self.momentum}: "
                                              "m (e_x + reduction bound) + 2u max|state| per step "
-                                             "(suites/tolerances.py, networks)")
+                                             "(suites/tolerances/network.py)")
