@@ -29,6 +29,7 @@ class FlaxLinen(FlaxAdapter):
     norms = "bnsuite.adapters.norms.flax_norms:LinenNorms"
     mixed_precision_runner = "bnsuite.adapters.mixed_precision:flax_linen_step"
     network = "bnsuite.adapters.nets.flax_net:build_linen"
+    capabilities = {**getattr(FlaxAdapter, "capabilities", {}), "models": "bnsuite.models.flax_models:MODELS"}
 
     @classmethod
     def declare(cls):

@@ -106,6 +106,7 @@ class _Keras3(KerasLayerAdapter):
     norms = "bnsuite.adapters.norms.keras_norms:Keras3Norms"
     mixed_precision_runner = "bnsuite.adapters.mixed_precision:keras3_step"
     network = "bnsuite.adapters.nets.keras_net:build"
+    capabilities = {**getattr(KerasLayerAdapter, "capabilities", {}), "models": "bnsuite.models.keras_models:MODELS"}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

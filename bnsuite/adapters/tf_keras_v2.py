@@ -165,6 +165,8 @@ class TfKerasV2(TfKerasLayerBase):
     norms = "bnsuite.adapters.norms.keras_norms:TfKerasNorms"
     snippet_head = "import tf_keras\n"
     snippet_class = "tf_keras.layers.BatchNormalization"
+    capabilities = {**getattr(TfKerasLayerBase, "capabilities", {}),
+                    "models": "bnsuite.models.keras_models:TF_KERAS_MODELS"}
 
     @classmethod
     def declare(cls):

@@ -114,6 +114,8 @@ class TorchBatchNorm(OnFramework, BatchNormAdapter):
     replicas = "bnsuite.adapters.replicas.torch_ddp:TorchReplicas"
     mixed_precision_runner = "bnsuite.adapters.mixed_precision:torch_step"
     network = "bnsuite.adapters.nets.torch_net:build"
+    capabilities = {**getattr(BatchNormAdapter, "capabilities", {}),
+                    "models": "bnsuite.models.torch_models:MODELS"}
 
     @classmethod
     def declare(cls) -> Declaration:
