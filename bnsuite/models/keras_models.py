@@ -107,9 +107,11 @@ class KerasModels:
     def probe_target(self, model):
         """The probe reads a flat functional model's layers: the base with the pooling and head added to it."""
         K = self.K
-        base = model.base
-        h = K.layers.GlobalAveragePooling2D()(base.output)
-        return K.Model(base.input, model.get_layer("head")(h))
+        base, head = model.base, model.get_layer("head")
+        dense = K.layers.Dense(head.units, name="head_copy")  # a layer called in two graphs has two outputs
+        y = dense(K.layers.GlobalAveragePooling2D()(base.output))
+        dense.set_weights(head.get_weights())
+        return K.Model(base.input, y)
 
     def fan_ins(self, model) -> list[int]:
         """Terms per output of every convolution and dense kernel (a depthwise kernel: its area)."""
