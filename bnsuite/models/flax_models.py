@@ -1,9 +1,11 @@
-"""A ResNet-18 in flax.linen, layer for layer like torchvision's (no package on this machine's index ships one for
-current Flax): 7x7/2 conv, BN, ReLU, 3x3/2 max pool, four stages of two BasicBlocks, global average pool, Dense.
+"""A ResNet-18 in flax.linen, layer for layer like torchvision's: 7x7/2 conv, BN, ReLU, 3x3/2 max pool, four stages
+of two BasicBlocks, global average pool, Dense. PyPI's Flax ResNet package, flaxmodels 0.1.3 (2023-08), needs tqdm,
+h5py, requests and regex at import for its weight downloads, so the standard architecture is written here instead.
 
 Submodule names follow torchvision's, with '.' -> '_' and downsample.0 / downsample.1 as downsample_conv /
-downsample_bn (the probe reads a linen layer's kind from its name). Padding is symmetric like torch's (explicit pairs; Flax "SAME" pads stride-2 convolutions unevenly). The collection
-forwards run with momentum 0 (a clone of the module), so the running statistics are those of the last batch.
+downsample_bn (the probe reads a linen layer's kind from its name). Padding is symmetric like torch's (explicit
+pairs; Flax "SAME" pads stride-2 convolutions unevenly). The collection forwards run with momentum 0 (a clone of the
+module), so the running statistics are those of the last batch.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnsuite.adapters.base import Cited
-from bnsuite.models import CLASSES, IMAGE, Moves, stat_batches
+from bnsuite.models import CLASSES, Moves, stat_batches
 
 _LINEN = "flax/linen/normalization.py: BatchNorm.__call__"
 
