@@ -44,7 +44,7 @@ def idioms_for(models) -> list[str]:
 
 def built(models, arch: str):
     """The model with collected statistics, built once per process (inference only: callers must not train it)."""
-    key = (models.framework, arch)
+    key = (type(models).__module__, type(models).__qualname__, models.framework, arch)
     if key not in _BUILT:
         _BUILT[key] = models.build(arch)
     return _BUILT[key]
