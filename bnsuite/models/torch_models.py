@@ -3,7 +3,8 @@
 torchvision 0.28.0 is the release built against torch 2.13.0; PyPI's wheel links its C++ operators against the CUDA
 build of torch, so beside the CPU wheel its extension does not load and `import torchvision` raises "operator
 torchvision::nms does not exist" (torchvision/_meta_registrations.py registers fake kernels for nms and qnms without
-the `_has_ops()` guard its other registrations have). The architectures need no C++ operator: where that import fails,
+the `_has_ops()` guard its other registrations have; upstream pytorch/vision#9085, closed, and the guard of
+pytorch/vision#9086, closed unmerged). The architectures need no C++ operator: where that import fails,
 `_import_torchvision` declares the two operator schemas (schemas only; calling them still raises) and imports again.
 """
 
