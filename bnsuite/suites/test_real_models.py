@@ -37,6 +37,9 @@ PREFIX = 8
 PROBE = 16
 SUMMARY: list[dict] = []
 FREEZE: list[dict] = []
+# What one optimizer step may move, and the property that checks it.
+FREEZE_PROPERTIES = {"stats": "real_model_freeze_stats_moved", "scale": "real_model_freeze_scale_moved",
+                     "offset": "real_model_freeze_offset_moved"}
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -105,17 +108,15 @@ def test_real_model_freeze(case, rec, arch):
         after = read(models.freeze_step(model, idiom, x, t), probe_x)
         counts = moved(before, after)
         n = counts["layers"]
-        want = {k: expected_count(getattr(declared.value, k), n) for k in ("stats", "scale", "offset")}
+        want = {k: expected_count(getattr(declared.value, k), n) for k in FREEZE_PROPERTIES}
         extra = {"arch": arch, "framework": models.framework, "idiom": idiom, "layers": n, "moved": counts,
                  "declared_moves": want, "source": declared.source, "seconds": round(time.perf_counter() - t0, 2)}
         FREEZE.append({"adapter": case.adapter.id, **extra})
-        for k in ("stats", "scale", "offset"):
+        for k, prop in FREEZE_PROPERTIES.items():
             ok = counts[k] == want[k]
-            msg = "" if ok else (f"real_model_freeze_{k}_moved: {idiom} on {arch}: {counts[k]} of {n} BatchNorm "
-                                 f"layers moved their {k} in one optimizer step, declared {want[k]} "
-                                 f"({declared.source}) {rec.where()}")
-            rec.record(f"real_model_freeze_{k}_moved", declared=want[k], observed=counts[k], passed=ok,
-                       message=msg, **extra)
+            msg = "" if ok else (f"{prop}: {idiom} on {arch}: {counts[k]} of {n} BatchNorm layers moved their {k} in "
+                                 f"one optimizer step, declared {want[k]} ({declared.source}) {rec.where()}")
+            rec.record(prop, declared=want[k], observed=counts[k], passed=ok, message=msg, **extra)
             if not ok:
                 rec.fail(msg)
 
