@@ -113,6 +113,19 @@ class KerasModels:
         dense.set_weights(head.get_weights())
         return K.Model(base.input, y)
 
+    def layer_inputs(self, model) -> dict:
+        """Layer name -> the name of the layer producing its (first) input, read from the functional graph (its
+        layer list is in depth order, so the layer before a BatchNorm there need not feed it)."""
+        out = {}
+        for layer in model.base.layers:
+            try:
+                history = getattr(layer.input, "_keras_history", None)
+            except Exception:  # an input layer, or a layer with several inputs
+                continue
+            if history is not None:
+                out[layer.name] = history[0].name
+        return out
+
     def fan_ins(self, model) -> list[int]:
         """Terms per output of every convolution and dense kernel (a depthwise kernel: its area)."""
         K = self.K

@@ -50,16 +50,20 @@ def built(models, arch: str):
     return _BUILT[key]
 
 
-def cause(layers) -> dict:
+def cause(layers, inputs_of: dict | None = None) -> dict:
     """From a probe report's layers (execution order): the first layer whose output departs at all, its kind, and how
-    many BatchNorm layers depart while the layer just before them does not (BatchNorm itself introducing it)."""
+    many BatchNorm layers depart while their input does not (BatchNorm itself introducing it). A BatchNorm's input is
+    the layer `inputs_of` names (a graph's depth order), else the layer just before it (torch and linen record in
+    execution order, where each BatchNorm follows its convolution)."""
     first = next((l for l in layers if l.comparable and l.max_abs > 0), None)
+    by_name = {l.name: l for l in layers}
     introduced = 0
     prev = None
     for l in layers:
         if not l.comparable:
             continue
-        if _kind(l.type) == "BatchNorm" and l.max_abs > 0 and prev is not None and prev.max_abs == 0:
+        src = by_name.get((inputs_of or {}).get(l.name), prev)
+        if _kind(l.type) == "BatchNorm" and l.max_abs > 0 and src is not None and src.max_abs == 0:
             introduced += 1
         prev = l
     departed = {}

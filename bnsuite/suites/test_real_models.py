@@ -61,7 +61,7 @@ def test_real_model_batch_size(case, rec, arch):
     dev = {b: float(np.max(np.abs(out[b] - y_full[:len(out[b])]))) for b in BATCH_SIZES}
     tol = tm.real_model_two_batch_sizes(models.fan_ins(model), y_max)
     bns = [l for l in report.layers if rm._kind(l.type) == "BatchNorm" and l.comparable]
-    why = rm.cause(report.layers)
+    why = rm.cause(report.layers, models.layer_inputs(model) if hasattr(models, "layer_inputs") else None)
     extra = {"arch": arch, "framework": models.framework, "constructor": models.architectures[arch].value,
              "bn_layers": len(bns), "batch_sizes": list(BATCH_SIZES), "max_abs_dev": [dev[b] for b in BATCH_SIZES],
              "max_rel_dev": [dev[b] / y_max for b in BATCH_SIZES], "bitwise": all(d == 0 for d in dev.values()),
