@@ -141,6 +141,7 @@ INFORMATIONAL = {
     "inference_batch_size_exactly_invariant": "exact zero vs small nonzero is reported, the bound is asserted "
                                               "by inference_batch_size_invariance",
     "deep_inference_batch_size_exactly_invariant": "likewise, asserted by deep_inference_batch_size_invariance",
+    "real_model_batch_size_bitwise_invariant": "likewise, asserted by real_model_inference_batch_size_invariance",
     "hard_input_findings": "the summary of NaN / negative variance / lost digits; asserted per example",
     "traps": "an adapter that declares no traps",
     "population_recompute_ratio": "trained vs recomputed ratio for the report; asserted by population_recompute_*",
