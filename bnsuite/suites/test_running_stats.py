@@ -12,8 +12,8 @@ from bnsuite.suites.cases import LAYOUTS, layout_id
 STEP_LAYOUTS = [(2, False), (4, False), (4, True)]
 
 
-def _run_steps(case, rec, spec, k):
-    bn = case.build(spec)
+def _run_steps(case, rec, spec, k, bn=None):
+    bn = bn or case.build(spec)
     rec.snippet = bn.snippet()
     rec.layer_code = repro.adapter_setup(spec, case.adapter)  # a failure's script takes the first of these steps
     st = data.state(spec)
@@ -64,9 +64,10 @@ def test_running_var_estimator(case, rec, layout):
 def test_cumulative_average(case, rec):
     """torch's momentum=None: the running statistics are the plain average of every batch seen."""
     decl = case.decl
-    case.needs("cumulative_average", "cumulative moving average (momentum=None)")
+    cited = case.needs("cumulative_average", "cumulative moving average (momentum=None)")
     spec = case.spec(rank=2, momentum=None)
-    bn, st, xs, after = _run_steps(case, rec, spec, 5)
+    bn = case.build_declared(rec, "cumulative_average", cited, spec)
+    bn, st, xs, after = _run_steps(case, rec, spec, 5, bn)
     estimator = decl.estimator_for(bn.code_path(xs[0].shape))
     mean_ref, var_ref = ref.train_steps(xs, st.mean, st.var, None, estimator, spec.channel_axis)
     tol = tl.running_stats(xs, spec.channel_axis, stats_dtype=spec.dtype, steps=5,
