@@ -49,7 +49,8 @@ _SET = 'if value is not None and (self.spec.affine or name.startswith("running")
 _UNDECLARED = "(the minimal adapter declares no edge_facts, so its edge-input cases skip by design)"
 _EMPTY = ("an empty training batch gives NaN running statistics instead of an error, as Keras does "
           f"(adapters/edge_facts.py: 'running stats nan') {_UNDECLARED}")
-_EPS = f"eps <= 0 is accepted (in part) instead of refused; frameworks differ there (eps_zero, eps_negative) {_UNDECLARED}"
+_EPS = ("eps <= 0 is accepted (in part) instead of refused; frameworks differ there (eps_zero, eps_negative) "
+        f"{_UNDECLARED}")
 _LAYOUT = 'default_channels_last=Cited(False, f"{_SRC}: NumpyBatchNorm.__init__(axis=1)"),'
 EXPLAINED: dict[tuple[str, str], tuple[str, str]] = {
     ("shape[axis] = -1", "shape[axis] = ~1"): ("equivalent", _RESHAPE),
