@@ -83,6 +83,15 @@ class ExportFacts:
     dynamic_batch: Cited[bool]
     precision: Cited[str] = Cited("float32", "the exporter keeps the model's float32")
 
+    @classmethod
+    def non_onnx_inference(cls, fmt: str, traced: str, trace: str, dynamic_batch: Cited[bool],
+                           precision: Cited[str]) -> "ExportFacts":
+        """An export to `fmt` (not ONNX) of an inference-mode trace (`traced`: how the source says so, `trace`: why
+        the state is kept): the running statistics, no BatchNorm node or momentum to read, the state unchanged."""
+        return cls(statistics=Cited("running", traced), bn_node=Cited("n/a", f"{fmt}, not ONNX"),
+                   momentum_attr=Cited(None, "inference only"), keeps_state=Cited(True, trace),
+                   dynamic_batch=dynamic_batch, precision=precision)
+
 
 @dataclasses.dataclass
 class Trained:
