@@ -84,12 +84,12 @@ class ExportFacts:
     precision: Cited[str] = Cited("float32", "the exporter keeps the model's float32")
 
     @classmethod
-    def non_onnx_inference(cls, fmt: str, traced: str, trace: str, dynamic_batch: Cited[bool],
+    def non_onnx_inference(cls, fmt: str, traced: str, dynamic_batch: Cited[bool],
                            precision: Cited[str]) -> "ExportFacts":
-        """An export to `fmt` (not ONNX) of an inference-mode trace (`traced`: how the source says so, `trace`: why
-        the state is kept): the running statistics, no BatchNorm node or momentum to read, the state unchanged."""
+        """An export to `fmt` (not ONNX) of an inference-mode trace (`traced`: the source that says so): the running
+        statistics and the state unchanged (both follow from the trace), no BatchNorm node or momentum to read."""
         return cls(statistics=Cited("running", traced), bn_node=Cited("n/a", f"{fmt}, not ONNX"),
-                   momentum_attr=Cited(None, "inference only"), keeps_state=Cited(True, trace),
+                   momentum_attr=Cited(None, "inference only"), keeps_state=Cited(True, traced),
                    dynamic_batch=dynamic_batch, precision=precision)
 
 

@@ -49,7 +49,6 @@ class _KerasLane(DeployLane):
         if exporter == "tflite":
             return ExportFacts.non_onnx_inference(
                 "a .tflite flatbuffer", traced="the converted function is traced with training=False",
-                trace="an inference trace",
                 dynamic_batch=Cited(True, "the concrete function's batch dimension is None (shape_signature -1)"),
                 precision=Cited(mode, "tf.lite.TFLiteConverter: optimizations=[DEFAULT] with supported_types "
                                       "[tf.float16] stores weights in float16; with a representative_dataset it "

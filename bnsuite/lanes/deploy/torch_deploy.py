@@ -76,7 +76,6 @@ class TorchDeploy(DeployLane):
         if exporter == "openvino-from-torch":
             return ExportFacts.non_onnx_inference(
                 "OpenVINO IR", traced="openvino/frontend/pytorch: the model is traced in eval mode",
-                trace="an eval-mode trace",
                 dynamic_batch=Cited(True, "ov.convert_model keeps the traced input's dimensions dynamic"),
                 precision=Cited("float16", "openvino/_ov_api.py save_model: compress_to_fp16=True by default "
                                            "(weights stored in float16)"))
