@@ -10,7 +10,7 @@ import sys
 
 from bnsuite.audit.core import AuditError, audit
 from bnsuite.audit.loading import LoadError, load_model_and_input
-from bnsuite.audit.one_line import ToolParser, error
+from bnsuite.audit.one_line import ToolParser, print_report
 
 
 def main(argv=None) -> int:
@@ -19,12 +19,8 @@ def main(argv=None) -> int:
     p.add_argument("--input", metavar="FILE.npy", help="an input batch (needed for Flax; gives torch's call order)")
     p.add_argument("--json", action="store_true", help="JSON for tools instead of text")
     args = p.parse_args(argv)
-    try:
-        report = audit(*load_model_and_input(args.model, args.input))
-    except (LoadError, AuditError) as e:
-        return error("audit", e)
-    print(report.to_json() if args.json else report)
-    return 1 if report.warnings else 0
+    return print_report("audit", lambda: audit(*load_model_and_input(args.model, args.input)),
+                        (LoadError, AuditError), args.json, verdict=lambda report: 1 if report.warnings else 0)
 
 
 if __name__ == "__main__":

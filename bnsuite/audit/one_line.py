@@ -13,6 +13,17 @@ def error(tool: str, message) -> int:
     return 2
 
 
+def print_report(tool: str, make_report, errors: tuple[type[Exception], ...], as_json: bool, verdict) -> int:
+    """The exit status of a command that prints one report: 2 with one line where make_report() raises one of
+    `errors`, else the report printed (its to_json() where `as_json`) and verdict(report)."""
+    try:
+        report = make_report()
+    except errors as e:
+        return error(tool, e)
+    print(report.to_json() if as_json else report)
+    return verdict(report)
+
+
 class ToolParser(argparse.ArgumentParser):
     """argparse for `python -m bnsuite.<tool>` with its errors as one line (argparse prints usage too)."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from bnsuite.audit.loading import LoadError, load_model, load_model_and_input
-from bnsuite.audit.one_line import ToolParser, error
+from bnsuite.audit.one_line import ToolParser, print_report
 from bnsuite.diff.core import DiffError, diff
 
 
@@ -21,14 +21,14 @@ def main(argv=None) -> int:
     p.add_argument("--input", metavar="FILE.npy", help="an input batch in the source's layout")
     p.add_argument("--json", action="store_true", help="JSON for tools instead of text")
     args = p.parse_args(argv)
-    try:
+
+    def compare():
         source, x = load_model_and_input(args.source, args.input)
         target, _ = load_model(args.target)
-        report = diff(source, target, x)
-    except (LoadError, DiffError) as e:
-        return error("diff", e)
-    print(report.to_json() if args.json else report)
-    return 0 if report.matches else 1
+        return diff(source, target, x)
+
+    return print_report("diff", compare, (LoadError, DiffError), args.json,
+                        verdict=lambda report: 0 if report.matches else 1)
 
 
 if __name__ == "__main__":
