@@ -1,6 +1,7 @@
 """python -m bnsuite.probe MODULE:FACTORY [--input x.npy] [--framework torch|keras|flax] [--batch-sizes 1,2,8] [--tol 1e-4]
 
-FACTORY (a callable in MODULE, or in FILE.py) returns (model, x) or a model; --input supplies x (and overrides the factory's).
+FACTORY (a callable in MODULE, or in FILE.py) returns (model, x) or a model; --input supplies x (and overrides the
+factory's).
 Bad input prints one line to stderr and exits 2.
 """
 
