@@ -6,35 +6,21 @@ and the warnings. Exit 0 without warnings, 1 with warnings, 2 with one line on b
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from bnsuite.audit.core import AuditError, audit
-from bnsuite.audit.loading import LoadError, load_input, load_model
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2
-        sys.stderr.write(f"audit: error: {message}\n")
-        sys.exit(2)
+from bnsuite.audit.loading import LoadError, load_model_and_input
+from bnsuite.audit.one_line import ToolParser, print_report
 
 
 def main(argv=None) -> int:
-    p = _Parser(prog="python -m bnsuite.audit", description="Every BatchNorm of a model in canonical terms, with "
-                                                             "warnings.")
+    p = ToolParser("audit", description="Every BatchNorm of a model in canonical terms, with warnings.")
     p.add_argument("model", metavar="MODULE:FACTORY")
     p.add_argument("--input", metavar="FILE.npy", help="an input batch (needed for Flax; gives torch's call order)")
     p.add_argument("--json", action="store_true", help="JSON for tools instead of text")
     args = p.parse_args(argv)
-    try:
-        model, x = load_model(args.model)
-        x_file = load_input(args.input)
-        report = audit(model, x_file if x_file is not None else x)
-    except (LoadError, AuditError) as e:
-        sys.stderr.write(f"audit: error: {e}\n")
-        return 2
-    print(report.to_json() if args.json else report)
-    return 1 if report.warnings else 0
+    return print_report("audit", lambda: audit(*load_model_and_input(args.model, args.input)),
+                        (LoadError, AuditError), args.json, verdict=lambda report: 1 if report.warnings else 0)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Loading a model for the audit and diff commands: MODULE:FACTORY (a callable returning a model or (model, x)) or
-MODULE.py:FACTORY, and an optional input array. Every failure is one line (LoadError)."""
+"""Loading a model for the audit, diff and probe commands: MODULE:FACTORY (a callable returning a model or
+(model, x)) or MODULE.py:FACTORY, and an optional input array. Every failure is one line (LoadError)."""
 
 from __future__ import annotations
 
@@ -39,10 +39,10 @@ def load_factory(ref: str):
     except LoadError:
         raise
     except BaseException as e:  # a SyntaxError or SystemExit in the user's file too
-        raise LoadError(f"cannot import {module_name!r}: {type(e).__name__}: {_line(e)}") from None
+        raise LoadError(f"cannot import module {module_name!r}: {type(e).__name__}: {_line(e)}") from None
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
-        raise LoadError(f"{module_name!r} has no callable {attr!r}")
+        raise LoadError(f"module {module_name!r} has no callable {attr!r}")
     return factory
 
 
@@ -66,3 +66,11 @@ def load_input(path: str | None):
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise LoadError(f"cannot read --input {path!r}: {_line(e)}") from None
+
+
+def load_model_and_input(ref: str, path: str | None):
+    """(model, x): the model named by `ref`, and the batch in `path` where given, else the one its factory returned
+    (or None)."""
+    model, x = load_model(ref)
+    x_file = load_input(path)
+    return model, x_file if x_file is not None else x

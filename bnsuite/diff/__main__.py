@@ -7,36 +7,28 @@ with one line on bad input.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from bnsuite.audit.loading import LoadError, load_input, load_model
+from bnsuite.audit.loading import LoadError, load_model, load_model_and_input
+from bnsuite.audit.one_line import ToolParser, print_report
 from bnsuite.diff.core import DiffError, diff
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2
-        sys.stderr.write(f"diff: error: {message}\n")
-        sys.exit(2)
-
-
 def main(argv=None) -> int:
-    p = _Parser(prog="python -m bnsuite.diff", description="Compare the BatchNorm layers and outputs of two models.")
+    p = ToolParser("diff", description="Compare the BatchNorm layers and outputs of two models.")
     p.add_argument("source", metavar="SOURCE_MODULE:FACTORY")
     p.add_argument("target", metavar="TARGET_MODULE:FACTORY")
     p.add_argument("--input", metavar="FILE.npy", help="an input batch in the source's layout")
     p.add_argument("--json", action="store_true", help="JSON for tools instead of text")
     args = p.parse_args(argv)
-    try:
-        source, x = load_model(args.source)
+
+    def compare():
+        source, x = load_model_and_input(args.source, args.input)
         target, _ = load_model(args.target)
-        x_file = load_input(args.input)
-        report = diff(source, target, x_file if x_file is not None else x)
-    except (LoadError, DiffError) as e:
-        sys.stderr.write(f"diff: error: {e}\n")
-        return 2
-    print(report.to_json() if args.json else report)
-    return 0 if report.matches else 1
+        return diff(source, target, x)
+
+    return print_report("diff", compare, (LoadError, DiffError), args.json,
+                        verdict=lambda report: 0 if report.matches else 1)
 
 
 if __name__ == "__main__":

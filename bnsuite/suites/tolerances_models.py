@@ -22,22 +22,23 @@ from __future__ import annotations
 from bnsuite.suites.tolerances import Tol, roundoff
 
 
+def _fan_in_roundoff(factor: int, fan_ins: list[int], y_max: float, dtype: str) -> Tol:
+    """factor u sum_l K_l relative to max|y|, absolute: the module docstring's bound with its factor."""
+    u = roundoff(dtype)
+    rel = factor * u * float(sum(fan_ins))
+    return Tol(atol=rel * y_max, rtol=0.0,
+               why=f"{factor} u sum K over {len(fan_ins)} kernels (sum K = {sum(fan_ins)}, u = {u:.2g}): relative "
+                   f"{rel:.3g} x max|y| {y_max:.3g} (suites/tolerances_models.py)")
+
+
 def real_model_two_batch_sizes(fan_ins: list[int], y_max: float, dtype: str = "float32") -> Tol:
     """One inference network's output at two batch sizes (module docstring): 2 u sum_l K_l relative to max|y|."""
-    u = roundoff(dtype)
-    rel = 2 * u * float(sum(fan_ins))
-    return Tol(atol=rel * y_max, rtol=0.0,
-               why=f"2 u sum K over {len(fan_ins)} kernels (sum K = {sum(fan_ins)}, u = {u:.2g}): relative {rel:.3g} "
-                   f"x max|y| {y_max:.3g} (suites/tolerances_models.py)")
+    return _fan_in_roundoff(2, fan_ins, y_max, dtype)
 
 
 def real_model_two_frameworks(fan_ins: list[int], y_max: float, dtype: str = "float32") -> Tol:
     """The same network in two frameworks with the same weights: 4 u sum_l K_l relative to max|y|."""
-    u = roundoff(dtype)
-    rel = 4 * u * float(sum(fan_ins))
-    return Tol(atol=rel * y_max, rtol=0.0,
-               why=f"4 u sum K over {len(fan_ins)} kernels (sum K = {sum(fan_ins)}, u = {u:.2g}): relative {rel:.3g} "
-                   f"x max|y| {y_max:.3g} (suites/tolerances_models.py)")
+    return _fan_in_roundoff(4, fan_ins, y_max, dtype)
 
 
 def copied_vector(dtype: str = "float32") -> float:
