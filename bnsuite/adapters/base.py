@@ -132,6 +132,8 @@ class DtypeRule:
     stats: str | None = None
     state: str | None = None
     state_after_training: str | None = None
+    # The dtype eps and momentum reach the kernel in (a float attribute of a float64 kernel); None: the layer's own.
+    hyperparameters: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
