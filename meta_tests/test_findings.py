@@ -21,7 +21,7 @@ from bnsuite.suites import checks as ch
 from bnsuite.suites.checks import Recorder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FRAMEWORK_MODULES = {"torch", "keras", "tensorflow", "tf_keras", "jax", "flax", "optax"}
+FRAMEWORK_MODULES = {"torch", "keras", "tensorflow", "tf_keras", "jax", "flax", "optax", "paddle", "tinygrad", "mlx"}
 # The framework, NumPy and the standard library (a distributed reproduction needs a free port, ...); never bnsuite.
 ALLOWED_IMPORTS = FRAMEWORK_MODULES | {"numpy", "ml_dtypes"} | set(sys.stdlib_module_names)
 MAX_LINES = 45  # "about 40"

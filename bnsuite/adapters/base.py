@@ -132,8 +132,7 @@ class DtypeRule:
     stats: str | None = None
     state: str | None = None
     state_after_training: str | None = None
-    # The dtype eps and momentum reach the kernel in (a float attribute of a float64 kernel); None: the layer's own.
-    hyperparameters: str | None = None
+    hyperparameters: str | None = None  # the dtype eps and momentum reach the kernel in (None: the layer's own)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -163,6 +163,22 @@ FLAX_NNX_OPTIONS = {
     "use_running_average_false_then_omitted": Cited("batch statistics", _NNX_FIRST),
 }
 
+_PADDLE_LAYER = "paddle/nn/layer/norm.py"
+_PADDLE_KERNEL = "paddle/phi/kernels/cpu/batch_norm_kernel.cc: BatchNormKernel"
+PADDLE = {
+    "empty_batch_training": Cited("empty output, running stats unchanged",
+                                  "paddle/phi/kernels/cpu/batch_norm_kernel.cc: BatchNormKernel, observed paddle "
+                                  "3.3.1: an input with N = 0 returns an empty output and leaves _mean/_variance"),
+    "empty_batch_inference": Cited("empty output, running stats unchanged",
+                                   f"{_PADDLE_KERNEL}: global_stats path reads mean/variance only"),
+    "eps_zero": Cited("accepted, constant channel -> nan",
+                      f"{_PADDLE_LAYER}: _BatchNormBase.__init__ stores epsilon unchecked; {_PADDLE_KERNEL}: saved_inv_std = "
+                      "(var + epsilon).inverse().sqrt() is inf for a constant channel, 0 * inf = NaN"),
+    "eps_negative": Cited("accepted, constant channel -> nan",
+                          f"{_PADDLE_LAYER}: epsilon unchecked; {_PADDLE_KERNEL}: sqrt of (0 + epsilon) < 0 is NaN"),
+}
+
+
 BY_ID: dict[str, Mapping[str, Cited[str]]] = {
     "torch": TORCH,
     "keras-tensorflow": {**KERAS3, **_keras3_masks("error:InvalidArgumentError", "error:IndexError"), **KERAS3_OPTIONS},
@@ -171,6 +187,7 @@ BY_ID: dict[str, Mapping[str, Cited[str]]] = {
     "tf_keras": {**TF_KERAS, **TF_KERAS_MASKS, **TF_KERAS_OPTIONS},
     "tf1-keras": {**TF_KERAS, **TF_KERAS_MASKS, **TF_KERAS_OPTIONS}, "tf1-graph": {**TF_KERAS, **TF_KERAS_OPTIONS},
     "flax-linen": {**FLAX, **FLAX_MASKS, **FLAX_LINEN_OPTIONS}, "flax-nnx": {**FLAX, **FLAX_MASKS, **FLAX_NNX_OPTIONS},
+    "paddle": PADDLE,
 }
 
 

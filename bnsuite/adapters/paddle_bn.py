@@ -83,21 +83,6 @@ DECLARATION = Declaration(
     },
 )
 
-# Declared behaviour on inputs that break BatchNorm (suites/test_edge_inputs.py; keys in adapters/edge_facts.py).
-EDGE_FACTS = {
-    "empty_batch_training": Cited("empty output, running stats unchanged",
-                                  "paddle/phi/kernels/cpu/batch_norm_kernel.cc: BatchNormKernel, observed paddle "
-                                  "3.3.1: an input with N = 0 returns an empty output and leaves _mean/_variance"),
-    "empty_batch_inference": Cited("empty output, running stats unchanged",
-                                   f"{_KERNEL}: global_stats path reads mean/variance only"),
-    "eps_zero": Cited("accepted, constant channel -> nan",
-                      f"{_LAYER}: _BatchNormBase.__init__ stores epsilon unchecked; {_KERNEL}: saved_inv_std = "
-                      "(var + epsilon).inverse().sqrt() is inf for a constant channel, 0 * inf = NaN"),
-    "eps_negative": Cited("accepted, constant channel -> nan",
-                          f"{_LAYER}: epsilon unchecked; {_KERNEL}: sqrt of (0 + epsilon) < 0 is NaN"),
-}
-
-
 def _versions() -> dict[str, str]:
     import paddle
 
@@ -169,10 +154,6 @@ class PaddleBatchNorm(OnFramework, BatchNormAdapter):
     @classmethod
     def declare(cls) -> Declaration:
         return DECLARATION
-
-    @classmethod
-    def edge_inputs(cls):
-        return EDGE_FACTS
 
     @classmethod
     def probes(cls):
