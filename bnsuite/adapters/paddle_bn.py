@@ -8,11 +8,12 @@ paddle/phi/kernels/cpu/batch_norm_kernel.cc (PaddlePaddle/Paddle, BatchNormKerne
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import numpy as np
 
-from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, Grads, Probe, State,
-                                   Unsupported)
+from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, Grads, MixedRule,
+                                   MixedRun, Probe, State, Unsupported)
 from bnsuite.adapters.frameworks import Framework, OnFramework
 
 _LAYER = "paddle/nn/layer/norm.py"
@@ -83,6 +84,44 @@ DECLARATION = Declaration(
     },
 )
 
+_NO_LOW_KERNEL = (f"{_KERNEL}: registered for float and double only on the CPU (NotFound 'kernel with key (CPU, "
+                  "..., float16) of kernel batch_norm is not registered')")
+# Mixed precision (suites/test_mixed_precision.py): a float32 layer fed 16-bit activations, plainly or inside
+# paddle.amp.auto_cast (O1), which does not cast batch_norm's input back to float32 on the CPU.
+MIXED = {f"{kind}-{low}": Cited(MixedRule("error:RuntimeError"), src)
+         for low in ("float16", "bfloat16")
+         for kind, src in (("defaults", _NO_LOW_KERNEL),
+                           ("autocast", f"paddle/amp/auto_cast.py: auto_cast(level='O1', dtype='{low}') leaves "
+                                        f"batch_norm's input in {low} on the CPU (observed paddle 3.3.1); "
+                                        f"{_NO_LOW_KERNEL}"))}
+DECLARATION = dataclasses.replace(DECLARATION, mixed_precision=MIXED)
+
+
+def mixed_step(cls, idiom: str, spec, state: State, x: np.ndarray) -> MixedRun:
+    """The float32 paddle layer fed `x` in the idiom's low dtype, plainly or inside paddle.amp.auto_cast."""
+    kind, _, low = idiom.rpartition("-")
+    if kind not in ("defaults", "autocast"):
+        raise Unsupported(f"paddle has no {kind!r} idiom")
+    bn = cls(spec.replace(dtype="float32"))
+    paddle = bn.paddle
+    bn.set_state(state)
+    built = bn.state_dtypes()
+    xt = paddle.to_tensor(np.ascontiguousarray(x)).astype(low)
+    ctx = (lambda: paddle.amp.auto_cast(level="O1", dtype=low)) if kind == "autocast" else contextlib.nullcontext
+    with paddle.no_grad():
+        bn.bn.train()
+        with ctx():
+            y = bn.bn(xt)
+        after, st = bn.state_dtypes(), bn.get_state()
+        bn.bn.eval()
+        with ctx():
+            yi = bn.bn(xt)
+    snippet = (f"{bn.snippet()}\nx = x.astype('{low}')  # activations\n"
+               + (f"with paddle.amp.auto_cast(level='O1', dtype='{low}'):\n    y = bn(x)" if kind == "autocast"
+                  else "y = bn(x)"))
+    return MixedRun(bn._np(y), _dt(y), bn._np(yi), st, built, after, "default", snippet)
+
+
 def _versions() -> dict[str, str]:
     import paddle
 
@@ -150,6 +189,7 @@ def _eval_moves_running_stats() -> str:
 class PaddleBatchNorm(OnFramework, BatchNormAdapter):
     id = "paddle"
     runs_on = PADDLE
+    mixed_precision_runner = "bnsuite.adapters.paddle_bn:mixed_step"
 
     @classmethod
     def declare(cls) -> Declaration:
