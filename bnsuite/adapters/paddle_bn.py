@@ -190,6 +190,7 @@ class PaddleBatchNorm(OnFramework, BatchNormAdapter):
     id = "paddle"
     runs_on = PADDLE
     mixed_precision_runner = "bnsuite.adapters.paddle_bn:mixed_step"
+    network = "bnsuite.adapters.nets.paddle_net:build"
 
     @classmethod
     def declare(cls) -> Declaration:
