@@ -18,6 +18,7 @@ BUILTIN: dict[str, str] = {
     "flax-linen": "bnsuite.adapters.flax_linen:FlaxLinen",
     "flax-nnx": "bnsuite.adapters.flax_nnx:FlaxNnx",
     "paddle": "bnsuite.adapters.paddle_bn:PaddleBatchNorm",
+    "tinygrad": "bnsuite.adapters.tinygrad_bn:TinygradBatchNorm",
 }
 
 ENV_VAR = "BNSUITE_ADAPTER"  # same as --adapter, comma-separated
