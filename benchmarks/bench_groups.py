@@ -26,7 +26,7 @@ IMPORTS = {
     "tf1-keras": "import tensorflow as tf; tf.compat.v1.keras.layers.BatchNormalization",
     "tf1-graph": "import tensorflow as tf; tf.compat.v1.layers.batch_normalization",
     "flax-linen": "import flax.linen, jax", "flax-nnx": "from flax import nnx; import jax",
-    "paddle": "import paddle",
+    "paddle": "import paddle", "tinygrad": "import tinygrad",
 }
 
 

@@ -14,7 +14,7 @@ from bnsuite.adapters import registry
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NEEDS = {"torch": "torch", "keras-tensorflow": "tensorflow", "keras-jax": "jax", "keras-torch": "torch",
          "tf_keras": "tensorflow", "tf1-keras": "tensorflow", "tf1-graph": "tensorflow", "flax-linen": "jax",
-         "flax-nnx": "jax", "paddle": "paddle"}
+         "flax-nnx": "jax", "paddle": "paddle", "tinygrad": "tinygrad"}
 
 
 @pytest.mark.parametrize("adapter_id", list(registry.BUILTIN))

@@ -179,6 +179,16 @@ PADDLE = {
 }
 
 
+_TG = "tinygrad/nn/__init__.py: BatchNorm"
+TINYGRAD = _nan_on_empty_batch_eps_unchecked(
+    f"{_TG}.calc_stats, x.mean over an empty batch is 0/0; __call__ running_mean.assign((1-momentum) * running_mean + "
+    f"momentum * batch_mean) with no guard (the Bessel factor 0/(0-C) is -0.0, no error); {_NAN_MOMENTS}",
+    f"{_TG}.calc_stats returns the running statistics outside TRAINING and __call__ assigns nothing",
+    f"{_TG}.__init__ stores eps unchecked; __call__ batch_var.add(self.eps).rsqrt() is inf for a constant channel, "
+    "0 * inf = NaN",
+    f"{_TG}.__init__ stores eps unchecked; rsqrt of a negative variance + eps is NaN")
+
+
 BY_ID: dict[str, Mapping[str, Cited[str]]] = {
     "torch": TORCH,
     "keras-tensorflow": {**KERAS3, **_keras3_masks("error:InvalidArgumentError", "error:IndexError"), **KERAS3_OPTIONS},
@@ -187,7 +197,7 @@ BY_ID: dict[str, Mapping[str, Cited[str]]] = {
     "tf_keras": {**TF_KERAS, **TF_KERAS_MASKS, **TF_KERAS_OPTIONS},
     "tf1-keras": {**TF_KERAS, **TF_KERAS_MASKS, **TF_KERAS_OPTIONS}, "tf1-graph": {**TF_KERAS, **TF_KERAS_OPTIONS},
     "flax-linen": {**FLAX, **FLAX_MASKS, **FLAX_LINEN_OPTIONS}, "flax-nnx": {**FLAX, **FLAX_MASKS, **FLAX_NNX_OPTIONS},
-    "paddle": PADDLE,
+    "paddle": PADDLE, "tinygrad": TINYGRAD,
 }
 
 

@@ -73,6 +73,9 @@ def _declaration() -> Declaration:
         single_value_batch=Cited("error:ZeroDivisionError",
                                  f"{_BESSEL}: with one value per channel x.numel() - x.shape[1] is 0 (Python int "
                                  "division raises before any kernel runs)"),
+        single_value_batch_stats_inference=Cited(
+            "offset", f"{_CALL}: without running statistics there is no update and no Bessel factor; batch_var 0 "
+                      "normalizes every value to the offset"),
         cumulative_average=Cited(False, f"{_CALL}: (1-self.momentum) with momentum=None raises TypeError"),
         batch_stats_inference=Cited("track_running_stats=False",
                                     f"{_STATS}: without running statistics the batch's are computed in every mode"),
