@@ -14,7 +14,7 @@ EXPECTED_KINDS = {
     "tf_keras": {"defaults", "policy"}, "tf1-keras": {"defaults", "policy"},
     "tf1-graph": {"defaults", "float32_layer"},
     "flax-linen": {"defaults", "dtype", "param_dtype"}, "flax-nnx": {"defaults", "dtype", "param_dtype"},
-    "paddle": {"defaults", "autocast"},
+    "paddle": {"defaults", "autocast"}, "tinygrad": {"defaults"},
 }
 
 

@@ -14,8 +14,8 @@ import subprocess
 
 import numpy as np
 
-from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, Grads, State,
-                                   Unsupported)
+from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, Grads, MixedRule,
+                                   MixedRun, State, Unsupported)
 from bnsuite.adapters.frameworks import Framework, OnFramework
 from bnsuite.adapters.dtypes import np_dtype
 
@@ -93,7 +93,44 @@ def _declaration() -> Declaration:
         },
         precision={"float16": low("float16"), "bfloat16": _bfloat16_rule(),
                    "float64": low("float64")},
+        mixed_precision=_mixed(),
     )
+
+
+def _mixed() -> dict:
+    """A float32 layer (built with defaults) fed 16-bit activations: the batch statistics are reductions of the 16-bit
+    input and stay in its dtype, the running statistics promote to float32, the output to float32."""
+    src = (f"{_STATS}: batch_mean = x.mean(...), batch_var = (y*y).mean(...) in the input's dtype; {_CALL}: "
+           "running_mean.assign((1-momentum) * running_mean + momentum * batch_mean) promotes to float32; "
+           "tinygrad/mixin/op.py: batchnorm (x - mean) * weight promotes to the float32 weight")
+    rules = {"defaults-float16": Cited(MixedRule("yes", output="float32", stats="float16", params="float32",
+                                                 state="float32", running_var_finite=False),
+                                       f"{src}; (y*y).mean of values above 256 overflows float16 to inf")}
+    bf = _bfloat16_rule()
+    rules["defaults-bfloat16"] = Cited(MixedRule(bf.value.supported) if bf.value.supported != "yes" else
+                                       MixedRule("yes", output="float32", stats="bfloat16", params="float32",
+                                                 state="float32"), f"{src}; {bf.source}")
+    return rules
+
+
+def mixed_step(cls, idiom: str, spec, state: State, x: np.ndarray) -> MixedRun:
+    """The float32 tinygrad layer fed `x` in the idiom's low dtype."""
+    kind, _, low = idiom.rpartition("-")
+    if kind != "defaults":
+        raise Unsupported(f"tinygrad has no {kind!r} idiom")
+    bn = cls(spec.replace(dtype="float32"))
+    bn.set_state(state)
+    built = bn.state_dtypes()
+    xt = bn.Tensor(np.ascontiguousarray(np.moveaxis(x, -1, 1) if bn.transpose else x).astype(np.float32)).cast(
+        getattr(bn.dtypes, low))
+    with training_mode(True):
+        y = bn.bn(xt)
+        out, out_dtype = bn._out(y), np.dtype(np_dtype(_name(y.dtype))).name
+    after, st = bn.state_dtypes(), bn.get_state()
+    with training_mode(False):
+        yi = bn._out(bn.bn(xt))
+    snippet = f"{bn.snippet()}\n# x: {low} activations, e.g. x = x.cast(dtypes.{'half' if low == 'float16' else low})"
+    return MixedRun(out, out_dtype, yi, st, built, after, "default", snippet)
 
 
 def _versions() -> dict[str, str]:
@@ -137,6 +174,7 @@ def training_mode(training: bool | None):
 class TinygradBatchNorm(OnFramework, BatchNormAdapter):
     id = "tinygrad"
     runs_on = TINYGRAD
+    mixed_precision_runner = "bnsuite.adapters.tinygrad_bn:mixed_step"
 
     @classmethod
     def unavailable_reason(cls):
