@@ -175,6 +175,7 @@ class TinygradBatchNorm(OnFramework, BatchNormAdapter):
     id = "tinygrad"
     runs_on = TINYGRAD
     mixed_precision_runner = "bnsuite.adapters.tinygrad_bn:mixed_step"
+    network = "bnsuite.adapters.nets.tinygrad_net:build"
 
     @classmethod
     def unavailable_reason(cls):
