@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
+import signal
+import subprocess
+import sys
 
 import numpy as np
 
@@ -186,6 +190,18 @@ def _eval_moves_running_stats() -> str:
     return "running stats move" if np.any(bn._mean.numpy() != 0.0) else "running stats unchanged"
 
 
+def _import_after_tf() -> str:
+    """`import tensorflow; import paddle` in a fresh process (a crash costs that process only)."""
+    try:
+        proc = subprocess.run([sys.executable, "-c", "import tensorflow; import paddle"], capture_output=True,
+                              timeout=300)
+    except subprocess.TimeoutExpired:
+        return "timeout"
+    if proc.returncode < 0:
+        return f"crash:{signal.Signals(-proc.returncode).name}"
+    return "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
+
+
 class PaddleBatchNorm(OnFramework, BatchNormAdapter):
     id = "paddle"
     runs_on = PADDLE
@@ -197,9 +213,23 @@ class PaddleBatchNorm(OnFramework, BatchNormAdapter):
         return DECLARATION
 
     @classmethod
+    def unavailable_reason(cls):
+        why = super().unavailable_reason()
+        if why is None and "tensorflow" in sys.modules and "paddle" not in sys.modules:
+            return ("TensorFlow is already imported in this process, and importing paddle after it segfaults "
+                    "(declared trap import_after_tensorflow); run paddle in its own process: `tox -e paddle`")
+        return why
+
+    @classmethod
     def probes(cls):
-        return [Probe("use_global_stats_false_eval_updates_running_stats",
-                      Cited("running stats move", _BATCH_STATS_MOVE), _eval_moves_running_stats)]
+        probes = [Probe("use_global_stats_false_eval_updates_running_stats",
+                        Cited("running stats move", _BATCH_STATS_MOVE), _eval_moves_running_stats)]
+        if importlib.util.find_spec("tensorflow") is not None:  # the trap needs TensorFlow installed beside paddle
+            probes.append(Probe("import_after_tensorflow", Cited(
+                "crash:SIGSEGV", "observed with tensorflow-cpu 2.21.0 and paddlepaddle 3.3.1 on Linux x86-64: "
+                "`import tensorflow; import paddle` dies with a segmentation fault while `import paddle; import "
+                "tensorflow` works (two copies of protobuf/abseil native code in one process)"), _import_after_tf))
+        return probes
 
     # -- build -------------------------------------------------------------------------------------------------------
     def __init__(self, spec):
