@@ -11,8 +11,11 @@ import numpy as np
 
 rng = np.random.default_rng(0)  # no input data is needed: the import order is the whole reproduction
 try:
-    if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("paddle") is None:
-        raise ImportError("needs both tensorflow and paddle installed")
+    import paddle  # paddle first is the order that works; the crashing order runs in a child process
+
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ImportError("needs tensorflow installed beside paddle")
+    print(f"paddle {paddle.__version__}, numpy {np.__version__}")
     runs = {}
     for order in ("import tensorflow; import paddle", "import paddle; import tensorflow"):
         code = f"{order}; print(paddle.__version__, tensorflow.__version__)"
