@@ -6,4 +6,4 @@ Subpackages: ``adapters`` (one adapter per framework, the float64 oracle), ``sui
 import time, so the runner starts on a bare Python.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"  # the one version: pyproject.toml reads it; CHANGELOG.md says what changed

@@ -1,8 +1,8 @@
-"""``python3 -m bnsuite``: the runner's command line (see bnsuite.runner)."""
+"""``python3 -m bnsuite``: the command line (see bnsuite.cli)."""
 
 import sys
 
-from bnsuite.runner import entry
+from bnsuite.cli import entry
 
 if __name__ == "__main__":
     sys.exit(entry())

@@ -1,14 +1,17 @@
 """Findings: surprises in a framework (a divergence from its documentation, from the other frameworks, or from itself
 across code paths or releases), each declared ONCE as data in bnsuite/findings.toml (shipped as package data); this
 module defines a finding's fields (`Finding`), loads and validates the file (`FINDINGS`, `load`, `validate`) and
-derives the rest from it (`demonstrated_by`, `failure_note`, `records`, `readme_section`; `--readme` rewrites the
-README's section). A malformed file fails at import with one line naming the finding and the field.
+derives the rest from it (`demonstrated_by`, `failure_note`, `records`, `readme_section`, `fix_installed`; `--readme`
+rewrites the README's section). A malformed file fails at import with one line naming the finding and the field.
 
-The README's findings section, the report's findings list and the failure messages of the checks that demonstrate a
-finding all come from these declarations. Each finding has a standalone reproduction ``findings/<name>.py`` at the
-root of the checkout: it imports only its framework and NumPy, builds the layer AND its input (seeded), prints the
-observed and the expected value (with the words "observed" and "expected"), and exits 1 while the behaviour is
-present, 0 once it is gone, 2 on any other error.
+A finding has a kind (a bug, a documented divergence or a convention), a severity by the rubric of docs/findings.md,
+and an upstream status with the search behind it. The README's findings table, the report's findings table and the
+failure messages of the checks that demonstrate a finding all come from these declarations. Each finding has a
+standalone reproduction ``findings/<name>.py`` at the root of the checkout: it imports only its framework and NumPy,
+prints the versions it runs on, builds the layer AND its input (seeded), prints the observed and the expected value
+(with the words "observed" and "expected"), and exits 1 while the behaviour is present, 0 once it is gone, 2 with one
+line when it could not measure (a missing framework, any error before the measurement). A bug with nothing open or
+fixed upstream has a report draft ``findings/<name>.upstream.md``.
 
 Standard library only (tomllib): the report and the README generator import this module without any framework.
 """
@@ -21,23 +24,41 @@ import os
 import sys
 import tomllib
 
-SEVERITIES = ("high", "medium", "low")  # high: silently wrong numbers or training; medium: a trap with a loud symptom
-# or a documented-but-surprising default; low: a cosmetic or well-documented divergence.
+SEVERITIES = ("high", "medium", "low")  # the rubric is docs/findings.md: what makes each, applied to every finding
+# bug: contradicts the framework's own documentation or stated intent, or silently loses data or accuracy;
+# documented-divergence: intended and documented, yet it bites users (the finding quotes the documentation);
+# convention: a documented choice that differs between frameworks (defaults), neither side wrong.
+KINDS = ("bug", "documented-divergence", "convention")
+# not-reported: searched, nothing upstream; reported-open / reported-closed: an upstream issue or pull request exists
+# (closed without a fix in the installed release); fixed-unreleased: fixed on the default branch (fixed_by), in no
+# release yet; fixed-released: fixed_in is the first release that carries fixed_by.
+STATUSES = ("not-reported", "reported-open", "reported-closed", "fixed-unreleased", "fixed-released")
+# Only a bug that has no open upstream report and no upstream fix gets a report draft (findings/<name>.upstream.md).
+DRAFTED = ("not-reported", "reported-closed")
 
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
     name: str  # snake_case; the reproduction is findings/<name>.py
     title: str  # one sentence a user understands without the suite
+    kind: str  # one of KINDS
     area: str  # the semantic area: "porting", "freeze", "batch-size", "precision", "replicas", "inputs", "norms", ...
     adapters: tuple[str, ...]  # adapter ids affected
     versions: str  # the framework versions it was observed on, e.g. "keras 3.15.1"
-    severity: str  # one of SEVERITIES
-    source: str  # the framework source (file and function or line) or documentation that explains it
-    # "owner/repo#N" (with its state, e.g. "closed, guide edit only") or None: not reported (written "" in
+    severity: str  # one of SEVERITIES, by the rubric in docs/findings.md
+    source: str  # the framework source (file and function) that explains it
+    status: str  # one of STATUSES
+    # "owner/repo#N (state: what it says)", several separated by "; ", or None: nothing upstream (written "" in
     # findings.toml, which has no null)
     upstream: str | None
+    searched: str  # the evidence for the status: which trackers, which queries
+    searched_on: str  # the date of that search, YYYY-MM-DD
     properties: tuple[str, ...]  # property names whose checks demonstrate it (written whole, greppable)
+    # The documentation a maintainer would quote back, quoted, with the file and object of the installed package it is
+    # in: required for documented-divergence and convention; for a bug, the documentation that sets the expectation.
+    documentation: str = ""
+    fixed_by: str = ""  # fixed-*: the upstream commit that fixes it
+    fixed_in: str = ""  # fixed-released: the first release that carries fixed_by, "<distribution> <version>"
     # The adapter whose process environment (KERAS_BACKEND, TF_USE_LEGACY_KERAS) the reproduction runs in; "" means
     # the first of `adapters`.
     reproduce_with: str = ""
@@ -51,9 +72,23 @@ class Finding:
         return f"findings/{self.name}.py"
 
     @property
-    def upstream_report(self) -> str:
-        """Where the text of an upstream report lives for a finding not reported upstream yet."""
-        return f"findings/{self.name}.upstream.md"
+    def upstream_report(self) -> str | None:
+        """The report draft's path for a bug with nothing open or fixed upstream; None for every other finding."""
+        return f"findings/{self.name}.upstream.md" if self.kind == "bug" and self.status in DRAFTED else None
+
+    @property
+    def status_text(self) -> str:
+        """The status in words, with its evidence: what was searched, when, and what was found."""
+        found = {"not-reported": "not reported upstream",
+                 "reported-open": f"reported upstream, open: {self.upstream}",
+                 "reported-closed": "reported upstream, closed without a fix in the installed release: "
+                                    f"{self.upstream}",
+                 "fixed-unreleased": f"fixed upstream by {self.fixed_by[:10]}, in no release yet: {self.upstream}",
+                 "fixed-released": f"fixed upstream by {self.fixed_by[:10]}, first released in {self.fixed_in}: "
+                                   f"{self.upstream}"}.get(self.status, self.status)
+        if self.status == "not-reported" and self.upstream:
+            found += f" (related: {self.upstream})"
+        return f"{found}. Searched {self.searched_on}: {self.searched}"
 
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "findings.toml")
@@ -133,9 +168,30 @@ def failure_note(prop: str, adapter: str, test: str = "") -> str:
 
 
 def records() -> list[dict]:
-    """The findings as results-file records (kind "finding"), so that reports read them from results files."""
-    return [{**dataclasses.asdict(f), "reproduction": f.reproduction,
-             "upstream_report": None if f.upstream else f.upstream_report} for f in FINDINGS]
+    """The findings as results-file records (kind "finding"; the finding's own kind is "finding_kind"), so that
+    reports read them from results files."""
+    out = []
+    for f in FINDINGS:
+        rec = dataclasses.asdict(f)
+        rec["finding_kind"] = rec.pop("kind")  # "kind" names the record's own kind in a results file
+        out.append({**rec, "reproduction": f.reproduction, "upstream_report": f.upstream_report,
+                    "status_text": f.status_text})
+    return out
+
+
+def _release(text: str) -> tuple[str, tuple[int, ...]] | None:
+    """("keras", (3, 16, 0)) from "keras 3.16.0"; None when it does not read as "<distribution> <version>"."""
+    dist, _, version = text.strip().partition(" ")
+    parts = version.split(".")
+    return (dist.lower(), tuple(int(p) for p in parts)) if dist and parts and all(p.isdigit() for p in parts) else None
+
+
+def fix_installed(f: Finding, installed: dict[str, str]) -> bool:
+    """Whether the installed versions (distribution -> version) carry the release that fixes `f`: a release-drift run
+    on such a set expects the behaviour to be gone, so the finding's declaration turns into a declared change."""
+    fixed = _release(f.fixed_in) if f.status == "fixed-released" else None
+    have = _release(f"{fixed[0]} {installed.get(fixed[0], '')}") if fixed else None
+    return bool(fixed and have and have[1] >= fixed[1])
 
 
 def validate() -> list[str]:
@@ -147,11 +203,24 @@ def validate() -> list[str]:
         seen.add(f.name)
         if not f.name.isidentifier() or f.name != f.name.lower():
             problems.append(f"{f.name}: name must be snake_case")
-        if f.severity not in SEVERITIES:
-            problems.append(f"{f.name}: severity {f.severity!r} not in {SEVERITIES}")
-        for field in ("title", "area", "versions", "source"):
+        for field, allowed in (("kind", KINDS), ("severity", SEVERITIES), ("status", STATUSES)):
+            if getattr(f, field) not in allowed:
+                problems.append(f"{f.name}: {field} {getattr(f, field)!r} not in {allowed}")
+        for field in ("title", "area", "versions", "source", "searched"):
             if not getattr(f, field):
                 problems.append(f"{f.name}: empty {field}")
+        if not (len(f.searched_on) == 10 and f.searched_on[4] == f.searched_on[7] == "-"
+                and f.searched_on.replace("-", "").isdigit()):
+            problems.append(f"{f.name}: searched_on {f.searched_on!r} is not a YYYY-MM-DD date")
+        if f.kind != "bug" and not f.documentation:
+            problems.append(f"{f.name}: a {f.kind} quotes the documentation that states it (documentation)")
+        if f.status != "not-reported" and f.upstream is None:
+            problems.append(f"{f.name}: status {f.status} names no upstream issue")
+        if f.status.startswith("fixed-") != bool(f.fixed_by):
+            problems.append(f"{f.name}: fixed_by is the fixing commit of a fixed-* status, and only of one")
+        if (f.status == "fixed-released") != bool(f.fixed_in) or (f.fixed_in and _release(f.fixed_in) is None):
+            problems.append(f"{f.name}: fixed_in is the first release ('<distribution> <version>') of a fixed-released"
+                            " status, and only of one")
         if not f.adapters or not f.properties:
             problems.append(f"{f.name}: needs adapters and properties")
         if f.reproduce_with and f.reproduce_with not in f.adapters:
@@ -159,19 +228,34 @@ def validate() -> list[str]:
     return problems
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def readme_section() -> str:
-    """The README's findings section, between its two markers."""
+    """The README's findings section, between its two markers: one table row per finding, then the details."""
+    by_kind = {k: sum(f.kind == k for f in FINDINGS) for k in KINDS}
     lines = [README_BEGIN, "",
-             f"{len(FINDINGS)} findings, {sum(f.upstream is not None for f in FINDINGS)} with an upstream issue. Each "
-             "is declared once in `bnsuite/findings.toml`, demonstrated by checks that fail naming it if the framework "
-             "changes, and reproduced standalone by `findings/<name>.py` (exit 1 while the behaviour is present, 0 "
-             "once it is gone; the test command runs them all; alone: `.venv/bin/python -m pytest meta_tests -m reproductions`). "
-             "Findings not yet reported upstream have the text of a report in `findings/<name>.upstream.md`.", ""]
+             f"{len(FINDINGS)} findings: {by_kind['bug']} bugs, {by_kind['documented-divergence']} documented "
+             f"divergences, {by_kind['convention']} conventions; {sum(f.status != 'not-reported' for f in FINDINGS)} "
+             "with an upstream issue or fix. Each is declared once in `bnsuite/findings.toml`, demonstrated by checks "
+             "that fail naming it if the framework changes, and reproduced standalone by `findings/<name>.py` (exit 1 "
+             "while the behaviour is present, 0 once it is gone, 2 when it could not measure; the test command runs "
+             "them all; alone: `.venv/bin/python -m pytest meta_tests -m reproductions`). A bug with nothing open or "
+             "fixed upstream has a report draft in `findings/<name>.upstream.md`. Kinds, the severity rubric and the "
+             "status rules: [docs/findings.md](docs/findings.md).", "",
+             "| # | Finding | Kind | Severity | Adapters | Upstream status (evidence) |", "|---|---|---|---|---|---|"]
     order = {s: i for i, s in enumerate(SEVERITIES)}
-    for f in sorted(FINDINGS, key=lambda f: order.get(f.severity, 9)):
-        upstream = f.upstream or f"not reported upstream (draft: `{f.upstream_report}`)"
-        lines += [f"- **{f.title}** ({f.severity}; {', '.join(f'`{a}`' for a in f.adapters)}; {f.versions})",
-                  f"  Source: {f.source}. Upstream: {upstream}. Reproduce: `python {f.reproduction}`."]
+    ranked = sorted(FINDINGS, key=lambda f: (KINDS.index(f.kind), order.get(f.severity, 9)))
+    for i, f in enumerate(ranked, 1):
+        draft = f" Draft: [`{f.upstream_report}`]({f.upstream_report})." if f.upstream_report else ""
+        lines.append(f"| {i} | **{_cell(f.title)}** (`{f.name}`) | {f.kind} | {f.severity} | "
+                     f"{', '.join(f.adapters)} | {_cell(f.status_text)}.{draft} |")
+    lines += ["", "Details (source, documentation, reproduction):", ""]
+    for i, f in enumerate(ranked, 1):
+        lines.append(f"{i}. `{f.name}` ({f.versions}). Source: {f.source}."
+                     + (f" Documentation: {f.documentation}." if f.documentation else "")
+                     + f" Reproduce: `python {f.reproduction}`.")
     lines += ["", README_END]
     return "\n".join(lines)
 
@@ -196,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.readme:
         for f in FINDINGS:
-            print(f"{f.severity:6s} {f.name:50s} {f.upstream or 'not reported upstream'}")
+            print(f"{f.kind:22s} {f.severity:6s} {f.name:50s} {f.status}")
         return 0
     path = os.path.join(ROOT, "README.md")
     try:

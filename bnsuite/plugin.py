@@ -14,13 +14,16 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from bnsuite.adapters import registry
+from bnsuite.adapters import capabilities, frameworks, registry
 from bnsuite.adapters.base import Unsupported
 from bnsuite.reports.results import ResultsWriter
 from bnsuite.suites.cases import Case
 from bnsuite.suites.checks import Recorder
 from bnsuite.suites import summaries
 from bnsuite import plugin_options as opts
+
+# Per-case timeouts, "started" records and resuming a group after a crashed case (bnsuite/plugin_faults.py).
+pytest_plugins = ["bnsuite.plugin_faults"]
 
 # JAX compiles every new shape (and Keras-on-JAX every eager op); a persistent on-disk cache turns the second run of
 # the jax groups from ~30 s of XLA compilation into seconds. Set before any adapter imports jax.
@@ -34,8 +37,10 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 DEVICES = ("cpu", "gpu")
-FAMILIES = ("torch", "keras", "tensorflow", "jax", "flax")
-ENV_SHOWN = ("KERAS_BACKEND", "TF_USE_LEGACY_KERAS", registry.ENV_VAR, "BNSUITE_DEVICE", "BNSUITE_RESULTS")
+FAMILIES = frameworks.families()  # the -m markers of the framework rows (bnsuite/adapters/frameworks.py)
+# The process switches the built-in adapters name (KERAS_BACKEND, TF_USE_LEGACY_KERAS) and the suite's own.
+ENV_SHOWN = (*dict.fromkeys(k for i in registry.BUILTIN for k in registry.load(i).process_env), registry.ENV_VAR,
+             "BNSUITE_DEVICE", "BNSUITE_RESULTS")
 
 
 def pytest_addoption(parser):
@@ -80,6 +85,11 @@ def pytest_configure(config):
         config._bn_adapters = registry.load_all(refs)
     except registry.AdapterLoadError as e:
         raise pytest.UsageError(str(e)) from None
+    for cls in config._bn_adapters:  # a family no framework row names would be a marker -m cannot select
+        unknown = [f for f in cls.families if f not in FAMILIES]
+        if unknown:
+            raise pytest.UsageError(f"adapter {cls.id!r} names the family {unknown[0]!r}, which no framework row "
+                                    f"(bnsuite/adapters/frameworks.py) names; known: {', '.join(FAMILIES)}")
     devices = config.getoption("--device") or [d for d in os.environ.get("BNSUITE_DEVICE", "").split(",") if d]
     unknown = [d for d in devices if d not in DEVICES]
     if unknown:
@@ -101,6 +111,7 @@ def pytest_configure(config):
             config._bn_writer = opts.LazyResultsWriter(path, ResultsWriter) if lazy else ResultsWriter(path)
         except OSError as e:
             raise pytest.UsageError(f"cannot write results file {path!r}: {e.strerror}") from None
+    if config._bn_writer is not None and not config.getoption("--bn-resume"):  # a resumed run has them already
         config._bn_writer.write(
             "env", group=os.environ.get("BNSUITE_GROUP", ""), python=sys.version.split()[0],
             platform=platform.platform(), argv=sys.argv[1:], started=datetime.datetime.now().isoformat(),
@@ -216,6 +227,11 @@ def pytest_generate_tests(metafunc):
         # Each adapter declares its own mixed-precision idioms: parametrize (case, idiom) jointly.
         joint = [pytest.param(p.values[0], idiom, id=f"{p.id}-{idiom}", marks=p.marks)
                  for p in params for idiom in p.values[0].adapter.declare().mixed_precision]
+        # An adapter that declares none gets one case that skips saying so (not pytest's anonymous empty set).
+        joint += [pytest.param(p.values[0], None, id=f"{p.id}-no-mixed-precision", marks=[*p.marks, pytest.mark.skip(
+                      reason=f"{p.values[0].adapter.id} declares no mixed-precision idioms "
+                             f"(Declaration.mixed_precision is empty)")])
+                  for p in params if not p.values[0].adapter.declare().mixed_precision]
         metafunc.parametrize(("case", "mixed_idiom"), joint, indirect=["case"])
     else:
         metafunc.parametrize("case", params, indirect=True)
@@ -230,9 +246,9 @@ def pytest_collection_finish(session):
     for item in session.items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         case = params.get("case")
-        if isinstance(case, Case) and "replica_idiom" in params and case.adapter.replicas and \
-                case.adapter.unavailable_reason() is None and case.adapter.replicas not in refs:
-            refs.append(case.adapter.replicas)
+        ref = capabilities.named(case.adapter).get("replicas") if isinstance(case, Case) else None
+        if ref and "replica_idiom" in params and case.adapter.unavailable_reason() is None and ref not in refs:
+            refs.append(ref)
     if refs:
         from bnsuite.suites import replica_cases
 
@@ -298,6 +314,8 @@ def pytest_pyfunc_call(pyfuncitem):
         with rec.together():
             result = yield
         return result
+    except capabilities.CapabilityBroken as e:  # a capability the adapter names cannot be loaded: the case fails
+        pytest.fail(str(e), pytrace=False)
     except Unsupported as e:
         skip_unsupported(rec, e)
 
@@ -315,6 +333,8 @@ def skip_unsupported(rec, e: Exception) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
+    if report.when == "setup":  # a case's time includes its set-up (a module fixture's lands on its first case)
+        item._bn_setup_s = report.duration
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         case = getattr(item, "callspec", None) and item.callspec.params.get("case")
         outcome = report.outcome if report.when == "call" or report.skipped else "error"
@@ -332,6 +352,7 @@ def pytest_runtest_makereport(item, call):
             w.write("outcome", test=item.nodeid, area=area_of(item.nodeid), adapter=adapter,
                     device=getattr(case, "device", ""),
                     dtype=getattr(case, "dtype", ""), outcome=outcome, reason=reason,
+                    seconds=round(report.duration + (item._bn_setup_s if report.when == "call" else 0.0), 3),
                     repro=repro_command(item.nodeid, case.adapter) if isinstance(case, Case) else "")
     return report
 

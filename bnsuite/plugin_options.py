@@ -138,15 +138,20 @@ class LazyResultsWriter:
         self._pending: list[tuple[str, dict]] = []
         self._writer = None
 
+    def open(self) -> None:
+        """Create the file now and write what was held back (OSError where it cannot be written)."""
+        if self._writer is None:
+            self._writer = self._factory(self.path)
+            for k, f in self._pending:
+                self._writer.write(k, **f)
+            self._pending = []
+
     def write(self, kind: str, **fields) -> None:
         if self._writer is None:
             if not fields.get("adapter") or kind == "declaration":
                 self._pending.append((kind, fields))
                 return
-            self._writer = self._factory(self.path)
-            for k, f in self._pending:
-                self._writer.write(k, **f)
-            self._pending = []
+            self.open()
         self._writer.write(kind, **fields)
 
     @property

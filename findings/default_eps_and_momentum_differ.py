@@ -13,6 +13,7 @@ try:
     import numpy as np
     import torch
     import keras
+    print(f"versions: torch {torch.__version__}, keras {keras.__version__}, {keras.backend.backend()} {sys.modules[keras.backend.backend()].__version__}, numpy {np.__version__}")
 
     x = np.random.default_rng(0).normal(3.0, 0.02, (16, 4)).astype(np.float32)  # small variance: eps matters
     tbn = torch.nn.BatchNorm1d(4)

@@ -7,6 +7,7 @@ import sys
 try:
     import numpy as np
     import keras
+    print(f"versions: keras {keras.__version__}, {keras.backend.backend()} {sys.modules[keras.backend.backend()].__version__}, numpy {np.__version__}")
 
     rng = np.random.default_rng(0)
     bn = keras.layers.BatchNormalization()

@@ -4,13 +4,15 @@ import os
 import sys
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
-import numpy as np
 
 try:
+    import numpy as np
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
     from jax.sharding import Mesh, PartitionSpec as P
+    import flax
+    print(f"versions: flax {flax.__version__}, jax {jax.__version__}, numpy {np.__version__}")
 
     x = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32) + np.arange(8)[:, None].astype(np.float32)
     sizes = (5, 3)  # device 0 holds rows 0..4, device 1 rows 5..7, each padded to 5 rows

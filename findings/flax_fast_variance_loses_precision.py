@@ -12,6 +12,7 @@ try:
     import jax
     import flax
     import flax.linen as nn
+    print(f"versions: flax {flax.__version__}, jax {jax.__version__}, numpy {np.__version__}")
 
     x = (1e4 + np.random.default_rng(0).normal(0.0, 1.0, (64, 8))).astype(np.float32)  # mean 10^4 x the spread
     bn = nn.BatchNorm(use_running_average=False)

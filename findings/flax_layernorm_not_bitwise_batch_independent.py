@@ -10,6 +10,8 @@ try:
     import flax.linen as nn
     import jax
     import numpy as np
+    import flax
+    print(f"versions: flax {flax.__version__}, jax {jax.__version__}, numpy {np.__version__}")
 
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((8, 6)) * rng.uniform(0.5, 2.0, 6) + rng.uniform(-1, 1, 6)).astype(np.float32)

@@ -14,6 +14,7 @@ try:
     jax.config.update("jax_enable_x64", True)
     import flax
     import flax.linen as nn
+    print(f"versions: flax {flax.__version__}, jax {jax.__version__}, numpy {np.__version__}")
 
     x = np.random.default_rng(0).normal(3.0, 2.0, (16, 4))  # float64
     bn = nn.BatchNorm(use_running_average=False, dtype="float64", param_dtype="float64")

@@ -8,6 +8,8 @@ try:
     import flax.linen as nn
     import jax
     import numpy as np
+    import flax
+    print(f"versions: flax {flax.__version__}, jax {jax.__version__}, numpy {np.__version__}")
 
     rng = np.random.default_rng(11)
     x = (rng.standard_normal((8, 64)) * rng.uniform(0.5, 2.0, 64) + 1000.0).astype(np.float32)

@@ -6,13 +6,14 @@ linen's _normalize picks the output dtype from [x, scale, bias]; NNX's BatchNorm
 """
 import sys
 
-import numpy as np
-
 try:
+    import numpy as np
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
     from flax import nnx
+    import flax
+    print(f"versions: flax {flax.__version__}, jax {jax.__version__}, numpy {np.__version__}")
 
     x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 5, 6, 3)), jnp.bfloat16)
     linen = nn.BatchNorm(param_dtype=jnp.bfloat16)

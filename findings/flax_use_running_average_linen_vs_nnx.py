@@ -7,6 +7,8 @@ try:
     import numpy as np
     import jax
     from flax import linen, nnx
+    import flax
+    print(f"versions: flax {flax.__version__}, jax {jax.__version__}, numpy {np.__version__}")
 
     x = np.random.default_rng(0).standard_normal((16, 3)).astype("float32") * 2 + 1
     bn = linen.BatchNorm(use_running_average=True)  # built for inference

@@ -4,12 +4,14 @@ import os
 import sys
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-import numpy as np
 
 try:
+    import numpy as np
     import flax.linen as nn
     import jax
     from jax.sharding import Mesh, PartitionSpec as P
+    import flax
+    print(f"versions: flax {flax.__version__}, jax {jax.__version__}, numpy {np.__version__}")
 
     x = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
     bn = nn.BatchNorm(use_running_average=False, axis_name="b", axis_index_groups=[[0, 1], [2, 3]])

@@ -12,6 +12,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 try:
     import numpy as np
     import keras
+    print(f"versions: keras {keras.__version__}, {keras.backend.backend()} {sys.modules[keras.backend.backend()].__version__}, numpy {np.__version__}")
 
     x = np.random.default_rng(0).normal(3.0, 2.0, (64, 8))  # float64
     bn = keras.layers.BatchNormalization(dtype="float64")

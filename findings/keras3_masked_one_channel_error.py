@@ -10,6 +10,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 try:
     import numpy as np
     import keras
+    print(f"versions: keras {keras.__version__}, {keras.backend.backend()} {sys.modules[keras.backend.backend()].__version__}, numpy {np.__version__}")
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 6, 1)).astype("float32")  # (batch, time, one channel)

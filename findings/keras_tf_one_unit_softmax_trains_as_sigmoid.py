@@ -11,6 +11,7 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 try:
     import numpy as np
     import keras
+    print(f"versions: keras {keras.__version__}, {keras.backend.backend()} {sys.modules[keras.backend.backend()].__version__}, numpy {np.__version__}")
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((16, 5)).astype("float32")

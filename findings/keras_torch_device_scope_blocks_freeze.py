@@ -12,6 +12,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 try:
     import numpy as np
     import keras
+    print(f"versions: keras {keras.__version__}, {keras.backend.backend()} {sys.modules[keras.backend.backend()].__version__}, numpy {np.__version__}")
 
     x = np.random.default_rng(0).normal(0.0, 1.0, (8, 3)).astype(np.float32)
     with keras.device("cpu:0"):

@@ -12,6 +12,7 @@ os.environ["KERAS_BACKEND"] = "torch"
 try:
     import keras
     import numpy as np
+    print(f"versions: keras {keras.__version__}, {keras.backend.backend()} {sys.modules[keras.backend.backend()].__version__}, numpy {np.__version__}")
 
     rng = np.random.default_rng(11)
     stds = rng.uniform(0.5, 2.0, 6)  # per channel, channels-last

@@ -12,6 +12,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 try:
     import numpy as np
     import keras
+    print(f"versions: keras {keras.__version__}, {keras.backend.backend()} {sys.modules[keras.backend.backend()].__version__}, numpy {np.__version__}")
 
     x = (1e4 + np.random.default_rng(0).normal(0.0, 1.0, (64, 8))).astype(np.float32)  # mean 10^4 x the spread
     bn = keras.layers.BatchNormalization(momentum=0.0)  # running stats := this batch's

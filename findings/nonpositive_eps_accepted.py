@@ -7,6 +7,7 @@ import sys
 try:
     import numpy as np
     import keras
+    print(f"versions: keras {keras.__version__}, {keras.backend.backend()} {sys.modules[keras.backend.backend()].__version__}, numpy {np.__version__}")
 
     x = np.random.default_rng(0).standard_normal((16, 3)).astype("float32")
     x[:, 0] = 0.0  # a constant channel, e.g. a dead ReLU feature

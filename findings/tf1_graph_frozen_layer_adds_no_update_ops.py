@@ -5,6 +5,7 @@ tf_keras/src/engine/base_layer_v1.py: Layer.updates returns [] for a layer with 
 self.stateful`, and tf_keras/legacy_tf_layers/base.py adds only those updates to UPDATE_OPS.
 Exit 1 while the behaviour is present, 0 once gone, 2 on any other error.
 """
+import importlib
 import os
 import sys
 
@@ -13,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 try:
     import numpy as np
     import tensorflow as tf
+    print(f"versions: tensorflow {tf.__version__}, tf_keras {importlib.import_module('tf_keras').__version__}, numpy {np.__version__}")
 
     x = np.random.default_rng(0).normal(3.0, 2.0, (16, 4)).astype(np.float32)
     counts = {}

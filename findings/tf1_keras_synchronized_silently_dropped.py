@@ -1,14 +1,16 @@
 """The TF1 layer tf.compat.v1.keras.layers.BatchNormalization silently drops synchronized=True: under a
 MirroredStrategy over 2 logical CPUs each replica normalizes with its own shard. Exit 1 while dropped, 0 once the
 replicas get the global statistics, 2 on any other error."""
+import importlib
 import os
 import sys
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-import numpy as np
 
 try:
+    import numpy as np
     import tensorflow as tf
+    print(f"versions: tensorflow {tf.__version__}, tf_keras {importlib.import_module('tf_keras').__version__}, numpy {np.__version__}")
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)

@@ -6,6 +6,7 @@ tf_keras/src/layers/normalization/batch_normalization.py: BatchNormalizationBase
 training=False `if self._USE_V2_BEHAVIOR` (the V1 class sets _USE_V2_BEHAVIOR = False).
 Exit 1 while the behaviour is present, 0 once gone, 2 on any other error.
 """
+import importlib
 import os
 import sys
 
@@ -14,6 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 try:
     import numpy as np
     import tensorflow as tf
+    print(f"versions: tensorflow {tf.__version__}, tf_keras {importlib.import_module('tf_keras').__version__}, numpy {np.__version__}")
 
     x = np.random.default_rng(0).normal(3.0, 2.0, (16, 4)).astype(np.float32)
     out = {}

@@ -12,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 try:
     import numpy as np
     import tf_keras
+    print(f"versions: tf_keras {tf_keras.__version__}, tensorflow {sys.modules['tensorflow'].__version__}, numpy {np.__version__}")
 
     n = 4  # a small batch makes the Bessel factor n/(n-1) = 4/3 obvious
     x2 = np.random.default_rng(0).normal(0.0, 2.0, (n, 3)).astype(np.float32)

@@ -8,6 +8,7 @@ import sys
 try:
     import numpy as np
     import tf_keras
+    print(f"versions: tf_keras {tf_keras.__version__}, tensorflow {sys.modules['tensorflow'].__version__}, numpy {np.__version__}")
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 3)).astype("float32")

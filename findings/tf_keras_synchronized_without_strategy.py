@@ -3,10 +3,10 @@ the running variance of a rank-4 batch becomes biased (the fused kernel is disab
 one-pass (lost on a mean 1e4 times the spread). Exit 1 while either holds, 0 once neither, 2 on any other error."""
 import sys
 
-import numpy as np
-
 try:
+    import numpy as np
     import tf_keras
+    print(f"versions: tf_keras {tf_keras.__version__}, tensorflow {sys.modules['tensorflow'].__version__}, numpy {np.__version__}")
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 2, 2, 3)).astype(np.float32)

@@ -3,10 +3,16 @@ with its OWN shard: replicas differ after every step and none holds the global s
 import socket
 import sys
 
-import numpy as np
-import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+try:
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+    if __name__ == "__main__":  # not again in the spawned replicas
+        print(f"versions: torch {torch.__version__}, numpy {np.__version__}")
+except Exception as e:  # a missing framework cannot measure anything
+    print(f"error: {type(e).__name__}: {e}")
+    sys.exit(2)
 
 
 def rank_main(rank, port, q):

@@ -8,6 +8,7 @@ import sys
 try:
     import numpy as np
     import torch
+    print(f"versions: torch {torch.__version__}, numpy {np.__version__}")
 
     x = torch.from_numpy(np.random.default_rng(0).normal(3.0, 2.0, (8, 4, 5, 5)).astype(np.float32))
     bn = torch.nn.BatchNorm2d(4)

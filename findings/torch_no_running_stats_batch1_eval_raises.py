@@ -9,6 +9,7 @@ import sys
 try:
     import numpy as np
     import torch
+    print(f"versions: torch {torch.__version__}, numpy {np.__version__}")
 
     x = torch.from_numpy(np.random.default_rng(0).normal(0.0, 1.0, (1, 4)).astype(np.float32))
     bn = torch.nn.BatchNorm1d(4, track_running_stats=False).eval()

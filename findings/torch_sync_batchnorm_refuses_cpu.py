@@ -5,9 +5,14 @@ SyncBatchNorm.forward), so a one-process gloo group meets the refusal that every
 Exit 1 while refused, 0 once CPU is supported, 2 on any other error."""
 import sys
 
-import numpy as np
-import torch
-import torch.distributed as dist
+try:
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+    print(f"versions: torch {torch.__version__}, numpy {np.__version__}")
+except Exception as e:  # a missing framework cannot measure anything
+    print(f"error: {type(e).__name__}: {e}")
+    sys.exit(2)
 
 
 def outcome(step):

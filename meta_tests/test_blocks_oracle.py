@@ -1,13 +1,14 @@
-"""The blocks oracle (adapters/blocks/reference.py) against hand-computed cases, and the blocks' seam (blocks_for)."""
+"""The blocks oracle (adapters/blocks/reference.py) against hand-computed cases, and the blocks' seam (the "blocks"
+capability)."""
 
 import itertools
 
 import numpy as np
 import pytest
 
-from bnsuite.adapters import registry
+from bnsuite.adapters import capabilities, registry
 from bnsuite.adapters.base import Unsupported
-from bnsuite.adapters.blocks import BLOCKS, BlockSpec, blocks_for
+from bnsuite.adapters.blocks import BLOCKS, BlockSpec
 from bnsuite.adapters.blocks import reference as bref
 
 
@@ -79,10 +80,10 @@ def test_block_spec_features():
 def test_adapter_without_blocks_is_unsupported():
     class NoBlocks:
         id = "none"
-        blocks = None
+        capabilities = {}
 
-    with pytest.raises(Unsupported, match="no block implementation"):
-        blocks_for(NoBlocks)
+    with pytest.raises(Unsupported, match="no 'blocks' capability"):
+        capabilities.load(NoBlocks, "blocks")
 
 
 @pytest.mark.parametrize("adapter_id", list(registry.BUILTIN))
@@ -90,8 +91,8 @@ def test_block_declaration_is_cited(adapter_id):
     """Every built-in adapter's blocks declaration (where it has blocks) cites a source for every value and uses
     the known categories (importing a block module imports no framework)."""
     try:
-        decl = blocks_for(registry.load(adapter_id)).declaration
-    except Unsupported as e:
+        decl = capabilities.load(registry.load(adapter_id), "blocks").declaration
+    except capabilities.CapabilityAbsent as e:
         pytest.skip(str(e))
     for name in ("dropout_scaling", "bce_losses", "one_unit_softmax_bce"):
         assert getattr(decl, name).source.strip(), f"{adapter_id}: {name} has no source"

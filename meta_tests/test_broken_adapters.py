@@ -8,8 +8,10 @@ run short while ``test_every_check_can_fail`` still covers every property the su
 """
 
 import ast
+import functools
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -62,6 +64,12 @@ def _test_literals(sources: dict[str, str]) -> dict[str, set[str]]:
     return out
 
 
+@functools.cache
+def suite_literals() -> dict[str, frozenset[str]]:
+    """_test_literals of the suite modules, parsed once per session (the suites do not change during a run)."""
+    return {t: frozenset(lits) for t, lits in _test_literals(_suite_sources()).items()}
+
+
 def suite_tests_checking(prop: str, literals: dict[str, set[str]]) -> set[str]:
     """The suite tests ("module::function") that write `prop` whole (property names are string literals where they
     are checked)."""
@@ -71,7 +79,7 @@ def suite_tests_checking(prop: str, literals: dict[str, set[str]]) -> set[str]:
 def seen_in(broken, literals: dict[str, set[str]] | None = None) -> set[str]:
     """Where a broken adapter runs: the tests checking one of its expected properties, plus its SEES entry (a module
     "test_<area>.py" or a test "test_<area>.py::test_name")."""
-    literals = literals if literals is not None else _test_literals(_suite_sources())
+    literals = literals if literals is not None else suite_literals()
     where = set(ba.SEES.get(broken, ()))
     for prop in ba.EXPECTED_FAILURES[broken]:
         where |= suite_tests_checking(prop, literals)
@@ -81,7 +89,7 @@ def seen_in(broken, literals: dict[str, set[str]] | None = None) -> set[str]:
 @pytest.fixture(scope="module")
 def suite_run(tmp_path_factory):
     results = tmp_path_factory.mktemp("broken") / "results.jsonl"
-    literals = _test_literals(_suite_sources())
+    literals = suite_literals()
     only_in = {cls.id: sorted(seen_in(cls, literals)) for cls in ba.EXPECTED_FAILURES}
     env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "TF_USE_LEGACY_KERAS")}
     env[seen_suites.ENV_VAR] = json.dumps(only_in)
@@ -99,7 +107,7 @@ def suite_run(tmp_path_factory):
 def test_every_expected_property_is_seen(broken):
     """Each expected property is checked by a suite test the adapter runs in (written whole there); an adapter whose
     expected properties include one no suite writes whole (a declared Probe's) names where it is checked in SEES."""
-    literals = _test_literals(_suite_sources())
+    literals = suite_literals()
     unseen = sorted(p for p in ba.EXPECTED_FAILURES[broken] if not suite_tests_checking(p, literals))
     assert not unseen or broken in ba.SEES, (f"{broken.id}: no suite test writes {unseen} whole; name the module or "
                                              "test that checks them in the SEES of its meta_tests/broken module")
@@ -157,3 +165,13 @@ def test_real_adapter_loaded_by_path_passes(suite_run):
     assert not bad, f"the real torch adapter failed: {bad[:5]}"
     passed = [r for r in outcomes if r["outcome"] == "passed"]
     assert len(passed) >= 40, f"only {len(passed)} torch cases passed"
+
+
+def test_outcome_records_carry_the_case_seconds(suite_run):
+    """Each case's set-up plus call time is in its outcome record (the report's slowest cases read it)."""
+    proc, records = suite_run
+    outcomes = [r for r in records if r["kind"] == "outcome"]
+    assert outcomes and all(isinstance(r.get("seconds"), float) and r["seconds"] >= 0 for r in outcomes), \
+        [r for r in outcomes if not isinstance(r.get("seconds"), float)][:3]
+    m = re.search(r" in ([0-9.]+)s", proc.stdout.strip().splitlines()[-1])
+    assert m and sum(r["seconds"] for r in outcomes) <= float(m.group(1)) + 0.01, proc.stdout[-300:]

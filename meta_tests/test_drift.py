@@ -58,13 +58,15 @@ def _write(folder, records):
 
 def _release(tmp, name, version, observed, passed=True):
     _write(os.path.join(tmp, name), [
-        {"kind": "env", "adapter": "flax-nnx", "versions": {"flax": version}},
-        {"kind": "declaration", "adapter": "flax-nnx", "declaration": {"precision": {"value": observed,
-                                                                                     "source": f"src {version}"}}},
-        {"kind": "check", "adapter": "flax-nnx", "test": "s/test_p.py::test_x[flax-nnx-cpu-float64]",
+        {"kind": "env", "group": "flax-nnx", "adapter": "flax-nnx", "versions": {"flax": version}},
+        {"kind": "declaration", "adapter": "flax-nnx", "adapter_class": "m:C",
+         "declaration": {"precision": {"value": observed, "source": f"src {version}"}}},
+        {"kind": "check", "adapter": "flax-nnx", "device": "cpu", "dtype": "float64",
+         "test": "s/test_p.py::test_x[flax-nnx-cpu-float64]",
          "property": "precision_state_dtype_after_training", "declared": observed, "observed": observed,
          "passed": passed, "source": f"[flax range] src {version}"},
-        {"kind": "check", "adapter": "flax-nnx", "test": "s/test_p.py::test_y[flax-nnx-cpu-float32]",
+        {"kind": "check", "adapter": "flax-nnx", "device": "cpu", "dtype": "float32",
+         "test": "s/test_p.py::test_y[flax-nnx-cpu-float32]",
          "property": "default_eps", "declared": 1e-5, "observed": 1e-5, "passed": True, "source": "s"},
     ])
     with open(os.path.join(tmp, name, "set.json"), "w") as fh:

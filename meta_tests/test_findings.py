@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures
+import dataclasses
 import glob
 import os
 import re
@@ -21,11 +22,16 @@ from bnsuite.suites import checks as ch
 from bnsuite.suites.checks import Recorder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FRAMEWORK_MODULES = {"torch", "keras", "tensorflow", "tf_keras", "jax", "flax", "optax", "paddle", "tinygrad", "mlx"}
+FRAMEWORK_MODULES = {"torch", "torchao", "keras", "tensorflow", "tf_keras", "jax", "flax", "optax", "paddle", "tinygrad",
+                     # exporters and runtimes of the deploy lane (a deploy finding reproduces with them)
+                     "onnx", "onnxruntime", "onnxscript", "openvino", "ai_edge_litert", "tf2onnx", "jax2onnx"}
 # The framework, NumPy and the standard library (a distributed reproduction needs a free port, ...); never bnsuite.
 ALLOWED_IMPORTS = FRAMEWORK_MODULES | {"numpy", "ml_dtypes"} | set(sys.stdlib_module_names)
 MAX_LINES = 45  # "about 40"
-UPSTREAM_SECTIONS = ("# ", "## Minimal reproduction", "## Observed", "## Expected", "## Versions")
+# A draft follows an upstream tracker's bug template: versions, an inline reproduction, expected (with what says so),
+# actual, why it matters.
+UPSTREAM_SECTIONS = ("# ", "## Versions", "## Reproduction", "## Expected", "## Actual", "## Why it matters")
+MAX_DRAFT_SNIPPET = 25  # "a minimal reproduction of at most ~20 lines", inline
 
 
 def test_declarations_are_well_formed():
@@ -39,12 +45,16 @@ def test_declarations_are_well_formed():
 VALID = """[[finding]]
 name = "frozen_moves"
 title = "t"
+kind = "bug"
 area = "freeze"
 adapters = ["torch"]
 versions = "torch 2.13.0"
 severity = "high"
 source = "s"
+status = "not-reported"
 upstream = ""
+searched = "pytorch/pytorch issues: 'frozen moves'"
+searched_on = "2026-12-06"
 properties = ["freeze_running_stats_update"]
 """
 
@@ -65,6 +75,7 @@ def test_a_malformed_declaration_fails_in_one_line_naming_finding_and_field(tmp_
     if message is None:
         (f,) = findings.load(str(path))
         assert (f.upstream, f.adapters, f.where) == (None, ("torch",), ())  # "": not reported; lists are tuples
+        assert f.upstream_report == "findings/frozen_moves.upstream.md" and "Searched 2026-12-06" in f.status_text
         return
     with pytest.raises(findings.FindingsError) as e:
         findings.load(str(path))
@@ -105,31 +116,143 @@ def test_readme_section_is_generated_from_the_declarations():
         assert f.reproduction in text and f.title in text
 
 
+def _imports(node) -> set[str]:
+    if isinstance(node, ast.Import):
+        return {a.name.split(".")[0] for a in node.names}
+    if isinstance(node, ast.ImportFrom):
+        return {(node.module or "").split(".")[0]}
+    return set()
+
+
+def _exits_2(handler: ast.ExceptHandler) -> bool:
+    return any(isinstance(n, ast.Call) and ast.unparse(n) == "sys.exit(2)" for n in ast.walk(handler))
+
+
+def _structure_problems(source: str, shown: str) -> list[str]:
+    """What keeps a reproduction's source from being standalone: imports beyond the framework, NumPy and the standard
+    library; an import outside the standard library that is not in a top-level try whose handler exits 2 (a missing
+    framework would exit 1 and read as "behaviour present"); no 'versions: ...' print in that try; no seeded input."""
+    problems = []
+    if len(source.splitlines()) > MAX_LINES:
+        problems.append(f"{shown}: longer than {MAX_LINES} lines")
+    tree = ast.parse(source)
+    imported = set().union(*(_imports(n) for n in ast.walk(tree)))
+    if not imported <= ALLOWED_IMPORTS:
+        problems.append(f"{shown} imports {sorted(imported - ALLOWED_IMPORTS)}")
+    if not imported & FRAMEWORK_MODULES:
+        problems.append(f"{shown} imports no framework")
+    guarded = [n for n in tree.body if isinstance(n, ast.Try) and n.handlers and all(map(_exits_2, n.handlers))]
+    inside = {id(n) for t in guarded for b in t.body for n in ast.walk(b)}
+    outside = sorted({m for n in ast.walk(tree) if id(n) not in inside for m in _imports(n)}
+                     - set(sys.stdlib_module_names))
+    if outside:
+        problems.append(f"{shown} imports {outside} outside a top-level try whose handler exits 2: a missing package "
+                        "would exit 1 and read as 'behaviour present'")
+    if not [n for t in guarded for n in ast.walk(t) if isinstance(n, ast.Call) and ast.unparse(n.func) == "print"
+            and ast.unparse(n).startswith(("print(f'versions: ", 'print(f"versions: '))]:
+        problems.append(f"{shown}: prints no 'versions: ...' line inside its guarded try")
+    if "default_rng(" not in source and "PRNGKey(" not in source:
+        problems.append(f"{shown}: no seeded input")
+    if "observed" not in source or "expected" not in source:
+        problems.append(f"{shown}: prints no observed and expected values")
+    return problems
+
+
 @pytest.mark.parametrize("finding", findings.FINDINGS, ids=lambda f: f.name)
 def test_reproduction_is_standalone(finding):
     path = os.path.join(ROOT, finding.reproduction)
     assert os.path.exists(path), f"finding {finding.name} has no reproduction {finding.reproduction}"
-    source = open(path, encoding="utf-8").read()
-    assert len(source.splitlines()) <= MAX_LINES, f"{finding.reproduction}: longer than {MAX_LINES} lines"
-    imported = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            imported.add((node.module or "").split(".")[0])
-    assert imported <= ALLOWED_IMPORTS, f"{finding.reproduction} imports {sorted(imported - ALLOWED_IMPORTS)}"
-    assert imported & FRAMEWORK_MODULES, f"{finding.reproduction} imports no framework"
-    assert "default_rng(" in source or "PRNGKey(" in source, f"{finding.reproduction}: no seeded input"
-    assert "sys.exit(2)" in source and "observed" in source and "expected" in source
+    assert _structure_problems(open(path, encoding="utf-8").read(), finding.reproduction) == []
 
 
-@pytest.mark.parametrize("finding", [f for f in findings.FINDINGS if f.upstream is None], ids=lambda f: f.name)
-def test_unreported_findings_have_an_upstream_draft(finding):
+GOOD_SCRIPT = """import sys
+try:
+    import numpy as np
+    import torch
+    print(f"versions: torch {torch.__version__}")
+    x = np.random.default_rng(0).standard_normal(3)
+except Exception as e:
+    print(f"error: {e}")
+    sys.exit(2)
+print("observed", x, "expected")
+sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda s: s, None),
+    (lambda s: "import torch\n" + s, "imports ['torch'] outside a top-level try"),
+    (lambda s: s.replace("sys.exit(2)", "sys.exit(1)"), "imports ['numpy', 'torch'] outside a top-level try"),
+    (lambda s: s.replace('    print(f"versions: torch {torch.__version__}")\n', ""), "prints no 'versions: ...'"),
+    (lambda s: s.replace("import torch", "import pandas"), "imports ['pandas']"),
+], ids=["good", "import_outside_try", "handler_exits_1", "no_versions", "foreign_import"])
+def test_the_structure_check_catches_a_broken_script(edit, problem):
+    problems = _structure_problems(edit(GOOD_SCRIPT), "findings/x.py")
+    assert (problems == []) if problem is None else any(problem in p for p in problems), problems
+
+
+@pytest.fixture(scope="module")
+def blocked_frameworks(tmp_path_factory):
+    """A PYTHONPATH entry whose packages shadow every framework (and NumPy, so each run costs only an interpreter
+    start) with one that raises ImportError."""
+    root = tmp_path_factory.mktemp("blocked")
+    for name in FRAMEWORK_MODULES | {"numpy"}:
+        (root / name).mkdir()
+        (root / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked by the meta test')\n")
+    return str(root)
+
+
+@pytest.mark.parametrize("finding", findings.FINDINGS, ids=lambda f: f.name)
+def test_reproduction_without_its_framework_exits_2_in_one_line(finding, blocked_frameworks):
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "TF_USE_LEGACY_KERAS")}
+    env["PYTHONPATH"] = blocked_frameworks
+    proc = subprocess.run([sys.executable, finding.reproduction], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    out = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode == 2 and len(out) == 1 and "blocked by the meta test" in out[0], (
+        f"{finding.reproduction} without its framework exited {proc.returncode} with {len(out)} lines (expected 2, "
+        f"one line):\n" + "\n".join(out[-10:]))
+
+
+def test_declaration_rules():
+    """The kind decides what a finding carries: a quote of the documentation for the non-bugs, a draft only for a bug
+    with nothing open or fixed upstream; a fixed status names its commit."""
+    for f in findings.FINDINGS:
+        if f.kind != "bug":
+            assert f.documentation and f.upstream_report is None, f.name
+        assert (f.upstream_report is not None) == (f.kind == "bug" and f.status in findings.DRAFTED), f.name
+        assert f.searched in f.status_text and f.searched_on in f.status_text, f.name
+    drafts = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "findings", "*.upstream.md"))}
+    wanted = {os.path.basename(f.upstream_report) for f in findings.FINDINGS if f.upstream_report}
+    assert drafts == wanted, (f"drafts without a drafted bug: {sorted(drafts - wanted)}; "
+                              f"missing: {sorted(wanted - drafts)}")
+
+
+def test_a_released_fix_is_seen_in_the_installed_versions():
+    f = next(x for x in findings.FINDINGS if x.status == "fixed-unreleased")
+    assert f.fixed_by and not f.fixed_in and not findings.fix_installed(f, {"keras": "99.0.0"})
+    released = dataclasses.replace(f, status="fixed-released", fixed_in="keras 3.16.0")
+    assert findings.fix_installed(released, {"keras": "3.16.0"}) and findings.fix_installed(released, {"keras": "3.17"})
+    assert not findings.fix_installed(released, {"keras": "3.15.1"}) and not findings.fix_installed(released, {})
+
+
+@pytest.mark.parametrize("finding", [f for f in findings.FINDINGS if f.upstream_report], ids=lambda f: f.name)
+def test_bug_drafts_read_as_reports(finding):
+    """A draft for its tracker's template: versions, a short inline reproduction (never the whole script), expected
+    with what says so, actual, why it matters; the related upstream issues cited; the title not repeated."""
     path = os.path.join(ROOT, finding.upstream_report)
     assert os.path.exists(path), f"finding {finding.name} has no upstream report draft {finding.upstream_report}"
     text = open(path, encoding="utf-8").read()
     for section in UPSTREAM_SECTIONS:
         assert re.search(rf"^{re.escape(section)}", text, re.M), f"{finding.upstream_report}: no '{section}' section"
+    code = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert code and all(len(c.splitlines()) <= MAX_DRAFT_SNIPPET for c in code), \
+        f"{finding.upstream_report}: the reproduction is an inline python block of at most {MAX_DRAFT_SNIPPET} lines"
+    title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), "")
+    assert title and text.count(title) == 1, f"{finding.upstream_report}: the title is repeated in the body"
+    assert "What happens" not in text and "sys.exit" not in text, f"{finding.upstream_report}: pasted boilerplate"
+    for ref in re.findall(r"[\w.-]+/[\w.-]+#\d+", finding.upstream or ""):
+        assert ref.split("/")[-1] in text or ref in text, f"{finding.upstream_report}: does not cite {ref}"
 
 
 def _run_reproduction(f: findings.Finding) -> tuple[findings.Finding, subprocess.CompletedProcess | str, float]:
@@ -164,6 +287,8 @@ def test_reproduction_shows_the_behaviour(finding, reproduction_runs):
     assert proc.returncode == 1, (f"{finding.reproduction} exited {proc.returncode} (1: behaviour present, 0: gone, "
                                   f"2: error) after {secs:.1f} s; finding {finding.name} may be fixed\n{out[-2000:]}")
     assert re.search(r"^observed", proc.stdout, re.M) and re.search(r"^expected", proc.stdout, re.M), out[-2000:]
+    assert re.search(r"^versions: \S+ \d", proc.stdout, re.M), \
+        f"{finding.reproduction} printed no versions\n{out[-2000:]}"
 
 
 def test_failure_script_makes_the_cases_input():

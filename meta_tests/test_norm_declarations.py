@@ -5,9 +5,9 @@ import dataclasses
 
 import pytest
 
-from bnsuite.adapters import registry
+from bnsuite.adapters import capabilities, registry
 from bnsuite.adapters.base import Cited
-from bnsuite.adapters.norms import AXES, KINDS, VARIANCE, NormDeclaration
+from bnsuite.adapters.norms import AXES, KINDS, VARIANCE, NormAdapter, NormDeclaration
 from bnsuite.adapters.norms import reference as nref
 from bnsuite.adapters.norms.flax_norms import LinenNorms, NnxNorms
 from bnsuite.adapters.norms.keras_norms import TF_KERAS_DECLARATION, _keras3_declaration
@@ -41,11 +41,8 @@ def test_norm_declaration_is_complete_and_cited(name):
 
 
 @pytest.mark.parametrize("adapter_id", list(registry.BUILTIN))
-def test_norms_attribute_resolves(adapter_id):
+def test_norms_capability_resolves(adapter_id):
     cls = registry.load(adapter_id)
-    ref = getattr(cls, "norms", None)
-    if ref is None:
+    if "norms" not in capabilities.named(cls):
         pytest.skip(f"{adapter_id} names no norm adapter")
-    module, _, attr = ref.partition(":")
-    mod = __import__(module, fromlist=[attr])
-    assert hasattr(mod, attr), ref
+    assert issubclass(capabilities.load(cls, "norms"), NormAdapter)

@@ -3,7 +3,7 @@ idiom (no framework is imported: engines import theirs inside measure)."""
 
 import pytest
 
-from bnsuite.adapters import registry
+from bnsuite.adapters import capabilities, registry
 from bnsuite.adapters import replicas as rp
 
 NORMALIZE = {"local", "global", "pairs"}
@@ -16,9 +16,9 @@ def _rule_or(value: str, rules, prefixes) -> bool:
 @pytest.mark.parametrize("adapter_id", list(registry.BUILTIN))
 def test_replica_declaration_is_complete_and_cited(adapter_id):
     cls = registry.load(adapter_id)
-    if cls.replicas is None:
+    if "replicas" not in capabilities.named(cls):
         pytest.skip(f"{adapter_id} has no multi-replica engine")
-    decl = cls.replica_engine().declare()
+    decl = capabilities.load(cls, "replicas").declare()
     assert decl.default.source.strip() and decl.default.value in NORMALIZE
     assert decl.idioms, f"{adapter_id}: no idioms"
     for name, cited in decl.idioms.items():
@@ -39,5 +39,5 @@ def test_replica_declaration_is_complete_and_cited(adapter_id):
 def test_a_plain_adapter_has_no_engine():
     from bnsuite.adapters.base import BatchNormAdapter, Unsupported
 
-    with pytest.raises(Unsupported, match="no multi-replica engine"):
-        BatchNormAdapter.replica_engine.__func__(type("Mine", (BatchNormAdapter,), {"id": "mine"}))
+    with pytest.raises(Unsupported, match="no 'replicas' capability"):
+        capabilities.load(type("Mine", (BatchNormAdapter,), {"id": "mine"}), "replicas")

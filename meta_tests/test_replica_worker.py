@@ -2,6 +2,7 @@
 
 import pytest
 
+from bnsuite.adapters import capabilities
 from bnsuite.adapters import replicas as rp
 
 
@@ -12,14 +13,8 @@ def test_hung_collective_is_killed_with_its_children():
     assert rp.live_in_group(res.pid) == [], "processes of the killed worker are still running"
 
 
-
-def test_unknown_engine_is_unsupported():
-    with pytest.raises(rp.Unsupported):
-        rp.load_engine(None, "my-bn")
-
-
-def test_a_wrong_engine_path_is_one_clear_reason():
-    with pytest.raises(rp.Unsupported, match="cannot be loaded"):
-        rp.load_engine("no_such_module:Engine", "my-bn")
-    with pytest.raises(rp.Unsupported, match="not a bnsuite.adapters.replicas.ReplicaEngine"):
-        rp.load_engine("bnsuite.adapters.replicas:plan", "my-bn")
+def test_a_wrong_engine_path_is_broken_and_says_why():
+    with pytest.raises(capabilities.CapabilityBroken, match="cannot be loaded"):
+        rp.resolve_engine("no_such_module:Engine")
+    with pytest.raises(capabilities.CapabilityBroken, match="bnsuite.adapters.replicas:ReplicaEngine"):
+        rp.resolve_engine("bnsuite.adapters.replicas:plan")

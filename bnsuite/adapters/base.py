@@ -105,6 +105,16 @@ class FreezeFacts:
 
 
 @dataclasses.dataclass(frozen=True)
+class FreezeIdiom:
+    """How an adapter runs one freeze idiom: `how` is the framework's recipe, read alike by its lone layer
+    (frozen_step) and its networks; `network` is None where the networks run the idiom too, else why they cannot
+    (those network cases skip with it)."""
+
+    how: Any
+    network: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Probe:
     """A declared framework trap outside the layer's numerics (an import switch, a setter that raises, ...).
 
@@ -137,7 +147,7 @@ class DtypeRule:
 
 @dataclasses.dataclass(frozen=True)
 class MixedRule:
-    """What one mixed-precision idiom does (adapters/mixed_precision.py names the idioms); dtype names as NumPy
+    """What one mixed-precision idiom does (adapters/mixed_precision/ names the idioms); dtype names as NumPy
     spells them. `supported` is "yes" or "error:<ExceptionClass>". `output` is the dtype of the layer's output, `stats`
     the dtype the batch mean/variance are computed in, `params` the dtype scale/offset are stored in, `state` the dtype
     the running statistics are stored in when built and `state_after_training` after one training step (None:
@@ -202,7 +212,7 @@ class Declaration:
     # "<dtype>:<code_path>" overrides "<dtype>" for that code path. Empty where not declared yet.
     precision: Mapping[str, Cited[DtypeRule]] = dataclasses.field(default_factory=dict)
     # Mixed-precision idiom ("defaults-float16", "autocast-bfloat16", "policy-float16", ...; see
-    # adapters/mixed_precision.py) -> what the layer does under it. Empty where not declared.
+    # adapters/mixed_precision/) -> what the layer does under it. Empty where not declared.
     mixed_precision: Mapping[str, Cited[MixedRule]] = dataclasses.field(default_factory=dict)
 
     def precision_for(self, dtype: str, code_path: str = "default") -> "Cited[DtypeRule] | None":
@@ -290,22 +300,14 @@ class BatchNormAdapter(ABC):
     process_env: ClassVar[Mapping[str, str]] = {}
     # Markers for selection with -m (framework families).
     families: ClassVar[tuple[str, ...]] = ()
-    # "module:function" building small networks in this framework (adapters/nets). Inherited: an adapter derived
-    # from a built-in one gets its networks; None: no networks.
-    network: ClassVar[str | None] = None
-    # "module:Class" of this framework's normalization-layer adapter (adapters/norms: LayerNorm, GroupNorm, ...).
-    norms: ClassVar[str | None] = None
-    # "module:Class" of this framework's blocks around BatchNorm (adapters/blocks: Dropout, ReLU, one-unit
-    # sigmoid/softmax); None: those suites skip.
-    blocks: ClassVar[str | None] = None
-    # "module:EngineClass" measuring this layer split over replicas with the framework's real distributed engine
-    # (bnsuite/adapters/replicas); None: the multi-replica capability is absent and its cases skip.
-    replicas: ClassVar[str | None] = None
+    # What the adapter can do beyond the four core methods: capability name -> "package.module:attr", resolved by
+    # bnsuite/adapters/capabilities.py (a subclass extends it: {**Parent.capabilities, "name": "..."}).
+    capabilities: ClassVar[Mapping[str, str]] = {}
+    # The freeze idioms frozen_step and the adapter's networks implement, one table per framework: exactly the idioms
+    # the declaration names (meta_tests/test_freeze_idioms.py); a declared idiom that cannot run fails its cases.
+    freeze_idioms: ClassVar[Mapping[str, FreezeIdiom]] = {}
     # dtype name of the tensor the last forward() returned, before conversion to float64 (None: not recorded).
     last_output_dtype: str | None = None
-    # "module:function" running this framework's mixed-precision idioms (adapters/mixed_precision.py); None: the
-    # adapter has none (its cases skip).
-    mixed_precision_runner: ClassVar[str | None] = None
 
     # -- class level: availability, devices, declaration ------------------------------------------------------------
     @classmethod
@@ -334,24 +336,16 @@ class BatchNormAdapter(ABC):
         """The declared semantics (may depend on the installed framework version)."""
 
     @classmethod
-    def replica_engine(cls):
-        """The multi-replica engine class (bnsuite.adapters.replicas.ReplicaEngine); Unsupported where absent."""
-        from bnsuite.adapters.replicas import load_engine
-
-        return load_engine(cls.replicas, cls.id)
+    def freeze_recipe(cls, idiom: str) -> Any:
+        """The recipe of `idiom` in the adapter's freeze_idioms; Unsupported where the table lacks it."""
+        if idiom not in cls.freeze_idioms:
+            raise Unsupported(f"{cls.id}: freeze idiom {idiom!r} is not in the adapter's freeze_idioms")
+        return cls.freeze_idioms[idiom].how
 
     @classmethod
     def probes(cls) -> list[Probe]:
         """Declared traps of the framework, checked by suites/test_framework_traps.py."""
         return []
-
-    @classmethod
-    def edge_inputs(cls) -> Mapping[str, "Cited[str]"]:
-        """Declared behaviour on inputs that break BatchNorm (empty batch, eps <= 0), checked by
-        suites/test_edge_inputs.py; see adapters/edge_facts.py for the keys and values. Empty: the cases skip."""
-        from bnsuite.adapters import edge_facts
-
-        return edge_facts.for_adapter(cls)
 
     @classmethod
     def versions(cls) -> dict[str, str]:
@@ -429,17 +423,6 @@ class BatchNormAdapter(ABC):
         Returns the forward output. The suite reads the state before and after.
         """
         raise Unsupported(f"{self.id}: freeze idiom {idiom!r} not implemented")
-
-    @classmethod
-    def mixed_step(cls, idiom: str, spec: "Spec", state: "State", x: np.ndarray) -> "MixedRun":
-        """Build a layer for `spec` the way `idiom` says (its parameters NOT in x's low-precision dtype), load
-        `state`, run one training step and one inference step on `x` (already in the low-precision dtype)."""
-        if cls.mixed_precision_runner is None:
-            raise Unsupported(f"{cls.id}: no mixed-precision idioms")
-        import importlib
-
-        module, fn = cls.mixed_precision_runner.split(":")
-        return getattr(importlib.import_module(module), fn)(cls, idiom, spec, state, x)
 
     def set_trainable(self, trainable: bool) -> None:
         """Set the layer's own `trainable` flag (Keras-API layers), leaving the call's `training` argument alone."""

@@ -49,8 +49,58 @@ def named(adapter_cls) -> Mapping[str, str]:
     return dict(getattr(adapter_cls, "capabilities", None) or {})
 
 
+# name -> what a loaded capability must be, checked by load() (a `check` argument replaces it): "class:<ref>" a
+# subclass of that class (compared by name along its MRO, so this module imports no capability package),
+# "callable", or "mapping".
+EXPECTS: Mapping[str, str] = {
+    "network": "callable",
+    "norms": "class:bnsuite.adapters.norms:NormAdapter",
+    "blocks": "class:bnsuite.adapters.blocks:Blocks",
+    "replicas": "class:bnsuite.adapters.replicas:ReplicaEngine",
+    "mixed_precision": "callable",
+    "edge_facts": "mapping",
+    "training_loops": "class:bnsuite.lanes.loops:TrainingLoops",
+}
+
+
+def _import(ref: str) -> Any:
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"{ref!r} is not 'package.module:attr'")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _expected(name: str) -> Callable[[Any], bool] | None:
+    want = EXPECTS.get(name)
+    if want == "callable":
+        return callable
+    if want == "mapping":
+        return lambda obj: isinstance(obj, Mapping)
+    if want is not None and want.startswith("class:"):
+        base = want.removeprefix("class:")
+        return lambda obj: isinstance(obj, type) and any(f"{k.__module__}:{k.__qualname__}" == base
+                                                         for k in obj.__mro__)
+    return None
+
+
+def resolve(ref: str, name: str, owner: str, check: Callable[[Any], bool] | None = None) -> Any:
+    """The object behind `ref` ("package.module:attr") as capability `name` of `owner` (who names it, for messages);
+    CapabilityBroken where it does not import, lacks the attribute or is not what the capability expects."""
+    try:
+        obj = _import(ref)
+    except Exception as e:  # an ImportError, a missing attribute or the module's own failure: all the adapter's fault
+        raise CapabilityBroken(f"{owner}: capability {name!r} ({ref}) cannot be loaded: "
+                               f"{type(e).__name__}: {e}") from None
+    check = check if check is not None else _expected(name)
+    if check is not None and not check(obj):
+        raise CapabilityBroken(f"{owner}: capability {name!r} ({ref}) is not of the expected kind "
+                               f"({EXPECTS.get(name, 'check')}): {obj!r}")
+    return obj
+
+
 def load(adapter_cls, name: str, check: Callable[[Any], bool] | None = None) -> Any:
-    """The object behind capability `name` of `adapter_cls`; `check` (optional) says whether it is of the right kind.
+    """The object behind capability `name` of `adapter_cls`; `check` (optional) says whether it is of the right kind
+    (default: the capability's EXPECTS entry).
 
     Raises CapabilityAbsent where the adapter does not name it, CapabilityBroken where it names it but the reference
     does not import, lacks the attribute, or fails `check`.
@@ -61,17 +111,7 @@ def load(adapter_cls, name: str, check: Callable[[Any], bool] | None = None) -> 
     ref = named(adapter_cls).get(name)
     if not ref:
         raise CapabilityAbsent(f"{adapter_id}: no {name!r} capability ({KNOWN[name]})")
-    module_name, _, attr = ref.partition(":")
-    if not module_name or not attr:
-        raise CapabilityBroken(f"{adapter_id}: capability {name!r} names {ref!r}, which is not 'package.module:attr'")
-    try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except Exception as e:  # an ImportError, a missing attribute or the module's own failure: all the adapter's fault
-        raise CapabilityBroken(f"{adapter_id}: capability {name!r} ({ref}) cannot be loaded: "
-                               f"{type(e).__name__}: {e}") from None
-    if check is not None and not check(obj):
-        raise CapabilityBroken(f"{adapter_id}: capability {name!r} ({ref}) is not of the expected kind: {obj!r}")
-    return obj
+    return resolve(ref, name, adapter_id, check)
 
 
 def require(adapter_cls, name: str, check: Callable[[Any], bool] | None = None) -> Any:

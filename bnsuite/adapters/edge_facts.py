@@ -1,8 +1,8 @@
 """Declared behaviour of each built-in adapter on inputs that break BatchNorm (suites/test_edge_inputs.py): an empty
-batch, eps <= 0. Kept here, keyed by adapter id, instead of in each Declaration: the facts are one small table per
-framework family, and an adapter class inherits the facts of the nearest class in its MRO that has an entry (so a
-wrapper of a built-in adapter keeps them; a user's adapter declares its own by overriding
-BatchNormAdapter.edge_inputs()). An adapter with no entry skips these cases, saying so.
+batch, eps <= 0, masks and layer options. One table per adapter, built from small tables per framework family; an
+adapter names its table as the "edge_facts" capability (bnsuite/adapters/capabilities.py), so a wrapper of a built-in
+adapter inherits it with the rest of the table, and a user's adapter names a mapping of its own. An adapter that names
+none skips these cases, saying so; a key a table lacks skips its case, saying so.
 
 Values are the strings suites/test_edge_inputs.py observes:
   empty_batch_training / empty_batch_inference: "error:<ExceptionClass>" or
@@ -13,8 +13,6 @@ NaN and inf in one channel need no declaration: the oracle defines where they ma
 """
 
 from __future__ import annotations
-
-from typing import Mapping
 
 from bnsuite.adapters.base import Cited, by_version
 
@@ -189,16 +187,15 @@ TINYGRAD = _nan_on_empty_batch_eps_unchecked(
     f"{_TG}.__init__ stores eps unchecked; rsqrt of a negative variance + eps is NaN")
 
 
-BY_ID: dict[str, Mapping[str, Cited[str]]] = {
-    "torch": TORCH,
-    "keras-tensorflow": {**KERAS3, **_keras3_masks("error:InvalidArgumentError", "error:IndexError"), **KERAS3_OPTIONS},
-    "keras-jax": {**KERAS3, **_keras3_masks("error:ValueError", "error:IndexError"), **KERAS3_OPTIONS},
-    "keras-torch": {**KERAS3, **_keras3_masks("error:RuntimeError", "error:IndexError"), **KERAS3_OPTIONS},
-    "tf_keras": {**TF_KERAS, **TF_KERAS_MASKS, **TF_KERAS_OPTIONS},
-    "tf1-keras": {**TF_KERAS, **TF_KERAS_MASKS, **TF_KERAS_OPTIONS}, "tf1-graph": {**TF_KERAS, **TF_KERAS_OPTIONS},
-    "flax-linen": {**FLAX, **FLAX_MASKS, **FLAX_LINEN_OPTIONS}, "flax-nnx": {**FLAX, **FLAX_MASKS, **FLAX_NNX_OPTIONS},
-    "paddle": PADDLE, "tinygrad": TINYGRAD,
-}
+# One table per built-in adapter, named by its `capabilities` as "edge_facts" ("bnsuite.adapters.edge_facts:TORCH").
+KERAS_TENSORFLOW = {**KERAS3, **_keras3_masks("error:InvalidArgumentError", "error:IndexError"), **KERAS3_OPTIONS}
+KERAS_JAX = {**KERAS3, **_keras3_masks("error:ValueError", "error:IndexError"), **KERAS3_OPTIONS}
+KERAS_TORCH = {**KERAS3, **_keras3_masks("error:RuntimeError", "error:IndexError"), **KERAS3_OPTIONS}
+TF_KERAS_V2 = {**TF_KERAS, **TF_KERAS_MASKS, **TF_KERAS_OPTIONS}
+TF1_KERAS = {**TF_KERAS, **TF_KERAS_MASKS, **TF_KERAS_OPTIONS}
+TF1_GRAPH = {**TF_KERAS, **TF_KERAS_OPTIONS}
+FLAX_LINEN = {**FLAX, **FLAX_MASKS, **FLAX_LINEN_OPTIONS}
+FLAX_NNX = {**FLAX, **FLAX_MASKS, **FLAX_NNX_OPTIONS}
 
 
 # Every key a fact may have (meta_tests/test_edge_facts.py checks the tables and the suite against it).
@@ -208,11 +205,3 @@ KEYS = ("empty_batch_training", "empty_batch_inference", "eps_zero", "eps_negati
         "use_running_average_true_then_false", "use_running_average_false_then_true",
         "use_running_average_true_then_omitted", "use_running_average_false_then_omitted")
 
-
-def for_adapter(cls) -> Mapping[str, Cited[str]]:
-    """The facts of the nearest class in cls's MRO whose own `id` has an entry; empty if none."""
-    for klass in cls.__mro__:
-        own_id = vars(klass).get("id")
-        if own_id in BY_ID:
-            return BY_ID[own_id]
-    return {}

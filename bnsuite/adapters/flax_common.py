@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters import mixed_precision
 from bnsuite.adapters import numerics
 from bnsuite.adapters.base import BatchNormAdapter, Cited, Declaration, DtypeRule, Grads, State, by_version
 from bnsuite.adapters.conventions import FLAX_AFFINE, SlotState, is_channels_last, old_weight_kwargs
@@ -54,10 +53,10 @@ def flax_precision(src: str, nnx: bool) -> dict:
 
 
 def flax_declaration(src: str, framework: str, *, freeze, training_default: Cited[str],
-                     batch_stats_inference: Cited[str | None]) -> Declaration:
+                     batch_stats_inference: Cited[str | None], mixed_precision: dict) -> Declaration:
     return Declaration(
         precision=flax_precision(src, nnx=src == NNX),
-        mixed_precision=mixed_precision.declared("flax-nnx" if src == NNX else "flax-linen"),
+        mixed_precision=mixed_precision,
         framework=framework,
         default_eps=Cited(1e-5, f"{src}: BatchNorm epsilon: float = 1e-5"),
         default_momentum=Cited(0.99, f"{src}: BatchNorm momentum: float = 0.99"),
@@ -152,7 +151,8 @@ def jax_versions() -> dict[str, str]:
 
 
 # Flax on JAX; float64 runs inside jax.enable_x64 (x64_scope above), not process-wide.
-FLAX = Framework(requires=("flax", "jax"), families=("flax", "jax"), versions=jax_versions,
+FLAX = Framework(requires=("flax", "jax"), families=("flax", "jax"),
+                 pins={"jax": "0.10.2", "jaxlib": "0.10.2", "flax": "0.12.8", "optax": "0.2.8"}, versions=jax_versions,
                  numeric_settings=numerics.jax_full_fp32, device_reason=gpu_reason)
 
 

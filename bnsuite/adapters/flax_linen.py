@@ -2,38 +2,53 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from bnsuite.adapters.base import Cited, FreezeFacts, Unsupported, dtype_name
+from bnsuite.adapters.base import Cited, FreezeFacts, FreezeIdiom, dtype_name
 from bnsuite.adapters.conventions import build_shape
 from bnsuite.adapters.flax_common import LINEN, FlaxAdapter, flax_declaration, with_x64
+from bnsuite.adapters.mixed_precision import flax_mixed
 
 # State slot -> (variable collection, name) in linen's variables.
 LINEN_SLOTS = {"scale": ("params", "scale"), "offset": ("params", "bias"), "mean": ("batch_stats", "mean"),
                "var": ("batch_stats", "var")}
 
-# Freeze idiom -> (use_running_average, mutable) of the apply() call that takes the optimizer step.
+class LinenRecipe(NamedTuple):
+    """How a linen freeze idiom runs the optimizer step, read alike by the lone layer and the networks."""
+
+    use_running_average: bool  # of the apply() call that takes the step
+    mutable: list | bool  # of that apply() call
+    mask_params: bool = False  # optax masks BatchNorm's scale and bias out of the update
+
+
 LINEN_IDIOMS = {
-    "use_running_average_true": (True, False),
-    "use_running_average_true_mutable": (True, ["batch_stats"]),
-    "use_running_average_false_mutable": (False, ["batch_stats"]),
-    "use_running_average_false_immutable": (False, False),
-    "optax_masked_params": (False, ["batch_stats"]),
+    "use_running_average_true": FreezeIdiom(LinenRecipe(True, False)),
+    "use_running_average_true_mutable": FreezeIdiom(LinenRecipe(True, ["batch_stats"])),
+    "use_running_average_false_mutable": FreezeIdiom(LinenRecipe(False, ["batch_stats"])),
+    "use_running_average_false_immutable": FreezeIdiom(LinenRecipe(False, False)),
+    "optax_masked_params": FreezeIdiom(LinenRecipe(False, ["batch_stats"], mask_params=True)),
 }
 
 
 class FlaxLinen(FlaxAdapter):
     id = "flax-linen"
-    blocks = "bnsuite.adapters.blocks.flax_blocks:FlaxLinenBlocks"
-    replicas = "bnsuite.adapters.replicas.flax_shard:FlaxLinenReplicas"
-    norms = "bnsuite.adapters.norms.flax_norms:LinenNorms"
-    mixed_precision_runner = "bnsuite.adapters.mixed_precision:flax_linen_step"
-    network = "bnsuite.adapters.nets.flax_net:build_linen"
+    capabilities = {
+        "network": "bnsuite.adapters.nets.flax_net:build_linen",
+        "norms": "bnsuite.adapters.norms.flax_norms:LinenNorms",
+        "blocks": "bnsuite.adapters.blocks.flax_blocks:FlaxLinenBlocks",
+        "replicas": "bnsuite.adapters.replicas.flax_shard:FlaxLinenReplicas",
+        "mixed_precision": "bnsuite.adapters.mixed_precision.flax_mixed:linen_step",
+        "edge_facts": "bnsuite.adapters.edge_facts:FLAX_LINEN",
+        "training_loops": "bnsuite.lanes.loops.flax_loops:FlaxLinenLoops",
+    }
+    freeze_idioms = LINEN_IDIOMS
 
     @classmethod
     def declare(cls):
         return flax_declaration(
-            LINEN, "flax.linen",
+            LINEN, "flax.linen", mixed_precision=flax_mixed.declared(nnx=False),
             training_default=Cited("error:ValueError", "flax/linen/module.py: merge_param raises 'Parameter "
                                    "\"use_running_average\" must be passed to the constructor or at call time.'"),
             batch_stats_inference=Cited("use_running_average=False", f"{LINEN}: use_running_average=False "
@@ -149,9 +164,8 @@ class FlaxLinen(FlaxAdapter):
 
         jax, jnp = self.jax, self.jnp
         m = self.module
-        use_ra, mutable = LINEN_IDIOMS.get(idiom, (None, None))
-        if use_ra is None:
-            raise Unsupported(f"flax-linen: unknown freeze idiom {idiom!r}")
+        recipe = self.freeze_recipe(idiom)
+        use_ra, mutable = recipe.use_running_average, recipe.mutable
         params, stats = self.variables["params"], self.variables["batch_stats"]
 
         def loss(p):
@@ -161,7 +175,7 @@ class FlaxLinen(FlaxAdapter):
 
         (_, (y, updates)), grads = jax.value_and_grad(loss, has_aux=True)(params)
         tx = optax.sgd(lr)
-        if idiom == "optax_masked_params":  # freeze scale/bias in the optimizer only
+        if recipe.mask_params:  # freeze scale/bias in the optimizer only
             tx = optax.masked(tx, jax.tree_util.tree_map(lambda _: False, params))
             tx = optax.chain(tx, optax.masked(optax.set_to_zero(), jax.tree_util.tree_map(lambda _: True, params)))
         steps, _ = tx.update(grads, tx.init(params), params)

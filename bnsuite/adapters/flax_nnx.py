@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters.base import Cited, FreezeFacts, Unsupported, by_version, dtype_name
+from typing import NamedTuple
+
+from bnsuite.adapters.base import Cited, FreezeFacts, FreezeIdiom, by_version, dtype_name
 from bnsuite.adapters.flax_common import (NNX, FlaxAdapter, assign, flax_declaration, optimizer_update,
                                           with_x64)
+from bnsuite.adapters.mixed_precision import flax_mixed
 
 MODULE = "flax/nnx/module.py"
 
@@ -15,14 +18,33 @@ MODULE = "flax/nnx/module.py"
 NNX_SLOTS = {"scale": "scale", "offset": "bias", "mean": "mean", "var": "var"}
 
 
+class NnxRecipe(NamedTuple):
+    """How an NNX freeze idiom takes the optimizer step, read alike by the lone layer and the networks."""
+
+    eval_mode: bool  # the module is put in eval mode before the step (else in train mode)
+    view: bool = False  # the step runs through nnx.view(model, use_running_average=True)
+    exclude_bn_params: bool = False  # the optimizer takes every Param except BatchNorm's scale and bias
+
+
+NNX_IDIOMS = {
+    "eval": FreezeIdiom(NnxRecipe(eval_mode=True)),
+    "train": FreezeIdiom(NnxRecipe(eval_mode=False)),
+    "view_use_running_average": FreezeIdiom(NnxRecipe(eval_mode=False, view=True)),
+    "optimizer_excludes_bn_params": FreezeIdiom(NnxRecipe(eval_mode=False, exclude_bn_params=True)),
+}
+
+
 class FlaxNnx(FlaxAdapter):
     id = "flax-nnx"
-    blocks = "bnsuite.adapters.blocks.flax_blocks:FlaxNnxBlocks"
-    replicas = "bnsuite.adapters.replicas.flax_shard:FlaxNnxReplicas"
-    norms = "bnsuite.adapters.norms.flax_norms:NnxNorms"
-    mixed_precision_runner = "bnsuite.adapters.mixed_precision:flax_nnx_step"
-
-    network = "bnsuite.adapters.nets.flax_net:build_nnx"
+    capabilities = {
+        "network": "bnsuite.adapters.nets.flax_net:build_nnx",
+        "norms": "bnsuite.adapters.norms.flax_norms:NnxNorms",
+        "blocks": "bnsuite.adapters.blocks.flax_blocks:FlaxNnxBlocks",
+        "replicas": "bnsuite.adapters.replicas.flax_shard:FlaxNnxReplicas",
+        "mixed_precision": "bnsuite.adapters.mixed_precision.flax_mixed:nnx_step",
+        "edge_facts": "bnsuite.adapters.edge_facts:FLAX_NNX",
+    }
+    freeze_idioms = NNX_IDIOMS
 
     @classmethod
     def unavailable_reason(cls):
@@ -40,7 +62,7 @@ class FlaxNnx(FlaxAdapter):
     @classmethod
     def declare(cls):
         return flax_declaration(
-            NNX, "flax.nnx",
+            NNX, "flax.nnx", mixed_precision=flax_mixed.declared(nnx=True),
             training_default=Cited("training", f"{NNX}: BatchNorm.__init__(use_running_average: bool | None = False)"),
             batch_stats_inference=Cited("use_running_average=False", f"{NNX}: use_running_average=False "
                                         "normalizes with batch statistics and updates the BatchStat variables"),
@@ -138,21 +160,13 @@ class FlaxNnx(FlaxAdapter):
 
         nnx, jnp = self.nnx, self.jnp
         bn = self.bn
+        recipe = self.freeze_recipe(idiom)
+        bn.eval() if recipe.eval_mode else bn.train()
         wrt = nnx.Param
-        if idiom == "eval":
-            bn.eval()
-        elif idiom == "train":
-            bn.train()
-        elif idiom == "view_use_running_average":
-            bn.train()
-        elif idiom == "optimizer_excludes_bn_params":
-            bn.train()
-            # the fine-tuning pattern: optimize every Param except BatchNorm's scale and bias
+        if recipe.exclude_bn_params:  # the fine-tuning pattern: optimize every Param except BatchNorm's scale and bias
             wrt = nnx.All(nnx.Param, lambda path, value: not any(p in ("scale", "bias") for p in path))
-        else:
-            raise Unsupported(f"flax-nnx: unknown freeze idiom {idiom!r}")
         opt = nnx.Optimizer(bn, optax.sgd(lr), wrt=wrt)
-        target = nnx.view(bn, use_running_average=True) if idiom == "view_use_running_average" else bn
+        target = nnx.view(bn, use_running_average=True) if recipe.view else bn
 
         def loss(model):
             y = model(xj)

@@ -11,8 +11,13 @@ import contextlib
 import numpy as np
 
 from bnsuite.adapters.base import Cited, Declaration, DtypeRule, FreezeFacts, Probe, Unsupported, dtype_name
-from bnsuite.adapters import mixed_precision
+from bnsuite.adapters.flax_common import FLAX
+from bnsuite.adapters.frameworks import Framework
 from bnsuite.adapters.keras_family import KerasLayerAdapter, keras_api_declaration, tf_gpu_reason
+from bnsuite.adapters.keras_fit import TORCH_IDIOMS
+from bnsuite.adapters.mixed_precision import keras_mixed
+from bnsuite.adapters.tf_keras_v2 import TF_KERAS
+from bnsuite.adapters.torch_bn import TORCH
 
 _BN = "keras/src/layers/normalization/batch_normalization.py"
 
@@ -57,7 +62,7 @@ def _declaration(backend: str) -> Declaration:
     return keras_api_declaration(
         _BN, _BN, freeze=freeze,
         precision=_precision(backend),
-        mixed_precision=mixed_precision.declared(f"keras-{backend}"),
+        mixed_precision=keras_mixed.declared_keras3(backend),
         framework=f"keras 3 ({backend} backend)",
         momentum_weights=Cited("old", f"{_BN}: call(), moving_mean * self.momentum + mean * (1.0 - self.momentum)"),
         running_var_estimator=Cited({"default": "biased"}, f"{_BN}: _moments -> ops.moments; {moments_src}"),
@@ -97,21 +102,29 @@ def _precision(backend: str) -> dict:
     return {"float16": low("float16"), "bfloat16": low("bfloat16"), "float64": f64}
 
 
+# Keras 3 itself; an adapter runs on it AND on its backend's row (its pins, numeric settings).
+KERAS = Framework(requires=("keras",), families=("keras",), pins={"keras": "3.15.1"})
+BACKEND_ROWS = {"tensorflow": TF_KERAS, "jax": FLAX, "torch": TORCH}
+
+
 class _Keras3(KerasLayerAdapter):
-    """Keras 3 on the backend named by `backend`; a subclass that names one gets its requirements, process switch and
-    family markers from it (unless it sets them itself)."""
+    """Keras 3 on the backend named by `backend`; a subclass that names one gets its requirements, process switch,
+    family markers and framework rows from it (unless it sets them itself)."""
 
     backend: str = ""
     families = ("keras",)
-    norms = "bnsuite.adapters.norms.keras_norms:Keras3Norms"
-    mixed_precision_runner = "bnsuite.adapters.mixed_precision:keras3_step"
-    network = "bnsuite.adapters.nets.keras_net:build"
+    capabilities = {
+        "network": "bnsuite.adapters.nets.keras_net:build",
+        "norms": "bnsuite.adapters.norms.keras_norms:Keras3Norms",
+        "mixed_precision": "bnsuite.adapters.mixed_precision.keras_mixed:keras3_step",
+        "training_loops": "bnsuite.lanes.loops.keras_loops:KerasLoops",
+    }
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.backend:
             derived = {"requires": ("keras", cls.backend), "process_env": {"KERAS_BACKEND": cls.backend},
-                       "families": ("keras", cls.backend)}
+                       "families": ("keras", cls.backend), "rows": (KERAS, BACKEND_ROWS[cls.backend])}
             for name, value in derived.items():
                 if name not in cls.__dict__:
                     setattr(cls, name, value)
@@ -119,10 +132,7 @@ class _Keras3(KerasLayerAdapter):
     @classmethod
     def numeric_settings(cls) -> dict:
         """TF32 and similar reduced-precision float32 modes off in the backend (bnsuite.adapters.numerics)."""
-        from bnsuite.adapters import numerics
-
-        return {"tensorflow": numerics.tensorflow_full_fp32, "jax": numerics.jax_full_fp32,
-                "torch": numerics.torch_full_fp32}[cls.backend]()
+        return BACKEND_ROWS[cls.backend].numeric_settings()
 
     @classmethod
     def declare(cls) -> Declaration:
@@ -280,22 +290,26 @@ def _device_scope_then_freeze() -> str:
     return "ok"
 
 
+def _on_backend(blocks: str, replicas: str, edge_facts: str) -> dict[str, str]:
+    """The capabilities of Keras 3 on one backend: Keras 3's own plus the backend's blocks, replica engine (a module of
+    bnsuite.adapters.replicas) and edge-fact table."""
+    return {**_Keras3.capabilities, "blocks": f"bnsuite.adapters.blocks.keras_blocks:{blocks}",
+            "replicas": f"bnsuite.adapters.replicas.{replicas}",
+            "edge_facts": f"bnsuite.adapters.edge_facts:{edge_facts}"}
+
+
 class KerasTensorFlow(_Keras3):
-    id = "keras-tensorflow"
-    blocks = "bnsuite.adapters.blocks.keras_blocks:Keras3TensorFlowBlocks"
-    replicas = "bnsuite.adapters.replicas.tf_mirrored:KerasTensorFlowReplicas"
-    backend = "tensorflow"
+    id, backend = "keras-tensorflow", "tensorflow"
+    capabilities = {**_on_backend("Keras3TensorFlowBlocks", "tf_mirrored:KerasTensorFlowReplicas", "KERAS_TENSORFLOW"),
+                    "deploy": "bnsuite.lanes.deploy.keras_deploy:Keras3Deploy"}
 
 
 class KerasJax(_Keras3):
-    id = "keras-jax"
-    blocks = "bnsuite.adapters.blocks.keras_blocks:Keras3Blocks"
-    replicas = "bnsuite.adapters.replicas.keras_sync:KerasJaxReplicas"
-    backend = "jax"
+    id, backend = "keras-jax", "jax"
+    capabilities = _on_backend("Keras3Blocks", "keras_sync:KerasJaxReplicas", "KERAS_JAX")
 
 
 class KerasTorch(_Keras3):
-    id = "keras-torch"
-    blocks = "bnsuite.adapters.blocks.keras_blocks:Keras3Blocks"
-    replicas = "bnsuite.adapters.replicas.keras_sync:KerasTorchSync"
-    backend = "torch"
+    id, backend = "keras-torch", "torch"
+    capabilities = _on_backend("Keras3Blocks", "keras_sync:KerasTorchSync", "KERAS_TORCH")
+    freeze_idioms = TORCH_IDIOMS

@@ -10,18 +10,35 @@ The suite compares the state before 1 with the state after 2.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-# idiom -> (layer.trainable, training argument of the direct call / of the call inside the model, direct call?)
+from bnsuite.adapters.base import FreezeIdiom
+
+
+class Recipe(NamedTuple):
+    """How a Keras freeze idiom freezes the layer, read alike by the lone layer (fit_step) and the networks."""
+
+    trainable: bool  # layer.trainable
+    training: bool | str  # the training argument of the direct call / of the call inside the model ("omit": none)
+    direct: bool  # a direct call bn(x, training=...) instead of the forward pass fit runs
+    model: str = "subclassed"  # the model fit trains: "subclassed" (its call passes `training`) or "functional"
+    module_eval: bool = False  # the torch backend's module.eval() on the model before the step
+
+
+# The freeze idioms of every Keras-API layer (Keras 3, tf_keras V2 and V1); on the torch backend, TORCH_IDIOMS.
 IDIOMS = {
-    "trainable_false_training_true": (False, True, True),
-    "trainable_false_training_false": (False, False, True),
-    "trainable_false_training_omitted": (False, "omit", True),
-    "trainable_false_fit": (False, "omit", False),
-    "subclassed_training_false_fit": (True, False, False),
-    "functional_training_false_fit": (True, False, False),
-    "torch_module_eval": (True, "omit", False),
+    "trainable_false_training_true": FreezeIdiom(Recipe(False, True, True)),
+    "trainable_false_training_false": FreezeIdiom(Recipe(False, False, True)),
+    "trainable_false_training_omitted": FreezeIdiom(Recipe(False, "omit", True)),
+    "trainable_false_fit": FreezeIdiom(Recipe(False, "omit", False)),
+    "subclassed_training_false_fit": FreezeIdiom(
+        Recipe(True, False, False), network="the network is a functional model; the subclassed-model form of the "
+                                            "idiom is checked on a lone layer by suites/test_freeze.py"),
+    "functional_training_false_fit": FreezeIdiom(Recipe(True, False, False, model="functional")),
 }
+TORCH_IDIOMS = {**IDIOMS, "torch_module_eval": FreezeIdiom(Recipe(True, "omit", False, module_eval=True))}
 
 
 def _call(bn, x, training):
@@ -30,12 +47,9 @@ def _call(bn, x, training):
 
 def fit_step(K, adapter, idiom: str, x: np.ndarray, dy: np.ndarray, lr: float, to_tensor, to_numpy,
              reduce_sum) -> np.ndarray:
-    """K is the keras module (keras or tf_keras); adapter exposes .layer."""
-    from bnsuite.adapters.base import Unsupported
-
-    if idiom not in IDIOMS:
-        raise Unsupported(f"{adapter.id}: unknown freeze idiom {idiom!r}")
-    trainable, training, direct = IDIOMS[idiom]
+    """K is the keras module (keras or tf_keras); adapter exposes .layer and its class the freeze_idioms table."""
+    recipe = type(adapter).freeze_recipe(idiom)
+    trainable, training, direct = recipe.trainable, recipe.training, recipe.direct
     bn = adapter.layer
     bn.trainable = trainable
 
@@ -45,19 +59,19 @@ def fit_step(K, adapter, idiom: str, x: np.ndarray, dy: np.ndarray, lr: float, t
             self.bn = bn
 
         def call(self, inputs, training=None):
-            return _call(self.bn, inputs, IDIOMS[idiom][1])
+            return _call(self.bn, inputs, recipe.training)
 
-    if idiom == "functional_training_false_fit":
+    if recipe.model == "functional":
         # The functional-API idiom: the layer's training argument is recorded when the model is built.
         inputs = K.Input(shape=tuple(x.shape[1:]), dtype=adapter.spec.dtype)
-        model = K.Model(inputs, bn(inputs, training=False))
+        model = K.Model(inputs, _call(bn, inputs, training))
     else:
         model = OneLayer()
-    if idiom == "torch_module_eval":
+    if recipe.module_eval:
         model.eval()  # the torch idiom; Keras resolves `training` from its own call context instead
     y = _call(bn, to_tensor(x), training) if direct else model(to_tensor(x), training=True)
     model.compile(optimizer=K.optimizers.SGD(learning_rate=lr), loss=lambda t, p: reduce_sum(t * p))
-    if idiom == "torch_module_eval":
+    if recipe.module_eval:
         model.eval()
     model.train_on_batch(to_tensor(x), to_tensor(dy))
     return np.asarray(to_numpy(y), np.float64)

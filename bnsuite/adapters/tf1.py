@@ -12,14 +12,15 @@ Keras 3 and ``tf.compat.v1.layers.batch_normalization`` raises AttributeError (t
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import numpy as np
 
-from bnsuite.adapters.base import BatchNormAdapter, Cited, FreezeFacts, Grads, Probe, Unsupported
-from bnsuite.adapters import mixed_precision
+from bnsuite.adapters.base import BatchNormAdapter, Cited, FreezeFacts, FreezeIdiom, Grads, Probe
 from bnsuite.adapters.conventions import SlotState, build_shape, is_channels_last, old_weight_kwargs, refuse_untracked
 from bnsuite.adapters.frameworks import OnFramework
 from bnsuite.adapters.keras_family import KERAS_SLOTS, tf_dtype_name
+from bnsuite.adapters.mixed_precision import tf1_mixed
 from bnsuite.adapters.tf_keras_v2 import TF_KERAS, TfKerasLayerBase, tf_keras_declaration
 
 V1_SRC = "tf_keras/layers/normalization/batch_normalization_v1.py"
@@ -77,8 +78,9 @@ def legacy_switch_probes() -> list[Probe]:
 
 class Tf1Keras(TfKerasLayerBase):
     id = "tf1-keras"
-    blocks = "bnsuite.adapters.blocks.keras_blocks:Tf1KerasBlocks"
-    replicas = "bnsuite.adapters.replicas.tf_mirrored:Tf1KerasReplicas"
+    capabilities = {**TfKerasLayerBase.capabilities, "blocks": "bnsuite.adapters.blocks.keras_blocks:Tf1KerasBlocks",
+                    "replicas": "bnsuite.adapters.replicas.tf_mirrored:Tf1KerasReplicas",
+                    "edge_facts": "bnsuite.adapters.edge_facts:TF1_KERAS"}
     process_env = LEGACY_ENV
     snippet_head = "import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'\nimport tensorflow as tf\n"
     snippet_class = "tf.compat.v1.keras.layers.BatchNormalization"
@@ -97,15 +99,33 @@ class Tf1Keras(TfKerasLayerBase):
         return tf.compat.v1.keras.layers.BatchNormalization
 
 
+class Tf1GraphRecipe(NamedTuple):
+    """How a TF1-graph freeze idiom builds the graph, read alike by the lone layer and the networks."""
+
+    trainable: bool  # the layer's trainable argument when the graph is built
+    update_ops: bool  # the train op depends on the UPDATE_OPS collection
+
+
+TF1_GRAPH_IDIOMS = {
+    "train_op_with_update_ops": FreezeIdiom(Tf1GraphRecipe(True, True)),
+    "train_op_without_update_ops": FreezeIdiom(Tf1GraphRecipe(True, False)),
+    "trainable_false_with_update_ops": FreezeIdiom(Tf1GraphRecipe(False, True)),
+}
+
+
 class Tf1Graph(OnFramework, SlotState, BatchNormAdapter):
     """One tf.compat.v1.layers.batch_normalization in its own graph and session."""
 
     id = "tf1-graph"
     runs_on = TF_KERAS
-    blocks = "bnsuite.adapters.blocks.tf1_graph_blocks:Tf1GraphBlocks"
     process_env = LEGACY_ENV
-    mixed_precision_runner = "bnsuite.adapters.mixed_precision:tf1_graph_step"
-    network = "bnsuite.adapters.nets.tf1_graph_net:build"
+    capabilities = {
+        "network": "bnsuite.adapters.nets.tf1_graph_net:build",
+        "blocks": "bnsuite.adapters.blocks.tf1_graph_blocks:Tf1GraphBlocks",
+        "mixed_precision": "bnsuite.adapters.mixed_precision.tf1_mixed:step",
+        "edge_facts": "bnsuite.adapters.edge_facts:TF1_GRAPH",
+    }
+    freeze_idioms = TF1_GRAPH_IDIOMS
 
     @classmethod
     def declare(cls):
@@ -113,7 +133,7 @@ class Tf1Graph(OnFramework, SlotState, BatchNormAdapter):
         return dataclasses.replace(
             d,
             training_default=Cited("inference", f"{LEGACY_SRC}: batch_normalization(..., training=False)"),
-            mixed_precision=mixed_precision.declared("tf1-graph"),
+            mixed_precision=tf1_mixed.declared(),
             freeze={
                 "train_op_with_update_ops": Cited(
                     FreezeFacts("batch", True, True),
@@ -245,17 +265,13 @@ class Tf1Graph(OnFramework, SlotState, BatchNormAdapter):
                 "channels_last": is_channels_last(value("axis"), self.spec.rank)}
 
     def frozen_step(self, idiom, x, dy, lr):
-        if idiom == "train_op_with_update_ops":
-            return self.run_train_op(x, dy, lr, True)
-        if idiom == "train_op_without_update_ops":
-            return self.run_train_op(x, dy, lr, False)
-        if idiom == "trainable_false_with_update_ops":
+        recipe = self.freeze_recipe(idiom)
+        if not recipe.trainable:
             # trainable is fixed when the graph is built: rebuild the same layer frozen, with the same state.
             state = self.get_state()
             self._build(trainable=False)
             self.set_state(state)
-            return self.run_train_op(x, dy, lr, True)
-        raise Unsupported(f"tf1-graph: unknown freeze idiom {idiom!r}")
+        return self.run_train_op(x, dy, lr, recipe.update_ops)
 
     def snippet(self):
         s = self.spec

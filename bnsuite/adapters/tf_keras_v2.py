@@ -13,7 +13,7 @@ from bnsuite.adapters.base import Cited, Declaration, DtypeRule, FreezeFacts
 from bnsuite.adapters.conventions import build_shape
 from bnsuite.adapters.frameworks import Framework, OnFramework
 from bnsuite.adapters.keras_family import KerasLayerAdapter, keras_api_declaration, tf_dtype_name, tf_gpu_reason
-from bnsuite.adapters import mixed_precision
+from bnsuite.adapters.mixed_precision import keras_mixed
 from bnsuite.adapters import numerics
 
 BN = "tf_keras/layers/normalization/batch_normalization.py"
@@ -68,7 +68,7 @@ def tf_keras_declaration(v2: bool, framework: str, layer_src: str) -> Declaratio
                 "model runs under fit; unlike Keras 3 (see adapters/keras3.py)"),
         },
         precision=tf_keras_precision(),
-        mixed_precision=mixed_precision.declared("tf_keras" if v2 else "tf1-keras"),
+        mixed_precision=keras_mixed.declared_tf_keras(),
         framework=framework,
         momentum_weights=Cited("old", f"{BN}: _assign_moving_average, "
                                       "variable * decay + value * (1 - decay) with decay = momentum"),
@@ -95,7 +95,8 @@ def tf_versions() -> dict[str, str]:
 
 # TensorFlow with tf_keras: the V2 and V1 layers and the TF1 graph (adapters/tf1.py). All four dtypes run, bfloat16
 # included (the TF1 graph builds and runs it like tf_keras: float32 math and parameters).
-TF_KERAS = Framework(requires=("tf_keras", "tensorflow"), families=("tensorflow",), versions=tf_versions,
+TF_KERAS = Framework(requires=("tf_keras", "tensorflow"), families=("tensorflow",),
+                     pins={"tensorflow": "2.21.0", "tf_keras": "2.21.0"}, versions=tf_versions,
                      numeric_settings=numerics.tensorflow_full_fp32, device_reason=tf_gpu_reason)
 
 
@@ -103,9 +104,11 @@ class TfKerasLayerBase(OnFramework, KerasLayerAdapter):
     """Layers with the tf_keras BatchNormalization API (V1 and V2): TensorFlow tensors, devices and autodiff."""
 
     runs_on = TF_KERAS
-    mixed_precision_runner = "bnsuite.adapters.mixed_precision:tf_keras_step"
+    capabilities = {
+        "network": "bnsuite.adapters.nets.keras_net:build",
+        "mixed_precision": "bnsuite.adapters.mixed_precision.keras_mixed:tf_keras_step",
+    }
     framework_name = "tf_keras"
-    network = "bnsuite.adapters.nets.keras_net:build"
 
     def __init__(self, spec):
         import tensorflow as tf
@@ -160,9 +163,11 @@ class TfKerasLayerBase(OnFramework, KerasLayerAdapter):
 
 class TfKerasV2(TfKerasLayerBase):
     id = "tf_keras"
-    blocks = "bnsuite.adapters.blocks.keras_blocks:TfKerasBlocks"
-    replicas = "bnsuite.adapters.replicas.tf_mirrored:TfKerasReplicas"
-    norms = "bnsuite.adapters.norms.keras_norms:TfKerasNorms"
+    capabilities = {**TfKerasLayerBase.capabilities, "norms": "bnsuite.adapters.norms.keras_norms:TfKerasNorms",
+                    "blocks": "bnsuite.adapters.blocks.keras_blocks:TfKerasBlocks",
+                    "replicas": "bnsuite.adapters.replicas.tf_mirrored:TfKerasReplicas",
+                    "edge_facts": "bnsuite.adapters.edge_facts:TF_KERAS_V2",
+                    "deploy": "bnsuite.lanes.deploy.keras_deploy:TfKerasDeploy"}
     snippet_head = "import tf_keras\n"
     snippet_class = "tf_keras.layers.BatchNormalization"
 

@@ -6,14 +6,15 @@ Named torch_bn (not torch) so that it never shadows the framework itself.
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import numpy as np
 
-from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, Grads, State, Unsupported,
-                           dtype_name)
-from bnsuite.adapters import mixed_precision
+from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, FreezeIdiom, Grads,
+                                   State, Unsupported, dtype_name)
 from bnsuite.adapters import numerics
 from bnsuite.adapters.frameworks import Framework, OnFramework
+from bnsuite.adapters.mixed_precision import torch_mixed
 
 _SRC = "torch/nn/modules/batchnorm.py"
 
@@ -76,7 +77,7 @@ PRECISION = {
                      f"{_FACTORY}; opmath_type<double> is double"),
 }
 DECLARATION = dataclasses.replace(DECLARATION, precision=PRECISION)
-DECLARATION = dataclasses.replace(DECLARATION, mixed_precision=mixed_precision.declared("torch"))
+DECLARATION = dataclasses.replace(DECLARATION, mixed_precision=torch_mixed.declared())
 
 
 def _dtype(torch, name: str):
@@ -102,18 +103,66 @@ def _device_reason(device: str) -> str | None:
     return f"no GPU visible to torch (torch.cuda.is_available() is False, torch {torch.__version__})"
 
 
-TORCH = Framework(requires=("torch",), families=("torch",), versions=_versions,
+TORCH = Framework(requires=("torch",), families=("torch",), pins={"torch": "2.13.0"}, versions=_versions,
                   numeric_settings=numerics.torch_full_fp32, device_reason=_device_reason)
+
+
+class TorchRecipe(NamedTuple):
+    """How a torch freeze idiom treats every BatchNorm module, read alike by the lone layer and the networks."""
+
+    params_frozen: bool = False  # module.requires_grad_(False)
+    eval_mode: bool = False  # module.eval()
+    no_grad: bool = False  # the training step runs under torch.no_grad()
+    replace_modules: bool = False  # torch.func.replace_all_batch_norm_modules_ on the model
+
+
+FREEZE_IDIOMS = {
+    "requires_grad_false": FreezeIdiom(TorchRecipe(params_frozen=True)),
+    "eval": FreezeIdiom(TorchRecipe(eval_mode=True)),
+    "no_grad": FreezeIdiom(TorchRecipe(no_grad=True)),
+    "eval_requires_grad_false": FreezeIdiom(TorchRecipe(params_frozen=True, eval_mode=True)),
+    "func_replace_all_batch_norm_modules": FreezeIdiom(TorchRecipe(replace_modules=True)),
+}
+
+
+def freeze_modules(how: TorchRecipe, bns: list, root) -> list | None:
+    """Freeze the BatchNorm modules `bns` of `root` as the recipe says. Returns the running buffers
+    replace_all_batch_norm_modules_ detaches (one (mean, var) per module), else None."""
+    for bn in bns:
+        if how.params_frozen:
+            bn.requires_grad_(False)
+        if how.eval_mode:
+            bn.eval()
+    if not how.replace_modules:
+        return None
+    from torch.func import replace_all_batch_norm_modules_
+
+    # The helper drops the running buffers; keep references to show whether anything still moves them.
+    kept = [(bn.running_mean, bn.running_var) for bn in bns]
+    replace_all_batch_norm_modules_(root)
+    return kept
+
+
+def grad_mode(torch, how: TorchRecipe | None):
+    """The autograd mode a training step runs in under the recipe (None: no idiom, ordinary training)."""
+    return torch.no_grad() if how is not None and how.no_grad else torch.enable_grad()
 
 
 class TorchBatchNorm(OnFramework, BatchNormAdapter):
     id = "torch"
     runs_on = TORCH
-    blocks = "bnsuite.adapters.blocks.torch_blocks:TorchBlocks"
-    norms = "bnsuite.adapters.norms.torch_norms:TorchNorms"
-    replicas = "bnsuite.adapters.replicas.torch_ddp:TorchReplicas"
-    mixed_precision_runner = "bnsuite.adapters.mixed_precision:torch_step"
-    network = "bnsuite.adapters.nets.torch_net:build"
+    capabilities = {
+        "network": "bnsuite.adapters.nets.torch_net:build",
+        "norms": "bnsuite.adapters.norms.torch_norms:TorchNorms",
+        "blocks": "bnsuite.adapters.blocks.torch_blocks:TorchBlocks",
+        "replicas": "bnsuite.adapters.replicas.torch_ddp:TorchReplicas",
+        "mixed_precision": "bnsuite.adapters.mixed_precision.torch_mixed:step",
+        "edge_facts": "bnsuite.adapters.edge_facts:TORCH",
+        "folding": "bnsuite.lanes.folding.torch_folding:TorchFolding",
+        "training_loops": "bnsuite.lanes.loops.torch_loops:TorchLoops",
+        "deploy": "bnsuite.lanes.deploy.torch_deploy:TorchDeploy",
+    }
+    freeze_idioms = FREEZE_IDIOMS
 
     @classmethod
     def declare(cls) -> Declaration:
@@ -223,26 +272,11 @@ class TorchBatchNorm(OnFramework, BatchNormAdapter):
         m.train(True)
         params = [p for p in (m.weight, m.bias) if p is not None]
         opt = torch.optim.SGD(params, lr=lr)
-        grad_ctx = torch.enable_grad()
-        if idiom == "requires_grad_false":
-            m.requires_grad_(False)
-        elif idiom == "eval":
-            m.eval()
-        elif idiom == "no_grad":
-            grad_ctx = torch.no_grad()
-        elif idiom == "eval_requires_grad_false":
-            m.eval()
-            m.requires_grad_(False)
-        elif idiom == "func_replace_all_batch_norm_modules":
-            from torch.func import replace_all_batch_norm_modules_
-
-            # The helper drops the running buffers; keep references to show whether anything still moves them.
-            self._kept = (m.running_mean, m.running_var)
-            replace_all_batch_norm_modules_(m)
-        else:
-            raise Unsupported(f"torch: unknown freeze idiom {idiom!r}")
+        recipe = self.freeze_recipe(idiom)
+        kept = freeze_modules(recipe, [m], m)
+        self._kept = kept and kept[0]
         opt.zero_grad(set_to_none=True)
-        with grad_ctx:
+        with grad_mode(torch, recipe):
             y = m(self._to_torch(x))
             loss = (y * self._to_torch(dy)).sum()
         if loss.requires_grad:

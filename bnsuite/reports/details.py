@@ -105,18 +105,6 @@ def table_groups(recs: list[dict], problems: list[str]) -> list[dict]:
     return out
 
 
-def generic_matrices(recs: list[dict]) -> dict[str, dict]:
-    """Matrix records of names the report has no special view for, as plain tables."""
-    by: dict[str, list[dict]] = defaultdict(list)
-    for r in recs:
-        by[str(r.get("name", "?"))].append(r)
-    out = {}
-    for name, rs in by.items():
-        cols = list(dict.fromkeys(k for r in rs for k in r if k not in ("kind", "schema", "_file", "name")))
-        out[name] = {"columns": cols, "rows": [[r.get(k) for k in cols] for r in rs]}
-    return out
-
-
 def environment(files: list[str], envs: list[dict]) -> list[dict]:
     out = []
     for f in files:

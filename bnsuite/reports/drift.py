@@ -89,17 +89,10 @@ def declarations(records: list[dict]) -> dict[str, dict]:
     return {r["adapter"]: r.get("declaration", {}) for r in records if r.get("kind") == "declaration"}
 
 
-def skipped_reasons(records: list[dict]) -> dict[str, list[str]]:
-    out: dict[str, set] = defaultdict(set)
-    for r in records:
-        if r.get("kind") == "outcome" and r.get("outcome") == "skipped" and "not installed" in r.get("reason", ""):
-            out[r.get("adapter", "")].add(r["reason"])
-    return {k: sorted(v) for k, v in out.items()}
-
-
-def main_package(adapter: str) -> str:
-    return {"keras": "keras", "tf": "tensorflow", "flax": "flax"}.get(re.split(r"[-_]", adapter)[0].rstrip("1"),
-                                                                    "torch")
+def main_version(versions: dict) -> str:
+    """The release of the adapter's main framework: the first package its versions record names (each framework
+    row's versions() lists its own package first); "" where it recorded none."""
+    return next(iter(versions.values()), "")
 
 
 def build(run_dir: str) -> tuple[str, dict]:
@@ -116,7 +109,7 @@ def build(run_dir: str) -> tuple[str, dict]:
     parts = [f"<h1>Behaviour drift across framework releases</h1><p>Results: {html.escape(run_dir)}</p>",
              _sets_table(sets)]
     for adapter in sorted(per_adapter):
-        cols = sorted(per_adapter[adapter], key=lambda c: _version_key(c[2].get(main_package(adapter), "")))
+        cols = sorted(per_adapter[adapter], key=lambda c: _version_key(main_version(c[2])))
         parts.append(_adapter_section(adapter, cols, stats))
     summary = (f"<p class=summary>{stats['behaviours']} behaviours over {len(sets)} release sets; "
                f"<b>{stats['changed']}</b> changed between releases; <b>{stats['failed']}</b> failed checks "

@@ -1,7 +1,7 @@
 """The report's front page: the answers its readers come for, each from today's records.
 
-* findings: what the suite found (records of kind "finding"), with this run's status of the checks demonstrating
-  each, the framework versions measured now, the upstream reference and the reproduction;
+* findings: what the suite found (records of kind "finding"): kind, severity, upstream status with the search behind
+  it, this run's status of the checks demonstrating each, the framework versions measured now and the reproduction;
 * porting guide: for every ordered pair of adapters (matrix records named "port"), how eps, momentum, the channel
   axis and the running-variance estimator convert, and the measured cost of a naive port;
 * freeze cheat sheet: per adapter, each freezing idiom (matrix records named "freeze"): batch or running statistics,
@@ -18,6 +18,7 @@ from bnsuite.reports.order import col_key
 from bnsuite.reports.values import fmt, num, sci
 
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
+KIND_ORDER = {"bug": 0, "documented-divergence": 1, "convention": 2}
 
 
 def _demonstrates(f: dict, c: dict) -> bool:
@@ -43,19 +44,25 @@ def findings_list(finding_recs: list[dict], checks: list[dict], envs: list[dict]
         mine = [c for p in (f.get("properties") or []) for c in by_prop.get(p, []) if _demonstrates(f, c)]
         failed = [c for c in mine if c.get("passed") is not True]
         if not mine:
-            status, state = "not measured in these results", "absent"
+            run_status, run_state = "not measured in these results", "absent"
         elif failed:
-            status, state = (f"{len(failed)} of {len(mine)} demonstrating checks FAILED: the framework may have "
-                             "changed; run the reproduction", "fail")
+            run_status, run_state = (f"{len(failed)} of {len(mine)} demonstrating checks FAILED: the framework may "
+                                     "have changed; run the reproduction", "fail")
         else:
-            status, state = f"reproduced in this run ({len(mine)} checks as declared)", "pass"
+            run_status, run_state = f"reproduced in this run ({len(mine)} checks as declared)", "pass"
         now = sorted({versions[a] for a in f.get("adapters") or [] if a in versions})
         repro = str(f.get("reproduction") or f"findings/{f.get('name')}.py")
         draft = f.get("upstream_report")
-        out.append({**f, "status": status, "state": state, "measured_versions": now,
-                    "repro": repro, "repro_href": os.path.join(repo_rel, repro).replace(os.sep, "/"),
+        # Older results files carry no status and no evidence: the upstream reference alone.
+        evidence = str(f.get("status_text") or f.get("upstream") or "not reported upstream")
+        out.append({**f, "run_status": run_status, "run_state": run_state, "measured_versions": now,
+                    "finding_kind": str(f.get("finding_kind") or "unclassified"),
+                    "upstream_status": str(f.get("status") or ("reported" if f.get("upstream") else "not-reported")),
+                    "evidence": evidence, "repro": repro, **{k: str(f.get(k) or "") for k in
+                                                              ("documentation", "fixed_by", "fixed_in")},
+                    "repro_href": os.path.join(repo_rel, repro).replace(os.sep, "/"),
                     "draft_href": os.path.join(repo_rel, draft).replace(os.sep, "/") if draft else ""})
-    out.sort(key=lambda f: SEVERITY_ORDER.get(str(f.get("severity")), 9))
+    out.sort(key=lambda f: (SEVERITY_ORDER.get(str(f.get("severity")), 9), KIND_ORDER.get(f["finding_kind"], 9)))
     return out
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import jinja2
 
-from bnsuite.reports import details, front, matrix
+from bnsuite.reports import deploy, details, folding, front, loops, matrix, runs, slowest
 from bnsuite.reports.compare import drift
 from bnsuite.reports.inputs import by_kind, load
 from bnsuite.reports.order import adapter_order
@@ -30,7 +30,7 @@ from bnsuite.reports.values import fmt, num, sci
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SPECIAL_MATRICES = ("freeze", "port", "weight_layout")  # matrix record names with their own front-page view
+SPECIAL_MATRICES = ("freeze", "port", "weight_layout", loops.NAME, "deploy", "deploy_export")  # with their own view
 
 
 @dataclass
@@ -77,10 +77,13 @@ def context(records: list[dict], files: list[str], old: list[dict] | None, probl
         "n_checks": len(checks), "n_failed_checks": sum(c.get("passed") is not True for c in checks),
         "n_adapters": len(order),
         "findings": finding_list, "findings_by_adapter": front.findings_by_adapter(finding_list, order),
-        "n_upstream": sum(1 for f in finding_list if f.get("upstream")),
+        "n_upstream": sum(1 for f in finding_list if f["upstream_status"] != "not-reported"),
         "porting": front.porting_guide(matrices["port"], kinds["declaration"], order),
         "weight_layouts": front.weight_layouts(matrices["weight_layout"], order),
         "freeze": front.freeze_sheet(matrices["freeze"], order),
+        "folding": folding.folding_table(checks, order),
+        "training_loops": loops.tables(matrices[loops.NAME], order),
+        "deploying": deploy.deploying(matrices["deploy"], matrices["deploy_export"], order),
         "batch_plots": batch_plots, "other_plots": other_plots,
         "drift": drift(records, old) if old is not None else None,
         "matrix": matrix.behaviour_matrix(checks, order),
@@ -90,6 +93,8 @@ def context(records: list[dict], files: list[str], old: list[dict] | None, probl
         "declarations": details.declarations(kinds["declaration"], order),
         "tables": details.table_groups(kinds["table"], problems),
         "environment": details.environment(files, kinds["env"]),
+        "group_runs": runs.unusual(kinds["group"]),
+        "slowest": slowest.slowest(outcomes, kinds["env"]),
     }
 
 
@@ -136,11 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # one line, never a bare traceback
         print(f"render: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
+    if s.out is None:  # one line: what was wrong with each input
+        why = f" ({'; '.join(s.problems)})" if s.problems else ""
+        print(f"render: no valid results records in {', '.join(args.results)}{why}; no report written", file=sys.stderr)
+        return 2
     for p in s.problems:
         print(p, file=sys.stderr)
-    if s.out is None:
-        print(f"render: no valid results records in {', '.join(args.results)}; no report written", file=sys.stderr)
-        return 2
     counts = ", ".join(f"{n} {k}" for k, n in sorted(s.outcomes.items())) or "no test outcomes"
     print(f"report written: {s.out} ({s.records} records from {len(s.files)} files; {counts}; {s.seconds:.2f}s)")
     return s.exit_code

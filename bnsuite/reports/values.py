@@ -43,9 +43,3 @@ def worst(values: list[float]) -> float | None:
     if not values:
         return None
     return math.nan if any(math.isnan(v) for v in values) else max(values)
-
-
-def tests_title(tests: list[str], limit: int = 8) -> str:
-    shown = list(dict.fromkeys(tests))
-    more = len(shown) - limit
-    return "\n".join(["tests:"] + [f"  {t}" for t in shown[:limit]] + ([f"  … and {more} more"] if more > 0 else []))

@@ -1,7 +1,6 @@
-"""Helpers of the batch-size suite (suites/test_batch_size.py): derived tolerances, sampling statistics, pooling.
-
-Candidates for suites/tolerances.py (the one home of tolerances); they live here until its owner moves them. Each
-function builds on a function of suites/tolerances.py and states how the bound follows from it.
+"""Helpers of the batch-size suite (suites/test_batch_size.py): the EMA weights of k steps, a sampled population and
+the running-variance ratio expected from it, pooling. Each states how its value follows; the tolerances the suite
+compares them with come from suites/tolerances/.
 """
 
 from __future__ import annotations
@@ -13,8 +12,6 @@ import numpy as np
 
 BATCH_SIZES = (1, 2, 8, 32, 128, 512)
 TRAIN_BATCH_SIZES = (2, 4, 8, 16, 32, 128)
-
-
 
 
 def ema_weights(steps: int, momentum: float | None) -> tuple[float, np.ndarray]:

@@ -1,6 +1,7 @@
 """Test cases: which adapter on which device in which dtype, and building layers for them.
 
-A case is parametrized by conftest.py; tests get it as the `case` fixture and build layers with `case.build(spec)`.
+A case is parametrized by the pytest plugin (bnsuite/plugin.py); tests get it as the `case` fixture and build layers
+with `case.build(spec)`.
 """
 
 from __future__ import annotations
@@ -64,3 +65,14 @@ LAYOUTS = [(2, False), (3, False), (3, True), (4, False), (4, True), (5, False),
 def layout_id(rank_layout) -> str:
     rank, cl = rank_layout
     return Spec(rank=rank, channels_last=cl).layout
+
+
+def freeze_step_of(case: Case, idiom: str):
+    """The adapter's implementation (FreezeIdiom) of a declared freeze idiom; the case FAILS where the adapter's
+    freeze_idioms lacks it (a declared idiom that cannot run is a failure, never a skip)."""
+    __tracebackhide__ = True
+    implemented = case.adapter.freeze_idioms.get(idiom)
+    if implemented is None:
+        pytest.fail(f"{case.adapter.id}: declared freeze idiom {idiom!r} is not implemented (not in the adapter's "
+                    f"freeze_idioms: {sorted(case.adapter.freeze_idioms)})", pytrace=False)
+    return implemented

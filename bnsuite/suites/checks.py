@@ -107,10 +107,14 @@ def judged_together(*recs: Recorder):
 def _errors(observed: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
     if observed.size == 0:
         return 0.0, 0.0
-    diff = np.abs(observed - expected)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = diff / np.maximum(np.abs(expected), np.finfo(np.float64).tiny)
-    return float(np.nanmax(diff)), float(np.nanmax(rel))
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN: no error to measure there
+        diff = np.abs(observed - expected)
+    known = ~np.isnan(diff)  # a NaN on either side is judged by the NaN check, not measured
+    if not known.any():
+        return float("nan"), float("nan")
+    finite = known & np.isfinite(expected)  # a relative error needs a finite expected value
+    rel = diff[finite] / np.maximum(np.abs(expected[finite]), np.finfo(np.float64).tiny)
+    return float(diff[known].max()), float(rel.max()) if rel.size else float("nan")
 
 
 def close(rec: Recorder, prop: str, observed, expected, tol: Tol, *, declared: Any = "oracle",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bnsuite.adapters import nets
+from bnsuite.adapters import capabilities, nets
 from bnsuite.adapters.base import Unsupported
 from bnsuite.adapters.nets.reference_net import IMAGE, IN_CHANNELS, OUT_FEATURES
 from bnsuite.suites import data
@@ -35,9 +35,14 @@ def fixed_batches(dtype: str, channels_last: bool, k: int, seed: int = 11, batch
 
 
 def build(case, arch, weights, channels_last, bn_idiom=None, eps=EPS, momentum=MOMENTUM):
-    """`arch` in the case's framework with the canonical `weights`; skips the case where the adapter cannot."""
+    """`arch` in the case's framework with the canonical `weights`; skips the case where the adapter has no network
+    or cannot express the request, and FAILS where a declared freeze idiom (`bn_idiom`) cannot run on it."""
+    __tracebackhide__ = True
     try:
         return nets.build_network(case.adapter, arch, weights, dtype=case.dtype, device=case.device,
                                   channels_last=channels_last, eps=eps, momentum=momentum, bn_idiom=bn_idiom)
     except Unsupported as e:
-        pytest.skip(f"{case.adapter.id}: {e}")
+        if bn_idiom is not None and not isinstance(e, capabilities.CapabilityAbsent):
+            pytest.fail(f"{case.adapter.id}: declared freeze idiom {bn_idiom!r} cannot run on its network: {e}",
+                        pytrace=False)
+        pytest.skip(str(e) if str(e).startswith(f"{case.adapter.id}:") else f"{case.adapter.id}: {e}")  # named once

@@ -7,29 +7,38 @@ import concurrent.futures
 
 import pytest
 
-from bnsuite.adapters.base import Unsupported
+from bnsuite.adapters import capabilities
 from bnsuite.adapters import replicas as rp
 
 
+def engine(cls) -> type[rp.ReplicaEngine]:
+    """The adapter's multi-replica engine, for a test: skips where the adapter names none, fails where it is broken."""
+    __tracebackhide__ = True
+    return capabilities.require(cls, "replicas")
+
+
 def _declaration(cls):
-    """The engine's ReplicaDeclaration, or the reason there is none (a string)."""
+    """The engine's ReplicaDeclaration, or the reason there is none (a string), or the CapabilityBroken error."""
     try:
-        return cls.replica_engine().declare()
-    except Unsupported as e:
+        return capabilities.load(cls, "replicas").declare()
+    except capabilities.CapabilityAbsent as e:
         return str(e)
+    except capabilities.CapabilityBroken as e:
+        return e
 
 
 def idiom_params(case_params) -> list:
     """(case, idiom) pairs: every idiom the adapter's engine declares, on the device it declares (cpu idioms under
-    the cpu case, gpu idioms under the gpu case); one skipped pair where the adapter has no engine."""
+    the cpu case, gpu idioms under the gpu case); one skipped pair where the adapter has no engine, one pair that fails
+    (the case asks for the engine) where the engine the adapter names cannot be loaded."""
     out = []
     for p in case_params:
         case = p.values[0]
         decl = _declaration(case.adapter)
-        if isinstance(decl, str):
+        if isinstance(decl, (str, Exception)):
             if case.device == "cpu":
-                out.append(pytest.param(case, "none", id=f"{p.id}-none",
-                                        marks=[*p.marks, pytest.mark.skip(reason=decl)]))
+                skip = [pytest.mark.skip(reason=decl)] if isinstance(decl, str) else []
+                out.append(pytest.param(case, "none", id=f"{p.id}-none", marks=[*p.marks, *skip]))
             continue
         for idiom, facts in decl.idioms.items():
             if facts.value.device == case.device:
@@ -40,7 +49,7 @@ def idiom_params(case_params) -> list:
 def replica_declaration_record(cls) -> dict | None:
     """The engine's declaration as JSON-able data for the results file (None: the adapter has no engine)."""
     decl = _declaration(cls)
-    return None if isinstance(decl, str) else rp.declaration_record(decl)
+    return None if isinstance(decl, (str, Exception)) else rp.declaration_record(decl)
 
 
 # Workers started ahead of their cases (prefetch), one at a time in a background thread: an engine's start-up
@@ -63,7 +72,7 @@ class Runs:
         self._done: dict[str, rp.Results] = {}
 
     def get(self, cls) -> rp.Results:
-        ref = cls.replicas
+        ref = capabilities.named(cls)["replicas"]
         if ref not in self._done:
             ahead = _STARTED.pop(ref, None)
             self._done[ref] = ahead.result() if ahead is not None else rp.run_worker(ref)

@@ -4,7 +4,7 @@ Inference BN is a fixed per-channel affine map, so the output of a sample must n
 only the kernels' choice of blocking (which can change with the batch size) may move it, within roundoff compounded by
 depth. The same 128 samples go through at batch sizes 1, 2, 8, 32 and 128; the deviation from the full batch is
 recorded as a curve, whether it is exactly zero is recorded, and both the deviation and the full-batch output (against
-the float64 reference network) are checked within the depth-derived bounds of suites/tolerances.py.
+the float64 reference network) are checked within the depth-derived bounds of suites/tolerances/.
 """
 
 import numpy as np

@@ -4,7 +4,7 @@ Two blocks, Dropout -> BN and BN -> Dropout, over several drop rates. Exact chec
 oracle in training (with the Dropout mask read off the framework's output) and inference, the running statistics
 after the training step equal the oracle update, and Dropout scales as declared (inverted: kept values times 1/q at
 training time, the identity at inference; q = 1 - rate). Statistical checks (the masks are random; bounds and their
-false-alarm rate in suites/tolerances.py): the fraction Dropout keeps, the variance of Dropout's output in training
+false-alarm rate in suites/tolerances/): the fraction Dropout keeps, the variance of Dropout's output in training
 (the variance a BatchNorm after it sees), and the variance ratio inference / training against Li et al.'s
 prediction Delta = v / (v/q + (1-q)/q c^2) for an input of mean c and variance v (derivation in
 adapters/blocks/reference.py: li_variance_shift). Curves: the measured and predicted ratio by drop rate.

@@ -3,7 +3,7 @@ inference with large-magnitude inputs and extreme running statistics, masks, gho
 statistics over several axes, and Flax's use_running_average given at construction and at call.
 
 What a framework does where frameworks legitimately differ (an error, NaN statistics, which samples form a ghost
-batch, ...) is judged against each adapter's declared facts (BatchNormAdapter.edge_inputs(), see
+batch, ...) is judged against each adapter's declared facts (its "edge_facts" capability, see
 adapters/edge_facts.py); every number is judged against the float64 oracle, which also says where a NaN may go (its
 own channel only). Options a framework lacks are optional adapter methods: Unsupported skips the case with its reason.
 """
@@ -11,6 +11,7 @@ own channel only). Options a framework lacks are optional adapter methods: Unsup
 import numpy as np
 import pytest
 
+from bnsuite.adapters import capabilities
 from bnsuite.adapters import reference as ref
 from bnsuite.adapters.base import BatchNormAdapter, State, Unsupported
 from bnsuite.suites import checks as ch
@@ -22,9 +23,9 @@ EDGE_LAYOUTS = [(2, False), (4, True)]
 
 
 def _declared(case, key: str):
-    facts = case.adapter.edge_inputs()
+    facts = capabilities.require(case.adapter, "edge_facts")
     if key not in facts:
-        pytest.skip(f"{case.adapter.id} declares no edge-input fact {key!r} (BatchNormAdapter.edge_inputs())")
+        pytest.skip(f"{case.adapter.id} declares no edge-input fact {key!r} (its edge_facts table)")
     return facts[key]
 
 

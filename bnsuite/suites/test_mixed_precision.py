@@ -1,6 +1,6 @@
 """Mixed precision as users run it: a layer whose parameters are NOT in the activations' low-precision dtype.
 
-Each adapter declares its framework's idioms (Declaration.mixed_precision; adapters/mixed_precision.py names them and
+Each adapter declares its framework's idioms (Declaration.mixed_precision; adapters/mixed_precision/ names them and
 runs them with the framework's real machinery: torch.autocast, Keras dtype policies, Flax dtype/param_dtype, a TF1
 float32 layer fed a float16 placeholder). Per idiom the suite checks, against the declaration:
 
@@ -8,7 +8,7 @@ float32 layer fed a float16 placeholder). Per idiom the suite checks, against th
   training step;
 * the training output, the running mean and variance after the step, and the inference output after it, against the
   float64 oracle within bounds derived from the declared statistics, storage and output dtypes
-  (suites/tolerances.py: bn_output, mixed_running_stats): statistics computed in a narrower dtype than declared, or
+  (suites/tolerances/: bn_output, mixed_running_stats): statistics computed in a narrower dtype than declared, or
   running statistics stored in one, exceed them;
 * on activations whose variance exceeds float16's range (65504), whether the running variance stays finite, and the
   training output and running variance against the oracle where it is declared to.
@@ -20,6 +20,7 @@ sees; the layer's state is the seeded state rounded to the declared storage dtyp
 import numpy as np
 import pytest
 
+from bnsuite.adapters import capabilities
 from bnsuite.adapters import reference as ref
 from bnsuite.adapters.base import Unsupported
 from bnsuite.suites import checks as ch
@@ -88,8 +89,9 @@ def test_mixed_precision(case, rec, mixed_idiom):
     st = _round_state(data.state(spec), rule)
     extra = {"idiom": mixed_idiom, "layout": spec.layout}
     rec.snippet = f"{case.adapter.id}: mixed-precision idiom {mixed_idiom!r} ({cited.source[:200]})"
+    step = capabilities.require(case.adapter, "mixed_precision")
     try:
-        run = case.adapter.mixed_step(mixed_idiom, spec, st, x)
+        run = step(case.adapter, mixed_idiom, spec, st, x)
         observed = "yes"
     except Unsupported as e:
         pytest.skip(f"{case.adapter.id}: {e}")
@@ -136,7 +138,7 @@ def test_mixed_precision(case, rec, mixed_idiom):
     # Activations whose variance exceeds the float16 range.
     xw = data.representable(data.batch(spec, seed=3) * WIDE, low)
     assert np.min(xw.var(axis=tuple(a for a in range(xw.ndim) if a != axis))) > FLOAT16_MAX, "test design"
-    wide = case.adapter.mixed_step(mixed_idiom, spec, st, xw)
+    wide = step(case.adapter, mixed_idiom, spec, st, xw)
     extra_w = {**extra, "input": f"per-channel variance > {FLOAT16_MAX:g}"}
     finite = bool(np.isfinite(wide.state.mean).all() and np.isfinite(wide.state.var).all())
     ch.equal(rec, "mixed_wide_running_var_finite", rule.running_var_finite, finite, source=cited.source,

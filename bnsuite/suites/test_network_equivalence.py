@@ -4,7 +4,7 @@ own optimizer, MSE loss) on the same fixed batches, then compared with the float
 running-variance estimator the adapter DECLARES for the path its rank-4 BatchNorm takes.
 
 Compared: the loss of every step, every weight after training (conv, BN scale/offset, dense), the BN running
-statistics and the inference-mode output on a fresh batch, each within the bounds of suites/tolerances.py. Every
+statistics and the inference-mode output on a fresh batch, each within the bounds of suites/tolerances/. Every
 framework is compared with the same oracle, so two frameworks agree within the sum of their two tolerances.
 
 The kernel layouts each network declares (the porting guide's OIHW / HWIO table) are checked against the kernels the

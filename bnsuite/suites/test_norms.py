@@ -3,7 +3,7 @@
 For every framework that has the layer (through its norm adapter, ``bnsuite.adapters.norms``): the output equals the
 NumPy float64 oracle, and a sample's output does not depend on the batch size or on the other samples of its batch,
 in training AND inference (the property BatchNorm lacks), bitwise where the framework's declaration says so, else
-within the bound of suites/tolerances.py. The declared differences between frameworks (default eps, default axes,
+within the bound of suites/tolerances/. The declared differences between frameworks (default eps, default axes,
 default affine, how the variance is computed, GroupNorm's channel grouping, InstanceNorm's running statistics) are
 checked against the real layers.
 """
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from bnsuite.adapters.base import Spec, Unsupported
-from bnsuite.adapters.norms import NormSpec, norms_for
+from bnsuite.adapters import capabilities
+from bnsuite.adapters.norms import NormSpec
 from bnsuite.adapters.norms import reference as nref
 from bnsuite.suites import checks as ch
 from bnsuite.suites import data
@@ -37,9 +38,7 @@ def _kind_layout_id(kl) -> str:
 
 def norm_layer(case, rec, spec: NormSpec):
     """(the declaration, the facts of spec.kind, the built layer); skips with the reason where any is missing."""
-    cls = norms_for(case.adapter)
-    if cls is None:
-        pytest.skip(f"{case.adapter.id}: declares no normalization-layer adapter (class attribute `norms`)")
+    cls = capabilities.require(case.adapter, "norms")
     decl = cls.declare()
     try:
         layer = cls(spec)
@@ -137,8 +136,8 @@ def _default_input(spec: NormSpec, c: int, dtype: str, scale: float, shift: floa
 @pytest.mark.parametrize("kind", KINDS)
 def test_norm_defaults(case, rec, kind):
     """Built with the framework's defaults: the declared eps, axes and affine, and the declared variance algorithm."""
-    cls = norms_for(case.adapter)
-    facts0 = cls.declare().facts(kind) if cls is not None else None
+    cls = capabilities.require(case.adapter, "norms")
+    facts0 = cls.declare().facts(kind)
     cl = True if facts0 is None else facts0.value.default_axes != "channels-first"
     spec = NormSpec(kind, rank=4, channels_last=cl, dtype=case.dtype, device=case.device, use_defaults=True)
     decl, facts, layer = norm_layer(case, rec, spec)
@@ -189,9 +188,7 @@ def test_norm_defaults(case, rec, kind):
 
 def test_instance_norm_running_statistics(case, rec):
     """InstanceNorm's running statistics: off by default where declared so, and what inference normalizes with."""
-    cls = norms_for(case.adapter)
-    if cls is None:
-        pytest.skip(f"{case.adapter.id}: declares no normalization-layer adapter (class attribute `norms`)")
+    cls = capabilities.require(case.adapter, "norms")
     decl = cls.declare()
     facts = decl.facts("instance")
     if facts is None:

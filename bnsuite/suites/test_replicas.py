@@ -10,12 +10,12 @@ uneven / one-sample / empty shards. Ids: test_replica_forward[torch-cpu-float32-
 import numpy as np
 import pytest
 
+from bnsuite.adapters import capabilities
 from bnsuite.adapters import reference as ref
 from bnsuite.adapters import replicas as rp
-from bnsuite.adapters.base import Unsupported
 from bnsuite.suites import checks as ch
 from bnsuite.suites import tolerances as tl
-from bnsuite.suites.replica_cases import Runs
+from bnsuite.suites.replica_cases import Runs, engine
 
 AXIS = 1  # the plan's batches are (batch, C)
 NORMALIZE_RULES = ("local", "global", "pairs")
@@ -27,7 +27,7 @@ def replica_runs():
 
 
 def _facts(case, idiom):
-    cited = case.adapter.replica_engine().declare().idioms[idiom]
+    cited = engine(case.adapter).declare().idioms[idiom]
     return cited.value, cited.source
 
 
@@ -36,7 +36,7 @@ def _run(case, rec, runs, idiom):
     res = runs.get(case.adapter)
     ch.equal(rec, "replica_worker_finished", "finished", "finished" if res.error is None else res.error,
              source="adapters/replicas: run_worker (timeout, own process group)",
-             extra={"engine": case.adapter.replicas, "wall_s": round(res.wall_s, 2)})
+             extra={"engine": capabilities.named(case.adapter)["replicas"], "wall_s": round(res.wall_s, 2)})
     if res.error is not None:
         return None
     skipped = res.text(f"{idiom}/skipped")
@@ -152,7 +152,7 @@ def test_replica_running_stats(case, rec, replica_idiom, replicas, steps, replic
     extra = {"idiom": replica_idiom, "replicas": n, "steps": steps, "how": facts.how}
     sizes, batches = rp.even_sizes(n), list(p["xs"][:steps])
     mean, var = res.get(f"{key}/mean_k{steps}"), res.get(f"{key}/var_k{steps}")
-    estimator = case.decl.estimator_for(case.adapter.replica_engine().code_path)
+    estimator = case.decl.estimator_for(engine(case.adapter).code_path)
     rules = _rules(n, ("broadcast0", facts.running_stats))
     cands = {rule: ref.running_replicas(batches, sizes, rule, p["mean"], p["var"], rp.MOMENTUM, estimator, AXIS)
              for rule in rules}
@@ -243,10 +243,7 @@ def test_replica_shards(case, rec, replica_idiom, shard_case, replica_runs):
 def test_synchronized_without_strategy(case, rec, replica_runs):
     """`synchronized=True` with no distribution strategy (one replica): which running-variance estimator and which
     variance algorithm the layer uses, each against the declaration, beside the same layer with synchronized=False."""
-    try:
-        decl = case.adapter.replica_engine().declare()
-    except Unsupported as e:
-        pytest.skip(str(e))
+    decl = engine(case.adapter).declare()
     if not decl.without_strategy:
         pytest.skip(f"{case.adapter.id}: its engine declares no synchronized layer without a strategy")
     res = _run(case, rec, replica_runs, "no_strategy")

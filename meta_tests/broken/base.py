@@ -45,14 +45,14 @@ class ConvertsSpec(TorchBatchNorm):
         super().__init__(spec if spec.use_defaults else self.convert(spec))
 
 
-def torch_with(name: str, adapter_id: str, base: type = TorchBatchNorm, **capabilities) -> type:
-    """The broken adapter class `name`: `base` (a correct torch BatchNorm) whose capabilities (network=, norms=,
-    blocks=, replicas=, mixed_precision_runner=) are the given broken builders, classes or runners of the caller's
-    module; its docstring is theirs."""
-    module = next(iter(capabilities.values())).__module__
-    doc = "A correct torch BatchNorm with a broken " + "; ".join(f"{k}: {v.__doc__}" for k, v in capabilities.items())
+def torch_with(name: str, adapter_id: str, base: type = TorchBatchNorm, **broken) -> type:
+    """The broken adapter class `name`: `base` (a correct torch BatchNorm) whose capabilities named in `broken`
+    (network=, norms=, blocks=, replicas=, mixed_precision=) are the given broken builders, classes or runners of the
+    caller's module, plugged in as a user's adapter would; its docstring is theirs."""
+    module = next(iter(broken.values())).__module__
+    doc = "A correct torch BatchNorm with a broken " + "; ".join(f"{k}: {v.__doc__}" for k, v in broken.items())
     return type(name, (base,), {"__doc__": doc, "__module__": module, "__qualname__": name, "id": adapter_id,
-                                **{k: ref(v) for k, v in capabilities.items()}})
+                                "capabilities": {**base.capabilities, **{k: ref(v) for k, v in broken.items()}}})
 
 
 def nudge_running_stats(adapter: TorchBatchNorm) -> None:

@@ -92,7 +92,7 @@ class BlocksOnly(TorchBatchNorm):
     """The torch BatchNorm, which the real torch adapter already checks: its single-layer and network cases skip
     (keeping the meta run short), so only the block suites run with its broken `blocks`."""
 
-    network = ref(no_network)
+    capabilities = {**TorchBatchNorm.capabilities, "network": ref(no_network)}
 
     def __init__(self, spec):
         raise Unsupported("a blocks-only broken adapter: its BatchNorm is the torch one, checked with the real "

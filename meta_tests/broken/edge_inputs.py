@@ -77,15 +77,27 @@ def _torch_edge_facts(**declared):
     return {**edge_facts.TORCH, **{k: wrong(v) for k, v in declared.items()}}
 
 
+def _facts(name: str) -> dict[str, str]:
+    """An adapter's capabilities with its "edge_facts" the table `name` of this module."""
+    return {**TorchBatchNorm.capabilities, "edge_facts": f"{__name__}:{name}"}
+
+
+MASK_IGNORED_FACTS = _torch_edge_facts(**{k: "masked statistics, unbiased variance"
+                                          for k in ("mask_NLC", "mask_NLC_one_channel", "mask_NHWC", "mask_NCL",
+                                                    "mask_NCHW")})
+GHOST_BATCHES_FACTS = _torch_edge_facts(virtual_batch_grouping="strided ghost batches",
+                                        virtual_batch_running_stats="mean of ghost-batch moments, biased")
+SEVERAL_AXES_FACTS = _torch_edge_facts(several_axes="supported")
+CONSTRUCTED_MODE_FACTS = {**edge_facts.TORCH, **{k: v for k, v in edge_facts.FLAX_NNX_OPTIONS.items()
+                                                 if k.startswith("use_running_average")}}
+EDGE_OPTIONS_FACTS = {**MASK_IGNORED_FACTS, **GHOST_BATCHES_FACTS, **SEVERAL_AXES_FACTS, **CONSTRUCTED_MODE_FACTS}
+
+
 class MaskIgnored(TorchBatchNorm):
     """Accepts a mask and ignores it (statistics over every position), while declaring masked statistics."""
 
     id = "broken-mask-ignored"
-
-    @classmethod
-    def edge_inputs(cls):
-        keys = ("mask_NLC", "mask_NLC_one_channel", "mask_NHWC", "mask_NCL", "mask_NCHW")
-        return _torch_edge_facts(**{k: "masked statistics, unbiased variance" for k in keys})
+    capabilities = _facts("MASK_IGNORED_FACTS")
 
     def forward_masked(self, x, mask, training):
         return self.forward(x, training)
@@ -96,12 +108,8 @@ class ContiguousGhostBatches(TorchBatchNorm):
     strided ghost batches and their averaged biased moments."""
 
     id = "broken-ghost-batches"
+    capabilities = _facts("GHOST_BATCHES_FACTS")
     _vbs = None
-
-    @classmethod
-    def edge_inputs(cls):
-        return _torch_edge_facts(virtual_batch_grouping="strided ghost batches",
-                                 virtual_batch_running_stats="mean of ghost-batch moments, biased")
 
     def rebuild_with_virtual_batch_size(self, virtual_batch_size):
         self.module.reset_parameters()
@@ -119,11 +127,8 @@ class SeveralAxesReshapeBug(TorchBatchNorm):
     computed channel-major and the output is reshaped back without undoing the swap."""
 
     id = "broken-several-axes"
+    capabilities = _facts("SEVERAL_AXES_FACTS")
     _shape = None
-
-    @classmethod
-    def edge_inputs(cls):
-        return _torch_edge_facts(several_axes="supported")
 
     def rebuild_with_axes(self, axes, x_shape):
         if tuple(axes) != (2, 3) or len(x_shape) != 4:
@@ -149,11 +154,7 @@ class ConstructedModeWins(TorchBatchNorm):
     wins)."""
 
     id = "broken-constructed-mode"
-
-    @classmethod
-    def edge_inputs(cls):
-        return {**edge_facts.TORCH, **{k: v for k, v in edge_facts.FLAX_NNX_OPTIONS.items()
-                                        if k.startswith("use_running_average")}}
+    capabilities = _facts("CONSTRUCTED_MODE_FACTS")
 
     def forward_constructed_mode(self, x, constructed, call):
         saved = self.get_state()
@@ -167,11 +168,7 @@ class EdgeOptionsMishandled(MaskIgnored, ContiguousGhostBatches, SeveralAxesResh
     several axes, the construction-time mode) and shows only in its own test; one suite run instead of four."""
 
     id = "broken-edge-options"
-
-    @classmethod
-    def edge_inputs(cls):
-        return {**MaskIgnored.edge_inputs(), **ContiguousGhostBatches.edge_inputs(),
-                **SeveralAxesReshapeBug.edge_inputs(), **ConstructedModeWins.edge_inputs()}
+    capabilities = _facts("EDGE_OPTIONS_FACTS")
 
 
 EXPECTED_FAILURES = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from bnsuite.adapters import mixed_precision
+from bnsuite.adapters.mixed_precision import torch_mixed
 from bnsuite.adapters.torch_bn import TorchBatchNorm
 from meta_tests.broken.base import torch_with, wrong
 
@@ -21,7 +21,7 @@ def _stats_in_input_dtype(module, dtype):
 
 def stats_in_input_dtype_step(cls, idiom, spec, state, x):
     """Under mixed precision, stores the running statistics in the input dtype while declaring float32."""
-    return mixed_precision.torch_step(cls, idiom, spec, state, x, prepare=_stats_in_input_dtype)
+    return torch_mixed.step(cls, idiom, spec, state, x, prepare=_stats_in_input_dtype)
 
 
 def _drops_scale(module, dtype):
@@ -31,12 +31,12 @@ def _drops_scale(module, dtype):
 
 def drops_scale_step(cls, idiom, spec, state, x):
     """Under mixed precision, normalizes without the layer's scale."""
-    return mixed_precision.torch_step(cls, idiom, spec, state, x, prepare=_drops_scale)
+    return torch_mixed.step(cls, idiom, spec, state, x, prepare=_drops_scale)
 
 
 MixedStatsInInputDtype = torch_with("MixedStatsInInputDtype", "broken-mixed-stats-in-input-dtype",
-                                    mixed_precision_runner=stats_in_input_dtype_step)
-MixedDropsScale = torch_with("MixedDropsScale", "broken-mixed-drops-scale", mixed_precision_runner=drops_scale_step)
+                                    mixed_precision=stats_in_input_dtype_step)
+MixedDropsScale = torch_with("MixedDropsScale", "broken-mixed-drops-scale", mixed_precision=drops_scale_step)
 
 
 class MixedWrongDeclarations(TorchBatchNorm):

@@ -10,20 +10,20 @@ A block is a sequence of layers (``BLOCKS``: name -> layer ops). Ops:
 * ``("dropout",)`` with ``BlockSpec.rate`` (the probability of DROPPING a value, as every framework here spells it);
 * ``("softmax", axis)``: axis -1 is the unit axis, axis 0 the batch axis.
 
-Inputs are (N, features). A BatchNorm adapter names its framework's implementation with a one-line class attribute
-``blocks = "module:Class"``; ``blocks_for(adapter_cls)`` resolves it (None: the capability is Unsupported). Frameworks
+Inputs are (N, features). A BatchNorm adapter names its framework's implementation as its "blocks" capability
+(``capabilities = {..., "blocks": "module:Class"}``, resolved by bnsuite/adapters/capabilities.py). Frameworks
 are imported inside the implementations only, so importing this package stays framework-free.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
+from bnsuite.adapters import capabilities
 from bnsuite.adapters.base import Cited, Unsupported
 
 BLOCKS: dict[str, tuple[tuple, ...]] = {
@@ -107,22 +107,11 @@ class Blocks(ABC):
         raise Unsupported(f"{type(self).__name__}: the batch-dependence probe does not take this framework's models")
 
 
-def blocks_for(adapter_cls) -> type[Blocks]:
-    """The block implementation a BatchNorm adapter names in `blocks`; Unsupported (a skip) where none."""
-    ref = getattr(adapter_cls, "blocks", None)
-    if not ref:
-        raise Unsupported(f"{adapter_cls.id}: no block implementation (set the adapter's `blocks` attribute)")
-    module, _, attr = ref.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise Unsupported(f"{adapter_cls.id}: blocks {ref!r} cannot be loaded ({e})") from None
-    return cls
-
-
 def build_block(adapter_cls, spec: BlockSpec, weights: Mapping[str, np.ndarray]) -> Blocks:
-    cls = blocks_for(adapter_cls)
+    """The adapter's "blocks" capability built for `spec` (CapabilityAbsent where it names none, CapabilityBroken where
+    it cannot be loaded)."""
+    cls = capabilities.load(adapter_cls, "blocks")
     return cls(spec, {k: np.asarray(v, np.float64) for k, v in weights.items()})
 
 
-__all__ = ["BLOCKS", "BlockDeclaration", "BlockSpec", "Blocks", "blocks_for", "build_block"]
+__all__ = ["BLOCKS", "BlockDeclaration", "BlockSpec", "Blocks", "build_block"]

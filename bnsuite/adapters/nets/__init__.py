@@ -1,4 +1,5 @@
-"""Small networks with BatchNorm, one implementation per adapter id, built from ONE set of canonical weights.
+"""Small networks with BatchNorm, one implementation per framework (named by an adapter's "network" capability),
+built from ONE set of canonical weights.
 
 ``build_network(adapter_cls, arch, weights, ...)`` returns a `Network`: forward, one step of the framework's own SGD
 optimizer on the MSE loss (mean over every element), the BN states and every weight, in the canonical layout of
@@ -7,18 +8,19 @@ documents its layout conversion, declares the framework's own kernel layouts (`w
 `kernel_layout`) and reports the kernel shapes the framework holds (`native_kernel_shapes`), which the network suite
 compares. Frameworks are imported inside the builders only, so importing this package stays framework-free.
 
-``bn_idiom`` freezes the BatchNorm layers with one of the adapter's declared freeze idioms (``Declaration.freeze``);
-``sgd_step`` then takes the idiom's training step. None means ordinary training (everything trains, BN in training
+``bn_idiom`` freezes the BatchNorm layers with one of the adapter's declared freeze idioms (``Declaration.freeze``),
+by the recipe of the adapter's ``freeze_idioms`` table that its lone layer reads too; ``sgd_step`` then takes the
+idiom's training step. None means ordinary training (everything trains, BN in training
 mode, running statistics update).
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import numpy as np
 
+from bnsuite.adapters import capabilities
 from bnsuite.adapters.base import Cited, State, Unsupported
 from bnsuite.adapters.nets.reference_net import ARCHS, ReferenceNet, bn_names, init_weights, param_names, plan
 
@@ -57,12 +59,6 @@ def declared_kernel_shapes(layout: dict[str, str], arch: str) -> dict[str, tuple
         elif op[0] == "dense":
             kernels[f"{op[1]}.kernel"] = ("dense", {"O": op[3], "I": op[2]})
     return {name: tuple(dims[a] for a in layout[f"{kind} axes"]) for name, (kind, dims) in kernels.items()}
-
-
-def network_builder(adapter_cls) -> str | None:
-    """The adapter's `network` ("module:function"), its own or inherited: a user's adapter derived from
-    TorchBatchNorm gets the torch network without declaring anything."""
-    return getattr(adapter_cls, "network", None)
 
 
 class Network:
@@ -109,19 +105,15 @@ def build_network(adapter_cls, arch: str, weights: dict, *, dtype: str = "float3
     """Build `arch` in the adapter's framework with the canonical `weights`.
 
     momentum is canonical (weight of the new batch statistic, PyTorch's convention); each builder converts it the way
-    the adapter converts it for its single layer. Raises Unsupported for an adapter id without a network builder or
-    a request the framework cannot express.
+    the adapter converts it for its single layer. The builder is the adapter's "network" capability: CapabilityAbsent
+    (an Unsupported) where it names none, CapabilityBroken where it cannot be loaded; Unsupported for a request the
+    framework cannot express.
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHS)}")
-    ref = network_builder(adapter_cls)
-    if ref is None:
-        raise Unsupported(f"no network builder for adapter {adapter_cls.id!r} (an adapter names its own in "
-                          "`network`, or inherits the one of the built-in adapter it derives from)")
+    builder = capabilities.load(adapter_cls, "network")
     if bn_idiom is not None and bn_idiom not in adapter_cls.declare().freeze:
         raise Unsupported(f"{adapter_cls.id} network: freeze idiom {bn_idiom!r} is not declared")
-    module, _, fn = ref.partition(":")
-    builder = getattr(importlib.import_module(module), fn)
     kw: dict[str, Any] = dict(dtype=dtype, device=device, channels_last=channels_last, eps=eps, momentum=momentum,
                               bn_idiom=bn_idiom)
     net = builder(adapter_cls, arch, {k: np.asarray(v, np.float64) for k, v in weights.items()}, **kw)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters.flax_linen import LINEN_IDIOMS
 from bnsuite.adapters.base import Cited
+from bnsuite.adapters.flax_common import assign, optimizer_update
+from bnsuite.adapters.flax_linen import LinenRecipe
+from bnsuite.adapters.flax_nnx import NnxRecipe
 from bnsuite.adapters.nets import HWIO, Network, bn_names
 from bnsuite.adapters.nets.reference_net import plan
-from bnsuite.adapters.flax_common import assign, optimizer_update
 
 
 
@@ -129,10 +130,10 @@ class LinenNet(Network):
         import optax
 
         jax, jnp, m = self.jax, self.jnp, self.module
-        use_running_average, mutable = LINEN_IDIOMS.get(self.bn_idiom, (False, ["batch_stats"]))
-        train = not use_running_average
+        recipe = self.recipe or LinenRecipe(False, ["batch_stats"])  # no idiom: ordinary training
+        mutable, train = recipe.mutable, not recipe.use_running_average
         tx = optax.sgd(lr)
-        if self.bn_idiom == "optax_masked_params":  # freeze BN scale/bias in the optimizer only
+        if recipe.mask_params:  # freeze BN scale/bias in the optimizer only
             bn_keys = {_key(n) for n in bn_names(self.arch)}
             labels = {k: jax.tree_util.tree_map(lambda _: "freeze" if k in bn_keys else "sgd", v)
                       for k, v in self.variables["params"].items()}
@@ -264,17 +265,14 @@ class NnxNet(Network):
         import optax
 
         nnx, jnp = self.nnx, self.jnp
-        model, idiom = self.model, self.bn_idiom
+        model, recipe = self.model, self.recipe or NnxRecipe(eval_mode=False)  # no idiom: ordinary training
         wrt = nnx.Param
-        if idiom == "eval":
-            model.eval()
-        else:
-            model.train()
-        if idiom == "optimizer_excludes_bn_params":
+        model.eval() if recipe.eval_mode else model.train()
+        if recipe.exclude_bn_params:
             bn_keys = {_key(n) for n in bn_names(self.arch)}
             wrt = nnx.All(nnx.Param, lambda path, value: not any(str(p) in bn_keys for p in path))
         opt = nnx.Optimizer(model, optax.sgd(lr), wrt=wrt)
-        target_model = nnx.view(model, use_running_average=True) if idiom == "view_use_running_average" else model
+        target_model = nnx.view(model, use_running_average=True) if recipe.view else model
         xj = self._x(x)
         tj = self.jax.device_put(jnp.asarray(np.asarray(target), self.dtype), self.device)
 
@@ -299,8 +297,19 @@ class NnxNet(Network):
 
 
 def build_linen(adapter_cls, arch, weights, **kw) -> LinenNet:
-    return LinenNet(arch, weights, **kw)
+    recipe = _recipe(adapter_cls, kw.get("bn_idiom"))
+    net = LinenNet(arch, weights, **kw)
+    net.recipe = recipe
+    return net
 
 
 def build_nnx(adapter_cls, arch, weights, **kw) -> NnxNet:
-    return NnxNet(arch, weights, **kw)
+    recipe = _recipe(adapter_cls, kw.get("bn_idiom"))
+    net = NnxNet(arch, weights, **kw)
+    net.recipe = recipe
+    return net
+
+
+def _recipe(adapter_cls, bn_idiom):
+    """The idiom's recipe from the adapter's freeze_idioms (the table its lone layer reads), None without an idiom."""
+    return None if bn_idiom is None else adapter_cls.freeze_recipe(bn_idiom)

@@ -22,14 +22,9 @@ import contextlib
 import numpy as np
 
 from bnsuite.adapters.base import Cited, Unsupported, by_version
-from bnsuite.adapters.keras_fit import IDIOMS as KERAS_IDIOMS
 from bnsuite.adapters.nets import HWIO, Network
 from bnsuite.adapters.nets.reference_net import IMAGE, IN_CHANNELS, plan
 
-# From the one table of Keras freeze idioms (adapters/keras_fit.py): the direct-call idioms (idiom -> the training
-# argument of the call) and the idioms that go through fit. The subclassed-model idiom is not a functional model.
-CALL_IDIOMS = {idiom: training for idiom, (_, training, direct) in KERAS_IDIOMS.items() if direct}
-FIT_IDIOMS = {idiom for idiom, (_, _, direct) in KERAS_IDIOMS.items() if not direct} - {"subclassed_training_false_fit"}
 
 
 def _key(name: str) -> str:
@@ -42,32 +37,35 @@ class KerasNet(Network):
                                 "kernel_shape = (input_shape[-1], units); tf_keras/src/layers/convolutional/base_conv.py "
                                 "and core/dense.py ([last_dim, units]) the same")
 
-    def __init__(self, adapter_id, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
-        if adapter_id.startswith("keras-"):
+    def __init__(self, adapter_cls, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
+        adapter_id = adapter_cls.id
+        keras3 = bool(getattr(adapter_cls, "backend", ""))  # Keras 3 adapters name their backend; tf_keras ones none
+        if keras3:
             import keras as K
 
             self.backend = K.backend.backend()
-            if adapter_id != f"keras-{self.backend}":
+            if adapter_cls.backend != self.backend:
                 raise Unsupported(f"this process runs keras on the {self.backend!r} backend, not {adapter_id!r}")
             bn_cls = K.layers.BatchNormalization
             self.to_numpy = lambda t: np.asarray(K.ops.convert_to_numpy(t), np.float64)
         else:
-            import tensorflow as tf
             import tf_keras as K
 
             self.backend = "tf_keras"
-            bn_cls = tf.compat.v1.keras.layers.BatchNormalization if adapter_id == "tf1-keras" else \
-                K.layers.BatchNormalization
+            bn_cls = adapter_cls._layer_class(None)  # the adapter's own layer class (V2 or the V1 layer)
             self.to_numpy = lambda t: np.asarray(t.numpy() if hasattr(t, "numpy") else t, np.float64)
-        if bn_idiom == "subclassed_training_false_fit":
-            raise Unsupported("this network is a functional model; the subclassed-model form of the idiom is checked "
-                              "on a lone layer by suites/test_freeze.py")
-        if bn_idiom is not None and bn_idiom not in FIT_IDIOMS | set(CALL_IDIOMS):
-            raise Unsupported(f"{adapter_id} network: unknown freeze idiom {bn_idiom!r}")
-        if bn_idiom == "torch_module_eval" and self.backend != "torch":
-            raise Unsupported("torch_module_eval exists on the Keras torch backend only")
+        # The idiom's recipe from the adapter's one table of Keras freeze idioms (adapters/keras_fit.py).
+        self.recipe = None
+        if bn_idiom is not None:
+            idiom = adapter_cls.freeze_idioms.get(bn_idiom)
+            if idiom is None or idiom.network:
+                raise Unsupported(f"{adapter_id} network: freeze idiom {bn_idiom!r}: "
+                                  f"{idiom.network if idiom else 'not in the adapter freeze_idioms'}")
+            self.recipe = idiom.how
+            if self.recipe.module_eval and self.backend != "torch":
+                raise Unsupported(f"{bn_idiom} exists on the Keras torch backend only")
         self.K, self.dtype, self.bn_idiom, self.adapter_id = K, dtype, bn_idiom, adapter_id
-        if adapter_id.startswith("keras-"):
+        if keras3:
             self.reported_loss = by_version(
                 "keras",
                 ("<3.15", Cited("running-mean", "keras/src/backend/*/trainer.py: train_on_batch returns the loss "
@@ -81,7 +79,8 @@ class KerasNet(Network):
         L = K.layers
         self.layers = {}
         # training=False baked into the model for the idiom that fits with BN in inference mode
-        bn_kw = {"training": False} if bn_idiom == "functional_training_false_fit" else {}
+        functional = self.recipe is not None and self.recipe.model == "functional"
+        bn_kw = {"training": self.recipe.training} if functional else {}
 
         def bn_layer(name, c):
             lay = bn_cls(axis=axis, epsilon=eps, momentum=1.0 - momentum, dtype=dtype, name=_key(name))
@@ -123,7 +122,7 @@ class KerasNet(Network):
                     lay.set_weights([weights[f"{name}.kernel"].T.astype(dtype), weights[f"{name}.bias"].astype(dtype)])
                 else:
                     lay.set_weights([weights[f"{name}.{s}"].astype(dtype) for s in ("scale", "offset", "mean", "var")])
-            if bn_idiom is not None and bn_idiom.startswith("trainable_false"):
+            if self.recipe is not None and not self.recipe.trainable:
                 for name, (kind, lay) in self.layers.items():
                     if kind == "bn":
                         lay.trainable = False
@@ -160,12 +159,12 @@ class KerasNet(Network):
 
     def sgd_step(self, x, target, lr):
         with self._scope():
-            if self.bn_idiom in CALL_IDIOMS:
-                return self._custom_step(x, target, lr, CALL_IDIOMS[self.bn_idiom])
+            if self.recipe is not None and self.recipe.direct:
+                return self._custom_step(x, target, lr, self.recipe.training)
             if self._compiled_lr != lr:
                 self.model.compile(optimizer=self.K.optimizers.SGD(learning_rate=lr), loss="mse")
                 self._compiled_lr = lr
-            if self.bn_idiom == "torch_module_eval":
+            if self.recipe is not None and self.recipe.module_eval:
                 self.model.eval()  # the torch idiom; Keras resolves `training` from its own call context
             out = self.model.train_on_batch(self._x(x), self._x(target))
             return float(np.asarray(out, np.float64).ravel()[0])
@@ -227,4 +226,4 @@ class KerasNet(Network):
 
 
 def build(adapter_cls, arch, weights, **kw) -> KerasNet:
-    return KerasNet(adapter_cls.id, arch, weights, **kw)
+    return KerasNet(adapter_cls, arch, weights, **kw)

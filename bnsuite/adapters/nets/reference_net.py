@@ -18,7 +18,7 @@ The reference network implements the forward pass in training mode (batch statis
 mode (running statistics), the MSE loss (mean over every element), its analytic backward (BN through
 ``bnsuite.adapters.reference.backward_train``), the plain SGD step and the running-statistic update with a given estimator.
 It also propagates absolute magnitudes (|W| |x| sums) through the same computation, which the network tolerances in
-``suites/tolerances.py`` (networks section) scale by the unit roundoff.
+``suites/tolerances/`` (networks section) scale by the unit roundoff.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ class Tf1GraphNet(Network):
                                 "tf_keras layers: base_conv.py kernel_shape = kernel_size + (input_channel // groups, "
                                 "filters); core/dense.py kernel [last_dim, units]")
 
-    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
+    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom, freeze_recipe=None):
         import tensorflow as tf
 
         v1 = tf.compat.v1
@@ -39,7 +39,9 @@ class Tf1GraphNet(Network):
         fmt = "channels_last" if channels_last else "channels_first"
         axis = -1 if channels_last else 1
         spatial = [1, 2] if channels_last else [2, 3]
-        bn_trainable = bn_idiom != "trainable_false_with_update_ops"
+        # The freeze idiom's recipe (adapters/tf1.py TF1_GRAPH_IDIOMS); none: everything trains, UPDATE_OPS run.
+        bn_trainable, update_ops_run = (freeze_recipe.trainable, freeze_recipe.update_ops) if freeze_recipe else \
+            (True, True)
         self.kinds = {}
         with self.graph.as_default(), tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
             shape = [None, *IMAGE, IN_CHANNELS] if channels_last else [None, IN_CHANNELS, *IMAGE]
@@ -84,7 +86,7 @@ class Tf1GraphNet(Network):
             self.y_infer = net(False, True)
             self.loss = tf.reduce_mean(tf.square(self.y_train - self.t))
             opt = v1.train.GradientDescentOptimizer(self.lr)
-            if bn_idiom == "train_op_without_update_ops":
+            if not update_ops_run:
                 self.train_op = opt.minimize(self.loss)
             else:
                 with tf.control_dependencies(update_ops):
@@ -141,4 +143,5 @@ class Tf1GraphNet(Network):
 
 
 def build(adapter_cls, arch, weights, **kw) -> Tf1GraphNet:
-    return Tf1GraphNet(arch, weights, **kw)
+    idiom = kw.get("bn_idiom")
+    return Tf1GraphNet(arch, weights, freeze_recipe=idiom and adapter_cls.freeze_recipe(idiom), **kw)

@@ -12,6 +12,7 @@ import numpy as np
 from bnsuite.adapters.base import Cited
 from bnsuite.adapters.nets import OIHW, Network, bn_names
 from bnsuite.adapters.nets.reference_net import plan
+from bnsuite.adapters.torch_bn import freeze_modules, grad_mode
 
 
 
@@ -24,7 +25,7 @@ class TorchNet(Network):
                                 "*kernel_size); torch/nn/modules/linear.py Linear.__init__: weight (out_features, "
                                 "in_features)")
 
-    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
+    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom, recipe):
         import torch
 
         self.torch = torch
@@ -33,7 +34,7 @@ class TorchNet(Network):
         self.ops = plan(arch)
         self.arch = arch
         self.channels_last = channels_last
-        self.bn_idiom = bn_idiom
+        self.bn_idiom, self.recipe = bn_idiom, recipe  # the idiom's recipe (torch_bn.FREEZE_IDIOMS); None: none
         mods = torch.nn.ModuleDict()
         nn = torch.nn
         for op in self.ops:
@@ -53,7 +54,9 @@ class TorchNet(Network):
                 t.copy_(torch.as_tensor(weights[name], dtype=t.dtype))
         self.mods.train(True)
         self._kept = None
-        self._apply_idiom()
+        if recipe is not None:
+            kept = freeze_modules(recipe, self._bns(), self.mods)
+            self._kept = kept and dict(zip(bn_names(arch), kept))
         self.opt = None
 
     def _tensors(self):
@@ -81,21 +84,6 @@ class TorchNet(Network):
 
     def _bns(self):
         return [self.mods[k] for k in self._bn_keys]
-
-    def _apply_idiom(self):
-        idiom = self.bn_idiom
-        if idiom in ("requires_grad_false", "eval_requires_grad_false"):
-            for bn in self._bns():
-                bn.requires_grad_(False)
-        if idiom in ("eval", "eval_requires_grad_false"):
-            for bn in self._bns():
-                bn.eval()
-        if idiom == "func_replace_all_batch_norm_modules":
-            from torch.func import replace_all_batch_norm_modules_
-
-            self._kept = {n: (self.mods[_key(n)].running_mean, self.mods[_key(n)].running_var)
-                          for n in bn_names(self.arch)}
-            replace_all_batch_norm_modules_(self.mods)
 
     # -- compute --------------------------------------------------------------------------------------------------------
     def _in(self, x):
@@ -136,8 +124,7 @@ class TorchNet(Network):
             self.opt = torch.optim.SGD(self.mods.parameters(), lr=lr)
             self._lr = lr
         self.opt.zero_grad(set_to_none=True)
-        ctx = torch.no_grad() if self.bn_idiom == "no_grad" else torch.enable_grad()
-        with ctx:
+        with grad_mode(torch, self.recipe):
             y = self._run(self._in(x))
             loss = torch.nn.functional.mse_loss(y, torch.as_tensor(np.asarray(target), dtype=y.dtype,
                                                                    device=self.device))
@@ -155,4 +142,5 @@ class TorchNet(Network):
 
 
 def build(adapter_cls, arch, weights, **kw) -> TorchNet:
-    return TorchNet(arch, weights, **kw)
+    idiom = kw.get("bn_idiom")
+    return TorchNet(arch, weights, recipe=idiom and adapter_cls.freeze_recipe(idiom), **kw)

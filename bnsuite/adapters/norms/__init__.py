@@ -3,10 +3,10 @@
 These layers normalize each sample with statistics of that sample alone, so their output must not depend on the batch
 size or on the other samples of the batch, in training AND inference: the property BatchNorm lacks.
 
-A BatchNorm adapter class names its framework's norm adapter with one class attribute,
-``norms = "bnsuite.adapters.norms.torch_norms:TorchNorms"``; ``norms_for(adapter_cls)`` resolves it (None: the
-adapter has none, and the norm cases skip with that reason). Everything crossing this interface is framework-neutral:
-a NormSpec in, float64 NumPy arrays out, facts declared as data with their sources.
+A BatchNorm adapter names its framework's norm adapter as its "norms" capability, ``capabilities = {..., "norms":
+"bnsuite.adapters.norms.torch_norms:TorchNorms"}`` (bnsuite/adapters/capabilities.py: absent, the norm cases skip saying
+so; named but not loadable, they fail). Everything crossing this interface is framework-neutral: a NormSpec in, float64
+NumPy arrays out, facts declared as data with their sources.
 
 Kinds (canonical semantics, computed by ``reference.py``):
 
@@ -21,7 +21,6 @@ Kinds (canonical semantics, computed by ``reference.py``):
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Mapping
 
@@ -153,12 +152,3 @@ class NormAdapter(ABC):
 
     def snippet(self) -> str:
         return f"# build {self.framework} {self.spec.kind} norm with {self.spec}"
-
-
-def norms_for(adapter_cls) -> type[NormAdapter] | None:
-    """The NormAdapter class a BatchNorm adapter names in its `norms` attribute ("module:Class"), or None."""
-    ref = getattr(adapter_cls, "norms", None)
-    if not ref:
-        return None
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)

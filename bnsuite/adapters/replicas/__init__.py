@@ -1,11 +1,11 @@
 """Multi-replica BatchNorm: each framework's real distributed engine, run in a worker subprocess.
 
-An adapter opts in with a class attribute ``replicas = "module:EngineClass"`` (None: the capability is absent and the
-replica cases skip). An engine declares, per idiom (DDP with broadcast_buffers, SyncBatchNorm, axis_name, ...), what
-each replica normalizes with and what its running statistics become (``ReplicaDeclaration``), and measures every
-configuration of the plan in ONE worker process that starts the engine (torch.multiprocessing + gloo on loopback, JAX
-host devices, TensorFlow logical CPUs). The parent gets plain NumPy arrays back; a worker that hangs is killed with its
-whole process group after the engine's timeout, and its cases fail with that message.
+An adapter opts in by naming ``"replicas": "module:EngineClass"`` in its capabilities (absent: the replica cases skip;
+named but not loadable: they fail). An engine declares, per idiom (DDP with broadcast_buffers, SyncBatchNorm, axis_name,
+...), what each replica normalizes with and what its running statistics become (``ReplicaDeclaration``), and measures
+every configuration of the plan in ONE worker process that starts the engine (torch.multiprocessing + gloo on loopback,
+JAX host devices, TensorFlow logical CPUs). The parent gets plain NumPy arrays back; a worker that hangs is killed with
+its whole process group after the engine's timeout, and its cases fail with that message.
 
 Standard library and NumPy only at import: frameworks are imported inside ``ReplicaEngine.measure`` in the worker.
 
@@ -23,7 +23,6 @@ Result keys (``Results``): ``<idiom>/N<n>/y`` (N, G/N, C) step-1 outputs per rep
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 import signal
@@ -35,7 +34,8 @@ from typing import ClassVar, Mapping
 
 import numpy as np
 
-from bnsuite.adapters.base import Cited, Unsupported
+from bnsuite.adapters import capabilities
+from bnsuite.adapters.base import Cited
 
 REPLICA_COUNTS = (2, 4)
 STEPS = (1, 5)
@@ -142,18 +142,10 @@ class ReplicaEngine:
         raise NotImplementedError
 
 
-def load_engine(ref: str | None, adapter_id: str) -> type[ReplicaEngine]:
-    if not ref:
-        raise Unsupported(f"{adapter_id}: no multi-replica engine (the adapter sets no `replicas`)")
-    module, _, attr = ref.partition(":")
-    try:
-        engine = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise Unsupported(f"{adapter_id}: its replicas engine {ref!r} cannot be loaded ({type(e).__name__}: {e})") \
-            from None
-    if not (isinstance(engine, type) and issubclass(engine, ReplicaEngine)):
-        raise Unsupported(f"{adapter_id}: {ref!r} is not a bnsuite.adapters.replicas.ReplicaEngine subclass")
-    return engine
+def resolve_engine(ref: str) -> type[ReplicaEngine]:
+    """The engine class behind `ref` ("module:EngineClass", as an adapter's "replicas" capability names it);
+    CapabilityBroken where it cannot be loaded or is not a ReplicaEngine."""
+    return capabilities.resolve(ref, "replicas", ref)
 
 
 def shards(x: np.ndarray, sizes) -> list[np.ndarray]:
@@ -168,7 +160,7 @@ def even_sizes(n: int) -> tuple[int, ...]:
 
 def run_worker(ref: str, timeout_s: float | None = None) -> Results:
     """Measure engine `ref` in a fresh worker process (own process group, killed with its children on timeout)."""
-    engine = load_engine(ref, ref)
+    engine = resolve_engine(ref)
     timeout_s = engine.timeout_s if timeout_s is None else timeout_s
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     with tempfile.TemporaryDirectory(prefix="bnsuite-replicas-") as tmp:

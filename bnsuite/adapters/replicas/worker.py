@@ -12,10 +12,10 @@ import numpy as np
 
 def main(argv: list[str]) -> int:
     ref, plan_path, out_path = argv
-    from bnsuite.adapters.replicas import load_engine
+    from bnsuite.adapters.replicas import resolve_engine
 
     try:
-        engine = load_engine(ref, ref)()
+        engine = resolve_engine(ref)()
         with np.load(plan_path) as z:
             p = {k: z[k] for k in z.files}
         out = engine.measure(p)

@@ -1,0 +1,63 @@
+"""What keeps the run's speed visible and its groups well scheduled: the report lists the slowest cases per group
+(that each outcome record carries its seconds is checked on the broken adapters' shared run, in
+meta_tests/test_broken_adapters.py), and the runner's group order and thread split come from measurement."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from bnsuite import runner, scheduling
+from bnsuite.reports.render import render
+from bnsuite.reports.results import ResultsWriter
+from bnsuite.reports.slowest import slowest
+
+
+def _group_file(path, group, seconds):
+    w = ResultsWriter(str(path))
+    w.write("env", group=group, python="3.11", platform="linux", argv=[], started="2026-01-01T00:00:00", env={},
+            versions={}, numeric={})
+    for i, s in enumerate(seconds):
+        w.write("outcome", test=f"suites/test_x.py::test_{group}_{i}[a-cpu-float32]", adapter="a", device="cpu",
+                dtype="float32", outcome="failed" if i == 1 else "passed", reason="", repro="", seconds=s)
+    w.write("outcome", test="suites/test_x.py::test_untimed", adapter="a", device="cpu", dtype="float32",
+            outcome="passed", reason="", repro="")  # an older record without seconds
+    w.close()
+
+
+def test_slowest_cases_per_group_in_the_report(tmp_path):
+    _group_file(tmp_path / "fast.jsonl", "fast", [0.5, 0.25])
+    _group_file(tmp_path / "slow.jsonl", "slow", [1.0, 9.0, 3.0, 0.1, 2.0, 4.0, 0.2])
+    records = [{**json.loads(line), "_file": str(f)} for f in sorted(tmp_path.glob("*.jsonl"))
+               for line in f.read_text().splitlines()]
+    groups = slowest([r for r in records if r["kind"] == "outcome"], [r for r in records if r["kind"] == "env"])
+    assert [g["group"] for g in groups] == ["slow", "fast"], groups  # the slowest group first
+    assert groups[0]["cases"] == 7 and abs(groups[0]["seconds"] - 19.3) < 1e-9, groups[0]
+    assert [c["seconds"] for c in groups[0]["slowest"]] == [9.0, 4.0, 3.0, 2.0, 1.0], groups[0]
+    out = tmp_path / "index.html"
+    render([str(tmp_path)], str(out))
+    html = out.read_text(encoding="utf-8")
+    section = html[html.index('<section id="slowest">'):]
+    section = section[:section.index("</section>")]
+    assert "9.00 suites/test_x.py::test_slow_1[a-cpu-float32] (failed)" in section, section
+    assert "test_untimed" not in section and "0.10" not in section, section  # untimed left out, only the top 5
+
+
+def test_every_group_has_a_measured_cost():
+    costs = scheduling.costs()
+    groups = [*runner.GROUPS, runner.META_GROUP[0]]
+    assert set(groups) <= set(costs), f"bnsuite/group_costs.json lacks {sorted(set(groups) - set(costs))}"
+    assert all(c > 0 for c in costs.values()), costs
+
+
+def test_longest_group_starts_first_and_unmeasured_before_all():
+    cost = {"a": 1.0, "b": 30.0, "c": 5.0}
+    assert scheduling.order(["a", "b", "c"], cost) == ["b", "c", "a"]
+    assert scheduling.order([("a", 1), ("new", 2), ("b", 3)], cost) == [("new", 2), ("b", 3), ("a", 1)]
+
+
+def test_threads_are_split_between_the_groups_that_run_at_once():
+    cores = os.cpu_count() or 1
+    assert scheduling.thread_env(2, {}) == {"OMP_NUM_THREADS": str(max(1, cores // 2))}
+    assert scheduling.thread_env(cores * 4, {}) == {"OMP_NUM_THREADS": "1"}
+    assert scheduling.thread_env(2, {"OMP_NUM_THREADS": "3"}) == {}  # the user's own setting stays
