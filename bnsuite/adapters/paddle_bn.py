@@ -13,11 +13,12 @@ import importlib.util
 import signal
 import subprocess
 import sys
+from typing import NamedTuple
 
 import numpy as np
 
-from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, Grads, MixedRule,
-                                   MixedRun, Probe, State, Unsupported)
+from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, FreezeIdiom, Grads,
+                                   MixedRule, Probe, State, Unsupported)
 from bnsuite.adapters.frameworks import Framework, OnFramework
 
 _LAYER = "paddle/nn/layer/norm.py"
@@ -101,31 +102,6 @@ MIXED = {f"{kind}-{low}": Cited(MixedRule("error:RuntimeError"), src)
 DECLARATION = dataclasses.replace(DECLARATION, mixed_precision=MIXED)
 
 
-def mixed_step(cls, idiom: str, spec, state: State, x: np.ndarray) -> MixedRun:
-    """The float32 paddle layer fed `x` in the idiom's low dtype, plainly or inside paddle.amp.auto_cast."""
-    kind, _, low = idiom.rpartition("-")
-    if kind not in ("defaults", "autocast"):
-        raise Unsupported(f"paddle has no {kind!r} idiom")
-    bn = cls(spec.replace(dtype="float32"))
-    paddle = bn.paddle
-    bn.set_state(state)
-    built = bn.state_dtypes()
-    xt = paddle.to_tensor(np.ascontiguousarray(x)).astype(low)
-    ctx = (lambda: paddle.amp.auto_cast(level="O1", dtype=low)) if kind == "autocast" else contextlib.nullcontext
-    with paddle.no_grad():
-        bn.bn.train()
-        with ctx():
-            y = bn.bn(xt)
-        after, st = bn.state_dtypes(), bn.get_state()
-        bn.bn.eval()
-        with ctx():
-            yi = bn.bn(xt)
-    snippet = (f"{bn.snippet()}\nx = x.astype('{low}')  # activations\n"
-               + (f"with paddle.amp.auto_cast(level='O1', dtype='{low}'):\n    y = bn(x)" if kind == "autocast"
-                  else "y = bn(x)"))
-    return MixedRun(bn._np(y), _dt(y), bn._np(yi), st, built, after, "default", snippet)
-
-
 def _versions() -> dict[str, str]:
     import paddle
 
@@ -155,8 +131,42 @@ def _device_reason(device: str) -> str | None:
             f"{paddle.is_compiled_with_cuda()})")
 
 
-PADDLE = Framework(requires=("paddle",), families=("paddle",), versions=_versions,
+PADDLE = Framework(requires=("paddle",), families=("paddle",), pins={"paddlepaddle": "3.3.1"}, versions=_versions,
                    numeric_settings=_numeric_settings, device_reason=_device_reason)
+
+class PaddleRecipe(NamedTuple):
+    """How a paddle freeze idiom treats every BatchNorm layer, read alike by the lone layer and the networks."""
+
+    eval_mode: bool = False  # layer.eval()
+    stop_gradient: bool = False  # weight.stop_gradient = bias.stop_gradient = True
+    no_grad: bool = False  # the training step runs under paddle.no_grad()
+    use_global_stats: bool = False  # the layer built with use_global_stats=True
+
+
+FREEZE_IDIOMS = {
+    "eval": FreezeIdiom(PaddleRecipe(eval_mode=True)),
+    "stop_gradient": FreezeIdiom(PaddleRecipe(stop_gradient=True)),
+    "no_grad": FreezeIdiom(PaddleRecipe(no_grad=True)),
+    "eval_stop_gradient": FreezeIdiom(PaddleRecipe(eval_mode=True, stop_gradient=True)),
+    "use_global_stats_true": FreezeIdiom(PaddleRecipe(use_global_stats=True)),
+}
+
+
+def freeze_layers(how: PaddleRecipe, bns: list) -> None:
+    """Freeze the BatchNorm layers `bns` as the recipe says (use_global_stats is a build argument, applied there)."""
+    for bn in bns:
+        if how.stop_gradient:
+            for p in (bn.weight, bn.bias):
+                if p is not None:
+                    p.stop_gradient = True
+        if how.eval_mode:
+            bn.eval()
+
+
+def grad_mode(paddle, how: PaddleRecipe | None):
+    """The autograd mode a training step runs in under the recipe (None: no idiom, ordinary training)."""
+    return paddle.no_grad() if how is not None and how.no_grad else contextlib.nullcontext()
+
 
 # rank -> (layer class, channels-first data_format, channels-last data_format)
 _CLASSES = {2: ("BatchNorm1D", "NC", "NC"), 3: ("BatchNorm1D", "NCL", "NLC"), 4: ("BatchNorm2D", "NCHW", "NHWC"),
@@ -205,8 +215,12 @@ def _import_after_tf() -> str:
 class PaddleBatchNorm(OnFramework, BatchNormAdapter):
     id = "paddle"
     runs_on = PADDLE
-    mixed_precision_runner = "bnsuite.adapters.paddle_bn:mixed_step"
-    network = "bnsuite.adapters.nets.paddle_net:build"
+    capabilities = {
+        "network": "bnsuite.adapters.nets.paddle_net:build",
+        "mixed_precision": "bnsuite.adapters.mixed_precision.paddle_mixed:step",
+        "edge_facts": "bnsuite.adapters.edge_facts:PADDLE",
+    }
+    freeze_idioms = FREEZE_IDIOMS
 
     @classmethod
     def declare(cls) -> Declaration:
@@ -329,7 +343,8 @@ class PaddleBatchNorm(OnFramework, BatchNormAdapter):
     # -- freeze ------------------------------------------------------------------------------------------------------
     def frozen_step(self, idiom, x, dy, lr):
         paddle = self.paddle
-        if idiom == "use_global_stats_true":
+        recipe = self.freeze_recipe(idiom)
+        if recipe.use_global_stats:
             state = self.get_state()
             self.bn = self._build(use_global_stats=True)
             self.set_state(state)
@@ -337,18 +352,9 @@ class PaddleBatchNorm(OnFramework, BatchNormAdapter):
         bn.train()
         params = [p for p in (bn.weight, bn.bias) if p is not None]
         opt = paddle.optimizer.SGD(learning_rate=lr, parameters=params)
-        grad_ctx = contextlib.nullcontext()
-        if idiom in ("eval", "eval_stop_gradient"):
-            bn.eval()
-        if idiom in ("stop_gradient", "eval_stop_gradient"):
-            for p in params:
-                p.stop_gradient = True
-        elif idiom == "no_grad":
-            grad_ctx = paddle.no_grad()
-        elif idiom not in ("eval", "use_global_stats_true"):
-            raise Unsupported(f"paddle: unknown freeze idiom {idiom!r}")
+        freeze_layers(recipe, [bn])
         opt.clear_grad()
-        with grad_ctx:
+        with grad_mode(paddle, recipe):
             y = bn(self._in(x))
             loss = (y * self._in(dy)).sum()
         if not loss.stop_gradient:

@@ -9,13 +9,16 @@ decides batch vs running statistics for every BatchNorm, and the optimizer refus
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import shutil
 import subprocess
+from typing import NamedTuple
 
 import numpy as np
 
-from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, Grads, MixedRule,
-                                   MixedRun, State, Unsupported)
+from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, FreezeIdiom, Grads,
+                                   MixedRule, State, Unsupported)
 from bnsuite.adapters.frameworks import Framework, OnFramework
 from bnsuite.adapters.dtypes import np_dtype
 
@@ -28,6 +31,7 @@ _BESSEL = (f"{_CALL}: running_var.assign((1-momentum) * running_var + momentum *
            "* batch_var)")
 
 
+@functools.lru_cache(maxsize=None)
 def _clang_major() -> int | None:
     """The major version of the clang on PATH, which tinygrad's CPU device compiles every kernel with."""
     if shutil.which("clang") is None:
@@ -113,26 +117,6 @@ def _mixed() -> dict:
     return rules
 
 
-def mixed_step(cls, idiom: str, spec, state: State, x: np.ndarray) -> MixedRun:
-    """The float32 tinygrad layer fed `x` in the idiom's low dtype."""
-    kind, _, low = idiom.rpartition("-")
-    if kind != "defaults":
-        raise Unsupported(f"tinygrad has no {kind!r} idiom")
-    bn = cls(spec.replace(dtype="float32"))
-    bn.set_state(state)
-    built = bn.state_dtypes()
-    xt = bn.Tensor(np.ascontiguousarray(np.moveaxis(x, -1, 1) if bn.transpose else x).astype(np.float32)).cast(
-        getattr(bn.dtypes, low))
-    with training_mode(True):
-        y = bn.bn(xt)
-        out, out_dtype = bn._out(y), np.dtype(np_dtype(_name(y.dtype))).name
-    after, st = bn.state_dtypes(), bn.get_state()
-    with training_mode(False):
-        yi = bn._out(bn.bn(xt))
-    snippet = f"{bn.snippet()}\n# x: {low} activations, e.g. x = x.cast(dtypes.{'half' if low == 'float16' else low})"
-    return MixedRun(out, out_dtype, yi, st, built, after, "default", snippet)
-
-
 def _versions() -> dict[str, str]:
     import importlib.metadata
 
@@ -158,8 +142,21 @@ def _device_reason(device: str) -> str | None:
     return None
 
 
-TINYGRAD = Framework(requires=("tinygrad",), families=("tinygrad",), versions=_versions,
+TINYGRAD = Framework(requires=("tinygrad",), families=("tinygrad",), pins={"tinygrad": "0.14.0"}, versions=_versions,
                      numeric_settings=_numeric_settings, device_reason=_device_reason)
+
+
+class TinygradRecipe(NamedTuple):
+    """How a tinygrad freeze idiom runs a training step, read alike by the lone layer and the networks: the backward
+    pass and the optimizer step always run inside Context(TRAINING=1) (Optimizer.schedule_step requires it)."""
+
+    training_forward: bool  # the forward runs inside Context(TRAINING=1) too
+
+
+FREEZE_IDIOMS = {
+    "train": FreezeIdiom(TinygradRecipe(training_forward=True)),
+    "training_off_forward": FreezeIdiom(TinygradRecipe(training_forward=False)),
+}
 
 
 def training_mode(training: bool | None):
@@ -174,15 +171,17 @@ def training_mode(training: bool | None):
 class TinygradBatchNorm(OnFramework, BatchNormAdapter):
     id = "tinygrad"
     runs_on = TINYGRAD
-    mixed_precision_runner = "bnsuite.adapters.tinygrad_bn:mixed_step"
-    network = "bnsuite.adapters.nets.tinygrad_net:build"
+    capabilities = {
+        "network": "bnsuite.adapters.nets.tinygrad_net:build",
+        "mixed_precision": "bnsuite.adapters.mixed_precision.tinygrad_mixed:step",
+        "edge_facts": "bnsuite.adapters.edge_facts:TINYGRAD",
+    }
+    freeze_idioms = FREEZE_IDIOMS
 
     @classmethod
     def unavailable_reason(cls):
         why = super().unavailable_reason()
         if why is None and _clang_major() is None:
-            import os
-
             if not os.environ.get("DEV"):
                 return "tinygrad's CPU device compiles its kernels with clang, which is not on PATH"
         return why
@@ -226,7 +225,7 @@ class TinygradBatchNorm(OnFramework, BatchNormAdapter):
         with training_mode(training):
             y = self.bn(self._in(x))
             out = self._out(y)
-        self.last_output_dtype = np.dtype(np_dtype(_name(y.dtype))).name
+        self.last_output_dtype = np.dtype(np_dtype(dtype_name(y.dtype))).name
         return out
 
     def _slots(self):
@@ -244,7 +243,7 @@ class TinygradBatchNorm(OnFramework, BatchNormAdapter):
                 t.assign(self.Tensor(np.asarray(value, np.float64)).cast(t.dtype)).realize()
 
     def state_dtypes(self):
-        return {k: None if t is None else np.dtype(np_dtype(_name(t.dtype))).name for k, t in self._slots().items()}
+        return {k: None if t is None else np.dtype(np_dtype(dtype_name(t.dtype))).name for k, t in self._slots().items()}
 
     def hyperparameters(self):
         return {"eps": self.bn.eps, "momentum": self.bn.momentum, "channels_last": False}
@@ -266,11 +265,10 @@ class TinygradBatchNorm(OnFramework, BatchNormAdapter):
 
     # -- freeze ------------------------------------------------------------------------------------------------------
     def frozen_step(self, idiom, x, dy, lr):
-        if idiom not in ("train", "training_off_forward"):
-            raise Unsupported(f"tinygrad: unknown freeze idiom {idiom!r}")
+        recipe = self.freeze_recipe(idiom)
         opt = self.nn.optim.SGD(self.nn.state.get_parameters(self.bn), lr=lr)
         opt.zero_grad()
-        with training_mode(idiom == "train"):
+        with training_mode(recipe.training_forward):
             y = self.bn(self._in(x))
             loss = (y * self._in(dy)).sum()
             out = self._out(y)
@@ -287,7 +285,7 @@ class TinygradBatchNorm(OnFramework, BatchNormAdapter):
                 "with Context(TRAINING=1):\n    y = bn(x)")
 
 
-def _name(dtype) -> str:
+def dtype_name(dtype) -> str:
     """A tinygrad dtype's NumPy name: dtypes.half -> "float16"."""
     return {"half": "float16", "float": "float32", "double": "float64", "__bf16": "bfloat16"}.get(
         getattr(dtype, "name", str(dtype)), getattr(dtype, "name", str(dtype)))

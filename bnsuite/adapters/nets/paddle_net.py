@@ -12,7 +12,7 @@ import numpy as np
 from bnsuite.adapters.base import Cited
 from bnsuite.adapters.nets import Network, kernel_layout
 from bnsuite.adapters.nets.reference_net import plan
-from bnsuite.adapters.paddle_bn import default_dtype
+from bnsuite.adapters.paddle_bn import default_dtype, freeze_layers, grad_mode
 
 
 class PaddleNet(Network):
@@ -21,7 +21,7 @@ class PaddleNet(Network):
                           "groups, *kernel_size]; paddle/nn/layer/common.py: Linear.__init__ weight shape "
                           "[in_features, out_features]")
 
-    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
+    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom, recipe):
         import paddle
 
         self.paddle = paddle
@@ -29,12 +29,12 @@ class PaddleNet(Network):
         self.ops = plan(arch)
         self.arch = arch
         self.channels_last = channels_last
-        self.bn_idiom = bn_idiom
+        self.bn_idiom, self.recipe = bn_idiom, recipe  # the idiom's recipe (paddle_bn.FREEZE_IDIOMS); None: none
         fmt = "NHWC" if channels_last else "NCHW"
         self.caxis = 3 if channels_last else 1
         nn = paddle.nn
         bn_kw = dict(epsilon=eps, momentum=1.0 - momentum, data_format=fmt)
-        if bn_idiom == "use_global_stats_true":
+        if recipe is not None and recipe.use_global_stats:
             bn_kw["use_global_stats"] = True
         self.mods: dict = {}
         with default_dtype(paddle, dtype):
@@ -53,7 +53,8 @@ class PaddleNet(Network):
             value = np.asarray(weights[name])
             t.set_value((value.T if name.endswith(".kernel") and len(t.shape) == 2 else value).astype(dtype))
         self.layers.train()
-        self._apply_idiom()
+        if recipe is not None:
+            freeze_layers(recipe, self._bns())
         self.opt = None
 
     def _tensors(self):
@@ -69,15 +70,6 @@ class PaddleNet(Network):
 
     def _bns(self):
         return [m for m in self.mods.values() if isinstance(m, self.paddle.nn.BatchNorm2D)]
-
-    def _apply_idiom(self):
-        if self.bn_idiom in ("stop_gradient", "eval_stop_gradient"):
-            for bn in self._bns():
-                for p in (bn.weight, bn.bias):
-                    p.stop_gradient = True
-        if self.bn_idiom in ("eval", "eval_stop_gradient"):
-            for bn in self._bns():
-                bn.eval()
 
     # -- compute --------------------------------------------------------------------------------------------------------
     def _run(self, h):
@@ -117,11 +109,7 @@ class PaddleNet(Network):
             self.opt = paddle.optimizer.SGD(learning_rate=lr, parameters=params)
             self._lr = lr
         self.opt.clear_grad()
-        if self.bn_idiom == "no_grad":
-            with paddle.no_grad():
-                y = self._run(self._in(x))
-                loss = paddle.nn.functional.mse_loss(y, self._in(target))
-        else:
+        with grad_mode(paddle, self.recipe):
             y = self._run(self._in(x))
             loss = paddle.nn.functional.mse_loss(y, self._in(target))
         if not loss.stop_gradient:
@@ -143,4 +131,5 @@ class PaddleNet(Network):
 
 
 def build(adapter_cls, arch, weights, **kw) -> PaddleNet:
-    return PaddleNet(arch, weights, **kw)
+    idiom = kw.get("bn_idiom")
+    return PaddleNet(arch, weights, recipe=idiom and adapter_cls.freeze_recipe(idiom), **kw)

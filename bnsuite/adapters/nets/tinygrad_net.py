@@ -19,7 +19,7 @@ class TinygradNet(Network):
     weight_layout = Cited(OIHW, "tinygrad/nn/__init__.py: Conv2d.__init__ weight Tensor.uniform(out_channels, "
                                 "in_channels//groups, *kernel_size); Linear.__init__ weight (out_features, in_features)")
 
-    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
+    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom, recipe):
         from tinygrad import Tensor, dtypes, nn
         from tinygrad.helpers import Context
 
@@ -28,7 +28,7 @@ class TinygradNet(Network):
         self.ops = plan(arch)
         self.arch = arch
         self.channels_last = channels_last
-        self.bn_idiom = bn_idiom
+        self.bn_idiom, self.recipe = bn_idiom, recipe  # the idiom's recipe (tinygrad_bn.FREEZE_IDIOMS); None: none
         self.mods: dict = {}
         with Context(DEFAULT_FLOAT=dtype):
             for op in self.ops:
@@ -86,7 +86,7 @@ class TinygradNet(Network):
             self.opt = nn.optim.SGD(nn.state.get_parameters(list(self.mods.values())), lr=lr)
             self._lr = lr
         self.opt.zero_grad()
-        with training_mode(self.bn_idiom != "training_off_forward"):
+        with training_mode(self.recipe is None or self.recipe.training_forward):
             y = self._run(self._in(x))
             loss = ((y - self.Tensor(np.asarray(target, np.float64)).cast(y.dtype)) ** 2).mean()
             value = float(self._np(loss))  # realized now: the lazy graph would read the weights after the step
@@ -103,4 +103,5 @@ class TinygradNet(Network):
 
 
 def build(adapter_cls, arch, weights, **kw) -> TinygradNet:
-    return TinygradNet(arch, weights, **kw)
+    idiom = kw.get("bn_idiom")
+    return TinygradNet(arch, weights, recipe=idiom and adapter_cls.freeze_recipe(idiom), **kw)
