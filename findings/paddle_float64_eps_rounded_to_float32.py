@@ -13,7 +13,7 @@ try:
     import numpy as np
     import paddle
 
-    print(f"paddle {paddle.__version__}, numpy {np.__version__}")
+    print(f"versions: paddle {paddle.__version__}, numpy {np.__version__}")
     paddle.set_default_dtype("float64")
     rng = np.random.default_rng(0)
     x = rng.normal(0.0, 0.05, (16, 3))  # a small variance, where eps matters

@@ -2,20 +2,22 @@
 3.3.1, tensorflow-cpu 2.21.0, Linux x86-64); the opposite order works. Each order runs in its own child process so the
 crash costs that process only. Exit 1 while present, 0 once gone, 2 on error (TensorFlow or paddle missing).
 """
+import importlib.metadata
 import importlib.util
 import signal
 import subprocess
 import sys
 
-import numpy as np
-
-rng = np.random.default_rng(0)  # no input data is needed: the import order is the whole reproduction
 try:
+    import numpy as np
     import paddle  # paddle first is the order that works; the crashing order runs in a child process
 
+    rng = np.random.default_rng(0)  # no input data is needed: the import order is the whole reproduction
     if importlib.util.find_spec("tensorflow") is None:
         raise ImportError("needs tensorflow installed beside paddle")
-    print(f"paddle {paddle.__version__}, numpy {np.__version__}")
+    dists = {d.metadata["Name"]: d.version for d in importlib.metadata.distributions()}
+    tf_dist = "tensorflow-cpu" if "tensorflow-cpu" in dists else "tensorflow"
+    print(f"versions: paddle {paddle.__version__}, {tf_dist} {dists.get(tf_dist)}, numpy {np.__version__}")
     runs = {}
     for order in ("import tensorflow; import paddle", "import paddle; import tensorflow"):
         code = f"{order}; print(paddle.__version__, tensorflow.__version__)"

@@ -13,7 +13,7 @@ try:
     import numpy as np
     import paddle
 
-    print(f"paddle {paddle.__version__}, numpy {np.__version__}")
+    print(f"versions: paddle {paddle.__version__}, numpy {np.__version__}")
     rng = np.random.default_rng(0)
     bn = paddle.nn.BatchNorm1D(3)  # training mode by default
     bn.weight.set_value(np.array([2.0, 0.5, 1.5], "float32"))

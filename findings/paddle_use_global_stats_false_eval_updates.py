@@ -14,7 +14,7 @@ try:
     import numpy as np
     import paddle
 
-    print(f"paddle {paddle.__version__}, numpy {np.__version__}")
+    print(f"versions: paddle {paddle.__version__}, numpy {np.__version__}")
     rng = np.random.default_rng(0)
     bn = paddle.nn.BatchNorm2D(3, use_global_stats=False)
     bn.eval()

@@ -13,7 +13,7 @@ try:
     from tinygrad import Tensor, dtypes, nn
     from tinygrad.helpers import Context
 
-    print(f"tinygrad {importlib.metadata.version('tinygrad')}, numpy {np.__version__}")
+    print(f"versions: tinygrad {importlib.metadata.version('tinygrad')}, numpy {np.__version__}")
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((16, 3)) * 1000.0).astype(np.float16)  # variance ~1e6 > 65504, values < 5000
     bn = nn.BatchNorm(3)  # float32 weight, bias and running statistics
