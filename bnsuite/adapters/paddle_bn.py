@@ -131,7 +131,8 @@ def _device_reason(device: str) -> str | None:
             f"{paddle.is_compiled_with_cuda()})")
 
 
-PADDLE = Framework(requires=("paddle",), families=("paddle",), pins={"paddlepaddle": "3.3.1"}, versions=_versions,
+# pins names the module; requirements and tox install the distribution paddlepaddle (frameworks.ALIASES).
+PADDLE = Framework(requires=("paddle",), families=("paddle",), pins={"paddle": "3.3.1"}, versions=_versions,
                    numeric_settings=_numeric_settings, device_reason=_device_reason)
 
 class PaddleRecipe(NamedTuple):
