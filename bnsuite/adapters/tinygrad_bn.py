@@ -22,6 +22,19 @@ from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRu
 from bnsuite.adapters.frameworks import Framework, OnFramework
 from bnsuite.adapters.dtypes import np_dtype
 
+# Both read when tinygrad is first imported (tinygrad/helpers.py), which happens after this module is loaded:
+# * CACHEDB: tinygrad keeps every clang-compiled kernel in an sqlite cache (CACHELEVEL 2 by default); a checkout keeps
+#   it in .cache/tinygrad like JAX's, an installed bnsuite in the user's cache folder;
+# * PARALLEL=0: lower and compile new kernels in this process. The default pool (one spawned worker per core, each
+#   re-importing tinygrad and respawned every 16 kernels, tinygrad/engine/worker.py) costs more than it saves on a
+#   small machine: the deep-network case took 125 s with it and 55 s without, same kernels, same cache.
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("CACHEDB", os.path.join(_CHECKOUT, ".cache", "tinygrad", "cache.db")
+                      if os.path.isfile(os.path.join(_CHECKOUT, "requirements", "all.txt")) else
+                      os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bnsuite",
+                                   "tinygrad", "cache.db"))
+os.environ.setdefault("PARALLEL", "0")
+
 _SRC = "tinygrad/nn/__init__.py"
 _STATS = f"{_SRC}: BatchNorm.calc_stats"
 _CALL = f"{_SRC}: BatchNorm.__call__"
@@ -159,6 +172,14 @@ FREEZE_IDIOMS = {
 }
 
 
+def realize_step(Tensor, bns: list, *tensors) -> None:
+    """Realize a step's tensors with the BatchNorm layers' running statistics in one schedule, as a training loop does
+    each step: the lazy assigns otherwise chain across steps into one growing graph (a new kernel at every step)."""
+    stats = [t for bn in bns for t in (getattr(bn, "running_mean", None), getattr(bn, "running_var", None),
+                                       bn.num_batches_tracked) if t is not None]
+    Tensor.realize(*tensors, *stats)
+
+
 def training_mode(training: bool | None):
     """Context(TRAINING=...) for one call; None leaves the process's setting (default 0: inference)."""
     if training is None:
@@ -224,6 +245,7 @@ class TinygradBatchNorm(OnFramework, BatchNormAdapter):
     def forward(self, x, training):
         with training_mode(training):
             y = self.bn(self._in(x))
+            realize_step(self.Tensor, [self.bn], y)
             out = self._out(y)
         self.last_output_dtype = np.dtype(np_dtype(dtype_name(y.dtype))).name
         return out

@@ -12,7 +12,7 @@ import numpy as np
 from bnsuite.adapters.base import Cited
 from bnsuite.adapters.nets import OIHW, Network
 from bnsuite.adapters.nets.reference_net import plan
-from bnsuite.adapters.tinygrad_bn import training_mode
+from bnsuite.adapters.tinygrad_bn import realize_step, training_mode
 
 
 class TinygradNet(Network):
@@ -76,9 +76,14 @@ class TinygradNet(Network):
         d = self.dtypes
         return np.asarray((t.cast(d.float32) if t.dtype == d.bfloat16 else t).numpy(), np.float64)
 
+    def _bns(self):
+        return [m for m in self.mods.values() if isinstance(m, self.nn.BatchNorm)]
+
     def forward(self, x, training):
         with training_mode(training):
-            return self._np(self._run(self._in(x)))
+            y = self._run(self._in(x))
+            realize_step(self.Tensor, self._bns(), y)
+            return self._np(y)
 
     def sgd_step(self, x, target, lr):
         nn = self.nn
@@ -90,6 +95,7 @@ class TinygradNet(Network):
             y = self._run(self._in(x))
             loss = ((y - self.Tensor(np.asarray(target, np.float64)).cast(y.dtype)) ** 2).mean()
             value = float(self._np(loss))  # realized now: the lazy graph would read the weights after the step
+            realize_step(self.Tensor, self._bns())
         with training_mode(True):
             loss.backward()
             self.opt.step()
