@@ -170,8 +170,8 @@ PADDLE = {
     "empty_batch_inference": Cited("empty output, running stats unchanged",
                                    f"{_PADDLE_KERNEL}: global_stats path reads mean/variance only"),
     "eps_zero": Cited("accepted, constant channel -> nan",
-                      f"{_PADDLE_LAYER}: _BatchNormBase.__init__ stores epsilon unchecked; {_PADDLE_KERNEL}: saved_inv_std = "
-                      "(var + epsilon).inverse().sqrt() is inf for a constant channel, 0 * inf = NaN"),
+                      f"{_PADDLE_LAYER}: _BatchNormBase.__init__ stores epsilon unchecked; {_PADDLE_KERNEL}: "
+                      "saved_inv_std = (var + epsilon).inverse().sqrt() is inf for a constant channel, 0 * inf = NaN"),
     "eps_negative": Cited("accepted, constant channel -> nan",
                           f"{_PADDLE_LAYER}: epsilon unchecked; {_PADDLE_KERNEL}: sqrt of (0 + epsilon) < 0 is NaN"),
 }

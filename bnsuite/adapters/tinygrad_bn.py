@@ -265,7 +265,8 @@ class TinygradBatchNorm(OnFramework, BatchNormAdapter):
                 t.assign(self.Tensor(np.asarray(value, np.float64)).cast(t.dtype)).realize()
 
     def state_dtypes(self):
-        return {k: None if t is None else np.dtype(np_dtype(dtype_name(t.dtype))).name for k, t in self._slots().items()}
+        return {k: None if t is None else np.dtype(np_dtype(dtype_name(t.dtype))).name
+                for k, t in self._slots().items()}
 
     def hyperparameters(self):
         return {"eps": self.bn.eps, "momentum": self.bn.momentum, "channels_last": False}

@@ -71,7 +71,7 @@ class PaddleNet(Network):
     def _bns(self):
         return [m for m in self.mods.values() if isinstance(m, self.paddle.nn.BatchNorm2D)]
 
-    # -- compute --------------------------------------------------------------------------------------------------------
+    # -- compute -----------------------------------------------------------------------------------------------------
     def _run(self, h):
         paddle, m = self.paddle, self.mods
         relu = paddle.nn.functional.relu

@@ -17,7 +17,8 @@ from bnsuite.adapters.tinygrad_bn import realize_step, training_mode
 
 class TinygradNet(Network):
     weight_layout = Cited(OIHW, "tinygrad/nn/__init__.py: Conv2d.__init__ weight Tensor.uniform(out_channels, "
-                                "in_channels//groups, *kernel_size); Linear.__init__ weight (out_features, in_features)")
+                                "in_channels//groups, *kernel_size); Linear.__init__ weight (out_features, "
+                                "in_features)")
 
     def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom, recipe):
         from tinygrad import Tensor, dtypes, nn
