@@ -22,7 +22,7 @@ from bnsuite.suites import checks as ch
 from bnsuite.suites.checks import Recorder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FRAMEWORK_MODULES = {"torch", "torchao", "keras", "tensorflow", "tf_keras", "jax", "flax", "optax",
+FRAMEWORK_MODULES = {"torch", "torchao", "keras", "tensorflow", "tf_keras", "jax", "flax", "optax", "paddle", "tinygrad",
                      # exporters and runtimes of the deploy lane (a deploy finding reproduces with them)
                      "onnx", "onnxruntime", "onnxscript", "openvino", "ai_edge_litert", "tf2onnx", "jax2onnx"}
 # The framework, NumPy and the standard library (a distributed reproduction needs a free port, ...); never bnsuite.
