@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, FreezeIdiom, Grads,
-                                   State, Unsupported)
+                                   Probe, State, Unsupported)
 from bnsuite.adapters.frameworks import Framework, OnFramework
 
 _SRC = "mlx/nn/layers/normalization.py"
@@ -131,6 +131,13 @@ def freeze_module(how: MlxRecipe, bn) -> None:
         bn.freeze(keys=list(how.freeze_keys) if how.freeze_keys else None)
 
 
+def _float64_ndarray_dtype() -> str:
+    """The dtype mx.array gives a float64 NumPy array when no dtype is named."""
+    import mlx.core as mx
+
+    return mx_dtype_name(mx.array(np.array([1 / 3], np.float64)).dtype)
+
+
 def mx_dtype(mx, name: str):
     try:
         return getattr(mx, name)
@@ -152,6 +159,13 @@ class MlxBatchNorm(OnFramework, BatchNormAdapter):
     @classmethod
     def declare(cls) -> Declaration:
         return DECLARATION
+
+    @classmethod
+    def probes(cls):
+        return [Probe("mlx_array_float64_ndarray_dtype", Cited(
+            "float32", "mlx/core/__init__.pyi: array(val, dtype=None) infers float32 for floating input unless dtype "
+                       "names float64 (ml-explore/mlx#1995, maintainer: 'If you want a float64 array you have to "
+                       "explicitly ask for it'); observed with mlx 0.32.4"), _float64_ndarray_dtype)]
 
     # -- build -------------------------------------------------------------------------------------------------------
     def __init__(self, spec):
