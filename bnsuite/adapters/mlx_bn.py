@@ -153,7 +153,7 @@ def mx_dtype_name(dtype) -> str:
 class MlxBatchNorm(OnFramework, BatchNormAdapter):
     id = "mlx"
     runs_on = MLX
-    capabilities: dict = {}
+    capabilities = {"network": "bnsuite.adapters.nets.mlx_net:build"}
     freeze_idioms = FREEZE_IDIOMS
 
     @classmethod
