@@ -153,7 +153,10 @@ def mx_dtype_name(dtype) -> str:
 class MlxBatchNorm(OnFramework, BatchNormAdapter):
     id = "mlx"
     runs_on = MLX
-    capabilities = {"network": "bnsuite.adapters.nets.mlx_net:build"}
+    capabilities = {
+        "network": "bnsuite.adapters.nets.mlx_net:build",
+        "norms": "bnsuite.adapters.norms.mlx_norms:MlxNorms",
+    }
     freeze_idioms = FREEZE_IDIOMS
 
     @classmethod
