@@ -7,7 +7,8 @@ import dataclasses
 
 from bnsuite.adapters.base import FreezeFacts, Probe
 from bnsuite.adapters.mlx_bn import MlxBatchNorm
-from meta_tests.broken.base import wrong
+from bnsuite.adapters.norms.mlx_norms import MlxNorms
+from meta_tests.broken.base import ref, wrong
 
 
 class MlxMomentumAsOld(MlxBatchNorm):
@@ -47,9 +48,23 @@ class MlxFloat64NdarrayKept(MlxBatchNorm):
         return [Probe(p.property, wrong("float64"), p.run) for p in super().probes()]
 
 
+class MlxNormsGroupsContiguous(MlxNorms):
+    """Declares torch's consecutive GroupNorm groups, not MLX's default strided ones."""
+
+    @classmethod
+    def declare(cls):
+        return dataclasses.replace(super().declare(), group_layout=wrong("contiguous"))
+
+
+class MlxGroupNormContiguous(MlxBatchNorm):
+    id = "broken-mlx-groupnorm-contiguous"
+    capabilities = {**MlxBatchNorm.capabilities, "norms": ref(MlxNormsGroupsContiguous)}
+
+
 EXPECTED_FAILURES = {
     MlxMomentumAsOld: {"running_mean", "running_var_estimator", "port_momentum_conversion"},
     MlxFreezeStopsStats: {"freeze_running_stats_update"},
     MlxFloat64NdarrayKept: {"mlx_array_float64_ndarray_dtype"},
+    MlxGroupNormContiguous: {"group_norm_channel_layout"},
 }
 SEES = {MlxFloat64NdarrayKept: {"test_framework_traps.py"}}
