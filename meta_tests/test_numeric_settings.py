@@ -10,12 +10,15 @@ import sys
 import pytest
 
 from bnsuite.adapters import registry
+from bnsuite.adapters.frameworks import rows_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NEEDS = {"torch": "torch", "keras-tensorflow": "tensorflow", "keras-jax": "jax", "keras-torch": "torch",
          "tf_keras": "tensorflow", "tf1-keras": "tensorflow", "tf1-graph": "tensorflow", "flax-linen": "jax",
          "flax-nnx": "jax", "paddle": "paddle", "tinygrad": "tinygrad"}
 
+# Any other built-in adapter needs the first module its framework row requires.
+NEEDS.update({i: rows_of(registry.load(i))[0].requires[0] for i in registry.BUILTIN if i not in NEEDS})
 
 @pytest.mark.parametrize("adapter_id", list(registry.BUILTIN))
 def test_adapter_turns_tf32_off(adapter_id):

@@ -19,6 +19,7 @@ BUILTIN: dict[str, str] = {
     "flax-nnx": "bnsuite.adapters.flax_nnx:FlaxNnx",
     "paddle": "bnsuite.adapters.paddle_bn:PaddleBatchNorm",
     "tinygrad": "bnsuite.adapters.tinygrad_bn:TinygradBatchNorm",
+    "mlx": "bnsuite.adapters.mlx_bn:MlxBatchNorm",
 }
 
 ENV_VAR = "BNSUITE_ADAPTER"  # same as --adapter, comma-separated
