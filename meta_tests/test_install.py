@@ -96,7 +96,8 @@ def test_checkout_run_with_bnsuite_also_installed(installed):
     proc = sh([str(venv_dir / "bin" / "python"), "-m", "pytest", "bnsuite/suites/test_defaults.py", "--adapter",
                "torch", "-q", "-p", "no:cacheprovider", "--results=none"], cwd=ROOT, env=env)
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-    assert re.fullmatch(r"\d+ passed(, \d+ skipped)? in [\d.]+s", last), proc.stdout[-2000:]  # every default case passed, none failed
+    # every default case passed, none failed
+    assert re.fullmatch(r"\d+ passed(, \d+ skipped)? in [\d.]+s", last), proc.stdout[-2000:]
     assert "already registered" not in proc.stdout + (proc.stderr or ""), proc.stdout[-2000:]
 
 
