@@ -60,6 +60,7 @@ EXPECTS: Mapping[str, str] = {
     "mixed_precision": "callable",
     "edge_facts": "mapping",
     "training_loops": "class:bnsuite.lanes.loops:TrainingLoops",
+    "compile": "class:bnsuite.lanes.compile:CompileLane",
 }
 
 

@@ -42,6 +42,7 @@ class FlaxLinen(FlaxAdapter):
         "mixed_precision": "bnsuite.adapters.mixed_precision.flax_mixed:linen_step",
         "edge_facts": "bnsuite.adapters.edge_facts:FLAX_LINEN",
         "training_loops": "bnsuite.lanes.loops.flax_loops:FlaxLinenLoops",
+        "compile": "bnsuite.lanes.compile.flax_compile:FlaxLinenCompile",
     }
     freeze_idioms = LINEN_IDIOMS
 

@@ -43,6 +43,7 @@ class FlaxNnx(FlaxAdapter):
         "replicas": "bnsuite.adapters.replicas.flax_shard:FlaxNnxReplicas",
         "mixed_precision": "bnsuite.adapters.mixed_precision.flax_mixed:nnx_step",
         "edge_facts": "bnsuite.adapters.edge_facts:FLAX_NNX",
+        "compile": "bnsuite.lanes.compile.flax_compile:FlaxNnxCompile",
     }
     freeze_idioms = NNX_IDIOMS
 

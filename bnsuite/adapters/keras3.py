@@ -301,15 +301,18 @@ def _on_backend(blocks: str, replicas: str, edge_facts: str) -> dict[str, str]:
 class KerasTensorFlow(_Keras3):
     id, backend = "keras-tensorflow", "tensorflow"
     capabilities = {**_on_backend("Keras3TensorFlowBlocks", "tf_mirrored:KerasTensorFlowReplicas", "KERAS_TENSORFLOW"),
-                    "deploy": "bnsuite.lanes.deploy.keras_deploy:Keras3Deploy"}
+                    "deploy": "bnsuite.lanes.deploy.keras_deploy:Keras3Deploy",
+                    "compile": "bnsuite.lanes.compile.keras_compile:KerasCompileTensorFlow"}
 
 
 class KerasJax(_Keras3):
     id, backend = "keras-jax", "jax"
-    capabilities = _on_backend("Keras3Blocks", "keras_sync:KerasJaxReplicas", "KERAS_JAX")
+    capabilities = {**_on_backend("Keras3Blocks", "keras_sync:KerasJaxReplicas", "KERAS_JAX"),
+                    "compile": "bnsuite.lanes.compile.keras_compile:KerasCompileJax"}
 
 
 class KerasTorch(_Keras3):
     id, backend = "keras-torch", "torch"
-    capabilities = _on_backend("Keras3Blocks", "keras_sync:KerasTorchSync", "KERAS_TORCH")
+    capabilities = {**_on_backend("Keras3Blocks", "keras_sync:KerasTorchSync", "KERAS_TORCH"),
+                    "compile": "bnsuite.lanes.compile.keras_compile:KerasCompileTorch"}
     freeze_idioms = TORCH_IDIOMS

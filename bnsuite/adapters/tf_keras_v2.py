@@ -167,7 +167,8 @@ class TfKerasV2(TfKerasLayerBase):
                     "blocks": "bnsuite.adapters.blocks.keras_blocks:TfKerasBlocks",
                     "replicas": "bnsuite.adapters.replicas.tf_mirrored:TfKerasReplicas",
                     "edge_facts": "bnsuite.adapters.edge_facts:TF_KERAS_V2",
-                    "deploy": "bnsuite.lanes.deploy.keras_deploy:TfKerasDeploy"}
+                    "deploy": "bnsuite.lanes.deploy.keras_deploy:TfKerasDeploy",
+                    "compile": "bnsuite.lanes.compile.keras_compile:TfKerasCompile"}
     snippet_head = "import tf_keras\n"
     snippet_class = "tf_keras.layers.BatchNormalization"
 

@@ -161,6 +161,7 @@ class TorchBatchNorm(OnFramework, BatchNormAdapter):
         "folding": "bnsuite.lanes.folding.torch_folding:TorchFolding",
         "training_loops": "bnsuite.lanes.loops.torch_loops:TorchLoops",
         "deploy": "bnsuite.lanes.deploy.torch_deploy:TorchDeploy",
+        "compile": "bnsuite.lanes.compile.torch_compile:TorchCompile",
     }
     freeze_idioms = FREEZE_IDIOMS
 

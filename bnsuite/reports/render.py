@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import jinja2
 
-from bnsuite.reports import deploy, details, folding, front, loops, matrix, runs, slowest
+from bnsuite.reports import compiled, deploy, details, folding, front, loops, matrix, runs, slowest
 from bnsuite.reports.compare import drift
 from bnsuite.reports.inputs import by_kind, load
 from bnsuite.reports.order import adapter_order
@@ -84,6 +84,7 @@ def context(records: list[dict], files: list[str], old: list[dict] | None, probl
         "folding": folding.folding_table(checks, order),
         "training_loops": loops.tables(matrices[loops.NAME], order),
         "deploying": deploy.deploying(matrices["deploy"], matrices["deploy_export"], order),
+        "compiled": compiled.view(checks, order),
         "batch_plots": batch_plots, "other_plots": other_plots,
         "drift": drift(records, old) if old is not None else None,
         "matrix": matrix.behaviour_matrix(checks, order),

@@ -1,0 +1,101 @@
+"""The compiled and transformed lane (suites/test_compiled.py): broken lanes run the real torch.compile (aot_eager)
+and differ from their declaration in one way each. Each broken adapter is the correct torch BatchNorm whose "compile"
+capability is such a lane; they declare one path only, so the meta run compiles little."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from bnsuite.adapters.base import Cited, Grads, State
+from bnsuite.adapters.torch_bn import TorchBatchNorm
+from bnsuite.lanes.compile.torch_compile import TorchCompile
+from meta_tests.broken.base import ref, wrong
+
+PATH = "compile-aot_eager"
+
+
+def _one_path(**changes) -> dict:
+    real = TorchCompile.declare()[PATH]
+    return {PATH: Cited(dataclasses.replace(real.value, **changes), "broken: " + real.source[:80])}
+
+
+class DropsUpdateLane(TorchCompile):
+    """torch.compile(backend="aot_eager") whose compiled call silently drops the running-statistics update (the
+    buffers, step counter included, are put back after every call) while declaring them updated."""
+
+    @classmethod
+    def declare(cls):
+        return _one_path(freeze=("no_grad",))
+
+    def _runner(self, path, bn, x):
+        runner = super()._runner(path, bn, x)
+        compiled_call, torch = runner.call, bn.torch
+
+        def dropping(xt):
+            saved = {k: b.detach().clone() for k, b in bn.module.named_buffers()}
+            y = compiled_call(xt)
+            with torch.no_grad():
+                for k, b in bn.module.named_buffers():
+                    b.copy_(saved[k])
+            return y
+
+        runner.call = dropping
+        return runner
+
+
+class SkewedLane(TorchCompile):
+    """torch.compile(backend="aot_eager") whose outputs are off by 1e-3, gradients by a factor 1.001 and parameters
+    after a frozen step by 1e-3, declaring a fact, the gradients and momentum=None wrongly."""
+
+    @classmethod
+    def declare(cls):
+        return {PATH: wrong(dataclasses.replace(TorchCompile.declare()[PATH].value, freeze=("eval",),
+                                                grads="error:RuntimeError", cumulative="error:UserError",
+                                                facts={"compiled": "no (ran eagerly)"}))}
+
+    def _runner(self, path, bn, x):
+        runner = super()._runner(path, bn, x)
+        compiled_call = runner.call
+        runner.call = lambda xt: compiled_call(xt) + 1e-3
+        return runner
+
+    def run(self, *args, **kwargs):
+        out = super().run(*args, **kwargs)
+        g = out.grads
+        if g is not None:
+            out.grads = Grads(g.dx * 1.001, g.dscale * 1.001, g.doffset * 1.001)
+        return out
+
+    def freeze(self, *args, **kwargs):
+        y, st = super().freeze(*args, **kwargs)
+        return y, State(st.scale + 1e-3, st.offset + 1e-3, st.mean, st.var)
+
+
+class CompileDropsUpdate(TorchBatchNorm):
+    """A correct torch BatchNorm whose compiled path drops the running-statistics update."""
+
+    id = "broken-compile-drops-update"
+    capabilities = {**TorchBatchNorm.capabilities, "compile": ref(DropsUpdateLane)}
+
+
+class CompileSkewed(TorchBatchNorm):
+    """A correct torch BatchNorm whose compiled path is numerically off and declares wrong facts."""
+
+    id = "broken-compile-skewed"
+    capabilities = {**TorchBatchNorm.capabilities, "compile": ref(SkewedLane)}
+
+
+EXPECTED_FAILURES = {
+    CompileDropsUpdate: {"compiled_running_stats_update", "compiled_running_mean_vs_eager",
+                         "compiled_running_mean_vs_oracle", "compiled_running_var_vs_eager",
+                         "compiled_running_var_vs_oracle", "compiled_cumulative_running_mean_vs_eager",
+                         "compiled_cumulative_running_mean_vs_oracle", "compiled_cumulative_running_var_vs_eager",
+                         "compiled_cumulative_running_var_vs_oracle", "compiled_steps_tracked",
+                         "compiled_eval_output_vs_eager", "compiled_freeze_running_stats_vs_eager"},
+    CompileSkewed: {"compiled_train_output_vs_eager", "compiled_train_output_vs_oracle", "compiled_eval_switch",
+                    "compiled_eval_output_vs_eager", "compiled_eval_output_vs_oracle",
+                    "compiled_grads", "compiled_dx_vs_eager", "compiled_dx_vs_oracle", "compiled_dscale_vs_eager",
+                    "compiled_dscale_vs_oracle", "compiled_doffset_vs_eager", "compiled_doffset_vs_oracle",
+                    "compiled_cumulative_runs", "compiled_path_fact", "compiled_freeze_output_vs_eager",
+                    "compiled_freeze_params_vs_eager"},
+}
