@@ -3,8 +3,8 @@
 Flow: suites -> adapters -> frameworks; results files -> reports. So nothing under bnsuite/adapters, bnsuite/reports
 or bnsuite/probe imports bnsuite.suites; no suite imports conftest, the pytest plugin, another test module or a
 framework (framework code lives in adapters, imported lazily). Tables: the built-in adapter ids live in
-bnsuite/adapters/registry.py BUILTIN; what cannot import Python (tox.ini, the workflow, docs/coverage.md's table) is checked
-against it here and in meta_tests/test_groups.py.
+bnsuite/adapters/registry.py BUILTIN; what cannot import Python (tox.ini, the workflow, docs/coverage.md's table) is
+checked against it here and in meta_tests/test_groups.py.
 """
 
 import ast

@@ -1,6 +1,6 @@
 """Findings are declared once (bnsuite/findings.toml, loaded by bnsuite/findings.py) and everything else follows from
-the declaration: the README's table and docs/findings-list.md, the failure message of a check that stops reproducing one, the report's list,
-and a standalone reproduction per finding that exits 1 while the behaviour is present."""
+the declaration: the README's table and docs/findings-list.md, the failure message of a check that stops reproducing
+one, the report's list, and a standalone reproduction per finding that exits 1 while the behaviour is present."""
 
 from __future__ import annotations
 
