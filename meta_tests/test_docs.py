@@ -1,6 +1,7 @@
 """The documentation holds together: every relative link in README.md and docs/*.md points at an existing file (and
 at an existing anchor where it names one), every docs page is in the index docs/README.md, and docs/results.md
-documents every record kind of the results schema with its required fields."""
+documents every record kind of the results schema with its required fields; the README gives the two commands and
+links its answers into the report."""
 
 from __future__ import annotations
 
@@ -86,3 +87,14 @@ def test_the_results_page_documents_every_record_kind():
                      if f"`{f}`" not in required]
     assert set(schema["properties"]["kind"]["enum"]) <= set(rows), "docs/results.md lacks a kind of the schema's enum"
     assert not problems, "docs/results.md differs from bnsuite/reports/results.schema.json:\n  " + "\n  ".join(problems)
+
+
+def test_the_readme_gives_the_two_commands_and_the_answers():
+    readme = _read("README.md")
+    commands = readme.split("## The two commands", 1)[-1].split("\n## ", 1)[0]
+    for line in ("python3 -m bnsuite matrix", "python3 -m bnsuite test"):
+        assert line in commands, f"README.md's 'The two commands' lacks {line!r}"
+    answers = readme.split("## What it answers", 1)[-1].split("\n## ", 1)[0]
+    linked = {link.partition("#")[2] for link in _links(answers) if link.startswith("report/index.html#")}
+    assert {"porting", "freeze", "batch-size", "findings", "matrix"} <= linked, \
+        f"README.md's 'What it answers' links only these report sections: {sorted(linked)}"
