@@ -23,7 +23,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bnsuite import runner, scheduling  # noqa: E402
+from bnsuite import groups, runner, scheduling  # noqa: E402
 from bnsuite.adapters import registry  # noqa: E402
 
 # Group -> the import line of the modules its adapter requires (its framework rows, bnsuite/adapters/frameworks.py).
@@ -54,7 +54,7 @@ def main() -> int:
     if a.jobs < 1:
         ap.error("--jobs must be at least 1")
     py = runner.ensure_venv(os.environ.get("BNSUITE_VENV", os.path.join(runner.ROOT, ".venv")))
-    known = dict([*runner.builtin_groups().items(), runner.META_GROUP])
+    known = dict([*runner.builtin_groups().items(), runner.META_GROUP, ("meta-slow", runner.META_GROUP[1])])
     unknown = [g for g in a.only if g not in known]
     if unknown:
         ap.error(f"unknown group {unknown[0]!r}: use one of {', '.join(known)}")
@@ -70,8 +70,8 @@ def main() -> int:
             extra = {**env, **threads}
             if a.cold:
                 extra["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"jax-{g}-", dir=run_dir)
-            if g == "meta":
-                args = [*args, "-m", "not slow"]  # the main job's meta group
+            if g in groups.META_MARKERS["matrix"]:
+                args = [*args, "-m", groups.META_MARKERS["matrix"][g]]  # the main job's meta groups
             cpu0 = children_cpu()
             r = runner.run_group(py, g, extra, args, run_dir, [])
             cpu = children_cpu() - cpu0

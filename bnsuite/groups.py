@@ -19,6 +19,15 @@ _GROUPS: dict[str, Group] = {}
 _READER: list[str] = []  # the interpreter that reads the registry where this one lacks NumPy (cli: --python)
 META = "meta"
 META_GROUP: tuple[str, Group] = (META, ({}, ["meta_tests"]))
+# The meta tests run as two groups side by side: the quick ones, and the ones that start many processes (every
+# findings/<name>.py reproduction; with `test`, also the fresh install of the package), so neither is the run's
+# critical path. -m selections per command: the main job (matrix) leaves the fresh install to `test`.
+META_SLOW = "meta-slow"
+META_NAMES = (META, META_SLOW)
+META_MARKERS = {
+    "matrix": {META: "not slow and not reproductions", META_SLOW: "reproductions and not slow"},
+    "test": {META: "not slow and not reproductions", META_SLOW: "slow or reproductions"},
+}
 
 
 def read_with(python: str | None) -> None:
@@ -59,10 +68,11 @@ def __getattr__(name: str):
 def for_command(command: str) -> list[tuple[str, Group]]:
     """The groups `matrix` or `test` runs, in order. The meta tests are not shipped: an installed bnsuite runs the
     adapter groups only; the main job (matrix) leaves the slow meta tests (a fresh install of the package) to
-    `test`."""
+    `test`; the meta tests are two groups (META_MARKERS)."""
     env, args = META_GROUP[1]
-    meta = (META, (env, [*args, "-m", "not slow"])) if command == "matrix" else META_GROUP
-    return ([meta] if envs.CHECKOUT else []) + list(builtin_groups().items())
+    marks = META_MARKERS.get(command, META_MARKERS["test"])
+    meta = [(name, (env, [*args, "-m", marks[name]])) for name in META_NAMES]
+    return (meta if envs.CHECKOUT else []) + list(builtin_groups().items())
 
 
 def select(groups: list[tuple[str, Group]], only: list[str]) -> list[tuple[str, Group]]:
@@ -102,4 +112,6 @@ def pytest_targets(args: list[str]) -> list[str]:
 def listing() -> list[str]:
     """`python3 -m bnsuite groups`: one line per group."""
     return [f"{name:18s} {' '.join(f'{k}={v}' for k, v in env.items()) or '-':28s} pytest {' '.join(args)}"
-            for name, (env, args) in [*builtin_groups().items(), META_GROUP]]
+            for name, (env, args) in [*builtin_groups().items(),
+                                      *((m, (META_GROUP[1][0], [*META_GROUP[1][1], "-m", META_MARKERS["test"][m]]))
+                                        for m in META_NAMES)]]

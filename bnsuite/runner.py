@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime
-import json
 import os
 import signal
 import subprocess
@@ -24,7 +23,7 @@ from bnsuite.console import EXIT_HUNG, fail, say
 from bnsuite.envs import BASE, CHECKOUT, LOCK, ROOT, ensure_venv, uv_source_args  # noqa: F401  (the runner's API)
 from bnsuite.groups import META_GROUP, builtin_groups, pytest_targets  # noqa: F401
 from bnsuite.reports import junit
-from bnsuite.reports.results import ResultsWriter
+from bnsuite.reports.results import ResultsWriter, read_lenient
 from bnsuite.reports.screenshot import SHOTS
 
 GROUP_TIMEOUT_S = 1200  # a group's whole run, resumptions included
@@ -42,19 +41,7 @@ def __getattr__(name: str):
 # -- running groups ---------------------------------------------------------------------------------------------------
 def _records(results_path: str, kinds: tuple[str, ...]) -> list[dict]:
     """The records of these kinds, in file order; lines that are not records are the report's to name."""
-    recs = []
-    try:
-        with open(results_path, "rb") as fh:
-            for line in fh:
-                try:
-                    rec = json.loads(line)
-                except ValueError:  # not JSON, or not UTF-8
-                    continue
-                if isinstance(rec, dict) and rec.get("kind") in kinds:
-                    recs.append(rec)
-    except OSError:
-        pass
-    return recs
+    return [r for r in read_lenient(results_path) if r.get("kind") in kinds]
 
 
 def _outcomes(results_path: str) -> list[dict]:

@@ -132,7 +132,7 @@ def test_workflow_matrix_lists_every_builtin_adapter():
     m = re.search(r"env:\s*\[([^\]]*)\]", text)
     assert m, "the workflow's cpu matrix (env: [...]) is missing"
     envs = [e.strip() for e in m.group(1).split(",") if e.strip()]
-    assert envs == [*registry.BUILTIN, "meta"], f"workflow matrix {envs} differs from registry.BUILTIN + meta"
+    assert envs == [*registry.BUILTIN, "meta", "meta-slow"], f"workflow matrix {envs} differs from registry.BUILTIN + meta + meta-slow"
 
 
 def test_coverage_table_lists_every_builtin_adapter():

@@ -3,7 +3,7 @@
 import configparser
 import os
 
-from bnsuite import runner
+from bnsuite import groups, runner
 from bnsuite.adapters import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,7 +19,7 @@ def test_every_builtin_adapter_has_a_group_and_a_tox_env():
     cp = _tox()
     envs = [e.strip() for e in cp["tox"]["env_list"].split(",")]
     assert set(registry.BUILTIN) == set(runner.GROUPS), "runner.GROUPS must name every built-in adapter"
-    assert set(envs) == set(runner.GROUPS) | {"meta"}, f"tox env_list {envs} differs from the runner's groups"
+    assert set(envs) == set(runner.GROUPS) | set(groups.META_NAMES), f"tox env_list {envs} differs from the runner's groups"
 
 
 def test_group_environment_matches_adapter_needs():

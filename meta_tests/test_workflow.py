@@ -33,7 +33,7 @@ def test_permissions_and_concurrency(wf):
 
 def test_cpu_matrix_runs_every_group_from_the_lock_with_cpu_torch(wf):
     job = wf["jobs"]["cpu"]
-    assert set(job["strategy"]["matrix"]["env"]) == set(runner.GROUPS) | {"meta"}
+    assert set(job["strategy"]["matrix"]["env"]) == set(runner.GROUPS) | {"meta", "meta-slow"}
     assert job["env"]["PIP_EXTRA_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
     assert "torch==2.13.0+cpu" in open(runner.LOCK).read(), "the lock must pin torch's CPU build"
     setup = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python"))

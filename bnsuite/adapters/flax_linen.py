@@ -43,6 +43,7 @@ class FlaxLinen(FlaxAdapter):
         "edge_facts": "bnsuite.adapters.edge_facts:FLAX_LINEN",
         "training_loops": "bnsuite.lanes.loops.flax_loops:FlaxLinenLoops",
         "compile": "bnsuite.lanes.compile.flax_compile:FlaxLinenCompile",
+        "models": "bnsuite.models.flax_models:MODELS",
     }
     freeze_idioms = LINEN_IDIOMS
 

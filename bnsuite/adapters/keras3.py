@@ -118,6 +118,7 @@ class _Keras3(KerasLayerAdapter):
         "norms": "bnsuite.adapters.norms.keras_norms:Keras3Norms",
         "mixed_precision": "bnsuite.adapters.mixed_precision.keras_mixed:keras3_step",
         "training_loops": "bnsuite.lanes.loops.keras_loops:KerasLoops",
+        "models": "bnsuite.models.keras_models:MODELS",
     }
 
     def __init_subclass__(cls, **kwargs):

@@ -168,7 +168,8 @@ class TfKerasV2(TfKerasLayerBase):
                     "replicas": "bnsuite.adapters.replicas.tf_mirrored:TfKerasReplicas",
                     "edge_facts": "bnsuite.adapters.edge_facts:TF_KERAS_V2",
                     "deploy": "bnsuite.lanes.deploy.keras_deploy:TfKerasDeploy",
-                    "compile": "bnsuite.lanes.compile.keras_compile:TfKerasCompile"}
+                    "compile": "bnsuite.lanes.compile.keras_compile:TfKerasCompile",
+                    "models": "bnsuite.models.keras_models:TF_KERAS_MODELS"}
     snippet_head = "import tf_keras\n"
     snippet_class = "tf_keras.layers.BatchNormalization"
 

@@ -162,6 +162,7 @@ class TorchBatchNorm(OnFramework, BatchNormAdapter):
         "training_loops": "bnsuite.lanes.loops.torch_loops:TorchLoops",
         "deploy": "bnsuite.lanes.deploy.torch_deploy:TorchDeploy",
         "compile": "bnsuite.lanes.compile.torch_compile:TorchCompile",
+        "models": "bnsuite.models.torch_models:MODELS",
     }
     freeze_idioms = FREEZE_IDIOMS
 

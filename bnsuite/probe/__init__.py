@@ -1,7 +1,7 @@
 """Find the first layer of a user's model whose inference-mode output depends on the batch size.
 
     from bnsuite.probe import find_batch_dependence
-    report = find_batch_dependence(model, x)          # torch nn.Module, Keras 3 model, or (flax_module, variables)
+    report = find_batch_dependence(model, x)   # torch nn.Module, Keras 3 or tf_keras model, or (flax_module, variables)
     print(report)
 
 CLI: ``python -m bnsuite.probe MODULE:FACTORY --input x.npy [--framework torch]``.

@@ -92,12 +92,16 @@ def _is_torch(model) -> bool:
     return isinstance(model, torch.nn.Module)
 
 
-def _is_keras(model) -> bool:
-    if "keras" not in sys.modules:
-        return False
-    import keras
+def _keras_package(model):
+    """The Keras package `model` belongs to (keras 3 or tf_keras), else None."""
+    for name in ("keras", "tf_keras"):
+        if name in sys.modules and isinstance(model, sys.modules[name].Model):
+            return sys.modules[name]
+    return None
 
-    return isinstance(model, keras.Model)
+
+def _is_keras(model) -> bool:
+    return _keras_package(model) is not None
 
 
 def _flax_parts(model):
@@ -197,9 +201,8 @@ def _first_leaf(out):
 
 
 def _keras_runner(model) -> tuple[Runner, Callable[[], None]]:
-    import keras
-
-    if not isinstance(model, keras.Model):
+    keras = _keras_package(model)
+    if keras is None:
         raise ProbeError(f"framework 'keras' needs a keras.Model, got {type(model).__qualname__}")
     try:
         inputs = model.inputs
@@ -213,7 +216,8 @@ def _keras_runner(model) -> tuple[Runner, Callable[[], None]]:
     def run(x):
         ys = inner(x, training=False)
         ys = ys if isinstance(ys, (list, tuple)) else [ys]
-        return [(l.name, type(l).__name__, np.asarray(keras.ops.convert_to_numpy(y), np.float64))
+        to_numpy = keras.ops.convert_to_numpy if hasattr(keras, "ops") else np.asarray  # tf_keras has no ops
+        return [(l.name, type(l).__name__, np.asarray(to_numpy(y), np.float64))
                 for l, y in zip(layers, ys)]
 
     return run, lambda: None

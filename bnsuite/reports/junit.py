@@ -13,29 +13,19 @@ from __future__ import annotations
 
 import datetime
 import glob
-import json
 import os
 import socket
 import sys
 import xml.etree.ElementTree as ET
 
+from bnsuite.reports.results import read_lenient
+
 MERGED = "junit.xml"
 
 
 def _records(path: str) -> list[dict]:
-    out = []
-    try:
-        with open(path, "rb") as fh:
-            for line in fh:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue  # the report names bad lines; JUnit shows what was measured
-                if isinstance(rec, dict) and isinstance(rec.get("test"), str):
-                    out.append(rec)
-    except OSError:
-        pass
-    return out
+    """The records that name a test; bad lines are the report's to name, JUnit shows what was measured."""
+    return [r for r in read_lenient(path) if isinstance(r.get("test"), str)]
 
 
 def _names(nodeid: str) -> tuple[str, str]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import jinja2
 
-from bnsuite.reports import compiled, deploy, details, folding, front, loops, matrix, runs, slowest
+from bnsuite.reports import compiled, deploy, details, folding, front, loops, matrix, real_models, runs, slowest
 from bnsuite.reports.compare import drift
 from bnsuite.reports.inputs import by_kind, load
 from bnsuite.reports.order import adapter_order
@@ -86,6 +86,7 @@ def context(records: list[dict], files: list[str], old: list[dict] | None, probl
         "deploying": deploy.deploying(matrices["deploy"], matrices["deploy_export"], order),
         "compiled": compiled.view(checks, order),
         "batch_plots": batch_plots, "other_plots": other_plots,
+        "real_batch": real_models.batch_table(checks, order), "real_freeze": real_models.freeze_table(checks, order),
         "drift": drift(records, old) if old is not None else None,
         "matrix": matrix.behaviour_matrix(checks, order),
         "other_matrices": matrix.record_matrix(other, order, "idiom") if other else None,

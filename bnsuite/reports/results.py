@@ -148,6 +148,25 @@ def read(path: str) -> Iterator[dict]:
         yield _parse(path, lineno, line)
 
 
+def read_lenient(path: str) -> list[dict]:
+    """The JSON objects of one file in file order, unvalidated and standard library only (for the runner and the JUnit
+    writer, which read a file its run may have cut short): other lines are passed over (the report names them), an
+    unreadable file gives none."""
+    recs = []
+    try:
+        with open(path, "rb") as fh:
+            for line in fh:
+                try:
+                    rec = json.loads(line)
+                except ValueError:  # not JSON, or not UTF-8
+                    continue
+                if isinstance(rec, dict):
+                    recs.append(rec)
+    except OSError:
+        pass
+    return recs
+
+
 def read_file(path: str) -> tuple[list[dict], str | None]:
     """Every valid record of one file (tagged with its file), and one problem line naming its bad records by line
     (None where there are none): an empty file, an unreadable one, or records that are not UTF-8, JSON or their kind's

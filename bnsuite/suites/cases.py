@@ -37,6 +37,17 @@ class Case:
         except Unsupported as e:
             pytest.skip(f"{self.adapter.id}: {e}")
 
+    def build_declared(self, rec, prop: str, cited, spec: Spec) -> BatchNormAdapter:
+        """Build a layer for a capability the adapter declares (`cited`): its refusal (Unsupported) FAILS the check
+        `prop`, since a declared thing that cannot run never turns into a skip."""
+        from bnsuite.suites import checks as ch
+
+        try:
+            return self.adapter(spec)
+        except Unsupported as e:
+            ch.equal(rec, prop, cited.value, f"refused: {e}", source=cited.source)
+            raise
+
     def needs(self, field: str, what: str):
         """The declared value of `field` (a Cited); the test skips, citing the declaration, where it is falsy."""
         cited = getattr(self.decl, field)

@@ -3,6 +3,7 @@
 import numpy as np
 
 from bnsuite.adapters import reference as ref
+from bnsuite.adapters.base import State
 from bnsuite.suites import checks as ch
 from bnsuite.suites import data
 from bnsuite.suites import tolerances as tl
@@ -25,6 +26,33 @@ def test_default_hyperparameters(case, rec):
              source=decl.default_momentum.source)
     ch.equal(rec, "default_channels_last", decl.default_channels_last.value, hp["channels_last"],
              source=decl.default_channels_last.source)
+
+
+def test_default_eps_behaviour(case, rec):
+    """Inference with the defaults where eps moves the output (running variances of the order of the declared
+    default eps): the output is the oracle's at the declared default eps, also where the adapter reports no
+    hyperparameters."""
+    spec, bn = _default_layer(case, rec)
+    decl = case.decl
+    eps = float(decl.default_eps.value)
+    if not eps > 0:
+        ch.equal(rec, "default_eps_output", "a positive default eps", f"{eps!r} declared",
+                 source=decl.default_eps.source)
+    st0 = data.state(spec)
+    # The seeded state and batch scaled by sqrt(eps): running variances in [0.5, 2] * eps, inputs of their scale.
+    r = lambda a: data.representable(a, spec.dtype)
+    st = State(st0.scale, st0.offset, r(st0.mean * np.sqrt(eps)), r(st0.var * eps))
+    bn.set_state(st)
+    x = r(data.batch(spec) * np.sqrt(eps))
+    y = bn.forward(x, training=False)
+    axis = spec.channel_axis
+    y_ref = ref.forward_inference(x, st.scale, st.offset, st.mean, st.var, eps, axis)
+    tol = tl.bn_output(x, axis, y_ref, st.scale, eps, io_dtype=spec.dtype, normalize_var=st.var)
+    effect = min(float(np.max(np.abs(ref.forward_inference(x, st.scale, st.offset, st.mean, st.var, e, axis) - y_ref)))
+                 for e in (eps / 2, 2 * eps))
+    tl.assert_separable(tol.atol, effect, "the declared default eps from half or twice of it")
+    ch.close(rec, "default_eps_output", y, y_ref, tol, declared=f"oracle at the declared default eps {eps!r}",
+             source=decl.default_eps.source)
 
 
 def test_default_momentum_behaviour(case, rec):

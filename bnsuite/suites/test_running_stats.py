@@ -12,8 +12,8 @@ from bnsuite.suites.cases import LAYOUTS, layout_id
 STEP_LAYOUTS = [(2, False), (4, False), (4, True)]
 
 
-def _run_steps(case, rec, spec, k):
-    bn = case.build(spec)
+def _run_steps(case, rec, spec, k, bn=None):
+    bn = bn or case.build(spec)
     rec.snippet = bn.snippet()
     rec.layer_code = repro.adapter_setup(spec, case.adapter)  # a failure's script takes the first of these steps
     st = data.state(spec)
@@ -61,12 +61,37 @@ def test_running_var_estimator(case, rec, layout):
              max_abs_err=float(np.max(np.abs(after.var - m.var(decl.estimator_for(path))))))
 
 
+def test_running_var_estimator_two_values(case, rec):
+    """The smallest batch with a variance (two values per channel, rank 2), where the unbiased estimate is twice the
+    biased one: with canonical momentum 1 the running variance is the declared estimator's."""
+    spec = case.spec(rank=2, momentum=1.0)
+    bn = case.build(spec)
+    rec.snippet = bn.snippet()
+    st = data.state(spec)
+    bn.set_state(st)
+    x = data.batch(spec, batch_size=2)
+    bn.forward(x, training=True)
+    after = bn.get_state()
+    m = ref.moments(x, spec.channel_axis)
+    tol = tl.running_stats([x], spec.channel_axis, stats_dtype=spec.dtype, steps=1,
+                           state_scale=float(np.max(np.abs(st.var))))
+    tl.assert_separable(tol.rtol + tol.atol / float(np.min(m.var_biased)), 1.0 / (m.n - 1),
+                        "the biased from the unbiased estimator")
+    observed = ch.classify(after.var, {"biased": m.var_biased, "unbiased": m.var_unbiased}, tol)
+    path = bn.code_path(x.shape)
+    decl = case.decl
+    ch.equal(rec, "running_var_estimator", decl.estimator_for(path), observed,
+             source=decl.running_var_estimator.source, extra={"code_path": path, "n": m.n},
+             max_abs_err=float(np.max(np.abs(after.var - m.var(decl.estimator_for(path))))))
+
+
 def test_cumulative_average(case, rec):
     """torch's momentum=None: the running statistics are the plain average of every batch seen."""
     decl = case.decl
-    case.needs("cumulative_average", "cumulative moving average (momentum=None)")
+    cited = case.needs("cumulative_average", "cumulative moving average (momentum=None)")
     spec = case.spec(rank=2, momentum=None)
-    bn, st, xs, after = _run_steps(case, rec, spec, 5)
+    bn = case.build_declared(rec, "cumulative_average", cited, spec)
+    bn, st, xs, after = _run_steps(case, rec, spec, 5, bn)
     estimator = decl.estimator_for(bn.code_path(xs[0].shape))
     mean_ref, var_ref = ref.train_steps(xs, st.mean, st.var, None, estimator, spec.channel_axis)
     tol = tl.running_stats(xs, spec.channel_axis, stats_dtype=spec.dtype, steps=5,

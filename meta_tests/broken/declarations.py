@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from bnsuite.adapters.base import FreezeFacts, Probe
+from bnsuite.adapters.base import FreezeFacts, Probe, Unsupported
+from bnsuite.adapters.torch_bn import TorchBatchNorm
 from meta_tests.broken.base import WrongDeclaration, wrong
 
 
@@ -20,6 +21,17 @@ class NoSingleValueError(WrongDeclaration):
 
     id = "broken-single-value"
     wrong_values = {"single_value_batch": "offset"}
+
+
+class RefusesCumulativeAverage(TorchBatchNorm):
+    """Declares torch's cumulative moving average (momentum=None) and refuses to build a layer with it."""
+
+    id = "broken-refuses-cumulative-average"
+
+    def __init__(self, spec):
+        if spec.momentum is None and not spec.use_defaults:
+            raise Unsupported(f"{self.id}: no cumulative average (momentum=None)")
+        super().__init__(spec)
 
 
 class WrongDeclarations(WrongDeclaration):
@@ -48,7 +60,8 @@ class WrongDeclarations(WrongDeclaration):
 
 
 EXPECTED_FAILURES = {
-    WrongDefaultEps: {"default_eps", "naive_port_inference_output"},
+    WrongDefaultEps: {"default_eps", "default_eps_output", "naive_port_inference_output"},
+    RefusesCumulativeAverage: {"cumulative_average"},
     NoSingleValueError: {"single_value_batch"},
     WrongDeclarations: {"default_momentum", "momentum_weights", "default_channels_last", "training_default",
                         "freeze_running_stats_update", "freeze_params_update", "freeze_error",

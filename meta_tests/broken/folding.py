@@ -17,13 +17,19 @@ def _redeclared(path: str, **changes) -> dict:
     return {**tfold.PATHS, path: (models, Cited(dataclasses.replace(decl.value, **changes), "deliberately wrong"))}
 
 
+def _bn_changed(m, **attrs):
+    """A copy of the test model `m` whose BatchNorm has `attrs` set (deliberately wrong)."""
+    m = copy.deepcopy(m)
+    for name, value in attrs.items():
+        setattr(m.mods["bn"], name, value)
+    return m
+
+
 class DropsEpsLane(tfold.TorchFolding):
     """fuse_conv_bn_eval folds with eps = 0: W * gamma / sqrt(var) (the eps of the BatchNorm is dropped)."""
 
     def _fuse_conv_bn_eval(self, m, model, xt, out, batches):
-        m = copy.deepcopy(m)
-        m.mods["bn"].eps = 0.0
-        super()._fuse_conv_bn_eval(m, model, xt, out, batches)
+        super()._fuse_conv_bn_eval(_bn_changed(m, eps=0.0), model, xt, out, batches)
 
 
 class FreezeMovesStatsLane(tfold.TorchFolding):
@@ -53,9 +59,7 @@ class DefaultMomentumQatLane(tfold.TorchFolding):
     """eager QAT whose fused module gets torch's default momentum 0.1 instead of the model's."""
 
     def _qat_update_bn_stats(self, m, model, xt, out, batches):
-        m = copy.deepcopy(m)
-        m.mods["bn"].momentum = 0.1
-        super()._qat_update_bn_stats(m, model, xt, out, batches)
+        super()._qat_update_bn_stats(_bn_changed(m, momentum=0.1), model, xt, out, batches)
 
 
 class DefaultsSyncLane(tfold.TorchFolding):

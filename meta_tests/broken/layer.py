@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnsuite.adapters import reference
+from bnsuite.adapters.base import State
 from bnsuite.adapters.torch_bn import TorchBatchNorm
 from meta_tests.broken.base import ConvertsSpec, nudge_running_stats
 
@@ -211,6 +212,18 @@ class BackwardDoublesParamGrads(TorchBatchNorm):
 
 # The first names are the breakage's own properties; the rest are checks that see it under another name (running
 # statistics ported to another framework, recomputed over a population, measured at other batch sizes).
+class ReportsInitialAffineParams(TorchBatchNorm):
+    """get_state reports the affine parameters the layer was built with (scale 1, offset 0), not the loaded ones."""
+
+    id = "broken-initial-affine-params"
+
+    def get_state(self):
+        s = super().get_state()
+        if s.scale is None:
+            return s
+        return State(np.ones_like(s.scale), np.zeros_like(s.offset), s.mean, s.var)
+
+
 EXPECTED_FAILURES = {
     BiasedRunningVar: {"running_var_estimator", "running_var", "train_eval_gap", "update_bn_var_ratio",
                        "running_var_at_batch_size", "update_bn_var", "population_recompute_var",
@@ -229,6 +242,7 @@ EXPECTED_FAILURES = {
                                "port_training_output"},
     NoCumulativeAverage: {"cumulative_running_mean", "cumulative_running_var", "running_mean_at_batch_size",
                           "update_bn_mean"},
+    ReportsInitialAffineParams: {"training_keeps_scale", "training_keeps_offset"},
     InferenceMovesRunningStats: {"inference_keeps_running_mean", "inference_keeps_running_var",
                                  "inference_repeatable"},
     BatchStatsInferenceSkipsNormalization: {"batch_stats_inference", "batch_stats_inference_depends_on_batch_size",

@@ -14,6 +14,7 @@ the declaration, the adapter run eagerly and the oracle. Framework imports happe
 from __future__ import annotations
 
 import dataclasses
+import time
 from abc import ABC, abstractmethod
 from typing import ClassVar, Mapping
 
@@ -88,6 +89,36 @@ class CompileLane(ABC):
 
     def __init__(self, adapter_cls):
         self.adapter_cls = adapter_cls
+
+    def _layer(self, spec: Spec, state: State):
+        """A fresh adapter layer for `spec` with `state` loaded."""
+        bn = self.adapter_cls(spec)
+        bn.set_state(state)
+        return bn
+
+    @staticmethod
+    def _run_steps(bn, step, infer, state, batches: list[np.ndarray], grads: bool, start: float) -> PathRun:
+        """step(x, want_grads) -> (y or None, Grads or None) on each batch (gradients from the first where `grads`)
+        with state() after each, up to the first step the path refuses; then infer(x) on the last batch. `start`:
+        the run's perf_counter() start, compilation included."""
+        out = PathRun(train_outputs=[], states=[])
+        for i, x in enumerate(batches):
+            try:
+                y, g = step(x, grads and i == 0)
+            except Exception as e:  # the path refuses a training call
+                out.errors["train"] = error_name(e)
+                break
+            if y is not None:
+                out.train_outputs.append(np.asarray(y, np.float64))
+            out.states.append(state())
+            out.grads = out.grads or g
+        out.own_state = bn.get_state()
+        try:
+            out.eval_output = np.asarray(infer(batches[-1]), np.float64)
+        except Exception as e:
+            out.errors["eval"] = error_name(e)
+        out.seconds = time.perf_counter() - start
+        return out
 
     @abstractmethod
     def run(self, path: str, spec: Spec, state: State, batches: list[np.ndarray], dy: np.ndarray,

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from bnsuite.adapters.base import Cited, Grads
-from bnsuite.lanes.compile import CompileLane, PathFacts, PathRun, error_name
+from bnsuite.lanes.compile import CompileLane, PathFacts
 
 _LINEN = "flax/linen/normalization.py: BatchNorm.__call__ updates ra_mean/ra_var in the 'batch_stats' collection " \
          "only when it is mutable; apply(..., mutable=['batch_stats']) returns (y, updates)"
@@ -64,35 +64,20 @@ NNX = {
 class _FlaxLane(CompileLane):
     framework = "flax"
 
-    def _layer(self, spec, state):
-        bn = self.adapter_cls(spec)
-        bn.set_state(state)
-        return bn
-
     def run(self, path, spec, state, batches, dy, grads=True):
         start = time.perf_counter()
         bn = self._layer(spec, state)
-        out = PathRun(train_outputs=[], states=[])
         step, infer = self._path(path, bn)
-        for i, x in enumerate(batches):
-            try:
-                y, g = step(bn._x(x), bn._x(dy), grads and i == 0)
-            except Exception as e:  # the path refuses a training call
-                out.errors["train"] = error_name(e)
-                break
-            out.train_outputs.append(np.asarray(y, np.float64))
-            out.states.append(bn.get_state())
+
+        def canonical_step(x, want):
+            y, g = step(bn._x(x), bn._x(dy), want)
             if g is not None:
                 dx, dp = g
-                out.grads = Grads(np.asarray(dx, np.float64), np.asarray(dp["scale"], np.float64),
-                                  np.asarray(dp["bias"], np.float64))
-        out.own_state = bn.get_state()
-        try:
-            out.eval_output = np.asarray(infer(bn._x(batches[-1])), np.float64)
-        except Exception as e:
-            out.errors["eval"] = error_name(e)
-        out.seconds = time.perf_counter() - start
-        return out
+                g = Grads(np.asarray(dx, np.float64), np.asarray(dp["scale"], np.float64),
+                          np.asarray(dp["bias"], np.float64))
+            return y, g
+
+        return self._run_steps(bn, canonical_step, lambda x: infer(bn._x(x)), bn.get_state, batches, grads, start)
 
 
 class FlaxLinenCompile(_FlaxLane):

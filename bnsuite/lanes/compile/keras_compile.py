@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from bnsuite.adapters.base import Cited, Grads, State
-from bnsuite.lanes.compile import CompileLane, PathFacts, PathRun, error_name
+from bnsuite.lanes.compile import CompileLane, PathFacts
 
 _BN3 = "keras/src/layers/normalization/batch_normalization.py: call(training=True) assigns moving_mean/moving_variance"
 _XLA = ("tensorflow/python/eager/polymorphic_function/polymorphic_function.py: tf.function(jit_compile=True) "
@@ -55,33 +55,11 @@ class KerasCompile(CompileLane):
     def declare(cls):
         return _keras3(cls.backend)
 
-    def _layer(self, spec, state):
-        bn = self.adapter_cls(spec)
-        bn.set_state(state)
-        return bn
-
     def run(self, path, spec, state, batches, dy, grads=True):
         start = time.perf_counter()
         bn = self._layer(spec, state)
-        out = PathRun(train_outputs=[], states=[])
         step, infer, carried = self._path(path, bn, batches, dy)
-        for i, x in enumerate(batches):
-            try:
-                y, g = step(x, grads and i == 0)
-            except Exception as e:  # the path refuses a training call
-                out.errors["train"] = error_name(e)
-                break
-            if y is not None:
-                out.train_outputs.append(np.asarray(y, np.float64))
-            out.states.append(carried() if carried else bn.get_state())
-            out.grads = out.grads or g
-        out.own_state = bn.get_state()
-        try:
-            out.eval_output = np.asarray(infer(batches[-1]), np.float64)
-        except Exception as e:
-            out.errors["eval"] = error_name(e)
-        out.seconds = time.perf_counter() - start
-        return out
+        return self._run_steps(bn, step, infer, carried or bn.get_state, batches, grads, start)
 
     def _path(self, path, bn, batches, dy):
         """(step(x, want_grads) -> (y or None, Grads or None), infer(x) -> y, carried() -> State or None)."""

@@ -176,8 +176,7 @@ class TorchCompile(CompileLane):
                 "channels_last": lambda: tp.ChannelsLast(bn)}[path]()
 
     def _layer(self, spec, state: State):
-        bn = self.adapter_cls(spec)
-        bn.set_state(state)
+        bn = super()._layer(spec, state)
         bn.module.train(True)
         return bn
 

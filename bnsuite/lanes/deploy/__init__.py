@@ -83,6 +83,15 @@ class ExportFacts:
     dynamic_batch: Cited[bool]
     precision: Cited[str] = Cited("float32", "the exporter keeps the model's float32")
 
+    @classmethod
+    def non_onnx_inference(cls, fmt: str, traced: str, dynamic_batch: Cited[bool],
+                           precision: Cited[str]) -> "ExportFacts":
+        """An export to `fmt` (not ONNX) of an inference-mode trace (`traced`: the source that says so): the running
+        statistics and the state unchanged (both follow from the trace), no BatchNorm node or momentum to read."""
+        return cls(statistics=Cited("running", traced), bn_node=Cited("n/a", f"{fmt}, not ONNX"),
+                   momentum_attr=Cited(None, "inference only"), keeps_state=Cited(True, traced),
+                   dynamic_batch=dynamic_batch, precision=precision)
+
 
 @dataclasses.dataclass
 class Trained:

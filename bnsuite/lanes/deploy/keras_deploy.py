@@ -47,10 +47,8 @@ class _KerasLane(DeployLane):
                 keeps_state=Cited(True, "an inference trace reads the moving statistics as constants"),
                 dynamic_batch=Cited(True, "the input signature's batch dimension is None"))
         if exporter == "tflite":
-            return ExportFacts(
-                statistics=Cited("running", "the converted function is traced with training=False"),
-                bn_node=Cited("n/a", "a .tflite flatbuffer, not ONNX"), momentum_attr=Cited(None, "inference only"),
-                keeps_state=Cited(True, "an inference trace"),
+            return ExportFacts.non_onnx_inference(
+                "a .tflite flatbuffer", traced="the converted function is traced with training=False",
                 dynamic_batch=Cited(True, "the concrete function's batch dimension is None (shape_signature -1)"),
                 precision=Cited(mode, "tf.lite.TFLiteConverter: optimizations=[DEFAULT] with supported_types "
                                       "[tf.float16] stores weights in float16; with a representative_dataset it "

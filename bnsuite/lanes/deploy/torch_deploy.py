@@ -74,10 +74,8 @@ class TorchDeploy(DeployLane):
                                                                      "module's buffer updates into the model"),
                 dynamic_batch=Cited(True, "dynamic_shapes=({0: torch.export.Dim('N')},)"))
         if exporter == "openvino-from-torch":
-            return ExportFacts(
-                statistics=Cited("running", "openvino/frontend/pytorch: the model is traced in eval mode"),
-                bn_node=Cited("n/a", "OpenVINO IR, not ONNX"), momentum_attr=Cited(None, "inference only"),
-                keeps_state=Cited(True, "an eval-mode trace"),
+            return ExportFacts.non_onnx_inference(
+                "OpenVINO IR", traced="openvino/frontend/pytorch: the model is traced in eval mode",
                 dynamic_batch=Cited(True, "ov.convert_model keeps the traced input's dimensions dynamic"),
                 precision=Cited("float16", "openvino/_ov_api.py save_model: compress_to_fp16=True by default "
                                            "(weights stored in float16)"))

@@ -245,27 +245,26 @@ class TorchFolding(FoldingLane):
         bns = [mod for mod in f.modules() if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)]
         out.attrs_after = bn_attrs(bns[0]) if bns else None
 
-    def _fuse_conv_bn_eval(self, m, model, xt, out, batches):
+    def _fused_into(self, m, xt, out, layer, fuse):
+        """The model with `fuse(layer, bn)` in place of `layer` and an Identity in place of its BatchNorm."""
         import torch
+
+        def fn(r):
+            r.mods[layer] = fuse(r.mods[layer], r.mods["bn"])
+            r.mods["bn"] = torch.nn.Identity()
+            return r
+
+        self._folded(m, xt, out, fn)
+
+    def _fuse_conv_bn_eval(self, m, model, xt, out, batches):
         from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-        def fn(r):
-            r.mods["conv"] = fuse_conv_bn_eval(r.mods["conv"], r.mods["bn"])
-            r.mods["bn"] = torch.nn.Identity()
-            return r
-
-        self._folded(m, xt, out, fn)
+        self._fused_into(m, xt, out, "conv", fuse_conv_bn_eval)
 
     def _fuse_linear_bn_eval(self, m, model, xt, out, batches):
-        import torch
         from torch.nn.utils.fusion import fuse_linear_bn_eval
 
-        def fn(r):
-            r.mods["linear"] = fuse_linear_bn_eval(r.mods["linear"], r.mods["bn"])
-            r.mods["bn"] = torch.nn.Identity()
-            return r
-
-        self._folded(m, xt, out, fn)
+        self._fused_into(m, xt, out, "linear", fuse_linear_bn_eval)
 
     def _fuse_modules(self, m, model, xt, out, batches):
         from torch.ao.quantization import fuse_modules
