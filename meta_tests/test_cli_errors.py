@@ -41,4 +41,4 @@ def test_runner_rejects_unknown_group():
                           text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("bnsuite: error: unknown group 'nope': use one of meta, torch, keras-tensorflow, "
-                                   "keras-jax, keras-torch, tf_keras, tf1-keras, tf1-graph, flax-linen, flax-nnx")
+                                   "keras-jax, keras-torch, tf_keras, tf1-keras, tf1-graph, flax-linen, flax-nnx, paddle, tinygrad")

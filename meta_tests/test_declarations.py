@@ -40,4 +40,4 @@ def test_declaration_is_complete_and_cited(adapter_id):
     assert {"float16", "bfloat16", "float64"} <= {k.split(":")[0] for k in decl.precision}, \
         f"{adapter_id}: precision rules missing for some dtypes: {sorted(decl.precision)}"
     single = decl.single_value_batch.value
-    assert single == "offset" or single.startswith("error:"), single
+    assert single in ("offset", "input unchanged") or single.startswith("error:"), single

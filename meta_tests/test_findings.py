@@ -20,11 +20,14 @@ from bnsuite import findings
 from bnsuite.adapters import registry
 from bnsuite.suites import checks as ch
 from bnsuite.suites.checks import Recorder
+from bnsuite.adapters.frameworks import framework_modules
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FRAMEWORK_MODULES = {"torch", "torchao", "keras", "tensorflow", "tf_keras", "jax", "flax", "optax",
+FRAMEWORK_MODULES = {"torch", "torchao", "keras", "tensorflow", "tf_keras", "jax", "flax", "optax", "paddle", "tinygrad",
                      # exporters and runtimes of the deploy lane (a deploy finding reproduces with them)
                      "onnx", "onnxruntime", "onnxscript", "openvino", "ai_edge_litert", "tf2onnx", "jax2onnx"}
+# Every built-in adapter's framework, from its framework row (a new adapter's reproductions need nothing here).
+FRAMEWORK_MODULES |= {m for m in framework_modules() if m.isidentifier()}
 # The framework, NumPy and the standard library (a distributed reproduction needs a free port, ...); never bnsuite.
 ALLOWED_IMPORTS = FRAMEWORK_MODULES | {"numpy", "ml_dtypes"} | set(sys.stdlib_module_names)
 MAX_LINES = 45  # "about 40"

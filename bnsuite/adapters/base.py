@@ -142,6 +142,7 @@ class DtypeRule:
     stats: str | None = None
     state: str | None = None
     state_after_training: str | None = None
+    hyperparameters: str | None = None  # the dtype eps and momentum reach the kernel in (None: the layer's own)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,8 +192,7 @@ class Declaration:
     running_var_estimator: Cited[Mapping[str, str]]
     # Estimator used to normalize in training mode (every framework: biased).
     normalize_estimator: Cited[str]
-    # Training-mode forward on a batch with ONE value per channel: "error:<ExceptionClass>" or "offset"
-    # (variance 0, so every output equals the offset).
+    # Training forward on ONE value per channel: "error:<ExceptionClass>", "offset" (variance 0) or "input unchanged".
     single_value_batch: Cited[str]
     cumulative_average: Cited[bool]  # momentum=None (cumulative moving average) is supported
     # How inference can normalize with batch statistics ("track_running_stats=False", ...) or None.
@@ -203,6 +203,7 @@ class Declaration:
     # (max(0, E[x^2] - E[x]^2)) or "one-pass-unclamped" (E[x^2] - E[x]^2, may go negative). Decides the error bound
     # on numerically hard inputs (suites/test_hard_inputs.py).
     variance_algorithm: Cited[str] = Cited("one-pass-unclamped", "not declared: the weakest assumption")
+    single_value_batch_stats_inference: Cited[str] | None = None  # the same, batch statistics at inference (None: same)
     # Freeze idiom name -> the three facts; also the list of idioms the adapter and its networks implement.
     freeze: Mapping[str, Cited[FreezeFacts]] = dataclasses.field(default_factory=dict)
     # Free-form findings that explain a surprise: property -> explanation with source.

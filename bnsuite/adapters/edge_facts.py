@@ -161,6 +161,32 @@ FLAX_NNX_OPTIONS = {
     "use_running_average_false_then_omitted": Cited("batch statistics", _NNX_FIRST),
 }
 
+_PADDLE_LAYER = "paddle/nn/layer/norm.py"
+_PADDLE_KERNEL = "paddle/phi/kernels/cpu/batch_norm_kernel.cc: BatchNormKernel"
+PADDLE = {
+    "empty_batch_training": Cited("empty output, running stats unchanged",
+                                  "paddle/phi/kernels/cpu/batch_norm_kernel.cc: BatchNormKernel, observed paddle "
+                                  "3.3.1: an input with N = 0 returns an empty output and leaves _mean/_variance"),
+    "empty_batch_inference": Cited("empty output, running stats unchanged",
+                                   f"{_PADDLE_KERNEL}: global_stats path reads mean/variance only"),
+    "eps_zero": Cited("accepted, constant channel -> nan",
+                      f"{_PADDLE_LAYER}: _BatchNormBase.__init__ stores epsilon unchecked; {_PADDLE_KERNEL}: "
+                      "saved_inv_std = (var + epsilon).inverse().sqrt() is inf for a constant channel, 0 * inf = NaN"),
+    "eps_negative": Cited("accepted, constant channel -> nan",
+                          f"{_PADDLE_LAYER}: epsilon unchecked; {_PADDLE_KERNEL}: sqrt of (0 + epsilon) < 0 is NaN"),
+}
+
+
+_TG = "tinygrad/nn/__init__.py: BatchNorm"
+TINYGRAD = _nan_on_empty_batch_eps_unchecked(
+    f"{_TG}.calc_stats, x.mean over an empty batch is 0/0; __call__ running_mean.assign((1-momentum) * running_mean + "
+    f"momentum * batch_mean) with no guard (the Bessel factor 0/(0-C) is -0.0, no error); {_NAN_MOMENTS}",
+    f"{_TG}.calc_stats returns the running statistics outside TRAINING and __call__ assigns nothing",
+    f"{_TG}.__init__ stores eps unchecked; __call__ batch_var.add(self.eps).rsqrt() is inf for a constant channel, "
+    "0 * inf = NaN",
+    f"{_TG}.__init__ stores eps unchecked; rsqrt of a negative variance + eps is NaN")
+
+
 # One table per built-in adapter, named by its `capabilities` as "edge_facts" ("bnsuite.adapters.edge_facts:TORCH").
 KERAS_TENSORFLOW = {**KERAS3, **_keras3_masks("error:InvalidArgumentError", "error:IndexError"), **KERAS3_OPTIONS}
 KERAS_JAX = {**KERAS3, **_keras3_masks("error:ValueError", "error:IndexError"), **KERAS3_OPTIONS}

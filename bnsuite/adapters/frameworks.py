@@ -33,8 +33,8 @@ class Framework:
 
 
 # Distributions that install a row's pinned distribution under another name (tox and the lock file install the
-# CPU-only TensorFlow wheel).
-ALIASES = {"tensorflow-cpu": "tensorflow"}
+# CPU-only TensorFlow wheel; PaddlePaddle's distribution installs the module its row pins, paddle).
+ALIASES = {"tensorflow-cpu": "tensorflow", "paddlepaddle": "paddle"}
 
 
 def builtin_rows() -> dict[str, tuple[Framework, ...]]:

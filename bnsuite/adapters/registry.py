@@ -17,6 +17,9 @@ BUILTIN: dict[str, str] = {
     "tf1-graph": "bnsuite.adapters.tf1:Tf1Graph",
     "flax-linen": "bnsuite.adapters.flax_linen:FlaxLinen",
     "flax-nnx": "bnsuite.adapters.flax_nnx:FlaxNnx",
+    "paddle": "bnsuite.adapters.paddle_bn:PaddleBatchNorm",
+    "tinygrad": "bnsuite.adapters.tinygrad_bn:TinygradBatchNorm",
+    "mlx": "bnsuite.adapters.mlx_bn:MlxBatchNorm",
 }
 
 ENV_VAR = "BNSUITE_ADAPTER"  # same as --adapter, comma-separated

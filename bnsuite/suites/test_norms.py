@@ -160,7 +160,7 @@ def test_norm_defaults(case, rec, kind):
     extra = {"norm_kind": kind, "layer": f.layer}
 
     def oracle(eps_, axes_):
-        return _oracle(spec, x, scale, offset, eps=eps_, **axes_by[axes_])
+        return _oracle(spec, x, scale, offset, eps=eps_, layout=decl.group_layout.value, **axes_by[axes_])
 
     y_ref, rows = oracle(eps, f.default_axes)
     tol = tl.norm_output(rows, y_ref, scale, eps, io_dtype=case.dtype, variance=f.variance)
@@ -179,7 +179,8 @@ def test_norm_defaults(case, rec, kind):
     # E[x^2] - E[x]^2 loses every digit in float32.
     xs = _default_input(spec, c, case.dtype, scale=1.0, shift=1000.0)
     ys = layer.forward(xs, False)
-    ys_ref, rows_s = _oracle(spec, xs, scale, offset, eps=eps, **axes_by[f.default_axes])
+    ys_ref, rows_s = _oracle(spec, xs, scale, offset, eps=eps, layout=decl.group_layout.value,
+                             **axes_by[f.default_axes])
     two_pass = tl.norm_output(rows_s, ys_ref, scale, eps, io_dtype=case.dtype, variance="two-pass")
     observed = "two-pass" if bool(two_pass.allows(ys, ys_ref).all()) else "one-pass"
     ch.equal(rec, "norm_variance_algorithm", f.variance, observed, source=facts.source,

@@ -1,0 +1,70 @@
+"""Broken MLX BatchNorm layers: the real mlx adapter with ONE conversion or declared value wrong. They run where mlx
+is installed (the lock installs it) and skip, saying so, where it is not."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from bnsuite.adapters.base import FreezeFacts, Probe
+from bnsuite.adapters.mlx_bn import MlxBatchNorm
+from bnsuite.adapters.norms.mlx_norms import MlxNorms
+from meta_tests.broken.base import ref, wrong
+
+
+class MlxMomentumAsOld(MlxBatchNorm):
+    """Converts the canonical momentum as for Keras (1 - momentum), although MLX's momentum weights the NEW batch
+    statistic as torch's does: the slip of a port that takes MLX for a Keras-like framework."""
+
+    id = "broken-mlx-momentum-as-old"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        if not spec.use_defaults and spec.momentum is not None:
+            self.kwargs["momentum"] = 1.0 - spec.momentum
+            self.module = self.nn.BatchNorm(spec.num_features, **self.kwargs)
+            if spec.dtype != "float32":
+                self.module.set_dtype(self.dt)
+
+
+class MlxFreezeStopsStats(MlxBatchNorm):
+    """Declares what `freeze()` suggests (the running statistics stay), not what MLX does (they move in training
+    mode)."""
+
+    id = "broken-mlx-freeze-stops-stats"
+
+    @classmethod
+    def declare(cls):
+        decl = super().declare()
+        return dataclasses.replace(decl, freeze={**decl.freeze, "freeze": wrong(FreezeFacts("batch", False, False))})
+
+
+class MlxFloat64NdarrayKept(MlxBatchNorm):
+    """Declares that mx.array keeps a float64 ndarray float64, as NumPy and torch do."""
+
+    id = "broken-mlx-float64-ndarray-kept"
+
+    @classmethod
+    def probes(cls):
+        return [Probe(p.property, wrong("float64"), p.run) for p in super().probes()]
+
+
+class MlxNormsGroupsContiguous(MlxNorms):
+    """Declares torch's consecutive GroupNorm groups, not MLX's default strided ones."""
+
+    @classmethod
+    def declare(cls):
+        return dataclasses.replace(super().declare(), group_layout=wrong("contiguous"))
+
+
+class MlxGroupNormContiguous(MlxBatchNorm):
+    id = "broken-mlx-groupnorm-contiguous"
+    capabilities = {**MlxBatchNorm.capabilities, "norms": ref(MlxNormsGroupsContiguous)}
+
+
+EXPECTED_FAILURES = {
+    MlxMomentumAsOld: {"running_mean", "running_var_estimator", "port_momentum_conversion"},
+    MlxFreezeStopsStats: {"freeze_running_stats_update"},
+    MlxFloat64NdarrayKept: {"mlx_array_float64_ndarray_dtype"},
+    MlxGroupNormContiguous: {"group_norm_channel_layout"},
+}
+SEES = {MlxFloat64NdarrayKept: {"test_framework_traps.py"}}
