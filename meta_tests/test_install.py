@@ -64,8 +64,8 @@ def installed(tmp_path_factory):
 @pytest.mark.slow
 def test_plugin_line_runs_the_suite_from_outside_the_checkout(installed):
     venv_dir, user, env = installed
-    # The plug-in line of the README, run where the user's package is (the plugin resolves adapter paths from the
-    # current directory too, as `python -m pytest` would).
+    # The plug-in line of docs/adding-an-adapter.md, run where the user's package is (the plugin resolves adapter
+    # paths from the current directory too, as `python -m pytest` would).
     proc = sh([str(venv_dir / "bin" / "pytest"), "--pyargs", "bnsuite", "--adapter", "mypkg.bn:MyBN",
                "-p", "no:cacheprovider", "-q", "--results=out.jsonl"], cwd=user, env=env)
     last = proc.stdout.strip().splitlines()[-1]
