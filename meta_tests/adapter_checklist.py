@@ -2,9 +2,9 @@
 frameworks.py): the checklist meta_tests/test_framework_rows.py prints for every built-in adapter and for a fake one.
 
 A new built-in adapter is at most five files: its module (with one line in registry.BUILTIN), its framework row,
-its pin (requirements/all.txt and pyproject's extras), its README row, its tox env and workflow entries. Everything
-else (the runner's groups, the plugin's markers, the benchmarks' import lines, .ci/assert-gpu, the architecture
-guard's framework list) derives from the rows and the registry.
+its pin (requirements/all.txt and pyproject's extras), its row in docs/coverage.md, its tox env and workflow entries.
+Everything else (the runner's groups, the plugin's markers, the benchmarks' import lines, .ci/assert-gpu, the
+architecture guard's framework list) derives from the rows and the registry.
 """
 
 from __future__ import annotations
@@ -72,14 +72,14 @@ def checklist(adapter_id: str) -> list[str]:
 
 
 def _readme(adapter_id: str, cls) -> list[str]:
-    section = _read("README.md").split("## What is covered", 1)[1].split("\n\n", 2)[1]
+    section = _read("docs", "coverage.md").split("## Adapters", 1)[1].split("\n## ", 1)[0]
     rows = {ids: line for line in section.splitlines() if line.startswith("| `")
             for ids in re.findall(r"`([a-z0-9_-]+)`", line.split("|")[1])}
     if adapter_id not in rows:
-        return [f"README.md: a row for `{adapter_id}` in the table under 'What is covered'"]
+        return [f"docs/coverage.md: a row for `{adapter_id}` in the table under 'Adapters'"]
     switches = rows[adapter_id].split("|")[3]
     absent = [k for k in cls.process_env if k not in switches]
-    return [f"README.md: the process switch {k} in `{adapter_id}`'s row" for k in absent]
+    return [f"docs/coverage.md: the process switch {k} in `{adapter_id}`'s row" for k in absent]
 
 
 def _tox_env(adapter_id: str, cls, row_pins: dict[str, str]) -> list[str]:

@@ -3,8 +3,8 @@
 Flow: suites -> adapters -> frameworks; results files -> reports. So nothing under bnsuite/adapters, bnsuite/reports
 or bnsuite/probe imports bnsuite.suites; no suite imports conftest, the pytest plugin, another test module or a
 framework (framework code lives in adapters, imported lazily). Tables: the built-in adapter ids live in
-bnsuite/adapters/registry.py BUILTIN; what cannot import Python (tox.ini, the workflow, the README's table) is checked
-against it here and in meta_tests/test_groups.py.
+bnsuite/adapters/registry.py BUILTIN; what cannot import Python (tox.ini, the workflow, docs/coverage.md's table) is
+checked against it here and in meta_tests/test_groups.py.
 """
 
 import ast
@@ -135,12 +135,12 @@ def test_workflow_matrix_lists_every_builtin_adapter():
     assert envs == [*registry.BUILTIN, "meta", "meta-slow"], f"workflow matrix {envs} differs from registry.BUILTIN + meta + meta-slow"
 
 
-def test_readme_table_lists_every_builtin_adapter():
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    section = text.split("## What is covered", 1)[1].split("\n\n", 2)[1]
+def test_coverage_table_lists_every_builtin_adapter():
+    text = open(os.path.join(ROOT, "docs", "coverage.md"), encoding="utf-8").read()
+    section = text.split("## Adapters", 1)[1].split("\n## ", 1)[0]
     listed = re.findall(r"`([a-z0-9_-]+)`", "\n".join(line.split("|")[1] for line in section.splitlines()
                                                       if line.startswith("| `")))
-    assert listed == list(registry.BUILTIN), f"README's adapter table {listed} differs from registry.BUILTIN"
+    assert listed == list(registry.BUILTIN), f"docs/coverage.md's adapter table {listed} differs from registry.BUILTIN"
 
 
 def test_every_builtin_adapter_names_its_network_builder():

@@ -1,6 +1,6 @@
 """Findings are declared once (bnsuite/findings.toml, loaded by bnsuite/findings.py) and everything else follows from
-the declaration: the README's section, the failure message of a check that stops reproducing one, the report's list,
-and a standalone reproduction per finding that exits 1 while the behaviour is present."""
+the declaration: the README's table and docs/findings-list.md, the failure message of a check that stops reproducing
+one, the report's list, and a standalone reproduction per finding that exits 1 while the behaviour is present."""
 
 from __future__ import annotations
 
@@ -113,10 +113,16 @@ def test_a_check_that_stops_reproducing_a_finding_names_it():
 def test_readme_section_is_generated_from_the_declarations():
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
         text = fh.read()
+    with open(os.path.join(ROOT, *findings.LIST_PAGE.split("/")), encoding="utf-8") as fh:
+        page = fh.read()
     assert findings.rewrite_readme(text) == text, \
         "README.md's findings section is out of date: run python3 -m bnsuite.findings --readme"
+    assert page == findings.findings_page(), \
+        f"{findings.LIST_PAGE} is out of date: run python3 -m bnsuite.findings --readme"
     for f in findings.FINDINGS:
-        assert f.reproduction in text and f.title in text
+        assert f"[`{f.name}`]({findings.LIST_PAGE}#{f.name})" in text, f"README.md's table lacks {f.name}"
+        assert f.reproduction in page and f.title in page and f'<a id="{f.name}">' in page, \
+            f"{findings.LIST_PAGE} lacks {f.name}'s title, anchor or reproduction"
 
 
 def _imports(node) -> set[str]:

@@ -1,5 +1,5 @@
 """The framework rows (bnsuite/adapters/frameworks.py) are the one home of per-framework facts: what cannot import
-Python (tox.ini, the workflow, the README's adapter table, the requirements and pyproject's extras) is checked
+Python (tox.ini, the workflow, docs/coverage.md's adapter table, the requirements and pyproject's extras) is checked
 against them, adapter by adapter; a fake adapter id gets the checklist of every piece it lacks."""
 
 import pytest
@@ -32,7 +32,7 @@ def test_a_new_adapter_gets_a_checklist_of_at_most_five_files(monkeypatch):
     missing = checklist("fake-fw")
     files = {line.split(":")[0].split(" (")[0] for line in missing}
     assert missing, "a fake adapter with nothing but its module must lack pieces"
-    for piece in ("a framework row", "README.md", "tox.ini", ".github/workflows/conformance.yml"):
+    for piece in ("a framework row", "docs/coverage.md", "tox.ini", ".github/workflows/conformance.yml"):
         assert any(line.startswith(piece) for line in missing), f"the checklist does not name {piece!r}: {missing}"
     assert len(files | {"module"}) <= 5, f"a new built-in adapter needs more than five files: {sorted(files)}"
     monkeypatch.setattr(FakeAdapter, "runs_on", frameworks.Framework(requires=("fake_fw",), families=(),

@@ -14,6 +14,7 @@ import numpy as np
 
 from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, FreezeIdiom, Grads,
                                    Probe, State, Unsupported)
+from bnsuite.adapters.conventions import SlotState
 from bnsuite.adapters.frameworks import Framework, OnFramework
 
 _SRC = "mlx/nn/layers/normalization.py"
@@ -150,7 +151,7 @@ def mx_dtype_name(dtype) -> str:
     return str(dtype).rpartition(".")[2]
 
 
-class MlxBatchNorm(OnFramework, BatchNormAdapter):
+class MlxBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     id = "mlx"
     runs_on = MLX
     capabilities = {
@@ -221,23 +222,19 @@ class MlxBatchNorm(OnFramework, BatchNormAdapter):
         self.last_output_dtype = mx_dtype_name(y.dtype)
         return self._out(y)
 
-    def _slots(self) -> dict:
-        m = self.module
-        return {"scale": m.get("weight"), "offset": m.get("bias"), "mean": m.get("running_mean"),
-                "var": m.get("running_var")}
+    def _slot(self, name):
+        """The module attribute that holds the slot, None where the module has none."""
+        attr = {"scale": "weight", "offset": "bias", "mean": "running_mean", "var": "running_var"}[name]
+        return None if self.module.get(attr) is None else attr
 
-    def get_state(self) -> State:
-        return State(*(None if a is None else self._np(a).copy() for a in self._slots().values()))
+    def _read(self, attr):
+        return self._np(self.module[attr])
 
-    def set_state(self, state: State) -> None:
-        attrs = {"scale": "weight", "offset": "bias", "mean": "running_mean", "var": "running_var"}
-        for slot, a in self._slots().items():
-            value = getattr(state, slot)
-            if a is not None and value is not None:
-                setattr(self.module, attrs[slot], self._array(value, a.dtype))
+    def _write(self, attr, value):
+        setattr(self.module, attr, self._array(value, self.module[attr].dtype))
 
-    def state_dtypes(self):
-        return {k: None if a is None else mx_dtype_name(a.dtype) for k, a in self._slots().items()}
+    def _dtype(self, attr):
+        return mx_dtype_name(self.module[attr].dtype)
 
     def hyperparameters(self):
         return {"eps": self.module.eps, "momentum": self.module.momentum, "channels_last": True}

@@ -19,6 +19,7 @@ import numpy as np
 
 from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, FreezeIdiom, Grads,
                                    MixedRule, Probe, State, Unsupported)
+from bnsuite.adapters.conventions import SlotState
 from bnsuite.adapters.frameworks import Framework, OnFramework
 
 _LAYER = "paddle/nn/layer/norm.py"
@@ -213,7 +214,7 @@ def _import_after_tf() -> str:
     return "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
 
 
-class PaddleBatchNorm(OnFramework, BatchNormAdapter):
+class PaddleBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     id = "paddle"
     runs_on = PADDLE
     capabilities = {
@@ -307,20 +308,17 @@ class PaddleBatchNorm(OnFramework, BatchNormAdapter):
         self.last_output_dtype = _dt(y)
         return self._out(y)
 
-    def _slots(self):
-        return {"scale": self.bn.weight, "offset": self.bn.bias, "mean": self.bn._mean, "var": self.bn._variance}
+    def _slot(self, name):
+        return {"scale": self.bn.weight, "offset": self.bn.bias, "mean": self.bn._mean, "var": self.bn._variance}[name]
 
-    def get_state(self) -> State:
-        return State(*(None if p is None else self._np(p).copy() for p in self._slots().values()))
+    def _read(self, p):
+        return self._np(p)
 
-    def set_state(self, state: State) -> None:
-        for name, p in self._slots().items():
-            value = getattr(state, name)
-            if p is not None and value is not None:
-                p.set_value(np.asarray(value).astype(_dt(p)))
+    def _write(self, p, value):
+        p.set_value(value.astype(_dt(p)))
 
-    def state_dtypes(self):
-        return {k: None if p is None else _dt(p) for k, p in self._slots().items()}
+    def _dtype(self, p):
+        return _dt(p)
 
     def hyperparameters(self):
         return {"eps": self.bn._epsilon, "momentum": self.bn._momentum,

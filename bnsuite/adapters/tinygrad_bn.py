@@ -19,6 +19,7 @@ import numpy as np
 
 from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, FreezeIdiom, Grads,
                                    MixedRule, State, Unsupported)
+from bnsuite.adapters.conventions import SlotState
 from bnsuite.adapters.frameworks import Framework, OnFramework
 from bnsuite.adapters.dtypes import np_dtype
 
@@ -189,7 +190,7 @@ def training_mode(training: bool | None):
     return Context(TRAINING=int(bool(training)))
 
 
-class TinygradBatchNorm(OnFramework, BatchNormAdapter):
+class TinygradBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     id = "tinygrad"
     runs_on = TINYGRAD
     capabilities = {
@@ -250,23 +251,19 @@ class TinygradBatchNorm(OnFramework, BatchNormAdapter):
         self.last_output_dtype = np.dtype(np_dtype(dtype_name(y.dtype))).name
         return out
 
-    def _slots(self):
+    def _slot(self, name):
         bn = self.bn
         return {"scale": bn.weight, "offset": bn.bias, "mean": getattr(bn, "running_mean", None),
-                "var": getattr(bn, "running_var", None)}
+                "var": getattr(bn, "running_var", None)}[name]
 
-    def get_state(self) -> State:
-        return State(*(None if t is None else self._np(t).copy() for t in self._slots().values()))
+    def _read(self, t):
+        return self._np(t)
 
-    def set_state(self, state: State) -> None:
-        for name, t in self._slots().items():
-            value = getattr(state, name)
-            if t is not None and value is not None:
-                t.assign(self.Tensor(np.asarray(value, np.float64)).cast(t.dtype)).realize()
+    def _write(self, t, value):
+        t.assign(self.Tensor(np.asarray(value, np.float64)).cast(t.dtype)).realize()
 
-    def state_dtypes(self):
-        return {k: None if t is None else np.dtype(np_dtype(dtype_name(t.dtype))).name
-                for k, t in self._slots().items()}
+    def _dtype(self, t):
+        return np.dtype(np_dtype(dtype_name(t.dtype))).name
 
     def hyperparameters(self):
         return {"eps": self.bn.eps, "momentum": self.bn.momentum, "channels_last": False}

@@ -7,8 +7,8 @@ import contextlib
 
 import numpy as np
 
-from bnsuite.adapters.base import MixedRun, State, Unsupported
-from bnsuite.adapters.mixed_precision import parse
+from bnsuite.adapters.base import MixedRun, State
+from bnsuite.adapters.mixed_precision.own_layer import float32_layer, train_then_infer
 
 # The idiom kinds the runner implements ("<kind>-<dtype>"); paddle_bn's declaration names the same ones.
 KINDS = ("defaults", "autocast")
@@ -21,23 +21,13 @@ def _dt(t) -> str:
 
 def step(cls, idiom: str, spec, state: State, x: np.ndarray) -> MixedRun:
     """The float32 paddle layer (the adapter's own build) fed `x` in the idiom's low dtype."""
-    kind, low = parse(idiom)
-    if kind not in KINDS:
-        raise Unsupported(f"paddle has no {kind!r} idiom")
-    bn = cls(spec.replace(dtype="float32"))
+    kind, low, bn = float32_layer(cls, idiom, spec, state, KINDS, "paddle")
     paddle = bn.paddle
-    bn.set_state(state)
     built = bn.state_dtypes()
     xt = paddle.to_tensor(np.ascontiguousarray(x)).astype(low)
     ctx = (lambda: paddle.amp.auto_cast(level="O1", dtype=low)) if kind == "autocast" else contextlib.nullcontext
     with paddle.no_grad():
-        bn.bn.train()
-        with ctx():
-            y = bn.bn(xt)
-        after, st = bn.state_dtypes(), bn.get_state()
-        bn.bn.eval()
-        with ctx():
-            yi = bn.bn(xt)
+        y, after, st, yi = train_then_infer(bn, bn.bn, xt, ctx)
     snippet = (f"{bn.snippet()}\nx = x.astype('{low}')  # activations\n"
                + (f"with paddle.amp.auto_cast(level='O1', dtype='{low}'):\n    y = bn(x)" if kind == "autocast"
                   else "y = bn(x)"))

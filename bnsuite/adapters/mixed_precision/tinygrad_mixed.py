@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.adapters.base import MixedRun, State, Unsupported
+from bnsuite.adapters.base import MixedRun, State
 from bnsuite.adapters.dtypes import np_dtype
-from bnsuite.adapters.mixed_precision import parse
+from bnsuite.adapters.mixed_precision.own_layer import float32_layer
 from bnsuite.adapters.tinygrad_bn import dtype_name, training_mode
 
 # The idiom kinds the runner implements ("<kind>-<dtype>"); tinygrad_bn's declaration names the same ones.
@@ -16,11 +16,7 @@ KINDS = ("defaults",)
 
 def step(cls, idiom: str, spec, state: State, x: np.ndarray) -> MixedRun:
     """The float32 tinygrad layer (the adapter's own build) fed `x` in the idiom's low dtype."""
-    kind, low = parse(idiom)
-    if kind not in KINDS:
-        raise Unsupported(f"tinygrad has no {kind!r} idiom")
-    bn = cls(spec.replace(dtype="float32"))
-    bn.set_state(state)
+    kind, low, bn = float32_layer(cls, idiom, spec, state, KINDS, "tinygrad")
     built = bn.state_dtypes()
     xt = bn.Tensor(np.ascontiguousarray(np.moveaxis(x, -1, 1) if bn.transpose else x).astype(np.float32)).cast(
         getattr(bn.dtypes, low))

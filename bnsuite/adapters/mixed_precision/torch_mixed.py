@@ -6,8 +6,9 @@ import contextlib
 
 import numpy as np
 
-from bnsuite.adapters.base import MixedRun, State, Unsupported, dtype_name
-from bnsuite.adapters.mixed_precision import both, parse, rule
+from bnsuite.adapters.base import MixedRun, State, dtype_name
+from bnsuite.adapters.mixed_precision import both, rule
+from bnsuite.adapters.mixed_precision.own_layer import float32_layer, train_then_infer
 
 _TORCH_MIXED = ("aten/src/ATen/native/Normalization.cpp: batch_norm_cpu checks is_mixed_type(input, weight, bias, "
                 "running_mean, running_var) and dispatches the mixed kernels of aten/src/ATen/native/cpu/"
@@ -34,12 +35,8 @@ def declared() -> dict:
 def step(cls, idiom: str, spec, state: State, x: np.ndarray, prepare=None) -> MixedRun:
     """The float32 torch layer (the adapter's own build) fed `x` in the idiom's dtype; `prepare(module, dtype)` runs
     after the state is loaded (a hook for wrappers)."""
-    kind, low = parse(idiom)
-    if kind not in KINDS:
-        raise Unsupported(f"torch has no {kind!r} idiom")
-    bn = cls(spec.replace(dtype="float32"))
+    kind, low, bn = float32_layer(cls, idiom, spec, state, KINDS, "torch")
     torch = bn.torch
-    bn.set_state(state)
     low_dt = getattr(torch, low)
     if prepare is not None:
         prepare(bn.module, low_dt)
@@ -47,14 +44,7 @@ def step(cls, idiom: str, spec, state: State, x: np.ndarray, prepare=None) -> Mi
     ctx = (lambda: torch.autocast("cpu", dtype=low_dt)) if kind == "autocast" else contextlib.nullcontext
     built = bn.state_dtypes()
     with torch.no_grad():
-        bn.module.train()
-        with ctx():
-            y = bn.module(xt)
-        after = bn.state_dtypes()
-        st = bn.get_state()
-        bn.module.eval()
-        with ctx():
-            yi = bn.module(xt)
+        y, after, st, yi = train_then_infer(bn, bn.module, xt, ctx)
     snippet = (f"{bn.snippet().replace(', dtype=torch.float32', '')}\nx = x.to(torch.{low})  # activations\n"
                + (f"with torch.autocast('cpu', dtype=torch.{low}):\n    y = bn(x)" if kind == "autocast"
                   else "y = bn(x)"))

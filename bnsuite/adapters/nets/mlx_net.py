@@ -13,6 +13,7 @@ import numpy as np
 from bnsuite.adapters.base import Cited
 from bnsuite.adapters.mlx_bn import freeze_module, mx_dtype
 from bnsuite.adapters.nets import Network, kernel_layout
+from bnsuite.adapters.nets.layers import plan_layers
 from bnsuite.adapters.nets.reference_net import plan
 
 OHWI = kernel_layout("OHWI", "OI")
@@ -33,17 +34,8 @@ class MlxNet(Network):
         self.dt = mx_dtype(mx, dtype)
         self.arch, self.ops, self.channels_last = arch, plan(arch), channels_last
         self.bn_idiom, self.recipe = bn_idiom, recipe  # the idiom's recipe (mlx_bn.FREEZE_IDIOMS); None: none
-        mods = {}
-        for op in self.ops:
-            if op[0] == "conv":
-                mods[op[1]] = nn.Conv2d(op[2], op[3], op[4], padding=op[4] // 2)
-            elif op[0] == "bn":
-                mods[op[1]] = nn.BatchNorm(op[2], eps=eps, momentum=momentum)
-            elif op[0] == "dense":
-                mods[op[1]] = nn.Linear(op[2], op[3])
-            elif op[0] == "block":
-                mods[f"{op[1]}.bn"] = nn.BatchNorm(op[2], eps=eps, momentum=momentum)
-                mods[f"{op[1]}.conv"] = nn.Conv2d(op[2], op[3], 1)
+        mods = plan_layers(self.ops, lambda cin, cout, k: nn.Conv2d(cin, cout, k, padding=k // 2),
+                           lambda c: nn.BatchNorm(c, eps=eps, momentum=momentum), nn.Linear)
         self.model = nn.Module()
         self.model.layers = {k.replace(".", "/"): m for k, m in mods.items()}
         self.mods = mods

@@ -11,6 +11,7 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited
 from bnsuite.adapters.nets import Network, kernel_layout
+from bnsuite.adapters.nets.layers import plan_layers
 from bnsuite.adapters.nets.reference_net import plan
 from bnsuite.adapters.paddle_bn import default_dtype, freeze_layers, grad_mode
 
@@ -36,18 +37,10 @@ class PaddleNet(Network):
         bn_kw = dict(epsilon=eps, momentum=1.0 - momentum, data_format=fmt)
         if recipe is not None and recipe.use_global_stats:
             bn_kw["use_global_stats"] = True
-        self.mods: dict = {}
         with default_dtype(paddle, dtype):
-            for op in self.ops:
-                if op[0] == "conv":
-                    self.mods[op[1]] = nn.Conv2D(op[2], op[3], op[4], padding="SAME", data_format=fmt)
-                elif op[0] == "bn":
-                    self.mods[op[1]] = nn.BatchNorm2D(op[2], **bn_kw)
-                elif op[0] == "dense":
-                    self.mods[op[1]] = nn.Linear(op[2], op[3])
-                elif op[0] == "block":
-                    self.mods[f"{op[1]}.bn"] = nn.BatchNorm2D(op[2], **bn_kw)
-                    self.mods[f"{op[1]}.conv"] = nn.Conv2D(op[2], op[3], 1, data_format=fmt)
+            self.mods = plan_layers(self.ops,
+                                    lambda cin, cout, k: nn.Conv2D(cin, cout, k, padding="SAME", data_format=fmt),
+                                    lambda c: nn.BatchNorm2D(c, **bn_kw), nn.Linear)
         self.layers = nn.LayerList(list(self.mods.values()))
         for name, t in self._tensors().items():
             value = np.asarray(weights[name])

@@ -11,6 +11,7 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited
 from bnsuite.adapters.nets import OIHW, Network
+from bnsuite.adapters.nets.layers import plan_layers
 from bnsuite.adapters.nets.reference_net import plan
 from bnsuite.adapters.tinygrad_bn import realize_step, training_mode
 
@@ -30,18 +31,9 @@ class TinygradNet(Network):
         self.arch = arch
         self.channels_last = channels_last
         self.bn_idiom, self.recipe = bn_idiom, recipe  # the idiom's recipe (tinygrad_bn.FREEZE_IDIOMS); None: none
-        self.mods: dict = {}
         with Context(DEFAULT_FLOAT=dtype):
-            for op in self.ops:
-                if op[0] == "conv":
-                    self.mods[op[1]] = nn.Conv2d(op[2], op[3], op[4], padding="same")
-                elif op[0] == "bn":
-                    self.mods[op[1]] = nn.BatchNorm(op[2], eps=eps, momentum=momentum)
-                elif op[0] == "dense":
-                    self.mods[op[1]] = nn.Linear(op[2], op[3])
-                elif op[0] == "block":
-                    self.mods[f"{op[1]}.bn"] = nn.BatchNorm(op[2], eps=eps, momentum=momentum)
-                    self.mods[f"{op[1]}.conv"] = nn.Conv2d(op[2], op[3], 1)
+            self.mods = plan_layers(self.ops, lambda cin, cout, k: nn.Conv2d(cin, cout, k, padding="same"),
+                                    lambda c: nn.BatchNorm(c, eps=eps, momentum=momentum), nn.Linear)
         for name, t in self._tensors().items():
             t.assign(Tensor(np.asarray(weights[name], np.float64)).cast(t.dtype)).realize()
         self.opt = None
