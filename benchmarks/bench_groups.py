@@ -70,8 +70,9 @@ def main() -> int:
             extra = {**env, **threads}
             if a.cold:
                 extra["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"jax-{g}-", dir=run_dir)
-            if g in groups.META_MARKERS["matrix"]:
-                args = [*args, "-m", groups.META_MARKERS["matrix"][g]]  # the main job's meta groups
+            marks = groups.META_MARKERS["matrix"].get(g) or groups.META_MARKERS["test"].get(g)
+            if marks:
+                args = [*args, "-m", marks]  # the main job's meta group; meta-slow as the test command runs it
             cpu0 = children_cpu()
             r = runner.run_group(py, g, extra, args, run_dir, [])
             cpu = children_cpu() - cpu0

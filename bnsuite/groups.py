@@ -20,12 +20,12 @@ _READER: list[str] = []  # the interpreter that reads the registry where this on
 META = "meta"
 META_GROUP: tuple[str, Group] = (META, ({}, ["meta_tests"]))
 # The meta tests run as two groups side by side: the quick ones, and the ones that start many processes (every
-# findings/<name>.py reproduction; with `test`, also the fresh install of the package), so neither is the run's
-# critical path. -m selections per command: the main job (matrix) leaves the fresh install to `test`.
+# findings/<name>.py reproduction and the fresh install of the package), so neither is the run's critical path. -m
+# selections per command: the main job (matrix) leaves both slow ones (marked slow) to `test`.
 META_SLOW = "meta-slow"
 META_NAMES = (META, META_SLOW)
 META_MARKERS = {
-    "matrix": {META: "not slow and not reproductions", META_SLOW: "reproductions and not slow"},
+    "matrix": {META: "not slow and not reproductions"},
     "test": {META: "not slow and not reproductions", META_SLOW: "slow or reproductions"},
 }
 
@@ -71,7 +71,7 @@ def for_command(command: str) -> list[tuple[str, Group]]:
     `test`; the meta tests are two groups (META_MARKERS)."""
     env, args = META_GROUP[1]
     marks = META_MARKERS.get(command, META_MARKERS["test"])
-    meta = [(name, (env, [*args, "-m", marks[name]])) for name in META_NAMES]
+    meta = [(name, (env, [*args, "-m", marks[name]])) for name in META_NAMES if name in marks]
     return (meta if envs.CHECKOUT else []) + list(builtin_groups().items())
 
 
