@@ -68,6 +68,26 @@ def eager(case, inp: Inputs) -> EagerRun:
     return _RUNS[key]
 
 
+@dataclasses.dataclass
+class PerStepRun:
+    states: list[State]  # the state after ONE training step on batch i from the loaded state
+    eval_output: np.ndarray  # inference on the last batch after its one step
+
+
+def eager_per_step(case, inp: Inputs) -> PerStepRun:
+    """The eager counterpart of a path whose steps each update their own copy of the loaded statistics."""
+    key = ("eager-per-step", case.adapter.id, inp.spec)
+    if key not in _RUNS:
+        states, bn = [], None
+        for x in inp.batches:
+            bn = case.adapter(inp.spec)
+            bn.set_state(inp.state)
+            bn.forward(x, training=True)
+            states.append(bn.get_state())
+        _RUNS[key] = PerStepRun(states, bn.forward(inp.batches[-1], training=False))
+    return _RUNS[key]
+
+
 def path_run(lane, case, path: str, inp: Inputs, grads: bool = True):
     key = ("path", case.adapter.id, type(lane).__qualname__, path, inp.spec, grads)
     if key not in _RUNS:

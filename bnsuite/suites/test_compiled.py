@@ -48,13 +48,20 @@ def _moved(after, before) -> bool:
                for a, b in ((after.mean, before.mean), (after.var, before.var)))
 
 
-def _observed_update(run, st) -> str:
-    """What a training call did to the running statistics: updated / passed / dropped, or the path's error."""
+def _observed_update(run, inp, estimator) -> str:
+    """What the training calls did to the running statistics: updated (in sequence, as eagerly) / per-step (each
+    step its own copy of the loaded statistics) / passed / dropped, or the path's error."""
     if "train" in run.errors:
         return run.errors["train"]
+    st, xs, axis = inp.state, inp.batches, inp.spec.channel_axis
     moved = _moved(run.states[-1], st)
     own = _moved(run.own_state, st)
-    return "updated" if moved and own else "passed" if moved else "own-only" if own else "dropped"
+    if not (moved and own):
+        return "passed" if moved else "own-only" if own else "dropped"
+    after = np.concatenate([run.states[-1].mean, run.states[-1].var])
+    cands = {name: np.concatenate(ref.train_steps(b, st.mean, st.var, inp.spec.momentum, estimator, axis))
+             for name, b in (("updated", xs), ("per-step", xs[-1:]))}
+    return ch.classify(after, cands, tc.running(xs, axis, inp.spec.dtype, len(xs), float(np.max(np.abs(st.var)))))
 
 
 def _both(rec, prop_eager, prop_oracle, observed, eager, oracle, tol, agreement, decl, extra):
@@ -74,7 +81,7 @@ def test_compiled_training(case, rec):
     for path, decl in paths:
         facts, run = decl.value, cr.path_run(lane, case, path, inp)
         extra = {"path": path, "how": facts.how}
-        ch.equal(rec, "compiled_running_stats_update", facts.running_stats, _observed_update(run, st),
+        ch.equal(rec, "compiled_running_stats_update", facts.running_stats, _observed_update(run, inp, estimator),
                  source=decl.source, extra=extra)
         if "train" in run.errors:
             continue
@@ -96,6 +103,10 @@ def test_compiled_training(case, rec):
                 mean_ref, var_ref = ref.train_steps(xs[:k], st.mean, st.var, spec.momentum, estimator, axis)
                 eager_st = eager.states[k - 1]
                 tol = tc.running(xs[:k], axis, spec.dtype, k, float(np.max(np.abs(st.var))))
+            elif facts.running_stats == "per-step":  # step k updated its own copy of the loaded statistics
+                mean_ref, var_ref = ref.train_steps(xs[k - 1:k], st.mean, st.var, spec.momentum, estimator, axis)
+                eager_st = cr.eager_per_step(case, inp).states[k - 1]
+                tol = tc.running(xs[k - 1:k], axis, spec.dtype, 1, float(np.max(np.abs(st.var))))
             else:  # declared dropped: the statistics as loaded, bit for bit
                 mean_ref, var_ref, eager_st = st.mean, st.var, st
                 tol = tl.exact("declared: the path does not move the running statistics")
@@ -140,7 +151,9 @@ def test_compiled_mode_switch(case, rec):
         y_ref, tol = (y_run, tol_run) if facts.eval_switch == "running" else (y_batch, tol_batch)
         # eager after the same steps: its running statistics where the path kept them updated, else its batch mode
         y_eager = eager.eval_output if facts.eval_switch == "running" else eager.train_outputs[-1]
-        if facts.running_stats not in ("updated", "passed") and facts.eval_switch == "running":
+        if facts.running_stats == "per-step" and facts.eval_switch == "running":
+            y_eager = cr.eager_per_step(case, inp).eval_output
+        elif facts.running_stats not in ("updated", "passed", "per-step") and facts.eval_switch == "running":
             y_eager = eager.eval_at_start[-1]
         _both(rec, "compiled_eval_output_vs_eager", "compiled_eval_output_vs_oracle", run.eval_output, y_eager, y_ref,
               tol, facts.agreement, decl, extra)

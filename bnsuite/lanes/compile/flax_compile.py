@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from bnsuite.adapters.base import Cited, Grads
+from bnsuite.adapters.base import Cited, Grads, State
 from bnsuite.lanes.compile import CompileLane, PathFacts
 
 _LINEN = "flax/linen/normalization.py: BatchNorm.__call__ updates ra_mean/ra_var in the 'batch_stats' collection " \
@@ -21,6 +21,14 @@ _NNX = "flax/nnx/nn/normalization.py: BatchNorm.__call__ assigns self.mean / sel
 _NNX_T = "flax/nnx/transforms/compilation.py: nnx.jit splits the module into graph and state, runs the jitted " \
          "function and merges the updated state back (the BatchStat update survives); " \
          "flax/nnx/transforms/autodiff.py: value_and_grad propagates the non-differentiated state likewise"
+
+_SCAN = "flax/linen/transforms.py: scan -> lift.scan (flax/core/lift.py): variable_axes / variable_broadcast / " \
+        "variable_carry say how each collection meets the scanned steps"
+_NNX_SCAN = "flax/nnx/transforms/iteration.py: scan"
+SCANS = {"linen-nn.scan-batch_stats-carry": {"variable_carry": "batch_stats", "variable_broadcast": "params"},
+         "linen-nn.scan-batch_stats-axis0": {"variable_axes": {"batch_stats": 0}, "variable_broadcast": "params"},
+         "linen-nn.scan-batch_stats-broadcast": {"variable_broadcast": ["params", "batch_stats"]},
+         "linen-nn.scan-batch_stats-not-lifted": {"variable_broadcast": "params"}}
 
 LINEN = {
     "linen-jax.jit-apply": Cited(PathFacts(
@@ -47,6 +55,29 @@ LINEN = {
         eval_switch="error:ScopeCollectionNotFound", grads="error:ScopeCollectionNotFound", cumulative="n/a"),
         f"{_LIFT}; a collection not named in variable_axes is not lifted into the vmapped scope, so "
         "BatchNorm finds 'batch_stats' empty (flax/errors.py: ScopeCollectionNotFound; google/flax#2052)"),
+    "linen-nn.scan-batch_stats-carry": Cited(PathFacts(
+        "nn.scan(Step, variable_carry='batch_stats', variable_broadcast='params') over the stacked batches, Step "
+        "calling nn.BatchNorm(use_running_average=False)", cumulative="n/a"),
+        f"{_SCAN}; a carried collection goes from each step into the next, so the steps update the statistics in "
+        "sequence as eager calls do (the form google/flax#2052 uses)"),
+    "linen-nn.scan-batch_stats-axis0": Cited(PathFacts(
+        "nn.scan(Step, variable_axes={'batch_stats': 0}, variable_broadcast='params') over the stacked batches, "
+        "the loaded statistics stacked once per step; the last step's copy kept", running_stats="per-step",
+        cumulative="n/a"),
+        f"{_SCAN}; a collection in variable_axes is scanned like xs: step i reads and writes slice i only, so each "
+        "step updates its own copy of the loaded statistics with its own batch, never the previous step's"),
+    "linen-nn.scan-batch_stats-broadcast": Cited(PathFacts(
+        "nn.scan(Step, variable_broadcast=['params', 'batch_stats']) over the stacked batches",
+        running_stats="error:ValueError", eval_switch="running", grads="error:ValueError", cumulative="n/a"),
+        f"{_SCAN}; flax/core/lift.py scan: a broadcast collection must not depend on the scan body, and the "
+        "statistics update does: 'broadcasted variable has a data dependency on the scan body'"),
+    "linen-nn.scan-batch_stats-not-lifted": Cited(PathFacts(
+        "nn.scan(Step, variable_broadcast='params') over the stacked batches (batch_stats named nowhere)",
+        running_stats="error:ScopeCollectionNotFound", eval_switch="running", grads="error:ScopeCollectionNotFound",
+        cumulative="n/a"),
+        f"{_SCAN}; a collection named in none of variable_axes/variable_broadcast/variable_carry is not lifted into "
+        "the scanned scope, so BatchNorm finds 'batch_stats' empty (flax/errors.py: ScopeCollectionNotFound; "
+        "google/flax#3602)"),
 }
 
 NNX = {
@@ -58,6 +89,18 @@ NNX = {
         grads="error:ValueError", cumulative="n/a"),
         f"{_NNX}; flax/nnx/transforms/iteration.py: vmap with in_axes None broadcasts the module's state, whose "
         "BatchStat update comes out batched: jax's vmap raises 'got axis spec None but output was batched'"),
+    "nnx.scan-module-carry": Cited(PathFacts(
+        "nnx.scan(lambda m, x: (m, m(x, use_running_average=False)), in_axes=(nnx.Carry, 0), "
+        "out_axes=(nnx.Carry, 0))(bn, xs)", cumulative="n/a"),
+        f"{_NNX}; {_NNX_SCAN}: a module marked Carry goes from each step into the next and its state is merged "
+        "back into bn afterwards, so the steps update the BatchStats in sequence as eager calls do"),
+    "nnx.scan-module-broadcast": Cited(PathFacts(
+        "nnx.scan(lambda m, x: m(x, use_running_average=False), in_axes=(None, 0), out_axes=0)(bn, xs)",
+        running_stats="dropped", cumulative="n/a"),
+        f"{_NNX}; {_NNX_SCAN}: in_axes None broadcasts the module's state into every step ('None marks the input "
+        "data as auxiliary input'), each step updates its own copy, and ScanFn puts the broadcast output state into "
+        "_broadcast_deque_out_tmp, commented 'discarded': bn's BatchStats never move, with no error (nnx.vmap "
+        "raises in the same situation)"),
 }
 
 
@@ -67,7 +110,11 @@ class _FlaxLane(CompileLane):
     def run(self, path, spec, state, batches, dy, grads=True):
         start = time.perf_counter()
         bn = self._layer(spec, state)
-        step, infer = self._path(path, bn)
+        kept = bn.get_state
+        if "scan" in path:
+            step, infer, kept = self._scan_steps(bn, batches, *self._scan(path, bn, dy))
+        else:
+            step, infer = self._path(path, bn)
 
         def canonical_step(x, want):
             y, g = step(bn._x(x), bn._x(dy), want)
@@ -77,7 +124,34 @@ class _FlaxLane(CompileLane):
                           np.asarray(dp["bias"], np.float64))
             return y, g
 
-        return self._run_steps(bn, canonical_step, lambda x: infer(bn._x(x)), bn.get_state, batches, grads, start)
+        return self._run_steps(bn, canonical_step, lambda x: infer(bn._x(x)), kept, batches, grads, start)
+
+    @staticmethod
+    def _scan_steps(bn, batches, scan_all, infer):
+        """A path that runs every batch in one scanned call, read one step at a time: the first step runs
+        scan_all(xs, want_grads) -> (outputs, [(mean, var) after each step] or None where the path keeps no state
+        but bn's, gradients or None); each later step reads the next output of that call. infer(x) after them."""
+        import jax.numpy as jnp
+
+        done: dict = {}
+
+        def step(x, dy, want):
+            if not done:
+                done["ys"], done["stats"], g = scan_all(jnp.stack([bn._x(b) for b in batches]), want)
+                done["i"] = 0
+            else:
+                g = None
+            done["i"] += 1
+            return done["ys"][done["i"] - 1], g  # the scanned call's output for this step's batch, x
+
+        def kept() -> State:
+            st = bn.get_state()
+            if done.get("stats") is None:
+                return st
+            mean, var = done["stats"][done["i"] - 1]
+            return State(st.scale, st.offset, np.asarray(mean, np.float64), np.asarray(var, np.float64))
+
+        return step, infer, kept
 
 
 class FlaxLinenCompile(_FlaxLane):
@@ -155,6 +229,44 @@ class FlaxLinenCompile(_FlaxLane):
             return y[0], g
         return step, lambda x: vinfer.apply(lifted(), x[None])[0]
 
+    def _scan(self, path, bn, dy):
+        import flax.linen as nn
+        import jax
+        import jax.numpy as jnp
+
+        m = bn.module
+        kwargs = {k: getattr(m, k) for k in ("axis", "momentum", "epsilon", "use_bias", "use_scale", "dtype")}
+        per_step = "variable_axes" in SCANS[path]
+        dyj = bn._x(dy)
+
+        class Step(nn.Module):
+            @nn.compact
+            def __call__(self, carry, x):
+                layer = nn.BatchNorm(use_running_average=False, **kwargs)
+                y = layer(x)
+                return carry, (y, layer.variables["batch_stats"])
+
+        infer = jax.jit(lambda v, x: m.apply(v, x, use_running_average=True))
+
+        def scan_all(xs, want):
+            scanned = nn.scan(Step, split_rngs={"params": False}, length=xs.shape[0], **SCANS[path])()
+            stats = bn.variables["batch_stats"]
+            if per_step:  # the loaded statistics, once per scanned step
+                stats = jax.tree.map(lambda t: jnp.stack([t] * xs.shape[0]), stats)
+            run = jax.jit(lambda p, xs: scanned.apply({"params": {"BatchNorm_0": p}, "batch_stats": {
+                "BatchNorm_0": stats}}, (), xs, mutable=["batch_stats"]))
+            (_, (ys, seen)), upd = run(bn.variables["params"], xs)
+            g = None
+            if want:
+                loss = lambda p, xs: jnp.sum(run(p, xs)[0][1][0][0] * dyj)
+                dp, dxs = jax.jit(jax.grad(loss, argnums=(0, 1)))(bn.variables["params"], xs)
+                g = (dxs[0], dp)
+            final = upd["batch_stats"]["BatchNorm_0"]
+            # per step: the statistics stacked once per step; the last step's copy is the one kept
+            bn.variables = {**bn.variables, "batch_stats": jax.tree.map(lambda t: t[-1], final) if per_step else final}
+            return list(ys), list(zip(seen["mean"], seen["var"])), g
+        return scan_all, lambda x: infer(bn.variables, x)
+
 
 class FlaxNnxCompile(_FlaxLane):
     @classmethod
@@ -185,3 +297,32 @@ class FlaxNnxCompile(_FlaxLane):
             infer = nnx.vmap(lambda m, a: m(a, use_running_average=True), in_axes=(None, 0))
             return (lambda x, dy, want: (train(bn.bn, x[None])[0], None)), lambda x: infer(bn.bn, x[None])[0]
         raise KeyError(path)
+
+    def _scan(self, path, bn, dy):
+        import jax.numpy as jnp
+        from flax import nnx
+
+        carried = path == "nnx.scan-module-carry"
+        dyj = bn._x(dy)
+
+        def body(m, x):
+            y = m(x, use_running_average=False)
+            return (m, (y, m.mean[...], m.var[...])) if carried else y
+
+        scanned = nnx.scan(body, in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0)) if carried else \
+            nnx.scan(body, in_axes=(None, 0), out_axes=0)
+        outputs = (lambda m, xs: scanned(m, xs)[1][0]) if carried else scanned
+        infer = nnx.jit(lambda m, x: m(x, use_running_average=True))
+
+        def scan_all(xs, want):
+            g = None
+            if want:  # on a copy, so that only the call below moves bn's statistics
+                loss = lambda m, xs: jnp.sum(outputs(m, xs)[0] * dyj)
+                dp, dxs = nnx.grad(loss, argnums=(nnx.DiffState(0, nnx.Param), 1))(nnx.clone(bn.bn), xs)
+                g = (dxs[0], {"scale": dp["scale"][...], "bias": dp["bias"][...]})
+            out = scanned(bn.bn, xs)
+            if not carried:  # the path keeps no statistics but bn's own
+                return list(out), None, g
+            _, (ys, means, variances) = out
+            return list(ys), list(zip(means, variances)), g
+        return scan_all, lambda x: infer(bn.bn, x)
