@@ -71,6 +71,39 @@ class SkewedLane(TorchCompile):
         return y, State(st.scale + 1e-3, st.offset + 1e-3, st.mean, st.var)
 
 
+class PerStepLane(TorchCompile):
+    """torch.compile(backend="aot_eager") whose every training call starts again from the loaded running statistics
+    (each step updates its own copy, as a scan with the statistics on a scanned axis does) while declaring them
+    updated in sequence."""
+
+    @classmethod
+    def declare(cls):
+        return _one_path()
+
+    def _runner(self, path, bn, x):
+        runner = super()._runner(path, bn, x)
+        compiled_call, torch = runner.call, bn.torch
+        loaded = {k: b.detach().clone() for k, b in bn.module.named_buffers()}
+
+        def from_loaded(xt):
+            if bn.module.training:
+                with torch.no_grad():
+                    for k, b in bn.module.named_buffers():
+                        b.copy_(loaded[k])
+            return compiled_call(xt)
+
+        runner.call = from_loaded
+        return runner
+
+
+class DeclaresPerStepLane(TorchCompile):
+    """The real torch.compile(backend="aot_eager"), which updates the statistics in sequence, declared per-step."""
+
+    @classmethod
+    def declare(cls):
+        return {PATH: wrong(dataclasses.replace(TorchCompile.declare()[PATH].value, running_stats="per-step"))}
+
+
 class CompileDropsUpdate(TorchBatchNorm):
     """A correct torch BatchNorm whose compiled path drops the running-statistics update."""
 
@@ -83,6 +116,20 @@ class CompileSkewed(TorchBatchNorm):
 
     id = "broken-compile-skewed"
     capabilities = {**TorchBatchNorm.capabilities, "compile": ref(SkewedLane)}
+
+
+class CompilePerStep(TorchBatchNorm):
+    """A correct torch BatchNorm whose compiled steps each update a copy of the loaded statistics."""
+
+    id = "broken-compile-per-step"
+    capabilities = {**TorchBatchNorm.capabilities, "compile": ref(PerStepLane)}
+
+
+class CompileDeclaresPerStep(TorchBatchNorm):
+    """A correct torch BatchNorm whose compiled path declares per-step statistics and updates them in sequence."""
+
+    id = "broken-compile-declares-per-step"
+    capabilities = {**TorchBatchNorm.capabilities, "compile": ref(DeclaresPerStepLane)}
 
 
 EXPECTED_FAILURES = {
@@ -98,4 +145,9 @@ EXPECTED_FAILURES = {
                     "compiled_dscale_vs_oracle", "compiled_doffset_vs_eager", "compiled_doffset_vs_oracle",
                     "compiled_cumulative_runs", "compiled_path_fact", "compiled_freeze_output_vs_eager",
                     "compiled_freeze_params_vs_eager"},
+    CompilePerStep: {"compiled_running_stats_update", "compiled_running_mean_vs_eager", "compiled_running_mean_vs_oracle",
+                     "compiled_running_var_vs_eager", "compiled_running_var_vs_oracle", "compiled_eval_output_vs_eager"},
+    CompileDeclaresPerStep: {"compiled_running_stats_update", "compiled_running_mean_vs_eager",
+                             "compiled_running_mean_vs_oracle", "compiled_running_var_vs_eager",
+                             "compiled_running_var_vs_oracle", "compiled_eval_output_vs_eager"},
 }
