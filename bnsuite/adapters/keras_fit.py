@@ -46,8 +46,9 @@ def _call(bn, x, training):
 
 
 def fit_step(K, adapter, idiom: str, x: np.ndarray, dy: np.ndarray, lr: float, to_tensor, to_numpy,
-             reduce_sum) -> np.ndarray:
-    """K is the keras module (keras or tf_keras); adapter exposes .layer and its class the freeze_idioms table."""
+             reduce_sum, jit_compile=None) -> np.ndarray:
+    """K is the keras module (keras or tf_keras); adapter exposes .layer and its class the freeze_idioms table.
+    `jit_compile` is passed to model.compile where given (None: the framework's default)."""
     recipe = type(adapter).freeze_recipe(idiom)
     trainable, training, direct = recipe.trainable, recipe.training, recipe.direct
     bn = adapter.layer
@@ -70,7 +71,8 @@ def fit_step(K, adapter, idiom: str, x: np.ndarray, dy: np.ndarray, lr: float, t
     if recipe.module_eval:
         model.eval()  # the torch idiom; Keras resolves `training` from its own call context instead
     y = _call(bn, to_tensor(x), training) if direct else model(to_tensor(x), training=True)
-    model.compile(optimizer=K.optimizers.SGD(learning_rate=lr), loss=lambda t, p: reduce_sum(t * p))
+    model.compile(optimizer=K.optimizers.SGD(learning_rate=lr), loss=lambda t, p: reduce_sum(t * p),
+                  **({} if jit_compile is None else {"jit_compile": jit_compile}))
     if recipe.module_eval:
         model.eval()
     model.train_on_batch(to_tensor(x), to_tensor(dy))

@@ -25,6 +25,8 @@ _NNX_T = "flax/nnx/transforms/compilation.py: nnx.jit splits the module into gra
 _SCAN = "flax/linen/transforms.py: scan -> lift.scan (flax/core/lift.py): variable_axes / variable_broadcast / " \
         "variable_carry say how each collection meets the scanned steps"
 _NNX_SCAN = "flax/nnx/transforms/iteration.py: scan"
+# The paths whose freeze idioms run: the adapter's own freeze step traced whole under jax.jit / nnx.jit.
+FREEZE_UNDER = ("linen-jax.jit-apply", "nnx.jit")
 SCANS = {"linen-nn.scan-batch_stats-carry": {"variable_carry": "batch_stats", "variable_broadcast": "params"},
          "linen-nn.scan-batch_stats-axis0": {"variable_axes": {"batch_stats": 0}, "variable_broadcast": "params"},
          "linen-nn.scan-batch_stats-broadcast": {"variable_broadcast": ["params", "batch_stats"]},
@@ -33,7 +35,8 @@ SCANS = {"linen-nn.scan-batch_stats-carry": {"variable_carry": "batch_stats", "v
 LINEN = {
     "linen-jax.jit-apply": Cited(PathFacts(
         "jax.jit(lambda v, x: bn.apply(v, x, use_running_average=False, mutable=['batch_stats']))",
-        cumulative="n/a"), f"{_LINEN}; the adapter's own eager path is this jitted apply, its gradients another "
+        cumulative="n/a", freeze=("use_running_average_true", "use_running_average_false_mutable",
+                                  "optax_masked_params")), f"{_LINEN}; the adapter's own eager path is this jitted apply, its gradients another "
                            f"jitted program (jax.grad without aux); {_JIT}"),
     "linen-apply-op-by-op": Cited(PathFacts(
         "with jax.disable_jit(): bn.apply(v, x, use_running_average=False, mutable=['batch_stats'])",
@@ -83,7 +86,7 @@ LINEN = {
 NNX = {
     "nnx.jit": Cited(PathFacts(
         "nnx.jit(lambda m, x: m(x, use_running_average=False)), gradients by nnx.jit(nnx.value_and_grad(...))",
-        cumulative="n/a"), f"{_NNX}; {_NNX_T}; {_JIT}"),
+        cumulative="n/a", freeze=("eval", "view_use_running_average", "optimizer_excludes_bn_params")), f"{_NNX}; {_NNX_T}; {_JIT}"),
     "nnx.vmap-module-broadcast": Cited(PathFacts(
         "nnx.vmap(lambda m, a: m(a), in_axes=(None, 0))(bn, x[None])", running_stats="error:ValueError",
         grads="error:ValueError", cumulative="n/a"),
@@ -125,6 +128,14 @@ class _FlaxLane(CompileLane):
             return y, g
 
         return self._run_steps(bn, canonical_step, lambda x: infer(bn._x(x)), kept, batches, grads, start)
+
+    def freeze(self, path, idiom, spec, state, x, dy, lr):
+        """The adapter's own freeze step (its optimizer step after the idiom) traced whole under the path's jit."""
+        if path not in FREEZE_UNDER:
+            raise NotImplementedError(f"{type(self).__name__}: no freeze idioms under {path}")
+        bn = self._layer(spec, state)
+        y = self._jitted_frozen_step(bn, idiom, bn._x(x), bn._x(dy), lr)
+        return np.asarray(y, np.float64), bn.get_state()
 
     @staticmethod
     def _scan_steps(bn, batches, scan_all, infer):
@@ -229,6 +240,18 @@ class FlaxLinenCompile(_FlaxLane):
             return y[0], g
         return step, lambda x: vinfer.apply(lifted(), x[None])[0]
 
+    @staticmethod
+    def _jitted_frozen_step(bn, idiom, xj, dyj, lr):
+        import jax
+
+        def pure(variables, xj, dyj):
+            bn.variables = variables  # the adapter's step reads and replaces bn.variables: traced values here
+            y = bn._frozen_step(idiom, xj, dyj, lr)
+            return y, bn.variables
+
+        y, bn.variables = jax.jit(pure)(bn.variables, xj, dyj)
+        return y
+
     def _scan(self, path, bn, dy):
         import flax.linen as nn
         import jax
@@ -297,6 +320,19 @@ class FlaxNnxCompile(_FlaxLane):
             infer = nnx.vmap(lambda m, a: m(a, use_running_average=True), in_axes=(None, 0))
             return (lambda x, dy, want: (train(bn.bn, x[None])[0], None)), lambda x: infer(bn.bn, x[None])[0]
         raise KeyError(path)
+
+    @staticmethod
+    def _jitted_frozen_step(bn, idiom, xj, dyj, lr):
+        from flax import nnx
+
+        def pure(m, xj, dyj):
+            bn.bn = m  # the adapter's step works on bn.bn: nnx.jit's traced module here, merged back after
+            return bn._frozen_step(idiom, xj, dyj, lr)
+
+        module = bn.bn
+        y = nnx.jit(pure)(module, xj, dyj)
+        bn.bn = bn._bn_module = module
+        return y
 
     def _scan(self, path, bn, dy):
         import jax.numpy as jnp

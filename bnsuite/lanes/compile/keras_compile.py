@@ -6,6 +6,7 @@ over the Keras adapter's layer (its built layer and its loaded state).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -26,6 +27,8 @@ _FIT = ("keras/src/trainers/trainer.py: compile(jit_compile=True); each backend'
 _TFK_BN = "tf_keras/src/layers/normalization/batch_normalization.py: call(training=True) assign_moving_average"
 _TFK_FIT = "tf_keras/src/engine/training.py: Model.compile(jit_compile=True) makes train_function an XLA tf.function"
 
+# The freeze idioms run through a fit step compiled with XLA: the two that train through fit's own forward pass.
+FIT_FREEZE = ("trainable_false_fit", "functional_training_false_fit")
 # A fit step cannot show the layer's output or its gradients, only what it leaves in the variables.
 _FIT_FACTS = dict(train_normalizes="not observable", grads="not observable", eval_switch="running",
                   cumulative="n/a")
@@ -42,6 +45,10 @@ def _keras3(backend: str) -> dict:
             **_FIT_FACTS), f"{_FIT}; {_BN3}"),
     }
     if backend == "tensorflow":
+        # fit compiles with XLA only when asked on a CPU (trainer.py _resolve_auto_jit_compile: False without
+        # accelerators); on JAX every fit step is jitted already, so the eager freeze checks cover it
+        paths["keras-fit-jit_compile"] = Cited(dataclasses.replace(paths["keras-fit-jit_compile"].value,
+                                                                   freeze=FIT_FREEZE), paths["keras-fit-jit_compile"].source)
         paths["keras-tf.function-jit_compile"] = Cited(PathFacts(
             "tf.function(lambda x: bn(x, training=True), jit_compile=True)", cumulative="n/a"), f"{_XLA}; {_BN3}")
     return paths
@@ -111,6 +118,17 @@ class KerasCompile(CompileLane):
             return step, lambda x: f64(model(bn._in(x), training=False)), None
         raise KeyError(path)
 
+    def freeze(self, path, idiom, spec, state, x, dy, lr):
+        """The adapter's freeze idiom (bnsuite/adapters/keras_fit.py fit_step) with model.compile(jit_compile=True)."""
+        from bnsuite.adapters.keras_fit import fit_step
+
+        if not path.endswith("fit-jit_compile"):
+            raise NotImplementedError(f"{type(self).__name__}: no freeze idioms under {path}")
+        bn = self._layer(spec, state)
+        with bn._scope():
+            y = fit_step(bn._keras(), bn, idiom, x, dy, lr, bn._in, bn._to_numpy, bn._reduce_sum, jit_compile=True)
+        return y, bn.get_state()
+
     def _stateless(self, bn, lay, dy, f64):
         import keras
 
@@ -170,7 +188,7 @@ class TfKerasCompile(KerasCompile):
                 f"{_XLA}; {_TFK_BN}"),
             "tf_keras-fit-jit_compile": Cited(PathFacts(
                 "model.compile(SGD(0), 'mse', jit_compile=True); model.train_on_batch(x, y) per batch (fit's train step)",
-                **_FIT_FACTS), f"{_TFK_FIT}; {_TFK_BN}"),
+                freeze=FIT_FREEZE, **_FIT_FACTS), f"{_TFK_FIT}; {_TFK_BN}"),
         }
 
     def _path(self, path, bn, batches, dy):
