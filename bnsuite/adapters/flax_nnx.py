@@ -44,6 +44,7 @@ class FlaxNnx(FlaxAdapter):
         "mixed_precision": "bnsuite.adapters.mixed_precision.flax_mixed:nnx_step",
         "edge_facts": "bnsuite.adapters.edge_facts:FLAX_NNX",
         "compile": "bnsuite.lanes.compile.flax_compile:FlaxNnxCompile",
+        "training_loops": "bnsuite.lanes.loops.flax_loops:FlaxNnxLoops",
     }
     freeze_idioms = NNX_IDIOMS
 

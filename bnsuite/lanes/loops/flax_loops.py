@@ -119,3 +119,96 @@ class FlaxLinenLoops(TrainingLoops):
                       "tree = {'params': params}  # evaluated with the live batch_stats\n")
                    + "avg, ema_state = ema.update(tree, ema_state)")
         return AveragingRun(averaged, live, snippet)
+
+
+_NNX_BN = "flax/nnx/nn/normalization.py"
+_NNX_OPT = "flax/nnx/training/optimizer.py"
+
+
+class FlaxNnxLoops(TrainingLoops):
+    """flax.nnx's loops: nnx.Optimizer(model, tx, wrt=nnx.Param) steps, gradients by nnx.grad (which writes the
+    BatchStat updates of the forward pass back into the model), gradient accumulation with optax.MultiSteps and a
+    weight EMA with optax.ema over the Param state (the typical loop) or over Param AND BatchStat state."""
+
+    accumulation = {
+        "optax_multisteps": Cited(
+            AccumulationRule("every-micro-batch"),
+            f"{_NNX_BN}: BatchNorm.__call__ with use_running_average=False assigns self.mean / self.var on every "
+            f"call, and nnx.grad propagates that update into the model (flax/nnx/transforms/autodiff.py); {_ACC}: "
+            f"MultiSteps(every_k_schedule=k) applies the mean gradient on the k-th mini-step only; {_NNX_OPT}: "
+            "Optimizer.update applies the transformation to the wrt=nnx.Param state only"),
+    }
+    averaging = {
+        "optax_ema_params": Cited(
+            AveragingRule("ema-debiased", "live", decay=EMA_DECAY),
+            f"{_ACC}: ema(decay, debias=True) over the tree it is given, here nnx.state(model, nnx.Param); the "
+            "averaged copy (nnx.update of a clone) keeps the live model's BatchStats"),
+        "optax_ema_params_and_batch_stats": Cited(
+            AveragingRule("ema-debiased", "averaged", decay=EMA_DECAY),
+            f"{_ACC}: ema averages every leaf of nnx.state(model, nnx.Param, nnx.BatchStat)"),
+    }
+
+    @staticmethod
+    def _train(adapter_cls, spec, state, pairs, tx, after_step=None):
+        """The adapter's module loaded with `state`, trained by one jitted nnx step per (x, dy)."""
+        import jax.numpy as jnp
+        from flax import nnx
+
+        from bnsuite.adapters.flax_common import optimizer_update
+
+        bn = adapter_cls(spec)
+        bn.set_state(state)
+        opt = nnx.Optimizer(bn.bn, tx, wrt=nnx.Param)
+
+        @nnx.jit
+        def step(model, opt, x, dy):
+            loss = lambda m: jnp.sum(m(x, use_running_average=False) * dy) / x.shape[0]
+            optimizer_update(opt, model, nnx.grad(loss)(model))
+
+        for x, dy in pairs:
+            step(bn.bn, opt, bn._x(x), bn._x(dy))
+            if after_step is not None:
+                after_step(bn.bn)
+        return bn
+
+    @classmethod
+    def accumulate(cls, adapter_cls, idiom, spec, state, micro_batches, cotangents, lr):
+        import optax
+
+        if idiom not in cls.accumulation:
+            raise KeyError(idiom)
+        k = len(micro_batches)
+        acc = cls._train(adapter_cls, spec, state, list(zip(micro_batches, cotangents)),
+                         optax.MultiSteps(optax.sgd(lr), every_k_schedule=k))
+        large = cls._train(adapter_cls, spec, state, [(np.concatenate(micro_batches), np.concatenate(cotangents))],
+                           optax.sgd(lr))
+        snippet = (f"opt = nnx.Optimizer(model, optax.MultiSteps(optax.sgd({lr}), every_k_schedule={k}), "
+                   "wrt=nnx.Param)\nfor x, dy in micro_batches:\n"
+                   "    opt.update(model, nnx.grad(loss)(model))  # loss calls model(x, use_running_average=False)")
+        return AccumulationRun(acc.get_state(), large.get_state(), snippet)
+
+    @classmethod
+    def average(cls, adapter_cls, idiom, spec, state, batches, cotangents, lr):
+        import optax
+        from flax import nnx
+
+        with_stats = {"optax_ema_params": False, "optax_ema_params_and_batch_stats": True}[idiom]
+        ema = optax.ema(EMA_DECAY, debias=True)
+        what = (nnx.Param, nnx.BatchStat) if with_stats else (nnx.Param,)
+        held: dict = {}
+
+        def after_step(model):
+            tree = nnx.state(model, *what)
+            tree = tree if len(what) == 1 else nnx.merge_state(*tree)
+            held.setdefault("state", ema.init(tree))
+            held["avg"], held["state"] = ema.update(tree, held["state"])
+
+        bn = cls._train(adapter_cls, spec, state, list(zip(batches, cotangents)), optax.sgd(lr), after_step)
+        live = bn.get_state()
+        averaged = nnx.clone(bn.bn)
+        nnx.update(averaged, held["avg"])
+        bn.bn = bn._bn_module = averaged  # read the averaged copy through the adapter
+        snippet = (f"ema = optax.ema({EMA_DECAY}, debias=True)\n# after each step:\n"
+                   f"tree = nnx.state(model, {', '.join('nnx.' + w.__name__ for w in what)})\n"
+                   "avg, ema_state = ema.update(tree, ema_state); nnx.update(nnx.clone(model), avg)")
+        return AveragingRun(bn.get_state(), live, snippet)
