@@ -107,6 +107,7 @@ class TfKerasLayerBase(OnFramework, KerasLayerAdapter):
     capabilities = {
         "network": "bnsuite.adapters.nets.keras_net:build",
         "mixed_precision": "bnsuite.adapters.mixed_precision.keras_mixed:tf_keras_step",
+        "training_loops": "bnsuite.lanes.loops.keras_loops:TfKerasLoops",
     }
     framework_name = "tf_keras"
 

@@ -148,9 +148,9 @@ def test_weight_averaging(case, rec):
                  source=cited.source, extra=extra)
         decl_p = f"oracle: {rule.params} average of the {T} snapshots" + (f", decay {rule.decay}" if rule.decay else "")
         ch.close(rec, "averaging_scale", run.averaged.scale, lref.average([s.scale for s in snaps], rule.params,
-                 rule.decay), tol_p, declared=decl_p, source=cited.source, extra=extra)
+                 rule.decay, st.scale), tol_p, declared=decl_p, source=cited.source, extra=extra)
         ch.close(rec, "averaging_offset", run.averaged.offset, lref.average([s.offset for s in snaps], rule.params,
-                 rule.decay), tol_p, declared=decl_p, source=cited.source, extra=extra)
+                 rule.decay, st.offset), tol_p, declared=decl_p, source=cited.source, extra=extra)
         live_gap = float(np.max(np.abs(_stats(run.averaged) - np.concatenate(cands["averaged"]))))
         _row(rec, "weight averaging", idiom, f"params: {rule.params}; statistics: {rule.running_stats}",
              f"statistics: {observed}", cited.source,

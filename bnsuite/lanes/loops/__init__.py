@@ -29,8 +29,9 @@ from bnsuite.adapters.base import Cited, State
 RUNNING_STATS_CANDIDATES = ("averaged", "live", "initial", "recomputed")
 # How the parameters are averaged: "equal" (the plain mean of the T snapshots, SWA), "ema-first-copy" (EMA whose first
 # value is the first snapshot: a_1 = w_1, a_t = d a_{t-1} + (1 - d) w_t; Keras use_ema), "ema-debiased" (e_0 = 0,
-# e_t = d e_{t-1} + (1 - d) w_t, reported as e_t / (1 - d^t); optax.ema(debias=True)).
-AVERAGING_KINDS = ("equal", "ema-first-copy", "ema-debiased")
+# e_t = d e_{t-1} + (1 - d) w_t, reported as e_t / (1 - d^t); optax.ema(debias=True)), "ema-from-initial" (EMA from
+# the weights before the first step: a_0 = w_0, a_t = d a_{t-1} + (1 - d) w_t; tf_keras use_ema).
+AVERAGING_KINDS = ("equal", "ema-first-copy", "ema-debiased", "ema-from-initial")
 
 
 @dataclasses.dataclass(frozen=True)

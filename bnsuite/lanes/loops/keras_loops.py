@@ -40,18 +40,23 @@ class KerasLoops(TrainingLoops):
 
     @staticmethod
     def _model(adapter_cls, spec, state):
-        import keras
-
+        """(the adapter's keras module, the adapter, a Sequential model around its layer loaded with `state`)."""
         bn = adapter_cls(spec)
-        model = keras.Sequential([keras.Input((spec.num_features,), dtype=spec.dtype), bn.layer])
+        K = bn._keras()
+        model = K.Sequential([K.Input((spec.num_features,), dtype=spec.dtype), bn.layer])
         bn.set_state(state)
-        return keras, bn, model
+        return K, bn, model
+
+    @staticmethod
+    def _per_sample_sum(K):
+        return K.ops.sum if hasattr(K, "ops") else K.backend.sum  # Keras 3 / tf_keras
 
     @classmethod
     def _fit(cls, adapter_cls, spec, state, batches, cotangents, optimizer_kwargs, lr):
         keras, bn, model = cls._model(adapter_cls, spec, state)
+        total = cls._per_sample_sum(keras)
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr, **optimizer_kwargs),
-                      loss=lambda t, p: keras.ops.sum(t * p, axis=-1))
+                      loss=lambda t, p: total(t * p, axis=-1))
         x, dy = np.concatenate(batches), np.concatenate(cotangents)
         model.fit(x.astype(spec.dtype), dy.astype(spec.dtype), batch_size=len(batches[0]), epochs=1, shuffle=False,
                   verbose=0)
@@ -80,3 +85,59 @@ class KerasLoops(TrainingLoops):
                    "loss=...)\nmodel.fit(x, dy, batch_size=m, shuffle=False)  # finalize_variable_values at the end")
         # fit leaves the model holding the averaged weights; the live ones are gone (the EMA replaced them)
         return AveragingRun(averaged, None, snippet)
+
+
+_TFK_OPT = "tf_keras/src/optimizers/optimizer.py"
+_TFK_BN = "tf_keras/src/layers/normalization/batch_normalization.py"
+
+
+class TfKerasLoops(KerasLoops):
+    """tf_keras' loops (the V2 layer and the TF1 layer of tf.compat.v1.keras alike): its optimizers have no
+    gradient_accumulation_steps, so accumulation is the custom loop users write (a GradientTape per micro-batch, the
+    mean gradient applied once); the weight EMA is the optimizer's use_ema=True in fit."""
+
+    accumulation = {
+        "gradient_tape_micro_batches": Cited(
+            AccumulationRule("every-micro-batch"),
+            f"{_TFK_BN}: call(training=True) runs assign_moving_average on moving_mean/moving_variance on every "
+            "training-mode call (the TF1 layer alike, eagerly); the loop sums the k tapes' gradients of loss / k and "
+            "calls optimizer.apply_gradients once"),
+    }
+    averaging = {
+        "sgd_use_ema_fit": Cited(
+            AveragingRule("ema-from-initial", "live", decay=EMA_MOMENTUM),
+            f"{_TFK_OPT}: build() creates each average with add_variable_from_reference(var, 'average', "
+            "initial_value=var), the weights before the first step; apply_gradients -> "
+            "_update_model_variables_moving_average(var_list) averages the trained variables only (average = "
+            "ema_momentum * average + (1 - ema_momentum) * var); tf_keras/src/engine/training.py: fit calls "
+            "finalize_variable_values(self.trainable_variables), which overwrites them with their averages, so the "
+            "non-trainable moving statistics keep their last (live) values"),
+    }
+
+    @classmethod
+    def accumulate(cls, adapter_cls, idiom, spec, state, micro_batches, cotangents, lr):
+        import tensorflow as tf
+
+        if idiom not in cls.accumulation:
+            raise KeyError(idiom)
+
+        def step(pairs):
+            K, bn, model = cls._model(adapter_cls, spec, state)
+            opt = K.optimizers.SGD(learning_rate=lr)
+            total = None
+            for x, dy in pairs:
+                with tf.GradientTape() as tape:
+                    y = model(tf.constant(x, spec.dtype), training=True)
+                    loss = tf.reduce_sum(y * tf.constant(dy, spec.dtype)) / x.shape[0] / len(pairs)
+                g = tape.gradient(loss, model.trainable_variables)
+                total = g if total is None else [a + b for a, b in zip(total, g)]
+            opt.apply_gradients(zip(total, model.trainable_variables))
+            return bn.get_state()
+
+        k = len(micro_batches)
+        snippet = ("grads = None\nfor x, dy in micro_batches:  # k of them\n    with tf.GradientTape() as tape:\n"
+                   "        loss = tf.reduce_sum(model(x, training=True) * dy) / len(x) / k\n"
+                   "    grads = add(grads, tape.gradient(loss, model.trainable_variables))\n"
+                   f"optimizer.apply_gradients(zip(grads, model.trainable_variables))  # SGD({lr}), k = {k}")
+        return AccumulationRun(step(list(zip(micro_batches, cotangents))),
+                               step([(np.concatenate(micro_batches), np.concatenate(cotangents))]), snippet)

@@ -65,14 +65,22 @@ def trajectory(state: State, batches, cotangents, *, eps: float, axis: int, mome
     return out
 
 
-def average(values: list[np.ndarray], kind: str, decay: float | None) -> np.ndarray:
-    """The average of the snapshots `values` (one after each step) by the averaging kind (AVERAGING_KINDS)."""
+def average(values: list[np.ndarray], kind: str, decay: float | None, initial=None) -> np.ndarray:
+    """The average of the snapshots `values` (one after each step) by the averaging kind (AVERAGING_KINDS);
+    `initial` is the value before the first step (where the kind starts from it)."""
     v = [np.asarray(a, np.float64) for a in values]
     if kind == "equal":
         return np.mean(v, axis=0)
     if kind == "ema-first-copy":
         a = v[0]
         for w in v[1:]:
+            a = decay * a + (1 - decay) * w
+        return a
+    if kind == "ema-from-initial":
+        if initial is None:
+            raise ValueError("ema-from-initial needs the value before the first step")
+        a = np.asarray(initial, np.float64)
+        for w in v:
             a = decay * a + (1 - decay) * w
         return a
     if kind == "ema-debiased":
@@ -88,8 +96,8 @@ def running_candidates(state: State, snapshots: list[State], batches, *, kind: s
     """Each candidate (RUNNING_STATS_CANDIDATES) for the averaged model's (running mean, running var)."""
     recomputed = ref.train_steps(batches, np.zeros_like(state.mean), np.ones_like(state.var), None, estimator, axis)
     return {
-        "averaged": (average([s.mean for s in snapshots], kind, decay),
-                     average([s.var for s in snapshots], kind, decay)),
+        "averaged": (average([s.mean for s in snapshots], kind, decay, state.mean),
+                     average([s.var for s in snapshots], kind, decay, state.var)),
         "live": (snapshots[-1].mean, snapshots[-1].var),
         "initial": (state.mean, state.var),
         "recomputed": recomputed,
