@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+from bnsuite.adapters.base import Cited
 from bnsuite.lanes.loops import torch_loops
 from bnsuite.lanes.loops.torch_loops import TorchLoops
 from meta_tests.broken.base import torch_with
@@ -57,6 +60,14 @@ class LossNotScaledByK(TorchLoops):
         opt.step()
 
 
+class EmaFromInitialDeclared(TorchLoops):
+    """SWA's equal average of the snapshots declared as an EMA that starts from the weights before the first step."""
+
+    averaging = {"swa_use_buffers_true": Cited(dataclasses.replace(TorchLoops.averaging["swa_use_buffers_true"].value,
+                                                                   params="ema-from-initial", decay=0.5),
+                                               "deliberately wrong")}
+
+
 LoopsStaleAverage = torch_with("LoopsStaleAverage", "broken-loops-stale-average",
                                training_loops=StaleAveragedStatistics)
 LoopsLastWeights = torch_with("LoopsLastWeights", "broken-loops-last-weights", training_loops=LastWeightsNotAveraged)
@@ -64,9 +75,14 @@ LoopsStatisticsOnce = torch_with("LoopsStatisticsOnce", "broken-loops-statistics
                                  training_loops=StatisticsUpdatedOnce)
 LoopsUnscaledLoss = torch_with("LoopsUnscaledLoss", "broken-loops-unscaled-loss", training_loops=LossNotScaledByK)
 
+LoopsEmaFromInitial = torch_with("LoopsEmaFromInitial", "broken-loops-ema-from-initial",
+                                 training_loops=EmaFromInitialDeclared)
+
 EXPECTED_FAILURES = {
     LoopsStaleAverage: {"averaging_running_stats", "averaging_running_mean", "averaging_running_var"},
     LoopsLastWeights: {"averaging_scale", "averaging_offset"},
     LoopsStatisticsOnce: {"accumulation_statistics_updates", "accumulation_running_mean", "accumulation_running_var"},
     LoopsUnscaledLoss: {"accumulation_scale", "accumulation_offset", "accumulation_gradient_gap"},
+    LoopsEmaFromInitial: {"averaging_running_stats", "averaging_running_mean", "averaging_running_var",
+                          "averaging_scale", "averaging_offset"},
 }
