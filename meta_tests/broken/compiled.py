@@ -9,7 +9,7 @@ import dataclasses
 from bnsuite.adapters.base import Cited, Grads, State
 from bnsuite.adapters.torch_bn import TorchBatchNorm
 from bnsuite.lanes.compile.torch_compile import TorchCompile
-from meta_tests.broken.base import ref, wrong
+from meta_tests.broken.base import ref, torch_with, wrong
 
 PATH = "compile-aot_eager"
 
@@ -118,18 +118,9 @@ class CompileSkewed(TorchBatchNorm):
     capabilities = {**TorchBatchNorm.capabilities, "compile": ref(SkewedLane)}
 
 
-class CompilePerStep(TorchBatchNorm):
-    """A correct torch BatchNorm whose compiled steps each update a copy of the loaded statistics."""
-
-    id = "broken-compile-per-step"
-    capabilities = {**TorchBatchNorm.capabilities, "compile": ref(PerStepLane)}
-
-
-class CompileDeclaresPerStep(TorchBatchNorm):
-    """A correct torch BatchNorm whose compiled path declares per-step statistics and updates them in sequence."""
-
-    id = "broken-compile-declares-per-step"
-    capabilities = {**TorchBatchNorm.capabilities, "compile": ref(DeclaresPerStepLane)}
+CompilePerStep = torch_with("CompilePerStep", "broken-compile-per-step", compile=PerStepLane)
+CompileDeclaresPerStep = torch_with("CompileDeclaresPerStep", "broken-compile-declares-per-step",
+                                    compile=DeclaresPerStepLane)
 
 
 EXPECTED_FAILURES = {

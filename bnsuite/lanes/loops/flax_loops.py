@@ -125,27 +125,26 @@ _NNX_BN = "flax/nnx/nn/normalization.py"
 _NNX_OPT = "flax/nnx/training/optimizer.py"
 
 
+_NNX_MULTISTEPS = (f"{_NNX_BN}: BatchNorm.__call__ with use_running_average=False assigns self.mean / self.var on "
+                   "every call, and nnx.grad propagates that update into the model (flax/nnx/transforms/autodiff.py); "
+                   f"{_ACC}: MultiSteps(every_k_schedule=k) applies the mean gradient on the k-th mini-step only; "
+                   f"{_NNX_OPT}: Optimizer.update applies the transformation to the wrt=nnx.Param state only")
+
+
 class FlaxNnxLoops(TrainingLoops):
     """flax.nnx's loops: nnx.Optimizer(model, tx, wrt=nnx.Param) steps, gradients by nnx.grad (which writes the
     BatchStat updates of the forward pass back into the model), gradient accumulation with optax.MultiSteps and a
     weight EMA with optax.ema over the Param state (the typical loop) or over Param AND BatchStat state."""
 
-    accumulation = {
-        "optax_multisteps": Cited(
-            AccumulationRule("every-micro-batch"),
-            f"{_NNX_BN}: BatchNorm.__call__ with use_running_average=False assigns self.mean / self.var on every "
-            f"call, and nnx.grad propagates that update into the model (flax/nnx/transforms/autodiff.py); {_ACC}: "
-            f"MultiSteps(every_k_schedule=k) applies the mean gradient on the k-th mini-step only; {_NNX_OPT}: "
-            "Optimizer.update applies the transformation to the wrt=nnx.Param state only"),
-    }
+    accumulation = {"optax_multisteps": Cited(AccumulationRule("every-micro-batch"), _NNX_MULTISTEPS)}
     averaging = {
-        "optax_ema_params": Cited(
-            AveragingRule("ema-debiased", "live", decay=EMA_DECAY),
-            f"{_ACC}: ema(decay, debias=True) over the tree it is given, here nnx.state(model, nnx.Param); the "
-            "averaged copy (nnx.update of a clone) keeps the live model's BatchStats"),
-        "optax_ema_params_and_batch_stats": Cited(
-            AveragingRule("ema-debiased", "averaged", decay=EMA_DECAY),
-            f"{_ACC}: ema averages every leaf of nnx.state(model, nnx.Param, nnx.BatchStat)"),
+        "optax_ema_params": Cited(AveragingRule("ema-debiased", "live", decay=EMA_DECAY),
+                                  f"{_ACC}: ema(decay, debias=True) over the tree it is given, here nnx.state(model, "
+                                  "nnx.Param); the averaged copy (nnx.update of a clone) keeps the live model's "
+                                  "BatchStats"),
+        "optax_ema_params_and_batch_stats": Cited(AveragingRule("ema-debiased", "averaged", decay=EMA_DECAY),
+                                                  f"{_ACC}: ema averages every leaf of nnx.state(model, nnx.Param, "
+                                                  "nnx.BatchStat)"),
     }
 
     @staticmethod

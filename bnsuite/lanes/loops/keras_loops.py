@@ -91,28 +91,24 @@ _TFK_OPT = "tf_keras/src/optimizers/optimizer.py"
 _TFK_BN = "tf_keras/src/layers/normalization/batch_normalization.py"
 
 
+_TFK_TAPE = (f"{_TFK_BN}: call(training=True) runs assign_moving_average on moving_mean/moving_variance on every "
+             "training-mode call (the TF1 layer alike, eagerly); the loop sums the k tapes' gradients of loss / k and "
+             "calls optimizer.apply_gradients once")
+_TFK_EMA = (f"{_TFK_OPT}: build() creates each average with add_variable_from_reference(var, 'average', "
+            "initial_value=var), the weights before the first step; apply_gradients -> "
+            "_update_model_variables_moving_average(var_list) averages the trained variables only (average = "
+            "ema_momentum * average + (1 - ema_momentum) * var); tf_keras/src/engine/training.py: fit calls "
+            "finalize_variable_values(self.trainable_variables), which overwrites them with their averages, so the "
+            "non-trainable moving statistics keep their last (live) values")
+
+
 class TfKerasLoops(KerasLoops):
     """tf_keras' loops (the V2 layer and the TF1 layer of tf.compat.v1.keras alike): its optimizers have no
     gradient_accumulation_steps, so accumulation is the custom loop users write (a GradientTape per micro-batch, the
     mean gradient applied once); the weight EMA is the optimizer's use_ema=True in fit."""
 
-    accumulation = {
-        "gradient_tape_micro_batches": Cited(
-            AccumulationRule("every-micro-batch"),
-            f"{_TFK_BN}: call(training=True) runs assign_moving_average on moving_mean/moving_variance on every "
-            "training-mode call (the TF1 layer alike, eagerly); the loop sums the k tapes' gradients of loss / k and "
-            "calls optimizer.apply_gradients once"),
-    }
-    averaging = {
-        "sgd_use_ema_fit": Cited(
-            AveragingRule("ema-from-initial", "live", decay=EMA_MOMENTUM),
-            f"{_TFK_OPT}: build() creates each average with add_variable_from_reference(var, 'average', "
-            "initial_value=var), the weights before the first step; apply_gradients -> "
-            "_update_model_variables_moving_average(var_list) averages the trained variables only (average = "
-            "ema_momentum * average + (1 - ema_momentum) * var); tf_keras/src/engine/training.py: fit calls "
-            "finalize_variable_values(self.trainable_variables), which overwrites them with their averages, so the "
-            "non-trainable moving statistics keep their last (live) values"),
-    }
+    accumulation = {"gradient_tape_micro_batches": Cited(AccumulationRule("every-micro-batch"), _TFK_TAPE)}
+    averaging = {"sgd_use_ema_fit": Cited(AveragingRule("ema-from-initial", "live", decay=EMA_MOMENTUM), _TFK_EMA)}
 
     @classmethod
     def accumulate(cls, adapter_cls, idiom, spec, state, micro_batches, cotangents, lr):
