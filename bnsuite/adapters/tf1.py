@@ -124,6 +124,7 @@ class Tf1Graph(OnFramework, SlotState, BatchNormAdapter):
         "blocks": "bnsuite.adapters.blocks.tf1_graph_blocks:Tf1GraphBlocks",
         "mixed_precision": "bnsuite.adapters.mixed_precision.tf1_mixed:step",
         "edge_facts": "bnsuite.adapters.edge_facts:TF1_GRAPH",
+        "training_loops": "bnsuite.lanes.loops.tf1_loops:Tf1GraphLoops",
     }
     freeze_idioms = TF1_GRAPH_IDIOMS
 
