@@ -219,6 +219,7 @@ class PaddleBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     runs_on = PADDLE
     capabilities = {
         "network": "bnsuite.adapters.nets.paddle_net:build",
+        "norms": "bnsuite.adapters.norms.paddle_norms:PaddleNorms",
         "mixed_precision": "bnsuite.adapters.mixed_precision.paddle_mixed:step",
         "edge_facts": "bnsuite.adapters.edge_facts:PADDLE",
     }
