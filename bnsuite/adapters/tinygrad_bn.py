@@ -195,6 +195,7 @@ class TinygradBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     runs_on = TINYGRAD
     capabilities = {
         "network": "bnsuite.adapters.nets.tinygrad_net:build",
+        "norms": "bnsuite.adapters.norms.tinygrad_norms:TinygradNorms",
         "mixed_precision": "bnsuite.adapters.mixed_precision.tinygrad_mixed:step",
         "edge_facts": "bnsuite.adapters.edge_facts:TINYGRAD",
     }
