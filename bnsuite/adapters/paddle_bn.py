@@ -222,6 +222,7 @@ class PaddleBatchNorm(OnFramework, SlotState, BatchNormAdapter):
         "norms": "bnsuite.adapters.norms.paddle_norms:PaddleNorms",
         "mixed_precision": "bnsuite.adapters.mixed_precision.paddle_mixed:step",
         "edge_facts": "bnsuite.adapters.edge_facts:PADDLE",
+        "compile": "bnsuite.lanes.compile.paddle_compile:PaddleCompile",
     }
     freeze_idioms = FREEZE_IDIOMS
 
