@@ -14,14 +14,14 @@ from bnsuite.adapters.base import Cited, Unsupported
 from bnsuite.adapters.blocks import BlockDeclaration, Blocks
 
 DECLARATION = BlockDeclaration(
-    dropout_scaling=Cited("inverted", "paddle/nn/layer/common.py: Dropout.__init__(p=0.5, axis=None, "
-                                      "mode='upscale_in_train'); docstring 'upscale_in_train (default), upscale the "
-                                      "output at training time - train: out = input * mask / (1.0 - p) - inference: "
-                                      "out = input'"),
     bce_losses=Cited({"BCELoss": "probabilities", "BCEWithLogitsLoss": "logits"},
                      "paddle/nn/layer/loss.py: BCELoss ('Out = -1 * (label * log(input) + (1 - label) * log(1 - "
                      "input))', input probabilities), BCEWithLogitsLoss ('Combine the sigmoid layer and the "
                      "BCELoss layer')"),
+    dropout_scaling=Cited("inverted", "paddle/nn/layer/common.py: Dropout.__init__(p=0.5, axis=None, "
+                                      "mode='upscale_in_train'); docstring 'upscale_in_train (default), upscale the "
+                                      "output at training time - train: out = input * mask / (1.0 - p) - inference: "
+                                      "out = input'"),
 )
 
 # canonical weight name -> (op kind, paddle attribute, transposed)

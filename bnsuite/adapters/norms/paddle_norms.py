@@ -18,29 +18,39 @@ _ROWWISE = "each sample is normalized with its own statistics; observed bitwise 
 _GROUP_KERNEL = ("paddle/phi/kernels/cpu/group_norm_kernel.cc: GroupNormKernel sums x and x * x in one pass, then "
                  "x_var = std::max(x_var - x_mean * x_mean, T(0)) (E[x^2] - E[x]^2, clamped at 0)")
 
+_INSTANCE_SOURCE = (
+    f"{_NORM}: _InstanceNormBase.__init__(epsilon=1e-5, momentum=0.9, weight_attr=None, bias_attr=None) creates "
+    "scale (ones) and bias (zeros) unless both attrs are False: affine by default, unlike torch; "
+    f"{_F}: instance_norm -> _C_ops.instance_norm(x, weight, bias, eps); "
+    "paddle/phi/kernels/cpu/instance_norm_kernel.cc: InstanceNormKernel reshapes x to (N * C, sample_size) and "
+    "reduces the rows together with Eigen (x_arr.mean, then (x_arr - mean).square().mean: two-pass): observed NOT "
+    "bitwise between a batch of 8 and of 1 or 3 on paddle 3.3.1 CPU (last-bit differences, within the rounding bound)")
+
 DECLARATION = NormDeclaration(
     framework="paddle",
     kinds={
-        "layer": Cited(NormFacts("paddle.nn.LayerNorm(normalized_shape=C)", 1e-5, "last", True, "two-pass", True),
+        "layer": Cited(NormFacts(layer="paddle.nn.LayerNorm(normalized_shape=C)", default_eps=1e-5,
+                                 default_axes="last", default_affine=True, variance="two-pass",
+                                 bitwise_batch_independent=True),
                        f"{_NORM}: LayerNorm.__init__(normalized_shape, epsilon=1e-5, elementwise_affine=True); "
                        f"{_F}: layer_norm -> _C_ops.layer_norm(x, weight, bias, epsilon, begin_norm_axis) over the "
                        f"trailing normalized_shape axes; {_ROWWISE}"),
-        "group": Cited(NormFacts("paddle.nn.GroupNorm(num_groups, num_channels)", 1e-5, "channels-first", True,
-                                 "one-pass", True),
+        "group": Cited(NormFacts(layer="paddle.nn.GroupNorm(num_groups, num_channels)", default_eps=1e-5,
+                                 default_axes="channels-first", default_affine=True, variance="one-pass",
+                                 bitwise_batch_independent=True),
                        f"{_NORM}: GroupNorm.__init__(num_groups, num_channels, epsilon=1e-5, affine=True, "
                        f"data_format='NCHW'); {_F}: group_norm -> _C_ops.group_norm; {_GROUP_KERNEL}; {_ROWWISE}"),
-        "instance": Cited(NormFacts("paddle.nn.InstanceNorm1D/2D(num_features)", 1e-5, "channels-first", True,
-                                    "two-pass", False),
-                          f"{_NORM}: _InstanceNormBase.__init__(epsilon=1e-5, momentum=0.9, weight_attr=None, "
-                          "bias_attr=None) creates scale (ones) and bias (zeros) unless both attrs are False: "
-                          f"affine by default, unlike torch; {_F}: instance_norm -> _C_ops.instance_norm(x, weight, "
-                          "bias, eps); paddle/phi/kernels/cpu/instance_norm_kernel.cc: InstanceNormKernel reshapes x to "
-                          "(N * C, sample_size) and reduces the rows together with Eigen (x_arr.mean, then "
-                          "(x_arr - mean).square().mean: two-pass): observed NOT bitwise between a batch of 8 and of "
-                          "1 or 3 on paddle 3.3.1 CPU (last-bit differences, within the rounding bound)"),
+        "instance": Cited(NormFacts(layer="paddle.nn.InstanceNorm1D/2D(num_features)", default_eps=1e-5,
+                                    default_axes="channels-first", default_affine=True, variance="two-pass",
+                                    bitwise_batch_independent=False), _INSTANCE_SOURCE),
     },
     missing={"rms": f"paddle.nn has no RMSNorm layer ({_NORM} defines none; only the function "
                     "paddle.nn.functional.rms_norm exists)"},
+    instance_running_stats=Cited(None, f"{_NORM}: _InstanceNormBase.forward passes no running statistics; {_F}: "
+                                       "instance_norm docstring 'running_mean ... Obsolete (that is, no longer "
+                                       "usable)', 'use_input_stats ... Obsolete'"),
+    instance_running_stats_default=Cited(False, f"{_NORM}: _InstanceNormBase creates no running statistics"),
+    layer_rms_scaling=Cited(None, f"{_NORM}: LayerNorm.__init__ has no rms_scaling option"),
     group_layout=Cited("contiguous", f"{_NORM}: GroupNorm docstring 'num_groups: The number of groups that divided "
                                      "from channels' (the Group Normalization paper's contiguous groups); observed "
                                      "contiguous on paddle 3.3.1"),
@@ -48,11 +58,6 @@ DECLARATION = NormDeclaration(
                         f"{_NORM}: GroupNorm.__init__ accepts data_format 'NCL', 'NCHW', 'NCDHW', 'NLC', 'NHWC', "
                         "'NDHWC'; _InstanceNormBase takes data_format: Literal['NCHW'] only (the adapter builds "
                         "InstanceNorm for channels-first input)"),
-    instance_running_stats=Cited(None, f"{_NORM}: _InstanceNormBase.forward passes no running statistics; {_F}: "
-                                       "instance_norm docstring 'running_mean ... Obsolete (that is, no longer "
-                                       "usable)', 'use_input_stats ... Obsolete'"),
-    instance_running_stats_default=Cited(False, f"{_NORM}: _InstanceNormBase creates no running statistics"),
-    layer_rms_scaling=Cited(None, f"{_NORM}: LayerNorm.__init__ has no rms_scaling option"),
 )
 
 # rank -> the InstanceNorm class that takes it (_check_input_dim of each)
@@ -60,16 +65,15 @@ _INSTANCE = {3: "InstanceNorm1D", 4: "InstanceNorm2D", 5: "InstanceNorm3D"}
 
 
 class PaddleNorms(NormAdapter):
-    framework = "paddle"
+    """One paddle norm layer in dynamic-graph mode on the CPU, built under the spec's default dtype."""
 
-    @classmethod
-    def declare(cls) -> NormDeclaration:
-        return DECLARATION
+    framework = "paddle"
+    declare = classmethod(lambda cls: DECLARATION)
 
     def __init__(self, spec: NormSpec):
         super().__init__(spec)
         if spec.device != "cpu":
-            raise Unsupported(f"paddle norms run on the CPU here, not {spec.device}")
+            raise Unsupported(f"paddle norms: this adapter builds CPU layers only, not {spec.device}")
         import paddle
 
         from bnsuite.adapters.paddle_bn import default_dtype

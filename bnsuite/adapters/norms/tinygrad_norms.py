@@ -17,45 +17,47 @@ _LN = ("tinygrad/mixin/op.py: layernorm, y = self - self.mean(axis, keepdim=True
 _ROWWISE = "no op reduces over the batch axis; observed bitwise between batches of 8, 3 and 1 on tinygrad 0.14.0 CPU"
 _RESHAPE = "x.reshape(x.shape[0], {}, -1).layernorm(eps=self.eps).reshape(x.shape)"
 
+
+# kind -> (layer, default eps, default axes, variance algorithm, bitwise batch-independent); every one is affine by
+# default (a learned scale, and an offset except RMSNorm's)
+_FACTS = {
+    "layer": ("tinygrad.nn.LayerNorm(normalized_shape=C)", 1e-5, "last", "two-pass", True),
+    "rms": ("tinygrad.nn.RMSNorm(dim=C)", 1e-6, "last", "mean-square", True),
+    "group": ("tinygrad.nn.GroupNorm(num_groups, num_channels)", 1e-5, "channels-first", "two-pass", True),
+    "instance": ("tinygrad.nn.InstanceNorm(num_features)", 1e-5, "channels-first", "two-pass", True),
+}
+_SOURCES = {
+    "layer": f"{_NN}: LayerNorm.__init__(normalized_shape, eps=1e-5, elementwise_affine=True), __call__ "
+             f"x.layernorm(eps, axis=the trailing normalized_shape axes); {_LN}; {_ROWWISE}",
+    "rms": f"{_NN}: RMSNorm.__init__(dim, eps=1e-6, elementwise_affine=True), _norm "
+           f"x * (x.square().mean(-1, keepdim=True) + self.eps).rsqrt() on x.float(); {_ROWWISE}",
+    "group": f"{_NN}: GroupNorm.__init__(num_groups, num_channels, eps=1e-5, affine=True), __call__ "
+             f"{_RESHAPE.format('self.num_groups')}; {_LN}; {_ROWWISE}",
+    "instance": f"{_NN}: InstanceNorm.__init__(num_features, eps=1e-5, affine=True): affine by default, unlike torch; "
+                f"__call__ {_RESHAPE.format('self.num_features')}; {_LN}; {_ROWWISE}",
+}
+_KINDS = {kind: Cited(NormFacts(layer, eps, axes, True, variance, bitwise), _SOURCES[kind])
+          for kind, (layer, eps, axes, variance, bitwise) in _FACTS.items()}
+_NO_RUNNING = f"{_NN}: InstanceNorm keeps no running statistics"
 DECLARATION = NormDeclaration(
-    framework="tinygrad",
-    kinds={
-        "layer": Cited(NormFacts("tinygrad.nn.LayerNorm(normalized_shape=C)", 1e-5, "last", True, "two-pass", True),
-                       f"{_NN}: LayerNorm.__init__(normalized_shape, eps=1e-5, elementwise_affine=True), __call__ "
-                       f"x.layernorm(eps, axis=the trailing normalized_shape axes); {_LN}; {_ROWWISE}"),
-        "rms": Cited(NormFacts("tinygrad.nn.RMSNorm(dim=C)", 1e-6, "last", True, "mean-square", True),
-                     f"{_NN}: RMSNorm.__init__(dim, eps=1e-6, elementwise_affine=True), _norm "
-                     f"x * (x.square().mean(-1, keepdim=True) + self.eps).rsqrt() on x.float(); {_ROWWISE}"),
-        "group": Cited(NormFacts("tinygrad.nn.GroupNorm(num_groups, num_channels)", 1e-5, "channels-first", True,
-                                 "two-pass", True),
-                       f"{_NN}: GroupNorm.__init__(num_groups, num_channels, eps=1e-5, affine=True), __call__ "
-                       f"{_RESHAPE.format('self.num_groups')}; {_LN}; {_ROWWISE}"),
-        "instance": Cited(NormFacts("tinygrad.nn.InstanceNorm(num_features)", 1e-5, "channels-first", True,
-                                    "two-pass", True),
-                          f"{_NN}: InstanceNorm.__init__(num_features, eps=1e-5, affine=True): affine by default, "
-                          f"unlike torch; __call__ {_RESHAPE.format('self.num_features')}; {_LN}; {_ROWWISE}"),
-    },
+    "tinygrad", _KINDS,
+    layer_rms_scaling=Cited(None, f"{_NN}: LayerNorm has no rms_scaling option; RMSNorm is its own layer"),
+    instance_running_stats=Cited(None, _NO_RUNNING), instance_running_stats_default=Cited(False, _NO_RUNNING),
     group_layout=Cited("contiguous", f"{_NN}: GroupNorm.__call__ {_RESHAPE.format('self.num_groups')} on (N, C, "
                                      "...): group g holds channels [g*C/G, (g+1)*C/G)"),
     group_layouts=Cited(("channels-first",), f"{_NN}: GroupNorm and InstanceNorm reshape x.shape[0], groups, -1 "
                                              "and broadcast the weight as (1, -1, 1, ...): the channels on axis 1"),
-    instance_running_stats=Cited(None, f"{_NN}: InstanceNorm keeps no running statistics"),
-    instance_running_stats_default=Cited(False, f"{_NN}: InstanceNorm keeps no running statistics"),
-    layer_rms_scaling=Cited(None, f"{_NN}: LayerNorm has no rms_scaling option; RMSNorm is its own layer"),
 )
 
 
 class TinygradNorms(NormAdapter):
-    framework = "tinygrad"
+    """One tinygrad norm layer on tinygrad's default (CPU) device; the mode is not read."""
 
-    @classmethod
-    def declare(cls) -> NormDeclaration:
-        return DECLARATION
+    framework = "tinygrad"
+    declare = classmethod(lambda cls: DECLARATION)
 
     def __init__(self, spec: NormSpec):
         super().__init__(spec)
-        if spec.device != "cpu":
-            raise Unsupported(f"tinygrad norms run on the CPU here, not {spec.device}")
         # the adapter module sets tinygrad's kernel cache and compile settings before tinygrad is imported
         from bnsuite.adapters import tinygrad_bn  # noqa: F401
         from tinygrad import Tensor, dtypes, nn
