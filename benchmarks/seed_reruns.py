@@ -40,6 +40,7 @@ def seed_range(text: str) -> list[int]:
 
 
 def failed_cases(results: str) -> list[str]:
+    """'test id: reason' of each failed case (the first line of its reason)."""
     out = []
     if os.path.exists(results):
         with open(results, encoding="utf-8") as fh:
@@ -49,7 +50,8 @@ def failed_cases(results: str) -> list[str]:
                 except ValueError:
                     continue
                 if r.get("kind") == "outcome" and r.get("outcome") in ("failed", "error"):
-                    out.append(r.get("test", "?"))
+                    reason = (str(r.get("reason") or "").strip().splitlines() or [""])[0][:300]
+                    out.append(f"{r.get('test', '?')}: {reason}")
     return out
 
 
@@ -59,6 +61,8 @@ def main() -> int:
     ap.add_argument("--only", action="append", default=[], help="a group (python3 -m bnsuite groups); repeatable")
     ap.add_argument("--core", action="store_true", help="leave out the compile/export/real-model lanes")
     ap.add_argument("--out", default="seed_reruns.json", help="where the outcome per (group, seed) is kept")
+    ap.add_argument("--case-timeout", type=int, default=1800,
+                    help="seconds a case may take (--bn-case-timeout; this is not a timing run, so generous)")
     a = ap.parse_args()
     py = runner.ensure_venv(os.environ.get("BNSUITE_VENV", os.path.join(runner.ROOT, ".venv")))
     known = groups.builtin_groups()
@@ -75,7 +79,7 @@ def main() -> int:
                 if key in done:
                     continue
                 env, args = known[g]
-                r = runner.run_group(py, f"{g}-seed{seed}", env, args, run_dir, [f"--bn-seed={seed}", *ignore])
+                r = runner.run_group(py, f"{g}-seed{seed}", env, args, run_dir, [f"--bn-seed={seed}", f"--bn-case-timeout={a.case_timeout}", *ignore])
                 failed = failed_cases(os.path.join(run_dir, f"{g}-seed{seed}.jsonl"))
                 done[key] = {"passed": r["counts"].get("passed", 0), "failed": failed, "status": r.get("status"),
                              "wall_s": round(r["wall_s"], 1), "core": a.core, "at": time.strftime("%Y-%m-%d %H:%M")}
