@@ -24,6 +24,7 @@ import tensorflow as tf  # noqa: E402
 from bnsuite.audit import audit  # noqa: E402
 from bnsuite.audit import read_tf1  # noqa: E402
 from bnsuite.diff import diff  # noqa: E402
+from meta_tests.audit_helpers import new_statistic_weight  # noqa: E402
 
 v1 = tf.compat.v1
 RNG = np.random.default_rng(0)
@@ -85,10 +86,8 @@ def measure_step(sess, x, ins, train, is_training):
     out = {}
     for s in scopes:
         (m0, g0), (m1, g1) = before[s], after[s]
-        batch_mean = inputs[s].mean(axis=(0, 1, 2))
-        d = batch_mean - m0  # least squares of (m1 - m0) = w (batch_mean - m0) over the channels
         out[s] = {"stats_moved": bool(np.any(m1 != m0)), "gamma_moved": bool(np.any(g1 != g0)),
-                  "new_weight": float(np.dot(m1 - m0, d) / np.dot(d, d))}
+                  **new_statistic_weight(m0, m1, inputs[s])}
     return out
 
 

@@ -138,6 +138,8 @@ def read_tf1_graph(model, x=None) -> list[BNInfo]:
         calls = _calls(graph, scope, set(scopes))
         facts = [_call_facts(tf, graph, ops) for ops in calls.values()]
         eps = next((f[0] for f in facts if f[0] is not None), None)
+        if eps is not None:  # a float32 attribute or constant: its shortest decimal (1e-05, not 9.9999997e-06)
+            eps = float(str(np.float32(eps)))
         if eps is None:
             raise ReadError(f"tf1-graph: layer {scope!r} has a moving mean but no normalization op in the graph")
         modes = sorted({f[1] for f in facts})

@@ -1,0 +1,18 @@
+"""What the audit's meta checks measure from one real training step: the weight a framework gave the new batch mean
+in its running mean, with its derived bound (suites/tolerances_audit.py)."""
+
+import numpy as np
+
+from bnsuite.suites import tolerances_audit
+
+
+def new_statistic_weight(m0, m1, x, channel_axis: int = -1) -> dict:
+    """{"weight", "tol"}: the least-squares w of (m1 - m0) = w (batch mean of x - m0) over the channels."""
+    x = np.asarray(x, np.float64)
+    axes = tuple(a for a in range(x.ndim) if a != channel_axis % x.ndim)
+    m0, m1 = np.asarray(m0, np.float64), np.asarray(m1, np.float64)
+    d = x.mean(axis=axes) - m0
+    s_max = float(max(np.max(np.abs(m0)), np.max(np.abs(m1)), np.max(np.abs(d + m0))))
+    tol = tolerances_audit.update_weight(int(x.size // d.size), float(np.max(np.abs(x))), s_max,
+                                         float(np.min(np.abs(d))))
+    return {"weight": float(np.dot(m1 - m0, d) / np.dot(d, d)), "tol": tol}
