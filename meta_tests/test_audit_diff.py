@@ -25,7 +25,7 @@ from bnsuite.diff import DiffError, diff
 from bnsuite.diff import __main__ as diff_main
 from bnsuite.diff import core as diff_core
 from bnsuite.models import images
-from meta_tests.audit_helpers import new_statistic_weight
+from meta_tests.audit_helpers import check_freeze_measured, check_momentum_measured, new_statistic_weight
 from meta_tests.probe_helpers import need
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,29 +109,6 @@ def check_keras_momentum(report):
         assert l.momentum_weights == "old", l.facts()
         assert l.momentum == pytest.approx(1 - l.momentum_native), l.facts()
         assert l.momentum < 0.5, f"{l.name}: canonical momentum {l.momentum} (native {l.momentum_native})"
-
-
-def check_momentum_measured(layers, measured):
-    """The audited weight of the new statistic is the one a real training step gave it (layers whose statistics
-    moved), within the derived bound of suites/tolerances_audit.py."""
-    __tracebackhide__ = True
-    for l in layers:
-        m = measured[l["name"]]
-        if m["stats_moved"]:
-            assert abs(l["momentum"] - m["weight"]) <= m["tol"], \
-                f"{l['framework']} {l['name']}: momentum (weight of the new statistic) audited {l['momentum']}, " \
-                f"measured {m['weight']:.6g} (bound {m['tol']:.3g}; native {l['momentum_native']})"
-
-
-def check_freeze_measured(layers, measured):
-    """What the audit says a training step does (stats_still, frozen) is what one real step did."""
-    __tracebackhide__ = True
-    for l in layers:
-        m = measured[l["name"]]
-        assert l["stats_still"] == (not m["stats_moved"]), f"{l['name']}: stats_still {l['stats_still']}, " \
-                                                           f"statistics moved {m['stats_moved']}"
-        assert l["frozen"] == (not m["gamma_moved"]), f"{l['name']}: frozen {l['frozen']}, " \
-                                                      f"scale moved {m['gamma_moved']}"
 
 
 def check_naive_keras_port(report):

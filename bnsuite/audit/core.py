@@ -3,8 +3,8 @@
 Canonical terms (bnsuite/adapters/porting.py): momentum as the weight of the NEW batch statistic, eps added to the
 variance, the input axis holding the channels, the estimator feeding the running variance, the mode the layer is in
 now, whether it tracks running statistics, whether its scale and offset are frozen, and whether a training step of
-the framework's own loop (torch: model.train() + forward; Keras: fit(); Flax: the traced call) keeps its statistics
-still.
+the framework's own loop (torch: model.train() + forward; Keras: fit(); Flax linen: the traced call; nnx: a call in
+the module's mode; TF1 graph: a train op with control_dependencies(UPDATE_OPS)) keeps its statistics still.
 
 Warnings:
 * ported momentum: a momentum on the wrong side of 0.5 for its convention (torch 0.9 or 0.99, Keras / Flax 0.1) looks
