@@ -1,9 +1,9 @@
 """The audit and the diff on models built with TensorFlow's TF1 layers, measured against what one real training step
 does to them. Run as its own process (TF_USE_LEGACY_KERAS=1 must precede TensorFlow's import); prints one JSON object.
 
-* a TF1 graph (tf.compat.v1.layers.batch_normalization): four layers, one per freeze situation: trainable and
+* a TF1 graph (tf.compat.v1.layers.batch_normalization): five layers, one per freeze situation: trainable and
   training; training a placeholder with a torch-style momentum; a layer object set to trainable=False after its call;
-  trainable=False at build time. One train op built the documented way (control_dependencies(UPDATE_OPS),
+  trainable=False at build time; gamma and beta taken out of TRAINABLE_VARIABLES. One train op built the documented way (control_dependencies(UPDATE_OPS),
   minimize over TRAINABLE_VARIABLES) measures which statistics and scales move and the weight of the new statistic;
 * the same audit with a momentum reader that takes the graph's constant for the weight of the new statistic (broken);
 * the diff of that graph against a twin (MATCH) and against a twin with Keras' eps on one layer;
@@ -53,6 +53,12 @@ def graph_model(eps_d=1e-5):
         h = v1.layers.conv2d(h, 4, 3, padding="same", name="conv_d")
         ins["bn_d"] = h
         h = v1.layers.batch_normalization(h, training=True, trainable=False, epsilon=eps_d, name="bn_d")
+        h = v1.layers.conv2d(h, 4, 3, padding="same", name="conv_e")
+        ins["bn_e"] = h
+        h = v1.layers.batch_normalization(h, training=True, epsilon=1e-5, name="bn_e")
+        trainables = g.get_collection_ref(v1.GraphKeys.TRAINABLE_VARIABLES)
+        for v in [v for v in trainables if v.op.name in ("bn_e/gamma", "bn_e/beta")]:
+            trainables.remove(v)  # frozen for minimize()'s default var_list; its updates stay in UPDATE_OPS
         y = v1.layers.dense(tf.reduce_mean(h, axis=(1, 2)), 2, name="head")
         with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
             train = v1.train.GradientDescentOptimizer(0.5).minimize(tf.reduce_sum(y ** 2))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnsuite.audit.read import BNInfo, _canonical, _f64
+from bnsuite.audit.facts import BNInfo, _canonical, _f64
 
 
 def is_nnx(model) -> bool:

@@ -28,7 +28,7 @@ import re
 
 import numpy as np
 
-from bnsuite.audit.read import BNInfo, ReadError, _f64
+from bnsuite.audit.facts import BNInfo, ReadError, _f64
 
 FUSED = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
 CONDS = ("If", "StatelessIf")
