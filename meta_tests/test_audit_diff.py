@@ -25,6 +25,7 @@ from bnsuite.diff import DiffError, diff
 from bnsuite.diff import __main__ as diff_main
 from bnsuite.diff import core as diff_core
 from bnsuite.models import images
+from meta_tests import audit_models
 from meta_tests.audit_helpers import check_freeze_measured, check_momentum_measured, new_statistic_weight
 from meta_tests.probe_helpers import need
 
@@ -65,27 +66,27 @@ def flax_port(resnet18):
 
 @pytest.fixture(scope="module")
 def nnx_net():
-    """A conv-BN-conv-BN-dense network in flax.nnx after one statistics-collection call, in eval mode."""
+    """A conv-BN-conv-BN-dense network in flax.nnx after one statistics-collection call, in eval mode, and a port of
+    it that kept Keras' eps (every weight and statistic copied)."""
     need("flax")
     from flax import nnx
 
-    class Net(nnx.Module):
-        def __init__(self, rngs, eps=1e-5):
-            self.conv1, self.bn1 = nnx.Conv(3, 4, (3, 3), rngs=rngs), nnx.BatchNorm(4, epsilon=eps, rngs=rngs)
-            self.conv2, self.bn2 = nnx.Conv(4, 4, (3, 3), rngs=rngs), nnx.BatchNorm(4, epsilon=eps, rngs=rngs)
-            self.head = nnx.Linear(4, 2, rngs=rngs)
-
-        def __call__(self, x):
-            h = nnx.relu(self.bn1(self.conv1(x)))
-            return self.head(nnx.relu(self.bn2(self.conv2(h))).mean(axis=(1, 2)))
-
-    model = Net(nnx.Rngs(0))
+    model = audit_models.nnx_net()
     model(X)
     model.eval()
-    naive = Net(nnx.Rngs(0), eps=1e-3)  # a port that kept Keras' eps; every weight and statistic copied
+    naive = audit_models.nnx_net(eps=1e-3)
     nnx.update(naive, nnx.state(model))
     naive.eval()
     return model, naive
+
+
+@pytest.fixture(scope="module")
+def torch_to_nnx():
+    """A torch network, its nnx port with the suite's conversion, and a naive one (nnx's default momentum)."""
+    need("flax")
+    need("torch")
+    net = audit_models.torch_net(_nchw(X))
+    return net, audit_models.torch_to_nnx(net), audit_models.torch_to_nnx(net, naive=True)
 
 
 @pytest.fixture(scope="module")
@@ -292,6 +293,16 @@ def test_diff_nnx_port_matches_and_eps_mismatch_is_caught(nnx_net):
     model, naive = nnx_net
     assert diff(model, nnx.clone(model), X).matches
     check_naive_eps_port(diff(model, naive, X))
+
+
+def test_port_torch_to_nnx_reproduces_and_naive_momentum_is_caught(torch_to_nnx):
+    net, port, naive = torch_to_nnx
+    report = diff(net, port, _nchw(X))  # the input in torch's layout, moved to nnx's channel axis by the diff
+    assert report.matches and report.output_max_abs <= report.output_tol, str(report)
+    naive_report = diff(net, naive, _nchw(X))
+    assert naive_report.output_max_abs <= naive_report.output_tol and not naive_report.matches, str(naive_report)
+    assert all(l.changes == ["momentum 0.99 -> 0.9 (the source's 0.1 weights the new term, the target's momentum "
+                             "the old one: 1 - 0.1)"] for l in naive_report.layers), str(naive_report)
 
 
 def test_broken_diff_missing_nnx_eps_is_caught(nnx_net, monkeypatch):
