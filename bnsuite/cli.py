@@ -7,6 +7,12 @@
     python3 -m bnsuite groups     # list the groups
     python3 -m bnsuite drift      # the same suites over a window of framework releases (bnsuite/drift.py)
     python3 -m bnsuite lock       # regenerate requirements/lock.txt (uv)
+    python3 -m bnsuite audit MODEL          # every BatchNorm of your model in canonical terms, with warnings
+    python3 -m bnsuite diff SOURCE TARGET   # two models' BatchNorm layers and outputs compared, what to change
+
+`audit` and `diff` take the options of `python -m bnsuite.audit` / `python -m bnsuite.diff` (docs/audit-and-diff.md)
+and print the same error lines; they run in the current interpreter, or, where it lacks NumPy, in the checkout's
+environment.
 
 Options may stand before or after the command (`--jobs 1 test` = `test --jobs 1`); everything after `--` goes to
 pytest as it is (e.g. `-- -k momentum --bn-case-timeout 60`). Bad input is one line on stderr and exit 2.
@@ -33,7 +39,10 @@ COMMANDS = {
     "groups": "list the groups",
     "drift": "the suites over a window of framework releases, then the drift view",
     "lock": "regenerate requirements/lock.txt with uv",
+    "audit": "every BatchNorm of a model in canonical terms, with warnings (audit --help)",
+    "diff": "two models' BatchNorm layers and outputs compared (diff --help)",
 }
+TOOLS = ("audit", "diff")  # model tools: their own parsers (bnsuite/audit/__main__.py, bnsuite/diff/__main__.py)
 RUNS = ("matrix", "test", "drift")  # the commands that take the run options
 
 
@@ -104,6 +113,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     cut = argv.index("--") if "--" in argv else len(argv)
     a = merge_options(parser().parse_args(argv[:cut]))
     a.pytest_args = argv[cut + 1:]
+    if a.command in TOOLS:
+        fail(f"`{a.command}` takes its own options only, after it: python3 -m bnsuite {a.command} --help")
     if a.command not in RUNS:
         given = [opt for opt, val in (("--only", a.only), ("--adapter", a.adapter), ("--run-dir", a.run_dir),
                                       ("--report", a.report)) if val]
@@ -114,8 +125,27 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return a
 
 
+def run_tool(tool: str, argv: list[str]) -> int:
+    """`python3 -m bnsuite audit|diff ARGS`: the tool's own command line under this name. Its imports need NumPy;
+    where this interpreter lacks it, the command reruns in the checkout's environment."""
+    import importlib
+
+    try:
+        tool_main = importlib.import_module(f"bnsuite.{tool}.__main__").main
+    except ImportError as e:
+        if not envs.CHECKOUT or os.environ.get("BNSUITE_TOOL_REEXEC"):
+            fail(f"{tool} needs NumPy and the model's framework in this interpreter: {e}")
+        py = envs.ensure_venv()
+        os.environ["BNSUITE_TOOL_REEXEC"] = "1"
+        os.execv(py, [py, "-m", "bnsuite", tool, *argv])
+    return tool_main(argv, prog=f"python3 -m bnsuite {tool}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    a = parse(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TOOLS:
+        return run_tool(argv[0], argv[1:])
+    a = parse(argv)
     if a.python and not (os.path.isfile(a.python) and os.access(a.python, os.X_OK)):
         fail(f"--python {a.python!r}: not an executable file")
     groups.read_with(a.python)

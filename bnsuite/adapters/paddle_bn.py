@@ -219,8 +219,14 @@ class PaddleBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     runs_on = PADDLE
     capabilities = {
         "network": "bnsuite.adapters.nets.paddle_net:build",
+        "norms": "bnsuite.adapters.norms.paddle_norms:PaddleNorms",
+        "blocks": "bnsuite.adapters.blocks.paddle_blocks:PaddleBlocks",
         "mixed_precision": "bnsuite.adapters.mixed_precision.paddle_mixed:step",
         "edge_facts": "bnsuite.adapters.edge_facts:PADDLE",
+        "compile": "bnsuite.lanes.compile.paddle_compile:PaddleCompile",
+        # No "replicas": paddle.nn.SyncBatchNorm, the only cross-replica idiom, has no CPU kernel (RuntimeError
+        # NotFound "The kernel `sync_batch_norm` is not registered", paddle 3.3.1); paddle.DataParallel over gloo on
+        # loopback runs (observed: each replica keeps its own shard's statistics) but no engine is built for it yet.
     }
     freeze_idioms = FREEZE_IDIOMS
 

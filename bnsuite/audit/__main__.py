@@ -13,8 +13,9 @@ from bnsuite.audit.loading import LoadError, load_model_and_input
 from bnsuite.audit.one_line import ToolParser, print_report
 
 
-def main(argv=None) -> int:
-    p = ToolParser("audit", description="Every BatchNorm of a model in canonical terms, with warnings.")
+def main(argv=None, prog: str | None = None) -> int:
+    """The command; `prog` names it in usage (python3 -m bnsuite audit runs this with its own name)."""
+    p = ToolParser("audit", prog=prog, description="Every BatchNorm of a model in canonical terms, with warnings.")
     p.add_argument("model", metavar="MODULE:FACTORY")
     p.add_argument("--input", metavar="FILE.npy", help="an input batch (needed for Flax; gives torch's call order)")
     p.add_argument("--json", action="store_true", help="JSON for tools instead of text")

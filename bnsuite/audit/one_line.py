@@ -1,5 +1,5 @@
-"""The model tools' command lines (python -m bnsuite.audit, .diff, .probe): bad input is one line
-`<tool>: error: ...` on stderr and exit 2, whether argparse or the tool found it."""
+"""The model tools' command lines (python -m bnsuite.audit, .diff, .probe; python3 -m bnsuite audit, diff): bad input
+is one line `<tool>: error: ...` on stderr and exit 2, whether argparse or the tool found it."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def print_report(tool: str, make_report, errors: tuple[type[Exception], ...], as
 class ToolParser(argparse.ArgumentParser):
     """argparse for `python -m bnsuite.<tool>` with its errors as one line (argparse prints usage too)."""
 
-    def __init__(self, tool: str, **kwargs):
-        super().__init__(prog=f"python -m bnsuite.{tool}", **kwargs)
+    def __init__(self, tool: str, prog: str | None = None, **kwargs):
+        super().__init__(prog=prog or f"python -m bnsuite.{tool}", **kwargs)
         self.tool = tool
 
     def error(self, message):

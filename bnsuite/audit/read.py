@@ -1,4 +1,5 @@
-"""Read every BatchNorm of a torch, Keras (3 or tf_keras) or Flax linen model in the suite's canonical terms.
+"""Read every BatchNorm of a torch, Keras (3 or tf_keras, the V1 layer too) or Flax linen model in the suite's
+canonical terms; flax.nnx models and TF1 graphs have their readers in read_nnx.py and read_tf1.py, dispatched here.
 
 One reader for the audit, the diff and the real-architecture suites. The framework facts (default eps, which term
 momentum weights, the running-variance estimator per code path) come from the adapters' declarations, their one home.
@@ -8,53 +9,12 @@ A model is a ``torch.nn.Module``, a ``keras.Model`` / ``tf_keras.Model``, or ``(
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from typing import Any
 
 import numpy as np
 
-
-class ReadError(Exception):
-    """The object cannot be read as a model with BatchNorm layers; str() is one line for the user."""
-
-
-@dataclasses.dataclass
-class BNInfo:
-    name: str
-    type: str
-    framework: str  # "torch", "keras", "tf_keras", "flax"
-    channels: int
-    eps: float
-    momentum: float | None  # canonical: weight of the NEW batch statistic (None: torch's cumulative average)
-    momentum_native: float | None
-    momentum_weights: str  # which term the framework's own momentum weights: "new" or "old"
-    channel_axis: int  # axis of the input holding the channels (1 channels-first, -1 channels-last)
-    estimator: str  # running-variance estimator of the code path this layer takes: "unbiased" or "biased"
-    mode: str  # "training", "inference", or "follows the call" (Keras: the call's training argument)
-    tracking: bool  # keeps running statistics
-    frozen: bool  # its scale and offset take no optimizer update (requires_grad False / trainable False)
-    stats_still: bool  # its running statistics stay still in a training step of the framework's loop
-    dtype: str
-    mean: np.ndarray | None = dataclasses.field(default=None, repr=False)
-    var: np.ndarray | None = dataclasses.field(default=None, repr=False)
-    scale: np.ndarray | None = dataclasses.field(default=None, repr=False)
-    offset: np.ndarray | None = dataclasses.field(default=None, repr=False)
-
-    def facts(self) -> dict:
-        """The canonical facts, JSON-ready (no arrays)."""
-        d = dataclasses.asdict(self)
-        for k in ("mean", "var", "scale", "offset"):
-            d.pop(k)
-        return d
-
-
-def _f64(a) -> np.ndarray | None:
-    return None if a is None else np.asarray(a, np.float64).reshape(-1)
-
-
-def _canonical(weights: str, native: float | None) -> float | None:
-    return None if native is None else (native if weights == "new" else round(1.0 - native, 12))
+from bnsuite.audit.facts import BNInfo, ReadError, _canonical, _f64  # noqa: F401  (BNInfo, ReadError: re-exported)
 
 
 # -- detection -------------------------------------------------------------------------------------------------------
@@ -76,13 +36,21 @@ def detect(model) -> str:
         return k[0]
     if "torch" in sys.modules and isinstance(model, sys.modules["torch"].nn.Module):
         return "torch"
+    from bnsuite.audit.read_nnx import is_nnx
+    from bnsuite.audit.read_tf1 import is_tf1_graph
+
+    if is_nnx(model):
+        return "flax-nnx"
+    if is_tf1_graph(model):
+        return "tf1-graph"
     if isinstance(model, tuple) and len(model) in (2, 3) and "flax" in sys.modules:
         import flax.linen as nn
 
         if isinstance(model[0], nn.Module):
             return "flax"
     raise ReadError(f"not a model: {type(model).__module__}.{type(model).__qualname__} (expected a torch.nn.Module, "
-                    "a keras.Model or tf_keras.Model, or a (flax.linen.Module, variables[, apply_kwargs]) tuple)")
+                    "a keras.Model or tf_keras.Model, a flax.nnx.Module, a (flax.linen.Module, variables[, "
+                    "apply_kwargs]) tuple, or a tf.compat.v1.Session holding a TF1 graph)")
 
 
 # -- torch -----------------------------------------------------------------------------------------------------------
@@ -152,36 +120,47 @@ def read_keras(model, x=None) -> list[BNInfo]:
     if kind == "keras":
         from bnsuite.adapters.keras3 import KerasJax, KerasTensorFlow, KerasTorch
 
-        decl = {c.backend: c for c in (KerasTensorFlow, KerasJax, KerasTorch)}[K.backend.backend()].declare()
+        decls = {True: {c.backend: c for c in (KerasTensorFlow, KerasJax, KerasTorch)}[K.backend.backend()].declare()}
+        bn_class = K.layers.BatchNormalization
     else:
+        from tf_keras.src.layers.normalization.batch_normalization import BatchNormalizationBase
+
+        from bnsuite.adapters.tf1 import Tf1Keras
         from bnsuite.adapters.tf_keras_v2 import TfKerasV2
 
-        decl = TfKerasV2.declare()
+        # The TF2 layer and the TF1 one (tf.compat.v1.keras.layers.BatchNormalization, _USE_V2_BEHAVIOR False)
+        # share BatchNormalizationBase and differ in what trainable=False means; keyed by _USE_V2_BEHAVIOR.
+        decls = {True: TfKerasV2.declare(), False: Tf1Keras.declare()}
+        bn_class = BatchNormalizationBase
     out = []
     for layer in _keras_layers(model):
-        if not isinstance(layer, K.layers.BatchNormalization):
+        if not isinstance(layer, bn_class):
             continue
+        v2 = bool(getattr(layer, "_USE_V2_BEHAVIOR", True))
+        decl = decls[v2]
         w = {v.path.rsplit("/", 1)[-1] if hasattr(v, "path") else v.name.rsplit("/", 1)[-1].split(":")[0]: v
              for v in layer.weights}
         get = lambda key: _f64(K.ops.convert_to_numpy(w[key])) if kind == "keras" and key in w else \
-            (_f64(w[key].numpy()) if key in w else None)
+            (_f64(K.backend.get_value(w[key])) if key in w else None)
         axis = layer.axis[0] if isinstance(layer.axis, (list, tuple)) and len(layer.axis) == 1 else layer.axis
         rank = len(layer.input.shape) if _has_input(layer) else 4
         axis = int(axis) - rank if isinstance(axis, int) and axis >= 0 else axis
         code_path = "default" if kind == "keras" else ("fused" if getattr(layer, "fused", False) else "non-fused")
-        # Keras 3 and the TF2 tf_keras layer run a non-trainable BatchNormalization in inference mode whatever
-        # `training` says (keras/src/layers/normalization/batch_normalization.py: call, `if training and
-        # self.trainable`; tf_keras _get_training_value), so freezing also stops its statistics.
+        # What fit() does to a non-trainable layer, from the declaration: Keras 3 and the TF2 tf_keras layer run it
+        # in inference mode and keep its statistics still; the TF1 layer normalizes with batch statistics.
         frozen = not layer.trainable
+        fit = decl.freeze["trainable_false_fit"].value
+        mode = "follows the call" if not frozen else \
+            "inference (trainable=False)" if fit.normalizes_with == "running" else \
+            "training in fit() (V1 layer: trainable=False keeps batch statistics)"
         mean = get("moving_mean")
         out.append(BNInfo(
-            name=layer.name, type=type(layer).__name__, framework=kind,
+            name=layer.name, type=type(layer).__name__ + ("" if v2 else " (V1)"), framework=kind,
             channels=int(mean.shape[0]) if mean is not None else -1, eps=float(layer.epsilon),
             momentum=_canonical(decl.momentum_weights.value, float(layer.momentum)),
             momentum_native=float(layer.momentum), momentum_weights=decl.momentum_weights.value,
             channel_axis=int(axis) if isinstance(axis, int) else -1, estimator=decl.estimator_for(code_path),
-            mode="inference (trainable=False)" if frozen else "follows the call", tracking=True, frozen=frozen,
-            stats_still=frozen, dtype=str(getattr(layer, "variable_dtype", None) or layer.dtype),
+            mode=mode, tracking=True, frozen=frozen, stats_still=frozen and not fit.running_stats_update, dtype=str(getattr(layer, "variable_dtype", None) or layer.dtype),
             mean=mean, var=get("moving_variance"), scale=get("gamma"), offset=get("beta")))
     return out
 
@@ -241,10 +220,12 @@ def read_flax(model, x=None) -> list[BNInfo]:
     return out
 
 
-READERS = {"torch": read_torch, "keras": read_keras, "tf_keras": read_keras, "flax": read_flax}
-
-
 def read(model: Any, x=None, framework: str | None = None) -> list[BNInfo]:
     """Every BatchNorm of `model` (ReadError where it is not a model)."""
+    from bnsuite.audit.read_nnx import read_nnx
+    from bnsuite.audit.read_tf1 import read_tf1_graph
+
+    readers = {"torch": read_torch, "keras": read_keras, "tf_keras": read_keras, "flax": read_flax,
+               "flax-nnx": read_nnx, "tf1-graph": read_tf1_graph}
     fw = framework or detect(model)
-    return READERS[fw](model, x)
+    return readers[fw](model, x)

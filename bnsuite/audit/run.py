@@ -1,4 +1,4 @@
-"""Running a torch, Keras or Flax model in inference mode on a NumPy input, and the fan-in of each of its kernels (for
+"""Running a torch, Keras, Flax (linen or nnx) or TF1-graph model in inference mode on a NumPy input, and the fan-in of each of its kernels (for
 the derived output tolerance of suites/tolerances_models.py)."""
 
 from __future__ import annotations
@@ -27,10 +27,19 @@ def infer(model, framework: str, x: np.ndarray) -> np.ndarray:
         y = y[0] if isinstance(y, (tuple, list)) else y
         return np.asarray(y.numpy() if hasattr(y, "numpy") and framework == "tf_keras" else
                           __import__(framework).ops.convert_to_numpy(y) if framework == "keras" else y, np.float64)
-    module, variables = model[0], model[1]
-    kwargs = dict(model[2]) if len(model) == 3 else {}
-    kwargs.pop("mutable", None)
-    y = module.apply(variables, x, **kwargs)
+    if framework == "flax-nnx":
+        from bnsuite.audit.read_nnx import infer_nnx
+
+        y = infer_nnx(model, x)
+    elif framework == "tf1-graph":
+        from bnsuite.audit.read_tf1 import infer_tf1_graph
+
+        y = infer_tf1_graph(model, x)
+    else:
+        module, variables = model[0], model[1]
+        kwargs = dict(model[2]) if len(model) == 3 else {}
+        kwargs.pop("mutable", None)
+        y = module.apply(variables, x, **kwargs)
     y = y[0] if isinstance(y, (tuple, list)) else y
     return np.asarray(y, np.float64)
 
@@ -52,6 +61,14 @@ def fan_ins(model, framework: str) -> list[int]:
             elif name.endswith("kernel"):
                 out.append(int(np.prod(shape[:-1])))
         return out
+    if framework == "flax-nnx":
+        from bnsuite.audit.read_nnx import nnx_fan_ins
+
+        return nnx_fan_ins(model)
+    if framework == "tf1-graph":
+        from bnsuite.audit.read_tf1 import tf1_fan_ins
+
+        return tf1_fan_ins(model)
     from flax import traverse_util
 
     flat = traverse_util.flatten_dict(dict(model[1].get("params", {})))

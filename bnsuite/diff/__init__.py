@@ -5,7 +5,8 @@ and their outputs, and say what to change in the target, layer by layer.
     report = diff(torch_model, keras_model, x)   # x in the source's layout; report.layers, report.matches
     print(report)
 
-CLI: ``python -m bnsuite.diff SOURCE_MODULE:FACTORY TARGET_MODULE:FACTORY [--input x.npy] [--json]``.
+CLI: ``python -m bnsuite.diff SOURCE_MODULE:FACTORY TARGET_MODULE:FACTORY [--input x.npy] [--json]`` or
+``python3 -m bnsuite diff ...``.
 """
 
 from bnsuite.diff.core import DiffError, DiffReport, diff

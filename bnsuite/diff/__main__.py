@@ -14,8 +14,9 @@ from bnsuite.audit.one_line import ToolParser, print_report
 from bnsuite.diff.core import DiffError, diff
 
 
-def main(argv=None) -> int:
-    p = ToolParser("diff", description="Compare the BatchNorm layers and outputs of two models.")
+def main(argv=None, prog: str | None = None) -> int:
+    """The command; `prog` names it in usage (python3 -m bnsuite diff runs this with its own name)."""
+    p = ToolParser("diff", prog=prog, description="Compare the BatchNorm layers and outputs of two models.")
     p.add_argument("source", metavar="SOURCE_MODULE:FACTORY")
     p.add_argument("target", metavar="TARGET_MODULE:FACTORY")
     p.add_argument("--input", metavar="FILE.npy", help="an input batch in the source's layout")

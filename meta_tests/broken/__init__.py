@@ -31,3 +31,8 @@ EXPECTED_FAILURES: dict[type, set[str]] = {cls: props for area in AREAS
 # Extra suite modules or tests a broken adapter runs in, for expected properties that no suite writes whole; every
 # other place is derived from EXPECTED_FAILURES.
 SEES: dict[type, set[str]] = {cls: where for area in AREAS for cls, where in getattr(area, "SEES", {}).items()}
+
+# Parameter values a broken adapter's cases are limited to where its breakage lives in one parameter of a test (one
+# folding path): {Cls: {"parameter": (values, ...)}}; a case whose parameter takes another value is deselected.
+ONLY_PARAMS: dict[type, dict[str, tuple]] = {cls: params for area in AREAS
+                                             for cls, params in getattr(area, "ONLY_PARAMS", {}).items()}
