@@ -56,6 +56,18 @@ def batch(spec: Spec, seed: int = 0, batch_size: int | None = None, mean_scale: 
     return representable(x, spec.dtype)
 
 
+def two_values(spec: Spec, seed: int = 0) -> np.ndarray:
+    """The smallest batch with a variance, (2, C) for a rank-2 spec: channel c holds mean_c -/+ d_c with mean_c in
+    [-1, 1] and d_c in [0.5, 2], so the biased variance d_c**2 is well away from zero on every data seed (two free
+    draws can land arbitrarily close, and then no tolerance tells the two estimators apart)."""
+    if spec.rank != 2:
+        raise ValueError(f"two_values makes rank-2 batches, got rank {spec.rank}")
+    rng = np.random.default_rng(seed_for(seed))
+    means = rng.uniform(-1, 1, spec.num_features)
+    gaps = rng.uniform(0.5, 2.0, spec.num_features) * rng.choice([-1.0, 1.0], spec.num_features)
+    return representable(np.stack([means - gaps, means + gaps]), spec.dtype)
+
+
 def batches(spec: Spec, k: int, seed: int = 0) -> list[np.ndarray]:
     return [batch(spec, seed=seed + 1000 * i) for i in range(k)]
 

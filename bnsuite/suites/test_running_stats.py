@@ -69,7 +69,7 @@ def test_running_var_estimator_two_values(case, rec):
     rec.snippet = bn.snippet()
     st = data.state(spec)
     bn.set_state(st)
-    x = data.batch(spec, batch_size=2)
+    x = data.two_values(spec)
     bn.forward(x, training=True)
     after = bn.get_state()
     m = ref.moments(x, spec.channel_axis)
