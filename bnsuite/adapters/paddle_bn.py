@@ -223,10 +223,7 @@ class PaddleBatchNorm(OnFramework, SlotState, BatchNormAdapter):
         "edge_facts": "bnsuite.adapters.edge_facts:PADDLE",
     }
     freeze_idioms = FREEZE_IDIOMS
-
-    @classmethod
-    def declare(cls) -> Declaration:
-        return DECLARATION
+    declaration = DECLARATION
 
     @classmethod
     def unavailable_reason(cls):
