@@ -289,8 +289,8 @@ def dtype_name(dtype: Any) -> str:
 class BatchNormAdapter(ABC):
     """One BatchNorm layer of one framework, built from a Spec.
 
-    Subclasses set ``id``, ``requires`` (importable module names) and implement ``declare`` plus the abstract
-    methods. Framework imports happen inside methods, never at module import, so that discovery stays cheap and a
+    Subclasses set ``id``, ``requires`` (importable module names) and ``declaration`` (or implement ``declare``),
+    and implement the abstract methods. Framework imports happen inside methods, never at module import, so that discovery stays cheap and a
     missing framework becomes a skip.
     """
 
@@ -306,6 +306,8 @@ class BatchNormAdapter(ABC):
     # The freeze idioms frozen_step and the adapter's networks implement, one table per framework: exactly the idioms
     # the declaration names (meta_tests/test_freeze_idioms.py); a declared idiom that cannot run fails its cases.
     freeze_idioms: ClassVar[Mapping[str, FreezeIdiom]] = {}
+    # What the layer does, as data (returned by declare()); None where declare() computes it.
+    declaration: ClassVar[Declaration | None] = None
     # dtype name of the tensor the last forward() returned, before conversion to float64 (None: not recorded).
     last_output_dtype: str | None = None
 
@@ -331,9 +333,12 @@ class BatchNormAdapter(ABC):
         return f"{cls.id}: no {device} visible"
 
     @classmethod
-    @abstractmethod
     def declare(cls) -> Declaration:
-        """The declared semantics (may depend on the installed framework version)."""
+        """The declared semantics: the class's ``declaration``; an adapter whose declaration depends on the installed
+        framework version computes it here instead."""
+        if cls.declaration is None:
+            raise NotImplementedError(f"{cls.id}: the adapter sets no `declaration` and does not implement declare()")
+        return cls.declaration
 
     @classmethod
     def freeze_recipe(cls, idiom: str) -> Any:

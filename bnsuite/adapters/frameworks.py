@@ -7,9 +7,10 @@ with their tested releases (``pins``), the versions it reports, the reduced-prec
 (``runs_on = TORCH``) and ``OnFramework`` answers the BatchNormAdapter class methods from it, so adapters over one
 framework (tf_keras V2, the V1 layer and the TF1 graph) say these things once; an adapter over two frameworks (Keras 3
 on a backend) lists both in ``rows``. The rows live with their framework's adapter module (torch_bn.py,
-tf_keras_v2.py, flax_common.py, keras3.py). Everything else derives from them (the plugin's markers, the architecture
-guard's framework list, the benchmarks' import lines, .ci/assert-gpu) or is checked against them by
-meta_tests/test_framework_rows.py (tox.ini, the workflow, the README table, pyproject's extras).
+tf_keras_v2.py, flax_common.py, keras3.py, paddle_bn.py, tinygrad_bn.py, mlx_bn.py). Everything else derives from them
+(the plugin's markers, the architecture guard's framework list, the benchmarks' import lines, .ci/assert-gpu) or is
+checked against them by meta_tests/test_framework_rows.py (tox.ini, the workflow, the adapter table of
+docs/coverage.md, requirements/all.txt and pyproject's extras).
 """
 
 from __future__ import annotations

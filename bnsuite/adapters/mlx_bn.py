@@ -159,10 +159,7 @@ class MlxBatchNorm(OnFramework, SlotState, BatchNormAdapter):
         "norms": "bnsuite.adapters.norms.mlx_norms:MlxNorms",
     }
     freeze_idioms = FREEZE_IDIOMS
-
-    @classmethod
-    def declare(cls) -> Declaration:
-        return DECLARATION
+    declaration = DECLARATION
 
     @classmethod
     def probes(cls):

@@ -229,10 +229,7 @@ class PaddleBatchNorm(OnFramework, SlotState, BatchNormAdapter):
         # loopback runs (observed: each replica keeps its own shard's statistics) but no engine is built for it yet.
     }
     freeze_idioms = FREEZE_IDIOMS
-
-    @classmethod
-    def declare(cls) -> Declaration:
-        return DECLARATION
+    declaration = DECLARATION
 
     @classmethod
     def unavailable_reason(cls):

@@ -165,10 +165,7 @@ class TorchBatchNorm(OnFramework, BatchNormAdapter):
         "models": "bnsuite.models.torch_models:MODELS",
     }
     freeze_idioms = FREEZE_IDIOMS
-
-    @classmethod
-    def declare(cls) -> Declaration:
-        return DECLARATION
+    declaration = DECLARATION
 
     # -- build -------------------------------------------------------------------------------------------------------
     def __init__(self, spec):

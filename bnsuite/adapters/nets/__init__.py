@@ -9,9 +9,9 @@ documents its layout conversion, declares the framework's own kernel layouts (`w
 compares. Frameworks are imported inside the builders only, so importing this package stays framework-free.
 
 ``bn_idiom`` freezes the BatchNorm layers with one of the adapter's declared freeze idioms (``Declaration.freeze``),
-by the recipe of the adapter's ``freeze_idioms`` table that its lone layer reads too; ``sgd_step`` then takes the
-idiom's training step. None means ordinary training (everything trains, BN in training
-mode, running statistics update).
+by the recipe of the adapter's ``freeze_idioms`` table that its lone layer reads too (``build_network`` looks it up
+and hands it to the builder as ``recipe``); ``sgd_step`` then takes the idiom's training step. None means ordinary
+training (everything trains, BN in training mode, running statistics update).
 """
 
 from __future__ import annotations
@@ -75,6 +75,17 @@ class Network:
     # hold only if it does, and the suite checks the declaration against `native_kernel_shapes`.
     weight_layout: "Cited[dict[str, str]]" = Cited({}, "not declared")
 
+    def __init__(self, arch: str, weights: dict, *, dtype: str, device: str, channels_last: bool, eps: float,
+                 momentum: float, bn_idiom: str | None, recipe: Any):
+        self.arch, self.ops, self.channels_last = arch, plan(arch), channels_last
+        # The freeze idiom and its recipe from the adapter's freeze_idioms (None: ordinary training).
+        self.bn_idiom, self.recipe = bn_idiom, recipe
+        self._build(weights, dtype=dtype, device=device, eps=eps, momentum=momentum)
+
+    def _build(self, weights: dict, *, dtype: str, device: str, eps: float, momentum: float) -> None:
+        """Build the layers of self.ops in the framework (momentum canonical) and give them the canonical weights."""
+        raise NotImplementedError
+
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         raise NotImplementedError
 
@@ -112,13 +123,25 @@ def build_network(adapter_cls, arch: str, weights: dict, *, dtype: str = "float3
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHS)}")
     builder = capabilities.load(adapter_cls, "network")
-    if bn_idiom is not None and bn_idiom not in adapter_cls.declare().freeze:
-        raise Unsupported(f"{adapter_cls.id} network: freeze idiom {bn_idiom!r} is not declared")
     kw: dict[str, Any] = dict(dtype=dtype, device=device, channels_last=channels_last, eps=eps, momentum=momentum,
-                              bn_idiom=bn_idiom)
+                              bn_idiom=bn_idiom, recipe=_recipe(adapter_cls, bn_idiom))
     net = builder(adapter_cls, arch, {k: np.asarray(v, np.float64) for k, v in weights.items()}, **kw)
     net.arch, net.adapter_id, net.channels_last = arch, adapter_cls.id, channels_last
     return net
+
+
+def _recipe(adapter_cls, bn_idiom: str | None) -> Any:
+    """The recipe of a declared freeze idiom from the adapter's freeze_idioms, the table its lone layer reads too (None
+    without an idiom); Unsupported where the idiom is not declared or the adapter says its networks cannot run it."""
+    if bn_idiom is None:
+        return None
+    if bn_idiom not in adapter_cls.declare().freeze:
+        raise Unsupported(f"{adapter_cls.id} network: freeze idiom {bn_idiom!r} is not declared")
+    recipe = adapter_cls.freeze_recipe(bn_idiom)
+    why_not = adapter_cls.freeze_idioms[bn_idiom].network
+    if why_not:
+        raise Unsupported(f"{adapter_cls.id} network: freeze idiom {bn_idiom!r}: {why_not}")
+    return recipe
 
 
 __all__ = ["ARCHS", "HWIO", "OIHW", "Network", "ReferenceNet", "build_network", "bn_names", "declared_kernel_shapes",

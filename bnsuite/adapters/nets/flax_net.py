@@ -66,7 +66,7 @@ class LinenNet(Network):
     weight_layout = Cited(HWIO, "flax/linen/linear.py Conv.__call__: kernel_shape = kernel_size + (in_features // "
                                 "feature_group_count, features); Dense.__call__: kernel (jnp.shape(inputs)[-1], features)")
 
-    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
+    def _build(self, weights, *, dtype, device, eps, momentum):
         import flax.linen as nn
         import jax
         import jax.numpy as jnp
@@ -75,8 +75,7 @@ class LinenNet(Network):
 
         self.jax, self.jnp = jax, jnp
         self.device = jax_device(device)
-        self.dtype, self.channels_last, self.bn_idiom, self.arch = dtype, channels_last, bn_idiom, arch
-        ops = plan(arch)
+        self.dtype, ops = dtype, self.ops
 
         class Net(nn.Module):
             @nn.compact
@@ -103,7 +102,7 @@ class LinenNet(Network):
                 return h
 
         self.module = Net()
-        kinds = _kinds(arch)
+        kinds = _kinds(self.arch)
         params, stats = {}, {}
         for name, kind in kinds.items():
             params[_key(name)] = {f: jnp.asarray(_to_flax(f"{name}.{c}", weights[f"{name}.{c}"]), dtype)
@@ -183,7 +182,7 @@ class NnxNet(Network):
     weight_layout = Cited(HWIO, "flax/nnx/nn/linear.py Conv.__init__: kernel_shape = kernel_size + (in_features // "
                                 "feature_group_count, out_features); Linear.__init__: kernel (in_features, out_features)")
 
-    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
+    def _build(self, weights, *, dtype, device, eps, momentum):
         import jax
         import jax.numpy as jnp
         from flax import nnx
@@ -192,9 +191,8 @@ class NnxNet(Network):
 
         self.jax, self.jnp, self.nnx = jax, jnp, nnx
         self.device = jax_device(device)
-        self.dtype, self.channels_last, self.bn_idiom, self.arch = dtype, channels_last, bn_idiom, arch
-        ops = plan(arch)
-        kinds = _kinds(arch)
+        self.dtype, ops = dtype, self.ops
+        kinds = _kinds(self.arch)
 
         class Net(nnx.Module):
             def __init__(self, rngs):
@@ -297,19 +295,8 @@ class NnxNet(Network):
 
 
 def build_linen(adapter_cls, arch, weights, **kw) -> LinenNet:
-    recipe = _recipe(adapter_cls, kw.get("bn_idiom"))
-    net = LinenNet(arch, weights, **kw)
-    net.recipe = recipe
-    return net
+    return LinenNet(arch, weights, **kw)
 
 
 def build_nnx(adapter_cls, arch, weights, **kw) -> NnxNet:
-    recipe = _recipe(adapter_cls, kw.get("bn_idiom"))
-    net = NnxNet(arch, weights, **kw)
-    net.recipe = recipe
-    return net
-
-
-def _recipe(adapter_cls, bn_idiom):
-    """The idiom's recipe from the adapter's freeze_idioms (the table its lone layer reads), None without an idiom."""
-    return None if bn_idiom is None else adapter_cls.freeze_recipe(bn_idiom)
+    return NnxNet(arch, weights, **kw)

@@ -37,7 +37,7 @@ class KerasNet(Network):
                                 "kernel_shape = (input_shape[-1], units); tf_keras/src/layers/convolutional/base_conv.py "
                                 "and core/dense.py ([last_dim, units]) the same")
 
-    def __init__(self, adapter_cls, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom):
+    def __init__(self, adapter_cls, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom, recipe):
         adapter_id = adapter_cls.id
         keras3 = bool(getattr(adapter_cls, "backend", ""))  # Keras 3 adapters name their backend; tf_keras ones none
         if keras3:
@@ -55,15 +55,9 @@ class KerasNet(Network):
             bn_cls = adapter_cls._layer_class(None)  # the adapter's own layer class (V2 or the V1 layer)
             self.to_numpy = lambda t: np.asarray(t.numpy() if hasattr(t, "numpy") else t, np.float64)
         # The idiom's recipe from the adapter's one table of Keras freeze idioms (adapters/keras_fit.py).
-        self.recipe = None
-        if bn_idiom is not None:
-            idiom = adapter_cls.freeze_idioms.get(bn_idiom)
-            if idiom is None or idiom.network:
-                raise Unsupported(f"{adapter_id} network: freeze idiom {bn_idiom!r}: "
-                                  f"{idiom.network if idiom else 'not in the adapter freeze_idioms'}")
-            self.recipe = idiom.how
-            if self.recipe.module_eval and self.backend != "torch":
-                raise Unsupported(f"{bn_idiom} exists on the Keras torch backend only")
+        self.recipe = recipe
+        if recipe is not None and recipe.module_eval and self.backend != "torch":
+            raise Unsupported(f"{bn_idiom} exists on the Keras torch backend only")
         self.K, self.dtype, self.bn_idiom, self.adapter_id = K, dtype, bn_idiom, adapter_id
         if keras3:
             self.reported_loss = by_version(

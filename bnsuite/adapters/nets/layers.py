@@ -1,4 +1,4 @@
-"""The layers of a reference_net plan, built by one framework's constructors."""
+"""The layers of a reference_net plan, built by one framework's constructors, and the plan run through them."""
 
 from __future__ import annotations
 
@@ -25,3 +25,23 @@ def plan_layers(ops: list[tuple], conv: Callable[[int, int, int], Any], bn: Call
             layers[f"{op[1]}.bn"] = bn(op[2])
             layers[f"{op[1]}.conv"] = conv(op[2], op[3], 1)
     return layers
+
+
+def run_plan(ops: list[tuple], layer: Callable[[str], Any], h: Any, *, relu: Callable[[Any], Any],
+             gap: Callable[[Any], Any], cat: Callable[[Any, Any], Any]) -> Any:
+    """Run the ops of `reference_net.plan` on `h` with one framework's layers and functions.
+
+    `layer(name)` is the layer built under that canonical name (see plan_layers), `relu` and `gap` (global average
+    pooling over the spatial axes) the framework's functions, `cat(h, c)` joins a block's new channels c to its input
+    h along the channel axis.
+    """
+    for op in ops:
+        if op[0] in ("conv", "bn", "dense"):
+            h = layer(op[1])(h)
+        elif op[0] == "relu":
+            h = relu(h)
+        elif op[0] == "gap":
+            h = gap(h)
+        elif op[0] == "block":
+            h = cat(h, layer(f"{op[1]}.conv")(relu(layer(f"{op[1]}.bn")(h))))
+    return h

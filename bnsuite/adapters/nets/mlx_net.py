@@ -13,8 +13,7 @@ import numpy as np
 from bnsuite.adapters.base import Cited
 from bnsuite.adapters.mlx_bn import freeze_module, mx_dtype
 from bnsuite.adapters.nets import Network, kernel_layout
-from bnsuite.adapters.nets.layers import plan_layers
-from bnsuite.adapters.nets.reference_net import plan
+from bnsuite.adapters.nets.layers import plan_layers, run_plan
 
 OHWI = kernel_layout("OHWI", "OI")
 _BN_SLOTS = {"scale": "weight", "offset": "bias", "mean": "running_mean", "var": "running_var"}
@@ -25,15 +24,13 @@ class MlxNet(Network):
                                 "out_channels, *kernel_size, in_channels // groups)); mlx/nn/layers/linear.py: "
                                 "Linear.__init__ weight (output_dims, input_dims)")
 
-    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom, recipe):
+    def _build(self, weights, *, dtype, device, eps, momentum):
         import mlx.core as mx
         import mlx.nn as nn
         import mlx.optimizers as optim
 
         self.mx, self.nn, self.optim = mx, nn, optim
         self.dt = mx_dtype(mx, dtype)
-        self.arch, self.ops, self.channels_last = arch, plan(arch), channels_last
-        self.bn_idiom, self.recipe = bn_idiom, recipe  # the idiom's recipe (mlx_bn.FREEZE_IDIOMS); None: none
         mods = plan_layers(self.ops, lambda cin, cout, k: nn.Conv2d(cin, cout, k, padding=k // 2),
                            lambda c: nn.BatchNorm(c, eps=eps, momentum=momentum), nn.Linear)
         self.model = nn.Module()
@@ -42,9 +39,9 @@ class MlxNet(Network):
         for name, (m, attr, convert) in self._slots().items():
             w = np.asarray(weights[name], np.float64)
             setattr(m, attr, mx.array(np.ascontiguousarray(convert(w)), dtype=mx.float64).astype(self.dt))
-        if recipe is not None and recipe.freeze:
+        if self.recipe is not None and self.recipe.freeze:
             for bn in self._bns():
-                freeze_module(recipe, bn)
+                freeze_module(self.recipe, bn)
         self.opt = None
 
     def _slots(self):
@@ -64,17 +61,9 @@ class MlxNet(Network):
         return [m for m in self.mods.values() if isinstance(m, self.nn.BatchNorm)]
 
     def _run(self, h):
-        mx, m = self.mx, self.mods
-        for op in self.ops:
-            if op[0] in ("conv", "bn", "dense"):
-                h = m[op[1]](h)
-            elif op[0] == "relu":
-                h = self.nn.relu(h)
-            elif op[0] == "gap":
-                h = mx.mean(h, axis=(1, 2))
-            elif op[0] == "block":
-                h = mx.concatenate([h, m[f"{op[1]}.conv"](self.nn.relu(m[f"{op[1]}.bn"](h)))], axis=-1)
-        return h
+        mx = self.mx
+        return run_plan(self.ops, self.mods.__getitem__, h, relu=self.nn.relu, gap=lambda a: mx.mean(a, axis=(1, 2)),
+                        cat=lambda a, c: mx.concatenate([a, c], axis=-1))
 
     def _in(self, x):
         x = x if self.channels_last else np.moveaxis(x, 1, -1)
@@ -127,5 +116,4 @@ class MlxNet(Network):
 
 
 def build(adapter_cls, arch, weights, **kw) -> MlxNet:
-    idiom = kw.get("bn_idiom")
-    return MlxNet(arch, weights, recipe=idiom and adapter_cls.freeze_recipe(idiom), **kw)
+    return MlxNet(arch, weights, **kw)

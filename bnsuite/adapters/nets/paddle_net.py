@@ -11,8 +11,7 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited
 from bnsuite.adapters.nets import Network, kernel_layout
-from bnsuite.adapters.nets.layers import plan_layers
-from bnsuite.adapters.nets.reference_net import plan
+from bnsuite.adapters.nets.layers import plan_layers, run_plan
 from bnsuite.adapters.paddle_bn import default_dtype, freeze_layers, grad_mode
 
 
@@ -22,20 +21,16 @@ class PaddleNet(Network):
                           "groups, *kernel_size]; paddle/nn/layer/common.py: Linear.__init__ weight shape "
                           "[in_features, out_features]")
 
-    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom, recipe):
+    def _build(self, weights, *, dtype, device, eps, momentum):
         import paddle
 
         self.paddle = paddle
         self.dtype = dtype
-        self.ops = plan(arch)
-        self.arch = arch
-        self.channels_last = channels_last
-        self.bn_idiom, self.recipe = bn_idiom, recipe  # the idiom's recipe (paddle_bn.FREEZE_IDIOMS); None: none
-        fmt = "NHWC" if channels_last else "NCHW"
-        self.caxis = 3 if channels_last else 1
+        fmt = "NHWC" if self.channels_last else "NCHW"
+        self.caxis = 3 if self.channels_last else 1
         nn = paddle.nn
         bn_kw = dict(epsilon=eps, momentum=1.0 - momentum, data_format=fmt)
-        if recipe is not None and recipe.use_global_stats:
+        if self.recipe is not None and self.recipe.use_global_stats:
             bn_kw["use_global_stats"] = True
         with default_dtype(paddle, dtype):
             self.mods = plan_layers(self.ops,
@@ -46,8 +41,8 @@ class PaddleNet(Network):
             value = np.asarray(weights[name])
             t.set_value((value.T if name.endswith(".kernel") and len(t.shape) == 2 else value).astype(dtype))
         self.layers.train()
-        if recipe is not None:
-            freeze_layers(recipe, self._bns())
+        if self.recipe is not None:
+            freeze_layers(self.recipe, self._bns())
         self.opt = None
 
     def _tensors(self):
@@ -66,19 +61,9 @@ class PaddleNet(Network):
 
     # -- compute -----------------------------------------------------------------------------------------------------
     def _run(self, h):
-        paddle, m = self.paddle, self.mods
-        relu = paddle.nn.functional.relu
-        for op in self.ops:
-            if op[0] in ("conv", "bn", "dense"):
-                h = m[op[1]](h)
-            elif op[0] == "relu":
-                h = relu(h)
-            elif op[0] == "gap":
-                h = h.mean(axis=[1, 2] if self.channels_last else [2, 3])
-            elif op[0] == "block":
-                c = m[f"{op[1]}.conv"](relu(m[f"{op[1]}.bn"](h)))
-                h = paddle.concat([h, c], axis=self.caxis)
-        return h
+        paddle, spatial = self.paddle, [1, 2] if self.channels_last else [2, 3]
+        return run_plan(self.ops, self.mods.__getitem__, h, relu=paddle.nn.functional.relu,
+                        gap=lambda a: a.mean(axis=spatial), cat=lambda a, c: paddle.concat([a, c], axis=self.caxis))
 
     def _in(self, x):
         return self.paddle.to_tensor(np.ascontiguousarray(x)).astype(self.dtype)
@@ -124,5 +109,4 @@ class PaddleNet(Network):
 
 
 def build(adapter_cls, arch, weights, **kw) -> PaddleNet:
-    idiom = kw.get("bn_idiom")
-    return PaddleNet(arch, weights, recipe=idiom and adapter_cls.freeze_recipe(idiom), **kw)
+    return PaddleNet(arch, weights, **kw)

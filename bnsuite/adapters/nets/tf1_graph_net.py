@@ -30,7 +30,7 @@ class Tf1GraphNet(Network):
                                 "tf_keras layers: base_conv.py kernel_shape = kernel_size + (input_channel // groups, "
                                 "filters); core/dense.py kernel [last_dim, units]")
 
-    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom, freeze_recipe=None):
+    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom, recipe):
         import tensorflow as tf
 
         v1 = tf.compat.v1
@@ -40,8 +40,7 @@ class Tf1GraphNet(Network):
         axis = -1 if channels_last else 1
         spatial = [1, 2] if channels_last else [2, 3]
         # The freeze idiom's recipe (adapters/tf1.py TF1_GRAPH_IDIOMS); none: everything trains, UPDATE_OPS run.
-        bn_trainable, update_ops_run = (freeze_recipe.trainable, freeze_recipe.update_ops) if freeze_recipe else \
-            (True, True)
+        bn_trainable, update_ops_run = (recipe.trainable, recipe.update_ops) if recipe else (True, True)
         self.kinds = {}
         with self.graph.as_default(), tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
             shape = [None, *IMAGE, IN_CHANNELS] if channels_last else [None, IN_CHANNELS, *IMAGE]
@@ -143,5 +142,4 @@ class Tf1GraphNet(Network):
 
 
 def build(adapter_cls, arch, weights, **kw) -> Tf1GraphNet:
-    idiom = kw.get("bn_idiom")
-    return Tf1GraphNet(arch, weights, freeze_recipe=idiom and adapter_cls.freeze_recipe(idiom), **kw)
+    return Tf1GraphNet(arch, weights, **kw)

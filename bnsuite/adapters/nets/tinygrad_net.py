@@ -11,8 +11,7 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited
 from bnsuite.adapters.nets import OIHW, Network
-from bnsuite.adapters.nets.layers import plan_layers
-from bnsuite.adapters.nets.reference_net import plan
+from bnsuite.adapters.nets.layers import plan_layers, run_plan
 from bnsuite.adapters.tinygrad_bn import realize_step, training_mode
 
 
@@ -21,16 +20,12 @@ class TinygradNet(Network):
                                 "in_channels//groups, *kernel_size); Linear.__init__ weight (out_features, "
                                 "in_features)")
 
-    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom, recipe):
+    def _build(self, weights, *, dtype, device, eps, momentum):
         from tinygrad import Tensor, dtypes, nn
         from tinygrad.helpers import Context
 
         self.Tensor, self.nn, self.dtypes = Tensor, nn, dtypes
         self.dtype = dtype
-        self.ops = plan(arch)
-        self.arch = arch
-        self.channels_last = channels_last
-        self.bn_idiom, self.recipe = bn_idiom, recipe  # the idiom's recipe (tinygrad_bn.FREEZE_IDIOMS); None: none
         with Context(DEFAULT_FLOAT=dtype):
             self.mods = plan_layers(self.ops, lambda cin, cout, k: nn.Conv2d(cin, cout, k, padding="same"),
                                     lambda c: nn.BatchNorm(c, eps=eps, momentum=momentum), nn.Linear)
@@ -49,17 +44,8 @@ class TinygradNet(Network):
         return out
 
     def _run(self, h):
-        m = self.mods
-        for op in self.ops:
-            if op[0] in ("conv", "bn", "dense"):
-                h = m[op[1]](h)
-            elif op[0] == "relu":
-                h = h.relu()
-            elif op[0] == "gap":
-                h = h.mean(axis=(2, 3))
-            elif op[0] == "block":
-                h = h.cat(m[f"{op[1]}.conv"](m[f"{op[1]}.bn"](h).relu()), dim=1)
-        return h
+        return run_plan(self.ops, self.mods.__getitem__, h, relu=lambda a: a.relu(), gap=lambda a: a.mean(axis=(2, 3)),
+                        cat=lambda a, c: a.cat(c, dim=1))
 
     def _in(self, x):
         x = np.moveaxis(x, -1, 1) if self.channels_last else x
@@ -102,5 +88,4 @@ class TinygradNet(Network):
 
 
 def build(adapter_cls, arch, weights, **kw) -> TinygradNet:
-    idiom = kw.get("bn_idiom")
-    return TinygradNet(arch, weights, recipe=idiom and adapter_cls.freeze_recipe(idiom), **kw)
+    return TinygradNet(arch, weights, **kw)

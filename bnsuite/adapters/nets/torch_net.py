@@ -11,7 +11,7 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited
 from bnsuite.adapters.nets import OIHW, Network, bn_names
-from bnsuite.adapters.nets.reference_net import plan
+from bnsuite.adapters.nets.layers import run_plan
 from bnsuite.adapters.torch_bn import freeze_modules, grad_mode
 
 
@@ -25,16 +25,12 @@ class TorchNet(Network):
                                 "*kernel_size); torch/nn/modules/linear.py Linear.__init__: weight (out_features, "
                                 "in_features)")
 
-    def __init__(self, arch, weights, *, dtype, device, channels_last, eps, momentum, bn_idiom, recipe):
+    def _build(self, weights, *, dtype, device, eps, momentum):
         import torch
 
         self.torch = torch
         self.dtype = getattr(torch, dtype)
         self.device = torch.device("cuda" if device == "gpu" else "cpu")
-        self.ops = plan(arch)
-        self.arch = arch
-        self.channels_last = channels_last
-        self.bn_idiom, self.recipe = bn_idiom, recipe  # the idiom's recipe (torch_bn.FREEZE_IDIOMS); None: none
         mods = torch.nn.ModuleDict()
         nn = torch.nn
         for op in self.ops:
@@ -48,15 +44,15 @@ class TorchNet(Network):
                 mods[_key(f"{op[1]}.bn")] = nn.BatchNorm2d(op[2], eps=eps, momentum=momentum)
                 mods[_key(f"{op[1]}.conv")] = nn.Conv2d(op[2], op[3], 1)
         self.mods = mods.to(self.device, self.dtype)
-        self._bn_keys = [_key(n) for n in bn_names(arch)]
+        self._bn_keys = [_key(n) for n in bn_names(self.arch)]
         with torch.no_grad():
             for name, t in self._tensors().items():
                 t.copy_(torch.as_tensor(weights[name], dtype=t.dtype))
         self.mods.train(True)
         self._kept = None
-        if recipe is not None:
-            kept = freeze_modules(recipe, self._bns(), self.mods)
-            self._kept = kept and dict(zip(bn_names(arch), kept))
+        if self.recipe is not None:
+            kept = freeze_modules(self.recipe, self._bns(), self.mods)
+            self._kept = kept and dict(zip(bn_names(self.arch), kept))
         self.opt = None
 
     def _tensors(self):
@@ -93,18 +89,9 @@ class TorchNet(Network):
         return t
 
     def _run(self, h):
-        torch, m = self.torch, self.mods
-        for op in self.ops:
-            if op[0] in ("conv", "bn", "dense"):
-                h = m[_key(op[1])](h)
-            elif op[0] == "relu":
-                h = torch.relu(h)
-            elif op[0] == "gap":
-                h = h.mean(dim=(2, 3))
-            elif op[0] == "block":
-                c = m[_key(f"{op[1]}.conv")](torch.relu(m[_key(f"{op[1]}.bn")](h)))
-                h = torch.cat([h, c], dim=1)
-        return h
+        torch = self.torch
+        return run_plan(self.ops, lambda name: self.mods[_key(name)], h, relu=torch.relu,
+                        gap=lambda a: a.mean(dim=(2, 3)), cat=lambda a, c: torch.cat([a, c], dim=1))
 
     def forward(self, x, training):
         torch = self.torch
@@ -142,5 +129,4 @@ class TorchNet(Network):
 
 
 def build(adapter_cls, arch, weights, **kw) -> TorchNet:
-    idiom = kw.get("bn_idiom")
-    return TorchNet(arch, weights, recipe=idiom and adapter_cls.freeze_recipe(idiom), **kw)
+    return TorchNet(arch, weights, **kw)

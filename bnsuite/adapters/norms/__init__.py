@@ -109,11 +109,14 @@ class NormAdapter(ABC):
     cannot express the spec (the case skips with the message). Framework imports happen inside methods."""
 
     framework: ClassVar[str]
+    # The declared facts, as data (returned by declare()); None where declare() computes them.
+    declaration: ClassVar[NormDeclaration | None] = None
 
     @classmethod
-    @abstractmethod
     def declare(cls) -> NormDeclaration:
-        ...
+        if cls.declaration is None:
+            raise NotImplementedError(f"{cls.__name__}: sets no `declaration` and does not implement declare()")
+        return cls.declaration
 
     def __init__(self, spec: NormSpec):
         self.spec = spec
@@ -131,6 +134,14 @@ class NormAdapter(ABC):
         if spec.track_running_stats and decl.instance_running_stats.value is None:
             raise Unsupported(f"{self.framework}: no running statistics for {spec.kind} "
                               f"({decl.instance_running_stats.source})")
+
+    def options(self, eps: str, *affine: str) -> dict[str, Any]:
+        """The spec's epsilon and affine flag as the framework's keyword arguments: `eps` names the epsilon argument,
+        `affine` the flags that give the layer a learned scale (and offset). Empty where the spec asks for the
+        framework's defaults."""
+        if self.spec.use_defaults:
+            return {}
+        return {eps: self.spec.eps, **dict.fromkeys(affine, self.spec.affine)}
 
     @abstractmethod
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:

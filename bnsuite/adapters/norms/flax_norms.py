@@ -89,13 +89,7 @@ class _Flax(NormAdapter):
         self._build(spec)
 
     def _kwargs(self) -> dict:
-        s = self.spec
-        kw = {} if s.use_defaults else {"epsilon": s.eps}
-        if not s.use_defaults and s.kind != "rms":
-            kw.update(use_scale=s.affine, use_bias=s.affine)
-        elif not s.use_defaults:
-            kw.update(use_scale=s.affine)
-        return kw
+        return self.options("epsilon", "use_scale", *() if self.spec.kind == "rms" else ("use_bias",))
 
     def _layer(self, ns, *features, **kw):
         """The spec's layer from flax namespace `ns` (nnx layers take the feature count first)."""

@@ -109,12 +109,10 @@ class _KerasNorms(NormAdapter):
     def __init__(self, spec: NormSpec):
         super().__init__(spec)
         layers = self._layers()
-        kw = {} if spec.use_defaults else {"epsilon": spec.eps}
+        kw = self.options("epsilon", *() if spec.kind == "rms" else ("center", "scale"))
         if spec.kind in ("group", "instance"):
             kw["axis"] = -1 if spec.channels_last else 1
             kw["groups"] = spec.groups if spec.kind == "group" else -1
-        if not spec.use_defaults and spec.kind != "rms":
-            kw.update(center=spec.affine, scale=spec.affine)
         if spec.rms_scaling:
             kw["rms_scaling"] = True
         make = {"layer": "LayerNormalization", "rms": "RMSNormalization", "group": "GroupNormalization",
@@ -173,10 +171,7 @@ class Keras3Norms(_KerasNorms):
 class TfKerasNorms(_KerasNorms):
     framework = "tf_keras"
     module_name = "tf_keras"
-
-    @classmethod
-    def declare(cls) -> NormDeclaration:
-        return TF_KERAS_DECLARATION
+    declaration = TF_KERAS_DECLARATION
 
     def _layers(self):
         import tensorflow as tf

@@ -42,10 +42,7 @@ DECLARATION = NormDeclaration(
 
 class MlxNorms(NormAdapter):
     framework = "mlx"
-
-    @classmethod
-    def declare(cls) -> NormDeclaration:
-        return DECLARATION
+    declaration = DECLARATION
 
     def __init__(self, spec: NormSpec):
         super().__init__(spec)
@@ -55,14 +52,12 @@ class MlxNorms(NormAdapter):
         self.mx = mx
         self.dt = getattr(mx, spec.dtype)
         c = spec.num_features
-        kw = {} if spec.use_defaults else {"eps": spec.eps}
         if spec.kind == "rms" and not spec.use_defaults and not spec.affine:
             raise Unsupported(f"mlx: RMSNorm always has a scale ({_NORM}: RMSNorm.__init__ has no affine argument)")
         if spec.kind == "instance" and spec.rank < 3:
             raise Unsupported(f"mlx: InstanceNorm takes (N, ..., C) inputs of rank 3 or more ({_NORM}: "
                               "InstanceNorm.__call__ raises ValueError)")
-        if not spec.use_defaults and spec.kind != "rms":
-            kw["affine"] = spec.affine
+        kw = self.options("eps", *() if spec.kind == "rms" else ("affine",))
         self.module = {"layer": lambda: nn.LayerNorm(c, **kw), "rms": lambda: nn.RMSNorm(c, **kw),
                        "group": lambda: nn.GroupNorm(spec.groups, c, **kw),
                        "instance": lambda: nn.InstanceNorm(c, **kw)}[spec.kind]()

@@ -53,10 +53,7 @@ DECLARATION = NormDeclaration(
 
 class TorchNorms(NormAdapter):
     framework = "torch"
-
-    @classmethod
-    def declare(cls) -> NormDeclaration:
-        return DECLARATION
+    declaration = DECLARATION
 
     def __init__(self, spec: NormSpec):
         super().__init__(spec)
@@ -65,24 +62,20 @@ class TorchNorms(NormAdapter):
         self.torch = torch
         self.dtype = getattr(torch, spec.dtype)
         self.device = torch.device("cuda" if spec.device == "gpu" else "cpu")
-        c, kw = spec.num_features, {}
-        if not spec.use_defaults:
-            kw["eps"] = spec.eps
-        nn = torch.nn
+        c, nn = spec.num_features, torch.nn
+        kw = self.options("eps", "elementwise_affine" if spec.kind in ("layer", "rms") else "affine")
         if spec.kind == "layer":
-            m = nn.LayerNorm((c,), **kw) if spec.use_defaults else nn.LayerNorm((c,), elementwise_affine=spec.affine,
-                                                                                  **kw)
+            m = nn.LayerNorm((c,), **kw)
         elif spec.kind == "rms":
-            m = nn.RMSNorm((c,), **kw) if spec.use_defaults else nn.RMSNorm((c,), elementwise_affine=spec.affine, **kw)
+            m = nn.RMSNorm((c,), **kw)
         elif spec.kind == "group":
-            m = nn.GroupNorm(spec.groups, c, **kw) if spec.use_defaults else nn.GroupNorm(spec.groups, c,
-                                                                                          affine=spec.affine, **kw)
+            m = nn.GroupNorm(spec.groups, c, **kw)
         else:
             if spec.rank not in (3, 4):
                 raise Unsupported(f"torch InstanceNorm cases cover rank 3 and 4 inputs, not rank {spec.rank}")
             cls = nn.InstanceNorm1d if spec.rank == 3 else nn.InstanceNorm2d
             if not spec.use_defaults:
-                kw.update(affine=spec.affine, track_running_stats=spec.track_running_stats, momentum=spec.momentum)
+                kw.update(track_running_stats=spec.track_running_stats, momentum=spec.momentum)
             m = cls(c, **kw)
         self.module = m.to(self.device, self.dtype)
 
