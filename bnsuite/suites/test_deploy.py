@@ -66,11 +66,14 @@ def _step(fn, *args):
 
 
 def _ops_folded(info: dict) -> str:
+    """What runs in place of BatchNorm, read from the executed ops: a BatchNorm op; a conv with no per-channel
+    multiply left (folded into it); else a multiply and add (after a conv, or alone)."""
     ops = [str(o) for o in info.get("runtime_ops") or info.get("ops") or []]
     if any("batchnorm" in o.lower() for o in ops):
         return "BatchNorm kept"
-    return "folded" if any(o.upper() in ("CONV", "CONV_2D", "CONVOLUTION", "FUSEDCONV") for o in ops) else \
-        "elementwise"
+    conv = any(o.upper() in ("CONV", "CONV_2D", "CONVOLUTION", "FUSEDCONV") for o in ops)
+    multiply = any(o.upper() in ("MUL", "MULTIPLY", "ELTWISE") for o in ops)
+    return "folded" if conv and not multiply else "elementwise"
 
 
 def test_deploy_output(case, rec, sessions, model, route):
