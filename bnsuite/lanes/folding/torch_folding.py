@@ -24,6 +24,13 @@ _PT2E = "torchao/quantization/pt2e"
 FOLD_MODELS = ("conv_bn", "conv_bn_relu_dense")
 ALL = ("eps", "momentum", "training", "affine", "track_running_stats")
 
+# Eager QAT of a fused conv-BN (or conv-BN-relu): the BatchNorm's attributes carried over, the training flag set by
+# update_bn_stats / freeze_bn_stats, the output fake-quantized.
+_QAT_UPDATING = Survives("qat", kept=("eps", "momentum", "affine", "track_running_stats"), reset={"training": True},
+                         train_stats="batch", stats_move=True, quantized=True)
+_QAT_FROZEN = Survives("qat", kept=("eps", "momentum", "affine", "track_running_stats"), reset={"training": False},
+                       train_stats="running", stats_move=False, quantized=True)
+
 PATHS = {
     "fuse_conv_bn_eval": (FOLD_MODELS, Cited(
         Survives("raises:AssertionError", folded=True),
@@ -47,28 +54,23 @@ PATHS = {
         "torch/fx/experimental/optimization.py: fuse() matches (Conv2d, BatchNorm2d) and calls "
         f"fuse_conv_bn_eval, which raises AssertionError('Fusion only for eval!') in train mode ({_FUSION})")),
     "qat_update_bn_stats": (("conv_bn",), Cited(
-        Survives("qat", kept=("eps", "momentum", "affine", "track_running_stats"), reset={"training": True},
-                 train_stats="batch", stats_move=True, quantized=True),
+        _QAT_UPDATING,
         f"{_QAT}: ConvBn2d.from_float passes bn.eps, bn.momentum to the constructor and shares running_mean/var; "
         "_forward_approximate in bn.training updates the statistics (self.bn(conv_out_bias)) and rescales the "
         "output by running_std / batch_std (batch statistics); update_bn_stats sets bn.training = True")),
     "qat_freeze_bn_stats": (("conv_bn",), Cited(
-        Survives("qat", kept=("eps", "momentum", "affine", "track_running_stats"), reset={"training": False},
-                 train_stats="running",
-                 stats_move=False, quantized=True),
+        _QAT_FROZEN,
         f"{_QAT}: freeze_bn_stats sets freeze_bn = True and bn.training = False, so _forward_approximate takes the "
         "running-statistics branch with no update; train() does not touch the children while freeze_bn (so the "
         "BatchNorm's training flag is False by design)")),
     "qat_relu_update_bn_stats": (("conv_bn_relu",), Cited(
-        Survives("qat", kept=("eps", "momentum", "affine", "track_running_stats"), reset={"training": True},
-                 train_stats="batch", stats_move=True, quantized=True),
+        _QAT_UPDATING,
         f"{_QAT}: ConvBnReLU2d(ConvBn2d) runs F.relu(ConvBn2d._forward(input)), the same _forward_approximate "
         "(batch statistics, running statistics updated by bn.momentum); torch/ao/quantization/"
         "fuser_method_mappings.py fuse_conv_bn_relu(is_qat=True) builds nni.ConvBnReLU2d(conv, bn, relu), which "
         "prepare_qat swaps for the QAT ConvBnReLU2d.from_float (bn.eps, bn.momentum passed on)")),
     "qat_relu_freeze_bn_stats": (("conv_bn_relu",), Cited(
-        Survives("qat", kept=("eps", "momentum", "affine", "track_running_stats"), reset={"training": False},
-                 train_stats="running", stats_move=False, quantized=True),
+        _QAT_FROZEN,
         f"{_QAT}: ConvBnReLU2d inherits freeze_bn_stats (freeze_bn = True, bn.training = False): the "
         "running-statistics branch of _forward_approximate, then F.relu")),
     "qat_convert": (("conv_bn_relu_dense",), Cited(
