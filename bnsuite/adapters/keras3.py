@@ -315,5 +315,6 @@ class KerasJax(_Keras3):
 class KerasTorch(_Keras3):
     id, backend = "keras-torch", "torch"
     capabilities = {**_on_backend("Keras3Blocks", "keras_sync:KerasTorchSync", "KERAS_TORCH"),
-                    "compile": "bnsuite.lanes.compile.keras_compile:KerasCompileTorch"}
+                    "compile": "bnsuite.lanes.compile.keras_compile:KerasCompileTorch",
+                    "deploy": "bnsuite.lanes.deploy.keras_deploy:Keras3TorchDeploy"}
     freeze_idioms = TORCH_IDIOMS

@@ -50,7 +50,9 @@ def folding_table(checks: list[dict], order: dict[str, int] | None = None) -> li
         row["train_model"] = fmt(ch.get("folding_train_model", {}).get("observed", ""))
         row["train_stats"] = fmt(ch.get("folding_train_output_stats", {}).get("observed", "-"))
         moved = ch.get("folding_stats_move", {}).get("observed")
-        row["stats_move"] = "-" if moved is None else ("move" if moved else "frozen")
+        momentum = ch.get("folding_running_stats_momentum", {}).get("observed")
+        row["stats_move"] = "-" if moved is None else (
+            ("move" + (f" (momentum {momentum})" if momentum else "")) if moved else "frozen")
         row["vs_eager"] = _num(ch.get("folding_output_vs_eager", {}).get("max_abs_err"))
         row["vs_oracle"] = _num(ch.get("folding_output_vs_oracle", {}).get("max_abs_err"))
         row["tol"] = _num(ch.get("folding_output_vs_oracle", {}).get("atol"))

@@ -51,8 +51,10 @@ def session_for(case, sessions, step) -> dc.Session:
     steps = (step.exporter, step.runtime) if isinstance(step, dl.Route) else (step[0],)
     missing = dl.missing_packages(*steps)
     if missing:
+        unpinned = [dl.UNPINNED[p] for p in dict.fromkeys(missing) if p in dl.UNPINNED]
         pytest.skip(f"{', '.join(dict.fromkeys(missing))} not installed: {' and '.join(steps)} cannot run here "
-                    "(pinned in requirements/all.txt, extra 'deploy'; docs/deploy.md)")
+                    + (f"(not pinned: {'; '.join(unpinned)}; docs/deploy.md)" if unpinned else
+                       "(pinned in requirements/all.txt, extra 'deploy'; docs/deploy.md)"))
     if case.adapter.id not in sessions:
         sessions[case.adapter.id] = dc.Session(lane_cls(case.adapter))
     return sessions[case.adapter.id]
@@ -66,11 +68,14 @@ def _step(fn, *args):
 
 
 def _ops_folded(info: dict) -> str:
+    """What runs in place of BatchNorm, read from the executed ops: a BatchNorm op; a conv with no per-channel
+    multiply left (folded into it); else a multiply and add (after a conv, or alone)."""
     ops = [str(o) for o in info.get("runtime_ops") or info.get("ops") or []]
     if any("batchnorm" in o.lower() for o in ops):
         return "BatchNorm kept"
-    return "folded" if any(o.upper() in ("CONV", "CONV_2D", "CONVOLUTION", "FUSEDCONV") for o in ops) else \
-        "elementwise"
+    conv = any(o.upper() in ("CONV", "CONV_2D", "CONVOLUTION", "FUSEDCONV") for o in ops)
+    multiply = any(o.upper() in ("MUL", "MULTIPLY", "ELTWISE") for o in ops)
+    return "folded" if conv and not multiply else "elementwise"
 
 
 def test_deploy_output(case, rec, sessions, model, route):

@@ -87,7 +87,7 @@ def test_folding(case, rec, path):
                            passed=False, message=msg, path=path, model=model)
                 rec.fail(msg)
                 continue
-            _check(rec, path, model, decl, out, x)
+            _check(rec, path, model, decl, out, x, lane.default_momentum)
 
 
 def test_folding_qat_same_padding(case, rec):
@@ -100,7 +100,8 @@ def test_folding_qat_same_padding(case, rec):
              source=lane.qat_same_padding.source)
 
 
-def _check(rec, path: str, model: str, decl: Cited, out: fl.Outcome, x: np.ndarray) -> None:
+def _check(rec, path: str, model: str, decl: Cited, out: fl.Outcome, x: np.ndarray,
+           default_momentum: Cited | None) -> None:
     __tracebackhide__ = True
     s: fl.Survives = decl.value
     src = decl.source
@@ -121,7 +122,7 @@ def _check(rec, path: str, model: str, decl: Cited, out: fl.Outcome, x: np.ndarr
     float_tol = tf.folded("float32", fl.REDUCTIONS[model], fl.magnitude(model, w_eval, x, eps))
     tol = _quantized(float_tol, model, w_eval, x, eps, out) if s.quantized else float_tol
     y_ref = fl.oracle_forward(model, w_eval, x, eps=eps, stats=eval_stats, affine=affine,
-                              folded=s.folded and eval_stats == "running")
+                              folded=s.folded and eval_stats == "running", ranges=out.quant_steps.get("ranges"))
     if model == "conv_bn_subclass" and s.subclass_forward == "kept":
         y_ref = np.maximum(y_ref, 0.0)  # the subclass adds relu after its BatchNorm
     if s.quantized:  # the output's fake quantizer saturates at the ends of its range
@@ -142,21 +143,59 @@ def _check(rec, path: str, model: str, decl: Cited, out: fl.Outcome, x: np.ndarr
         differs = "differs" if not bool(eager_tol.allows(out.y, y_eager).all()) else "equal"
         ch.equal(rec, "folding_output_vs_eager", "differs", differs, source=src, max_abs_err=vs_eager,
                  extra={**where, "detail": "the path declares a reset or a dropped forward, so it must show"})
+    if out.converted:
+        _check_converted(rec, src, where, model, w_eval, eps, out)
     if s.train_stats is not None:
-        _check_training(rec, s, src, where, model, out, x, eps, momentum, tol)
+        _check_training(rec, s, src, where, model, out, x, eps, momentum, tol, default_momentum)
     ROWS.append({"adapter": rec.base["adapter"], **where, "eps": after.get("eps", "folded"),
                  "momentum": after.get("momentum", "folded"), "training": after.get("training", "-"),
                  "vs_eager": vs_eager, "vs_oracle": float(np.max(np.abs(out.y - y_ref)))})
 
 
+def _check_converted(rec, src, where, model, weights, eps, out: fl.Outcome) -> None:
+    """An int8 path's converted conv holds the oracle's fold (the trained statistics and eps) within half its weight
+    step, its float bias within the fold's roundings; the dense layer its trained weights within half its step. A
+    weight beyond its quantizer's range saturates there (the range follows a moving average of the weights' ranges
+    during training, so it can trail the trained weights): the oracle clips it too."""
+    __tracebackhide__ = True
+    w, c, q = weights, out.converted, out.quant_steps
+    kernel, bias = fl.fold(w["conv.kernel"], w["conv.bias"], w["bn.scale"], w["bn.offset"], w["bn.mean"], w["bn.var"],
+                           eps)
+    k = fl.bn_scale(w, eps)
+    for layer, expected, step, what in (
+            ("conv", kernel, q["weight"], f"the conv folded with its BatchNorm (eps {eps}, trained statistics)"),
+            ("dense", w["dense.kernel"], q["dense_weight"], "the trained dense weights")):
+        clipped, _ = tf.weight_clip(expected, step, q["weight_qrange"])
+        ch.close(rec, "folding_int8_folded_weights", c[f"{layer}.kernel"], clipped, tf.int8_weights(step, expected),
+                 declared=what + ", clipped at the quantizer's range", source=src, extra={**where, "layer": layer})
+    terms = np.abs(w["conv.bias"] - w["bn.mean"]) * k + np.abs(w["bn.offset"])
+    ch.close(rec, "folding_int8_folded_bias", c["conv.bias"], bias, tf.folded_bias(terms),
+             declared=f"the conv bias folded with its BatchNorm (eps {eps})", source=src, extra={**where})
+
+
 def _quantized(float_tol, model, weights, x, eps, out: fl.Outcome, gain=1.0):
     q = out.quant_steps
+    if "dense_weight" in q:  # an int8 network: its conv layer, then its dense layer (weights clipped at their range)
+        dense_w, dense_in = fl.dense_abs(model, weights, x, eps, q.get("ranges"))
+        w = weights
+        kernel, _ = fl.fold(w["conv.kernel"], w["conv.bias"], w["bn.scale"], w["bn.offset"], w["bn.mean"],
+                            w["bn.var"], eps)
+        _, conv_err = tf.weight_clip(kernel, q["weight"], q["weight_qrange"])
+        _, dense_err = tf.weight_clip(w["dense.kernel"], q["dense_weight"], q["weight_qrange"])
+        return tf.quantized_layers(float_tol, [
+            {"step_in": q["input"], "weight_abs": fl.folded_weight_abs(model, weights, eps), "step_weight": q["weight"],
+             "input_abs": fl.receptive_abs(model, weights, x), "n": fl.REDUCTIONS[model][0], "step_out": q["output"],
+             "weight_err": conv_err},
+            {"step_in": q["dense_input"], "weight_abs": dense_w, "step_weight": q["dense_weight"],
+             "input_abs": dense_in, "n": fl.REDUCTIONS[model][-1], "step_out": q["dense_output"],
+             "weight_err": dense_err}])
     return tf.quantized(float_tol, step_in=float(q.get("input", 0.0)), step_weight=np.asarray(q["weight"]),
                         step_out=float(q["output"]), weight_abs=fl.folded_weight_abs(model, weights, eps),
                         input_abs=fl.receptive_abs(model, weights, x), gain=gain)
 
 
-def _check_training(rec, s: fl.Survives, src, where, model, out: fl.Outcome, x, eps, momentum, tol) -> None:
+def _check_training(rec, s: fl.Survives, src, where, model, out: fl.Outcome, x, eps, momentum, tol,
+                    default_momentum: Cited | None) -> None:
     __tracebackhide__ = True
     w0 = _with_stats(out.weights, out.stats_before)
     z = fl.bn_input(model, w0, x)
@@ -183,3 +222,32 @@ def _check_training(rec, s: fl.Survives, src, where, model, out: fl.Outcome, x, 
                                    float(np.max(np.abs(z)) ** 2))
         ch.close(rec, "folding_running_stats_update", np.concatenate(out.stats_after),
                  np.concatenate([mean, var]), st_tol, declared=f"momentum {momentum}", source=src, extra=where)
+    if s.stats_move and default_momentum is not None:
+        _check_momentum(rec, src, where, model, out, x, eps, momentum, default_momentum)
+
+
+def _check_momentum(rec, src, where, model, out: fl.Outcome, x, eps, momentum, default_momentum: Cited) -> None:
+    """Which momentum moved the running statistics in the training-mode forward: the model's own or the framework's
+    default. The BatchNorm sees the conv output computed from the fake-quantized input and the fake-quantized
+    folded weight divided back by the fold's scale, so its input is known within that quantization error."""
+    __tracebackhide__ = True
+    w0 = _with_stats(out.weights, out.stats_before)
+    z = fl.bn_input(model, w0, x)
+    n = z.size // z.shape[1]
+    q = out.quant_steps
+    k = fl.bn_scale(w0, eps)
+    float_tol = tf.folded("float32", fl.REDUCTIONS[model][:1], fl.magnitude(model, w0, x, eps))
+    z_err = float_tol.atol + tf.layer_error(
+        0.0, step_in=float(q.get("input", 0.0)), weight_abs=fl.folded_weight_abs(model, w0, eps) / k,
+        step_weight=np.asarray(q["weight"]) / k, input_abs=fl.receptive_abs(model, w0, x),
+        n=fl.REDUCTIONS[model][0], step_out=0.0)
+    momenta = {f"{m:g}": m for m in (MOMENTUM, default_momentum.value)}
+    candidates = {name: np.concatenate(fl.running_after(model, w0, x, m)) for name, m in momenta.items()}
+    st_tol = tf.running_update_per_channel(max(momenta.values()), z_err, z.std(axis=(0, 2, 3)), "float32", n,
+                                           float(np.max(np.abs(z)) ** 2))
+    observed = np.concatenate(out.stats_after)
+    errs = {name: float(np.max(np.abs(observed - c))) for name, c in candidates.items()}
+    ch.equal(rec, "folding_running_stats_momentum", f"{momentum:g}", ch.classify(observed, candidates, st_tol),
+             source=f"{src}; default: {default_momentum.source}",
+             extra={**where, **{f"max abs err vs momentum {name}": e for name, e in errs.items()},
+                    "atol": float(np.max(st_tol.atol)), "tol_why": st_tol.why})

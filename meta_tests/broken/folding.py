@@ -93,6 +93,90 @@ class SamePaddingLane(tfold.TorchFolding):
     qat_same_padding = Cited("runs", "deliberately wrong")
 
 
+def _only(*paths: str) -> dict:
+    """The torch lane's declarations of `paths` only (a broken lane runs where its breakage shows)."""
+    return {p: tfold.PATHS[p] for p in paths}
+
+
+class DropsReluLane(tfold.TorchFolding):
+    """QAT fusion of conv-BN-relu that loses the relu: the fused module is a ConvBn2d and the relu an Identity."""
+
+    paths = _only("qat_relu_update_bn_stats", "qat_relu_freeze_bn_stats")
+
+    def _qat(self, m, xt, out, freeze: bool, fuse=("mods.conv", "mods.bn")):
+        import torch
+
+        m = copy.deepcopy(m)
+        m.mods["relu"] = torch.nn.Identity()
+        super()._qat(m, xt, out, freeze, fuse=("mods.conv", "mods.bn"))
+
+
+class _ConvertChangedLane(tfold.TorchFolding):
+    """int8 conversion of the QAT network whose BatchNorm gets `changes` just before convert (deliberately wrong)."""
+
+    paths = _only("qat_convert")
+    changes: dict = {}
+
+    def _qat_convert(self, m, model, xt, out, batches):
+        import torch.ao.quantization as tq
+
+        real, changes = tq.convert, self.changes
+
+        def convert(q, *a, **k):
+            bn = q.conv.bn
+            for name, value in changes.items():
+                if name == "reset_running_stats":
+                    bn.reset_running_stats()
+                else:
+                    setattr(bn, name, value)
+            return real(q, *a, **k)
+
+        tq.convert = convert
+        try:
+            super()._qat_convert(m, model, xt, out, batches)
+        finally:
+            tq.convert = real
+
+
+class ConvertDropsEpsLane(_ConvertChangedLane):
+    """int8 conversion that folds the BatchNorm with eps = 0."""
+
+    changes = {"eps": 0.0}
+
+
+class ConvertLosesStatsLane(_ConvertChangedLane):
+    """int8 conversion that folds the BatchNorm's initial statistics (mean 0, variance 1), the trained ones lost."""
+
+    changes = {"reset_running_stats": True}
+
+
+class Pt2eKeepsMomentumLane(tfold.TorchFolding):
+    """The PT2E QAT graph's training-mode BatchNorm updates with the model's momentum (0.03), where torchao's pattern
+    (declared) writes torch's default 0.1."""
+
+    paths = _only("pt2e_qat")
+
+    def _pt2e_qat(self, m, model, xt, out, batches):
+        import torch
+        from torchao.quantization.pt2e import quantize_pt2e
+
+        real, momentum = quantize_pt2e.prepare_qat_pt2e, float(m.mods["bn"].momentum)
+
+        def prepare(*a, **k):
+            gm = real(*a, **k)
+            for node in gm.graph.nodes:
+                if node.op == "call_function" and node.target == torch.ops.aten.batch_norm.default:
+                    node.args = (*node.args[:6], momentum, *node.args[7:])
+            gm.recompile()
+            return gm
+
+        quantize_pt2e.prepare_qat_pt2e = prepare
+        try:
+            super()._pt2e_qat(m, model, xt, out, batches)
+        finally:
+            quantize_pt2e.prepare_qat_pt2e = real
+
+
 def _adapter(name: str, adapter_id: str, lane: type) -> type:
     return type(name, (TorchBatchNorm,), {"__doc__": f"A correct torch BatchNorm whose folding lane: {lane.__doc__}",
                                           "__module__": __name__, "__qualname__": name, "id": adapter_id,
@@ -107,6 +191,10 @@ DefaultsSync = _adapter("DefaultsSync", "broken-folding-sync-defaults", Defaults
 FusesInTrainMode = _adapter("FusesInTrainMode", "broken-folding-train-mode", FusesInTrainModeLane)
 SamePaddingQat = _adapter("SamePaddingQat", "broken-folding-qat-same-padding", SamePaddingLane)
 RaisingFolding = _adapter("RaisingFolding", "broken-folding-raises", RaisingLane)
+DropsReluQat = _adapter("DropsReluQat", "broken-folding-qat-drops-relu", DropsReluLane)
+ConvertDropsEps = _adapter("ConvertDropsEps", "broken-folding-int8-drops-eps", ConvertDropsEpsLane)
+ConvertLosesStats = _adapter("ConvertLosesStats", "broken-folding-int8-loses-stats", ConvertLosesStatsLane)
+Pt2eKeepsMomentum = _adapter("Pt2eKeepsMomentum", "broken-folding-pt2e-momentum", Pt2eKeepsMomentumLane)
 
 EXPECTED_FAILURES = {
     DropsEpsFolding: {"folding_output_vs_oracle", "folding_output_vs_eager"},
@@ -117,6 +205,11 @@ EXPECTED_FAILURES = {
     FusesInTrainMode: {"folding_train_model", "folding_bn_folded"},
     RaisingFolding: {"folding_path_runs"},
     SamePaddingQat: {"folding_qat_same_padding"},
+    DropsReluQat: {"folding_output_vs_oracle", "folding_train_output_stats"},
+    ConvertDropsEps: {"folding_int8_folded_bias"},
+    # the int8 output's worst-case bound is wider than what lost statistics change: the converted weights show it
+    ConvertLosesStats: {"folding_int8_folded_weights", "folding_int8_folded_bias"},
+    Pt2eKeepsMomentum: {"folding_running_stats_momentum"},
 }
 
 # Each lane above breaks one path; its cases run on that path only (SamePaddingQat's breakage is outside test_folding).

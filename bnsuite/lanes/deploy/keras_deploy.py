@@ -95,7 +95,9 @@ class _KerasLane(DeployLane):
         def run(x, training):
             saved = model.get_weights()  # a training call moves the moving statistics: put them back
             try:
-                return np.asarray(model(np.asarray(x, np.float32), training=training), np.float64)
+                out = model(np.asarray(x, np.float32), training=training)
+                out = out.detach() if hasattr(out, "detach") else out  # a torch-backend tensor carries its graph
+                return np.asarray(out, np.float64)
             finally:
                 model.set_weights(saved)
 
@@ -157,6 +159,13 @@ class Keras3Deploy(_KerasLane):
                              "tf ops ((x - mean) * rsqrt(var + eps) * gamma + beta), which tf2onnx writes as Mul and "
                              "Add" + (" and then folds into the Conv before them" if conv_before else ""))
 
+    def declared_folding(self, route, model):
+        if model == "net" and route.exporter == self.onnx_exporter and route.runtime in ("ort-off", "onnx-reference"):
+            return Cited("elementwise", "keras/src/backend/tensorflow/nn.py batch_normalization computes inference BN "
+                                        "as tf ops; tf2onnx leaves that Mul and Add after the Conv (the graph is "
+                                        "Transpose, Conv, Mul, Add, Relu): only an optimizing runtime folds them")
+        return super().declared_folding(route, model)
+
     def _onnx(self, model, path):
         model.export(path, format="onnx", verbose=False)
 
@@ -188,3 +197,33 @@ class TfKerasDeploy(_KerasLane):
         spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="x"),)
         fn = tf.function(lambda x: model(x, training=False))
         tf2onnx.convert.from_function(fn, input_signature=spec, opset=17, output_path=path)
+
+
+class Keras3TorchDeploy(_KerasLane):
+    """Keras 3 on torch: `model.export(path, format="onnx")` (keras/src/export/onnx.py: torch.onnx.export; the
+    input's batch dimension is None, so it takes the TorchScript-based exporter with dynamic_axes, and tries dynamo
+    only for static shapes). ONNX only: TensorFlow's LiteRT converter takes TensorFlow models."""
+
+    framework = "keras"
+    onnx_exporter = "keras.export-onnx"
+    routes = tuple(Route("keras.export-onnx", "eval", rt) for rt in ONNX_RUNTIMES)
+
+    def _keras(self):
+        import keras
+
+        return keras
+
+    def onnx_bn_node(self, conv_before):
+        return Cited("none", "keras/src/backend/torch/nn.py batch_normalization: inference BN is computed with torch "
+                             "ops (x - mean) * (rsqrt(var + eps) * gamma) + beta, which the TorchScript exporter "
+                             "writes as Sub, Mul and Add")
+
+    def declared_folding(self, route, model):
+        return Cited("elementwise", "keras/src/backend/torch/nn.py batch_normalization: Sub, Mul and Add after the "
+                                    "Conv in the ONNX graph (the TorchScript exporter folds only constants)")
+
+    def _onnx(self, model, path):
+        model.export(path, format="onnx", verbose=False)
+
+    def versions(self):
+        return {d: installed_version(d) or "not installed" for d in ("torch", "keras", "onnx")}

@@ -21,6 +21,7 @@ from bnsuite.lanes.deploy import (CHANNELS, EPS, MOMENTUM, NET_ARCH, DeployLane,
 ONNX_RUNTIMES = ("ort-off", "ort-all", "onnx-reference", "openvino")
 OPSET = 17  # BatchNormalization-15: training_mode and the running-statistics outputs
 
+_LITERT = "litert_torch/backend/lowerings/_batch_norm.py"
 _TS = "torch/onnx/utils.py export (TorchScript-based exporter) with torch/onnx/symbolic_opset15.py batch_norm"
 _DYNAMO = ("onnxscript/function_libs/torch_lib/ops/core.py aten_native_batch_norm (the dynamo exporter's "
            "translation of torch.export's batch norm)")
@@ -39,7 +40,8 @@ class TorchDeploy(DeployLane):
         + [Route("torch.onnx-ts", "preserve-frozen", rt) for rt in ("ort-off", "onnx-reference")]
         + [Route("torch.onnx-dynamo", "eval", rt) for rt in ONNX_RUNTIMES]
         + [Route("torch.onnx-dynamo", "train-model", rt) for rt in ("ort-off", "onnx-reference")]
-        + [Route("openvino-from-torch", "eval", rt) for rt in ("openvino", "openvino-f32")])
+        + [Route("openvino-from-torch", "eval", rt) for rt in ("openvino", "openvino-f32")]
+        + [Route("litert-torch", "float32", "litert")])
 
     def declared(self, exporter, mode, model):
         conv_before = model == "net"  # the network's BN follows a convolution, which exporters may fold it into
@@ -79,12 +81,24 @@ class TorchDeploy(DeployLane):
                 dynamic_batch=Cited(True, "ov.convert_model keeps the traced input's dimensions dynamic"),
                 precision=Cited("float16", "openvino/_ov_api.py save_model: compress_to_fp16=True by default "
                                            "(weights stored in float16)"))
+        if exporter == "litert-torch":
+            return ExportFacts.non_onnx_inference(
+                "a .tflite flatbuffer", traced=f"{_LITERT}: the module is exported with torch.export in eval mode, "
+                "and inference BatchNorm (_native_batch_norm_legit_no_training) lowers to batch_norm_inference",
+                dynamic_batch=Cited(False, "litert_torch.convert keeps the sample's static shape unless "
+                                           "dynamic_shapes is given (the interpreter can still resize the input)"),
+                precision=Cited("float32", "litert_torch.convert without a quantization config keeps float32"))
         raise KeyError(f"torch deploy lane: no exporter {exporter!r}")
 
     def versions(self):
-        return {d: installed_version(d) or "not installed" for d in ("torch", "onnx", "onnxscript", "openvino")}
+        return {d: installed_version(d) or "not installed" for d in ("torch", "onnx", "onnxscript", "openvino",
+                                                                     "litert-torch", "ai-edge-litert")}
 
     def declared_folding(self, route, model):
+        if route.exporter == "litert-torch":
+            return Cited("folded" if model == "net" else "elementwise",
+                         f"{_LITERT}: batch_norm_inference (StableHLO), which the TFLite converter lowers to MUL and "
+                         "ADD and fuses into a CONV_2D before them")
         if route.runtime.startswith("openvino"):
             return Cited("folded" if model == "net" else "elementwise",
                          "openvino's ONNX and PyTorch frontends decompose BatchNorm into Multiply and Add, which its "
@@ -193,6 +207,13 @@ class TorchDeploy(DeployLane):
             path = path.removesuffix(".onnx") + ".xml"
             ov.save_model(ov.convert_model(m.eval(), example_input=x), path)
             return Export(path, "openvino", time.perf_counter() - t0)
+        elif exporter == "litert-torch":
+            import litert_torch
+
+            path = path.removesuffix(".onnx") + ".tflite"
+            with _default_fp32_precision():  # it runs torch.export (see the trap below)
+                litert_torch.convert(m.eval(), (x,)).export(path)
+            return Export(path, "tflite", time.perf_counter() - t0)
         else:
             raise KeyError(f"torch deploy lane: no exporter {exporter!r}")
         return Export(path, "onnx", time.perf_counter() - t0, bn_outputs=_bn_training_outputs(path))

@@ -8,6 +8,7 @@ returns an `Outcome` in NumPy. The float64 oracle (`oracle_forward`, `fold`) liv
 Models (framework-neutral names; weights use the canonical names of ``adapters/nets/reference_net.py``):
 * "conv_bn": conv 3x3 (3 -> 8, padding 1, bias) -> BatchNorm2d;
 * "linear_bn": dense 6 -> 5 (bias) -> BatchNorm1d;
+* "conv_bn_relu": conv_bn followed by a relu (the pattern QAT fuses into one ConvBnReLU2d);
 * "conv_bn_relu_dense": the suite's small training network (``adapters/nets``);
 * "conv_bn_subclass": conv_bn whose BatchNorm is a subclass that overrides ``forward`` (adds ``relu`` after it);
 * "conv_bn_no_affine": conv_bn with ``affine=False, track_running_stats=False``.
@@ -24,11 +25,11 @@ from bnsuite.adapters.base import Cited
 from bnsuite.adapters import reference as ref
 from bnsuite.adapters.nets.reference_net import conv2d, plan
 
-MODELS = ("conv_bn", "linear_bn", "conv_bn_relu_dense", "conv_bn_subclass", "conv_bn_no_affine")
-IN_SHAPE = {"conv_bn": (3, 6, 6), "linear_bn": (6,), "conv_bn_relu_dense": (3, 6, 6), "conv_bn_subclass": (3, 6, 6),
-            "conv_bn_no_affine": (3, 6, 6)}
-OUT_SHAPE = {"conv_bn": (8, 6, 6), "linear_bn": (5,), "conv_bn_relu_dense": (4,), "conv_bn_subclass": (8, 6, 6),
-             "conv_bn_no_affine": (8, 6, 6)}
+MODELS = ("conv_bn", "conv_bn_relu", "linear_bn", "conv_bn_relu_dense", "conv_bn_subclass", "conv_bn_no_affine")
+IN_SHAPE = {"conv_bn": (3, 6, 6), "conv_bn_relu": (3, 6, 6), "linear_bn": (6,), "conv_bn_relu_dense": (3, 6, 6),
+            "conv_bn_subclass": (3, 6, 6), "conv_bn_no_affine": (3, 6, 6)}
+OUT_SHAPE = {"conv_bn": (8, 6, 6), "conv_bn_relu": (8, 6, 6), "linear_bn": (5,), "conv_bn_relu_dense": (4,),
+             "conv_bn_subclass": (8, 6, 6), "conv_bn_no_affine": (8, 6, 6)}
 # Every path a lane may declare (a lane declares a subset; the suite runs one test per name): what each one is.
 PATH_NAMES = {
     "fuse_conv_bn_eval": "fold a conv's following BatchNorm into its weights (eval only)",
@@ -38,6 +39,9 @@ PATH_NAMES = {
     "fx_optimization_fuse": "the FX optimization pass that folds conv + BatchNorm (eval)",
     "qat_update_bn_stats": "eager quantization-aware training of a fused conv-BN, statistics updating",
     "qat_freeze_bn_stats": "eager quantization-aware training of a fused conv-BN, statistics frozen",
+    "qat_relu_update_bn_stats": "eager quantization-aware training of a fused conv-BN-relu, statistics updating",
+    "qat_relu_freeze_bn_stats": "eager quantization-aware training of a fused conv-BN-relu, statistics frozen",
+    "qat_convert": "eager quantization-aware training of the network a few steps, then conversion to int8",
     "pt2e_qat": "export, prepare for quantization-aware training, one training forward, move to eval",
     "convert_sync_batchnorm": "every BatchNorm converted into the synchronized BatchNorm class",
 }
@@ -47,8 +51,8 @@ NO_AFFINE_MODELS = ("conv_bn_no_affine",)
 # The reduction sizes of each model's float layers (the float tolerance adds one bound per layer): conv 3x3 over 3
 # channels, dense over 6 inputs, the network's conv, 6x6 average pool and dense over 8; a batch-statistics BatchNorm
 # reduces the batch of 4 x 6 x 6 values.
-REDUCTIONS = {"conv_bn": [27], "linear_bn": [6], "conv_bn_relu_dense": [27, 36, 8], "conv_bn_subclass": [27],
-              "conv_bn_no_affine": [27, 144]}
+REDUCTIONS = {"conv_bn": [27], "conv_bn_relu": [27], "linear_bn": [6], "conv_bn_relu_dense": [27, 36, 8],
+              "conv_bn_subclass": [27], "conv_bn_no_affine": [27, 144]}
 # The BatchNorm attributes a path may keep or reset, in the order the report shows them.
 ATTRIBUTES = ("eps", "momentum", "training", "affine", "track_running_stats")
 
@@ -89,6 +93,8 @@ class Outcome:
     statistics (mean, var) before and after that forward (None where the path has no training mode);
     train_model: what the path did to the model in train mode, in `Survives.train_model` words;
     quant_steps: the observed quantization steps ("input", "output": floats; "weight": one per output channel);
+    converted: an int8 path's converted weights, dequantized to float64 ("conv.kernel", "conv.bias", "dense.kernel",
+    "dense.bias": what the runtime computes with, the BatchNorm folded in);
     detail: a line on anything else observed (an error's text).
     """
 
@@ -102,6 +108,7 @@ class Outcome:
     stats_before: tuple[np.ndarray, np.ndarray] | None = None
     stats_after: tuple[np.ndarray, np.ndarray] | None = None
     quant_steps: dict[str, Any] = dataclasses.field(default_factory=dict)
+    converted: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     detail: str = ""
 
 
@@ -114,6 +121,10 @@ class FoldingLane:
     # What quantization-aware training does with a conv built with padding="same" (the suite network's conv):
     # "runs" or "raises:<Error>"; None where the lane has no QAT path.
     qat_same_padding: Cited[str] | None = None
+
+    # The framework's default BatchNorm momentum (canonical: the weight of the new batch statistic): what a path that
+    # resets the momentum falls back to; the running statistics a training forward leaves tell the two apart.
+    default_momentum: Cited[float] | None = None
 
     def versions(self) -> dict[str, str]:
         raise NotImplementedError
@@ -139,6 +150,8 @@ def fold(kernel, bias, scale, offset, mean, var, eps: float) -> tuple[np.ndarray
 
 def ops_of(model: str) -> list[tuple]:
     """The model's plan, in the op words of ``reference_net.plan``."""
+    if model == "conv_bn_relu":
+        return [("conv", "conv", 3, 8, 3), ("bn", "bn", 8), ("relu",)]
     if model == "linear_bn":
         return [("dense", "linear", 6, 5), ("bn", "bn", 5)]
     if model == "conv_bn_relu_dense":
@@ -173,16 +186,27 @@ CHANNEL_AXIS = 1  # every model is channels-first (NCHW, or (N, C) for the dense
 
 
 def oracle_forward(model: str, weights: dict[str, np.ndarray], x: np.ndarray, *, eps: float, stats: str = "running",
-                   folded: bool = False, affine: bool = True) -> np.ndarray:
+                   folded: bool = False, affine: bool = True, ranges: Mapping[str, tuple] | None = None,
+                   until: str | None = None) -> np.ndarray:
     """The model's output in float64: BatchNorm with its running ("running") or the batch's ("batch") statistics;
-    folded=True folds each conv/dense-BN pair (running statistics) into the conv/dense weights first."""
+    folded=True folds each conv/dense-BN pair (running statistics) into the conv/dense weights first. ranges: the
+    values an int8 model's quantizers can hold, where it has them ("input": its input, "relu": the relu's output,
+    "dense": the dense layer's input); the oracle saturates there as they do. until: stop before the first op of
+    that kind (e.g. "dense": the dense layer's input)."""
+    ranges = ranges or {}
     h = np.asarray(x, np.float64)
+    if "input" in ranges:
+        h = np.clip(h, *ranges["input"])
     ops = ops_of(model)
     w = weights
     i = 0
     while i < len(ops):
         op = ops[i]
         nxt = ops[i + 1] if i + 1 < len(ops) else None
+        if op[0] == until:
+            return h
+        if op[0] == "dense" and "dense" in ranges:
+            h = np.clip(h, *ranges["dense"])
         if op[0] in ("conv", "dense") and folded and nxt is not None and nxt[0] == "bn":
             b = nxt[1]
             scale = w[f"{b}.scale"] if affine else np.ones_like(w[f"{b}.mean"])
@@ -204,6 +228,8 @@ def oracle_forward(model: str, weights: dict[str, np.ndarray], x: np.ndarray, *,
                 h = ref.forward_inference(h, scale, offset, w[f"{op[1]}.mean"], w[f"{op[1]}.var"], eps, CHANNEL_AXIS)
         elif op[0] == "relu":
             h = np.maximum(h, 0.0)
+            if "relu" in ranges:
+                h = np.clip(h, *ranges["relu"])
         elif op[0] == "gap":
             h = h.mean(axis=(2, 3))
         i += 1
@@ -275,3 +301,16 @@ def receptive_abs(model: str, weights: dict[str, np.ndarray], x: np.ndarray) -> 
     ones = np.ones((1, *k.shape[1:]))
     h = np.abs(np.asarray(x, np.float64))
     return float((conv2d(h, ones, np.zeros(1)) if op[0] == "conv" else h.sum(axis=1)).max())
+
+
+def dense_abs(model: str, weights: dict[str, np.ndarray], x: np.ndarray, eps: float,
+              ranges: Mapping[str, tuple] | None = None) -> tuple[np.ndarray, float]:
+    """The dense layer's sum |W| per output and the largest sum |h| over its input (the oracle's, running statistics;
+    the int8 gains of the network's second layer)."""
+    h = oracle_forward(model, weights, x, eps=eps, ranges=ranges, until="dense")
+    return np.abs(weights["dense.kernel"]).sum(axis=1), float(np.abs(h).sum(axis=1).max())
+
+
+def bn_scale(weights: dict[str, np.ndarray], eps: float) -> np.ndarray:
+    """|gamma| / sqrt(var + eps) of the first BatchNorm (what a QAT conv-BN folds into the conv's weights)."""
+    return np.abs(weights["bn.scale"]) / np.sqrt(weights["bn.var"] + eps)

@@ -11,7 +11,11 @@ import copy
 import numpy as np
 
 from bnsuite.adapters.base import Cited
-from bnsuite.lanes.folding import FoldingLane, Outcome, Survives, ops_of
+from bnsuite.lanes.folding import FoldingLane, Outcome, Survives
+from bnsuite.lanes.folding.torch_models import bn_attrs, build, net_tensors, quantizable_net, tensors
+from bnsuite.lanes.folding.torch_models import np_ as _np
+
+__all__ = ["PATHS", "TorchFolding", "bn_attrs", "build", "tensors"]
 
 _FUSION = "torch/nn/utils/fusion.py"
 _QAT = "torch/ao/nn/intrinsic/qat/modules/conv_fused.py"
@@ -19,6 +23,13 @@ _BN = "torch/nn/modules/batchnorm.py"
 _PT2E = "torchao/quantization/pt2e"
 FOLD_MODELS = ("conv_bn", "conv_bn_relu_dense")
 ALL = ("eps", "momentum", "training", "affine", "track_running_stats")
+
+# Eager QAT of a fused conv-BN (or conv-BN-relu): the BatchNorm's attributes carried over, the training flag set by
+# update_bn_stats / freeze_bn_stats, the output fake-quantized.
+_QAT_UPDATING = Survives("qat", kept=("eps", "momentum", "affine", "track_running_stats"), reset={"training": True},
+                         train_stats="batch", stats_move=True, quantized=True)
+_QAT_FROZEN = Survives("qat", kept=("eps", "momentum", "affine", "track_running_stats"), reset={"training": False},
+                       train_stats="running", stats_move=False, quantized=True)
 
 PATHS = {
     "fuse_conv_bn_eval": (FOLD_MODELS, Cited(
@@ -43,18 +54,32 @@ PATHS = {
         "torch/fx/experimental/optimization.py: fuse() matches (Conv2d, BatchNorm2d) and calls "
         f"fuse_conv_bn_eval, which raises AssertionError('Fusion only for eval!') in train mode ({_FUSION})")),
     "qat_update_bn_stats": (("conv_bn",), Cited(
-        Survives("qat", kept=("eps", "momentum", "affine", "track_running_stats"), reset={"training": True},
-                 train_stats="batch", stats_move=True, quantized=True),
+        _QAT_UPDATING,
         f"{_QAT}: ConvBn2d.from_float passes bn.eps, bn.momentum to the constructor and shares running_mean/var; "
         "_forward_approximate in bn.training updates the statistics (self.bn(conv_out_bias)) and rescales the "
         "output by running_std / batch_std (batch statistics); update_bn_stats sets bn.training = True")),
     "qat_freeze_bn_stats": (("conv_bn",), Cited(
-        Survives("qat", kept=("eps", "momentum", "affine", "track_running_stats"), reset={"training": False},
-                 train_stats="running",
-                 stats_move=False, quantized=True),
+        _QAT_FROZEN,
         f"{_QAT}: freeze_bn_stats sets freeze_bn = True and bn.training = False, so _forward_approximate takes the "
         "running-statistics branch with no update; train() does not touch the children while freeze_bn (so the "
         "BatchNorm's training flag is False by design)")),
+    "qat_relu_update_bn_stats": (("conv_bn_relu",), Cited(
+        _QAT_UPDATING,
+        f"{_QAT}: ConvBnReLU2d(ConvBn2d) runs F.relu(ConvBn2d._forward(input)), the same _forward_approximate "
+        "(batch statistics, running statistics updated by bn.momentum); torch/ao/quantization/"
+        "fuser_method_mappings.py fuse_conv_bn_relu(is_qat=True) builds nni.ConvBnReLU2d(conv, bn, relu), which "
+        "prepare_qat swaps for the QAT ConvBnReLU2d.from_float (bn.eps, bn.momentum passed on)")),
+    "qat_relu_freeze_bn_stats": (("conv_bn_relu",), Cited(
+        _QAT_FROZEN,
+        f"{_QAT}: ConvBnReLU2d inherits freeze_bn_stats (freeze_bn = True, bn.training = False): the "
+        "running-statistics branch of _forward_approximate, then F.relu")),
+    "qat_convert": (("conv_bn_relu_dense",), Cited(
+        Survives("qat", folded=True, quantized=True),
+        f"{_QAT}: _ConvBnNd.to_float folds with fuse_conv_bn_weights(weight, bias, bn.running_mean, "
+        "bn.running_var, bn.eps, bn.weight, bn.bias); torch/ao/nn/intrinsic/quantized/modules/conv_relu.py "
+        "ConvReLU2d.from_float takes the folded float module and quantizes its weight per channel; "
+        "torch/ao/quantization/quantize.py convert swaps every QAT module for its quantized one (the BatchNorm "
+        "becomes Identity)")),
     "pt2e_qat": (("conv_bn",), Cited(
         Survives("qat", kept=("affine", "track_running_stats"), reset={"eps": 1e-5, "momentum": 0.1, "training": False},
                  train_stats="batch",
@@ -71,103 +96,9 @@ PATHS = {
 }
 
 
-class _Runner:
-    """Builds an nn.Module that runs a plan over a ModuleDict (the torch network's own forward)."""
-
-    @staticmethod
-    def module(mods, ops):
-        import torch
-
-        class Runner(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.mods = mods
-
-            def forward(self, h):
-                m = self.mods
-                for op in ops:
-                    if op[0] in ("conv", "bn", "dense"):
-                        h = m[op[1]](h)
-                    elif op[0] == "relu":
-                        h = torch.relu(h)
-                    elif op[0] == "gap":
-                        h = h.mean(dim=(2, 3))
-                return h
-
-        return Runner()
-
-
-def _subclass_bn():
-    import torch
-
-    class BatchNormReLU2d(torch.nn.BatchNorm2d):
-        """A BatchNorm2d subclass that adds an activation in its own forward (the shape of timm's BatchNormAct2d)."""
-
-        def forward(self, x):
-            return torch.relu(super().forward(x))
-
-    return BatchNormReLU2d
-
-
-def build(model: str, weights: dict, eps: float, momentum: float):
-    """The trained-from model in train mode, loaded with the canonical weights."""
-    import torch
-
-    if model == "conv_bn_relu_dense":  # the suite's torch network itself (adapters/nets/torch_net.py)
-        from bnsuite.adapters.nets.torch_net import TorchNet
-
-        net = TorchNet(model, weights, dtype="float32", device="cpu", channels_last=False, eps=eps,
-                       momentum=momentum, bn_idiom=None, recipe=None)
-        return _Runner.module(net.mods, ops_of(model)).train()
-    nn = torch.nn
-    mods = nn.ModuleDict()
-    for op in ops_of(model):
-        if op[0] == "conv":
-            mods[op[1]] = nn.Conv2d(op[2], op[3], op[4], padding=1)
-        elif op[0] == "dense":
-            mods[op[1]] = nn.Linear(op[2], op[3])
-        elif op[0] == "bn":
-            if model == "linear_bn":
-                mods[op[1]] = nn.BatchNorm1d(op[2], eps=eps, momentum=momentum)
-            elif model == "conv_bn_subclass":
-                mods[op[1]] = _subclass_bn()(op[2], eps=eps, momentum=momentum)
-            elif model == "conv_bn_no_affine":
-                mods[op[1]] = nn.BatchNorm2d(op[2], eps=eps, momentum=momentum, affine=False,
-                                             track_running_stats=False)
-            else:
-                mods[op[1]] = nn.BatchNorm2d(op[2], eps=eps, momentum=momentum)
-    with torch.no_grad():
-        for name, t in tensors(mods, model).items():
-            if t is not None and name in weights:
-                t.copy_(torch.as_tensor(weights[name], dtype=t.dtype))
-    return _Runner.module(mods, ops_of(model)).train()
-
-
-def tensors(mods, model: str) -> dict:
-    out = {}
-    for op in ops_of(model):
-        if op[0] not in ("conv", "dense", "bn"):
-            continue
-        m = mods[op[1]]
-        if op[0] in ("conv", "dense"):
-            out[f"{op[1]}.kernel"], out[f"{op[1]}.bias"] = m.weight, m.bias
-        elif op[0] == "bn":
-            out[f"{op[1]}.scale"], out[f"{op[1]}.offset"] = m.weight, m.bias
-            out[f"{op[1]}.mean"], out[f"{op[1]}.var"] = m.running_mean, m.running_var
-    return out
-
-
-def bn_attrs(bn) -> dict:
-    return {"eps": float(bn.eps), "momentum": bn.momentum, "training": bool(bn.training), "affine": bool(bn.affine),
-            "track_running_stats": bool(bn.track_running_stats)}
-
-
-def _np(t) -> np.ndarray:
-    return t.detach().double().numpy().copy()
-
-
 class TorchFolding(FoldingLane):
     paths = PATHS
+    default_momentum = Cited(0.1, f"{_BN}: _NormBase.__init__(momentum: float | None = 0.1)")
     qat_same_padding = Cited("raises:TypeError", f"{_QAT}: ConvBn2d.__init__ applies padding = _pair(padding), which "
                              "turns 'same' into ('s', 'a', 'm', 'e'); from_float passes conv.padding; the first "
                              "forward's F.conv2d then rejects that tuple (TypeError)")
@@ -201,6 +132,7 @@ class TorchFolding(FoldingLane):
         import torch
 
         torch.manual_seed(0)
+        self.lr = lr
         m = build(model, weights, eps, momentum)
         opt = torch.optim.SGD(m.parameters(), lr=lr)
         for xb, tb in batches:
@@ -282,12 +214,12 @@ class TorchFolding(FoldingLane):
         self._folded(m, xt, out, fuse)
 
     # -- quantization-aware training -------------------------------------------------------------------------------
-    def _qat(self, m, xt, out, freeze: bool):
+    def _qat(self, m, xt, out, freeze: bool, fuse=("mods.conv", "mods.bn")):
         import torch
         from torch.ao.nn.intrinsic import qat as nniqat
         from torch.ao.quantization import fuse_modules_qat, get_default_qat_qconfig, prepare_qat
 
-        q = fuse_modules_qat(copy.deepcopy(m).train(), [["mods.conv", "mods.bn"]])
+        q = fuse_modules_qat(copy.deepcopy(m).train(), [list(fuse)])
         q.qconfig = get_default_qat_qconfig("x86")
         q = prepare_qat(q)
         q.apply(nniqat.freeze_bn_stats if freeze else nniqat.update_bn_stats)
@@ -313,6 +245,46 @@ class TorchFolding(FoldingLane):
 
     def _qat_freeze_bn_stats(self, m, model, xt, out, batches):
         self._qat(m, xt, out, freeze=True)
+
+    def _qat_relu_update_bn_stats(self, m, model, xt, out, batches):
+        self._qat(m, xt, out, freeze=False, fuse=("mods.conv", "mods.bn", "mods.relu"))
+
+    def _qat_relu_freeze_bn_stats(self, m, model, xt, out, batches):
+        self._qat(m, xt, out, freeze=True, fuse=("mods.conv", "mods.bn", "mods.relu"))
+
+    def _qat_convert(self, m, model, xt, out, batches):
+        """The network with quantization stubs, fused conv-BN-relu, QAT-trained one SGD step per batch, calibrated on
+        the checked input in eval mode (as a representative dataset is), then converted to int8."""
+        import torch
+        from torch.ao.quantization import convert, fuse_modules_qat, get_default_qat_qconfig, prepare_qat
+
+        attrs = bn_attrs(m.mods["bn"])
+        q = fuse_modules_qat(quantizable_net(copy.deepcopy(m).train()), [["conv", "bn", "relu"]])
+        q.qconfig = get_default_qat_qconfig("x86")
+        q = prepare_qat(q)
+        opt = torch.optim.SGD(q.parameters(), lr=self.lr)
+        for xb, tb in batches:
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.mse_loss(q(torch.from_numpy(xb)), torch.from_numpy(tb)).backward()
+            opt.step()
+        out.train_model = "qat"
+        q.eval()
+        with torch.no_grad():
+            q(xt)
+        out.weights = {k: _np(v) for k, v in net_tensors(q).items()}
+        eager = build(model, out.weights, attrs["eps"], attrs["momentum"]).eval()
+        i8 = convert(q)
+        with torch.no_grad():
+            out.y_eager, out.y = _np(eager(xt)), _np(i8(xt))
+        out.converted = {"conv.kernel": _np(i8.conv.weight().dequantize()), "conv.bias": _np(i8.conv.bias()),
+                         "dense.kernel": _np(i8.dense.weight().dequantize()), "dense.bias": _np(i8.dense.bias())}
+        ranges = {"input": _q_range(i8.quant), "relu": _q_range(i8.conv), "dense": _q_range(i8.quant_dense)}
+        out.quant_steps = {"input": float(i8.quant.scale), "weight": _np(i8.conv.weight().q_per_channel_scales()),
+                           "output": float(i8.conv.scale), "dense_input": float(i8.quant_dense.scale),
+                           "dense_weight": _np(i8.dense.weight().q_per_channel_scales()),
+                           "dense_output": float(i8.dense.scale), "ranges": ranges,
+                           "weight_qrange": _int_range(i8.conv.weight()),
+                           "eval_output_range": _q_range(i8.dense)}
 
     def _pt2e_qat(self, m, model, xt, out, batches):
         import torch
@@ -384,6 +356,21 @@ def _graph_steps(gm) -> dict:
                 steps["output_range"] = _range(mods[arg.target])
     steps["input"] = float(np.max(steps.get("input", 0.0)))
     return steps
+
+
+def _q_range(mod) -> tuple[float, float]:
+    """The values a converted module's quint8 output can hold: (0 - zero_point) * scale to (255 - zero_point) *
+    scale (the observers' reduced range only picks the scale; the quantized tensor saturates at its dtype's ends)."""
+    scale, zp = float(mod.scale), int(mod.zero_point)
+    return (-zp * scale, (255 - zp) * scale)
+
+
+def _int_range(qtensor) -> tuple[int, int]:
+    """The integers a quantized tensor's dtype holds (qint8: -128 to 127)."""
+    import torch
+
+    info = torch.iinfo(qtensor.int_repr().dtype)
+    return (info.min, info.max)
 
 
 def _range(fq) -> tuple[float, float]:
