@@ -51,10 +51,8 @@ def session_for(case, sessions, step) -> dc.Session:
     steps = (step.exporter, step.runtime) if isinstance(step, dl.Route) else (step[0],)
     missing = dl.missing_packages(*steps)
     if missing:
-        unpinned = [dl.UNPINNED[p] for p in dict.fromkeys(missing) if p in dl.UNPINNED]
         pytest.skip(f"{', '.join(dict.fromkeys(missing))} not installed: {' and '.join(steps)} cannot run here "
-                    + (f"(not pinned: {'; '.join(unpinned)}; docs/deploy.md)" if unpinned else
-                       "(pinned in requirements/all.txt, extra 'deploy'; docs/deploy.md)"))
+                    "(pinned in requirements/all.txt, extra 'deploy'; docs/deploy.md)")
     if case.adapter.id not in sessions:
         sessions[case.adapter.id] = dc.Session(lane_cls(case.adapter))
     return sessions[case.adapter.id]

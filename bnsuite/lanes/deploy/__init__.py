@@ -40,14 +40,6 @@ NEEDS: dict[str, tuple[str, ...]] = {
 }
 
 
-# Packages a route uses that the lock leaves out, and why (their routes skip where they are not installed).
-UNPINNED: dict[str, str] = {
-    "litert_torch": "litert-torch 0.10.0 accepts torch 2.13.0 but needs typing-extensions<4.13 (through "
-                    "ai-edge-litert[model-utils] -> xdsl==0.28.0) where the lock has 4.16.0, and adds transformers, "
-                    "kagglehub, litert-converter and ai-edge-quantizer: install it into a separate environment",
-}
-
-
 def missing_packages(*steps: str) -> list[str]:
     """The packages the given exporters and runtimes need that are not installed."""
     import importlib.util
