@@ -44,11 +44,13 @@ def _keras3(backend: str) -> dict:
             "model.compile(SGD(0), 'mse', jit_compile=True); model.train_on_batch(x, y) per batch (fit's train step)",
             **_FIT_FACTS), f"{_FIT}; {_BN3}"),
     }
-    if backend == "tensorflow":
-        # fit compiles with XLA only when asked on a CPU (trainer.py _resolve_auto_jit_compile: False without
-        # accelerators); on JAX every fit step is jitted already, so the eager freeze checks cover it
+    if backend in ("tensorflow", "torch"):
+        # fit compiles (XLA on TensorFlow, torch.compile on torch) only when asked on a CPU (trainer.py
+        # _resolve_auto_jit_compile: False without accelerators); on JAX every fit step is jitted already, so the
+        # eager freeze checks cover it
         paths["keras-fit-jit_compile"] = Cited(dataclasses.replace(paths["keras-fit-jit_compile"].value,
                                                                    freeze=FIT_FREEZE), paths["keras-fit-jit_compile"].source)
+    if backend == "tensorflow":
         paths["keras-tf.function-jit_compile"] = Cited(PathFacts(
             "tf.function(lambda x: bn(x, training=True), jit_compile=True)", cumulative="n/a"), f"{_XLA}; {_BN3}")
     return paths
