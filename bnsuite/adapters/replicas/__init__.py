@@ -16,7 +16,7 @@ N=2 replicas: uneven (5, 3), one sample (7, 1), empty (8, 0).
 
 Result keys (``Results``): ``<idiom>/N<n>/y`` (N, G/N, C) step-1 outputs per replica, ``.../dx`` gradients,
 ``.../mean_k<k>``, ``.../var_k<k>`` (N, C) running statistics per replica, ``<idiom>/<shard case>/outcome``
-("ok" or "error:<ExceptionClass>"), ``.../y<r>`` per replica outputs, ``.../mean``, ``.../var`` (N, C); and
+("ok" or "error:<ExceptionClass>"), ``<idiom>/N<n>/error`` (optional) the first line of its message, ``.../y<r>`` per replica outputs, ``.../mean``, ``.../var`` (N, C); and
 ``<idiom>/skipped`` with a reason where the idiom cannot run here (no GPU, or an API the installed release lacks).
 """
 
@@ -73,6 +73,8 @@ class IdiomFacts:
     # "unweighted": the plain mean over the group's replicas of each replica's moments (each shard weighs the same,
     # whatever its size).
     shards_normalize: str = ""
+    # The first line of the refusal's message where `normalizes` is an error and the message is declared ("": none).
+    error: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
