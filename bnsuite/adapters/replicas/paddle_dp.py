@@ -1,8 +1,9 @@
 """PaddlePaddle multi-replica engine: paddle.distributed over gloo on 127.0.0.1, one process per replica.
 
 The worker calls ``paddle.distributed.spawn(backend="gloo", start_method="fork")`` for a world of 2 processes (the
-CPU-only launch: the spawned processes get PADDLE_TRAINER_ENDPOINTS etc. and ``init_parallel_env`` takes the gloo
-path). Each idiom wraps paddle.nn.BatchNorm1D (rank-2 (batch, C) shards) the way a user does. Processes write their
+CPU-only launch: paddle/distributed/utils/launch_utils.py: _prepare_trainer_env gives each process PADDLE_TRAINER_ID,
+PADDLE_TRAINER_ENDPOINTS, ... and PADDLE_DISTRI_BACKEND=gloo, and paddle/distributed/parallel.py: init_parallel_env
+then builds a GLOOParallelContext). Each idiom wraps paddle.nn.BatchNorm1D (rank-2 (batch, C) shards) the way a user does. Processes write their
 arrays to a temp dir; the worker stacks them per replica.
 """
 
@@ -72,7 +73,7 @@ def _outcome(e: BaseException | None) -> str:
 
 class PaddleReplicas(ReplicaEngine):
     timeout_s = 120.0
-    worker_env = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "FLAGS_call_stack_level": "0"}
+    worker_env = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
 
     @classmethod
     def declare(cls) -> ReplicaDeclaration:
