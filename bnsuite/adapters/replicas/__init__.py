@@ -160,6 +160,24 @@ def even_sizes(n: int) -> tuple[int, ...]:
     return (GLOBAL_BATCH // n,) * n
 
 
+def merge_ranks(per_rank: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One process-per-replica engine's arrays, rank by rank, as result keys: ``.../outcome`` and ``.../error`` the
+    first error any replica of the case met ("ok" / "" where none), ``<shard case>/y<r>`` rank r's own, every other
+    field stacked over the case's replicas."""
+    out: dict[str, np.ndarray] = {}
+    for key in sorted(set().union(*per_rank)):
+        idiom, case, field = key.split("/")
+        n = int(case[1:]) if case.startswith("N") else len(SHARD_CASES[case])
+        if field in ("outcome", "error"):
+            vals = [str(per_rank[r][key]) for r in range(n) if key in per_rank[r]]
+            out[key] = np.array(next((v for v in vals if v not in ("ok", "")), vals[0]))
+        elif field.startswith("y") and not case.startswith("N"):
+            out[key] = per_rank[int(field[1:])][key]
+        else:
+            out[key] = np.stack([per_rank[r][key] for r in range(n)])
+    return out
+
+
 def run_worker(ref: str, timeout_s: float | None = None) -> Results:
     """Measure engine `ref` in a fresh worker process (own process group, killed with its children on timeout)."""
     engine = resolve_engine(ref)

@@ -16,7 +16,7 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited
 from bnsuite.adapters.replicas import (EPS, MOMENTUM, SHARD_CASES, STEPS, IdiomFacts, ReplicaDeclaration,
-                                       ReplicaEngine, even_sizes, shards)
+                                       ReplicaEngine, even_sizes, merge_ranks, shards)
 
 _NORM = "paddle/nn/layer/norm.py"
 _DP = "paddle/distributed/parallel.py"
@@ -67,13 +67,9 @@ DECLARATION = ReplicaDeclaration(
 )
 
 
-def _outcome(e: BaseException | None) -> str:
-    return "ok" if e is None else f"error:{type(e).__name__}"
-
-
 class PaddleReplicas(ReplicaEngine):
-    timeout_s = 120.0
     worker_env = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    timeout_s = 120.0  # a run takes about 3 s; the rest is room for a loaded machine
 
     @classmethod
     def declare(cls) -> ReplicaDeclaration:
@@ -91,19 +87,7 @@ class PaddleReplicas(ReplicaEngine):
             for r in range(WORLD):
                 with np.load(os.path.join(tmp, f"rank{r}.npz")) as z:
                     per_rank.append({k: z[k] for k in z.files})
-        out: dict[str, np.ndarray] = {}
-        for key in sorted(set().union(*per_rank)):
-            idiom, case, field = key.split("/")
-            n = int(case[1:]) if case.startswith("N") else len(SHARD_CASES[case])
-            if field in ("outcome", "error"):  # the first error any replica raised
-                vals = [str(per_rank[r][key]) for r in range(n) if key in per_rank[r]]
-                bad = [v for v in vals if v not in ("ok", "")]
-                out[key] = np.array(bad[0] if bad else vals[0])
-            elif field.startswith("y") and not case.startswith("N"):
-                out[key] = per_rank[int(field[1:])][key]
-            else:
-                out[key] = np.stack([per_rank[r][key] for r in range(n)])
-        return out
+        return merge_ranks(per_rank)
 
 
 def _build(paddle, idiom: str, p):
@@ -126,13 +110,14 @@ def _build(paddle, idiom: str, p):
     return model, bn
 
 
-def _attempt(step) -> BaseException | None:
-    """Run `step`; the exception it raised (a declared refusal is a measurement), or None."""
+def _attempt(step) -> tuple[str, str]:
+    """Run `step`: ("ok", "") or ("error:<ExceptionClass>", the first line of its message); a declared refusal is a
+    measurement."""
     try:
         step()
     except Exception as e:
-        return e
-    return None
+        return f"error:{type(e).__name__}", (str(e).strip().splitlines() or [""])[0]
+    return "ok", ""
 
 
 def _rank_main(tmp: str, p, idioms) -> None:
@@ -169,13 +154,12 @@ def _rank_main(tmp: str, p, idioms) -> None:
     for idiom in idioms:
         key = f"{idiom}/N{n}"
         model, bn = _build(paddle, idiom, p)
-        error = _attempt(lambda: train(model, bn, key))
-        res[f"{key}/outcome"] = np.array(_outcome(error))
-        res[f"{key}/error"] = np.array("" if error is None else str(error).strip().splitlines()[0])
+        outcome, message = _attempt(lambda: train(model, bn, key))
+        res[f"{key}/outcome"], res[f"{key}/error"] = np.array(outcome), np.array(message)
         for case, sizes in SHARD_CASES.items():
             case_key = f"{idiom}/{case}"
             model, bn = _build(paddle, idiom, p)
-            res[f"{case_key}/outcome"] = np.array(_outcome(_attempt(lambda: forward_once(model, case_key, sizes))))
+            res[f"{case_key}/outcome"] = np.array(_attempt(lambda: forward_once(model, case_key, sizes))[0])
             res[f"{case_key}/mean"], res[f"{case_key}/var"] = npy(bn._mean), npy(bn._variance)
         dist.barrier()
     np.savez(os.path.join(tmp, f"rank{rank}.npz"), **res)
