@@ -224,9 +224,7 @@ class PaddleBatchNorm(OnFramework, SlotState, BatchNormAdapter):
         "mixed_precision": "bnsuite.adapters.mixed_precision.paddle_mixed:step",
         "edge_facts": "bnsuite.adapters.edge_facts:PADDLE",
         "compile": "bnsuite.lanes.compile.paddle_compile:PaddleCompile",
-        # No "replicas": paddle.nn.SyncBatchNorm, the only cross-replica idiom, has no CPU kernel (RuntimeError
-        # NotFound "The kernel `sync_batch_norm` is not registered", paddle 3.3.1); paddle.DataParallel over gloo on
-        # loopback runs (observed: each replica keeps its own shard's statistics) but no engine is built for it yet.
+        "replicas": "bnsuite.adapters.replicas.paddle_dp:PaddleReplicas",
     }
     freeze_idioms = FREEZE_IDIOMS
     declaration = DECLARATION

@@ -118,6 +118,8 @@ def test_replica_forward(case, rec, replica_idiom, replicas, replica_runs):
     declared_outcome = facts.normalizes if facts.normalizes.startswith("error:") else "ok"
     observed_outcome = res.text(f"{key}/outcome")
     ch.equal(rec, "replica_outcome", declared_outcome, observed_outcome, source=source, extra=extra)
+    if facts.error:  # the refusal's declared message, first line
+        ch.equal(rec, "replica_error_message", facts.error, res.text(f"{key}/error"), source=source, extra=extra)
     if observed_outcome != "ok" or declared_outcome != "ok":
         return
     sizes, x = rp.even_sizes(n), p["xs"][0]
@@ -236,8 +238,17 @@ def test_replica_shards(case, rec, replica_idiom, shard_case, replica_runs):
         y_pooled = np.concatenate(ref.forward_train_replicas(pooled, (len(pooled),), "global", p["scale"],
                                                              p["offset"], rp.EPS, AXIS))
         tol = tl.replica_output(pooled, AXIS, y_pooled, p["scale"], rp.EPS, dtype="float32", variance=variance)
-        ch.close(rec, "replica_shard_forward", res.get(f"{key}/y{r}"), expected[r], tol,
-                 declared=f"oracle, {rule} statistics", source=source, extra={**extra, "replica": r})
+        y, want, declared = res.get(f"{key}/y{r}"), expected[r], f"oracle, {rule} statistics"
+        if len(pooled) == 1:  # one value per channel: the replica behaves as the adapter declares a lone layer does
+            single = case.decl.single_value_batch
+            observed = ("offset" if tol.allows(y, expected[r]).all() else
+                        "input unchanged" if np.array_equal(y, parts[r]) else "other")
+            ch.equal(rec, "replica_shard_single_value", single.value, observed, source=single.source,
+                     extra={**extra, "replica": r})
+            if single.value == "input unchanged":
+                want, declared = parts[r], "the replica's input, unchanged (declared single_value_batch)"
+        ch.close(rec, "replica_shard_forward", y, want, tol, declared=declared, source=source,
+                 extra={**extra, "replica": r})
 
 
 def test_synchronized_without_strategy(case, rec, replica_runs):

@@ -16,7 +16,7 @@ N=2 replicas: uneven (5, 3), one sample (7, 1), empty (8, 0).
 
 Result keys (``Results``): ``<idiom>/N<n>/y`` (N, G/N, C) step-1 outputs per replica, ``.../dx`` gradients,
 ``.../mean_k<k>``, ``.../var_k<k>`` (N, C) running statistics per replica, ``<idiom>/<shard case>/outcome``
-("ok" or "error:<ExceptionClass>"), ``.../y<r>`` per replica outputs, ``.../mean``, ``.../var`` (N, C); and
+("ok" or "error:<ExceptionClass>"), ``<idiom>/N<n>/error`` (optional) the first line of its message, ``.../y<r>`` per replica outputs, ``.../mean``, ``.../var`` (N, C); and
 ``<idiom>/skipped`` with a reason where the idiom cannot run here (no GPU, or an API the installed release lacks).
 """
 
@@ -73,6 +73,8 @@ class IdiomFacts:
     # "unweighted": the plain mean over the group's replicas of each replica's moments (each shard weighs the same,
     # whatever its size).
     shards_normalize: str = ""
+    # The first line of the refusal's message where `normalizes` is an error and the message is declared ("": none).
+    error: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +158,24 @@ def shards(x: np.ndarray, sizes) -> list[np.ndarray]:
 
 def even_sizes(n: int) -> tuple[int, ...]:
     return (GLOBAL_BATCH // n,) * n
+
+
+def merge_ranks(per_rank: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One process-per-replica engine's arrays, rank by rank, as result keys: ``.../outcome`` and ``.../error`` the
+    first error any replica of the case met ("ok" / "" where none), ``<shard case>/y<r>`` rank r's own, every other
+    field stacked over the case's replicas."""
+    out: dict[str, np.ndarray] = {}
+    for key in sorted(set().union(*per_rank)):
+        idiom, case, field = key.split("/")
+        n = int(case[1:]) if case.startswith("N") else len(SHARD_CASES[case])
+        if field in ("outcome", "error"):
+            vals = [str(per_rank[r][key]) for r in range(n) if key in per_rank[r]]
+            out[key] = np.array(next((v for v in vals if v not in ("ok", "")), vals[0]))
+        elif field.startswith("y") and not case.startswith("N"):
+            out[key] = per_rank[int(field[1:])][key]
+        else:
+            out[key] = np.stack([per_rank[r][key] for r in range(n)])
+    return out
 
 
 def run_worker(ref: str, timeout_s: float | None = None) -> Results:

@@ -16,7 +16,7 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited
 from bnsuite.adapters.replicas import (EPS, MOMENTUM, REPLICA_COUNTS, SHARD_CASES, STEPS, IdiomFacts,
-                                       ReplicaDeclaration, ReplicaEngine, even_sizes, shards)
+                                       ReplicaDeclaration, ReplicaEngine, even_sizes, merge_ranks, shards)
 
 _BN = "torch/nn/modules/batchnorm.py"
 _DDP = "torch/nn/parallel/distributed.py"
@@ -116,18 +116,7 @@ class TorchReplicas(ReplicaEngine):
             for r in range(WORLD):
                 with np.load(os.path.join(tmp, f"rank{r}.npz")) as z:
                     per_rank.append({k: z[k] for k in z.files})
-        keys = set().union(*per_rank)
-        for key in sorted(keys):
-            idiom, case, field = key.split("/")
-            n = int(case[1:]) if case.startswith("N") else len(SHARD_CASES[case])
-            if field == "outcome":  # one outcome per idiom and case: the first error any replica raised
-                vals = [str(per_rank[r][key]) for r in range(n)]
-                out[key] = np.array(next((v for v in vals if v != "ok"), "ok"))
-            elif field.startswith("y") and not case.startswith("N"):
-                out[key] = per_rank[int(field[1:])][key]
-            else:
-                out[key] = np.stack([per_rank[r][key] for r in range(n)])
-        return out
+        return {**out, **merge_ranks(per_rank)}
 
     @classmethod
     def build(cls, torch, idiom: str, p, group, device):
