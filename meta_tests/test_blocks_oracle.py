@@ -98,4 +98,7 @@ def test_block_declaration_is_cited(adapter_id):
         assert getattr(decl, name).source.strip(), f"{adapter_id}: {name} has no source"
     assert decl.dropout_scaling.value in ("inverted", "classic")
     assert set(decl.bce_losses.value.values()) <= {"logits", "probabilities"} and decl.bce_losses.value
-    assert decl.one_unit_softmax_bce.value in ("zero", "sigmoid-of-its-input")
+    per_loss = decl.one_unit_softmax_bce.value
+    per_loss = per_loss if isinstance(per_loss, dict) else dict.fromkeys(decl.bce_losses.value, per_loss)
+    assert set(per_loss) == set(decl.bce_losses.value), f"{adapter_id}: one_unit_softmax_bce names other losses"
+    assert set(per_loss.values()) <= {"zero", "sigmoid-of-its-input", "nan"}

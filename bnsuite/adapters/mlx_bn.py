@@ -157,6 +157,8 @@ class MlxBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     capabilities = {
         "network": "bnsuite.adapters.nets.mlx_net:build",
         "norms": "bnsuite.adapters.norms.mlx_norms:MlxNorms",
+        "blocks": "bnsuite.adapters.blocks.mlx_blocks:MlxBlocks",
+        "edge_facts": "bnsuite.adapters.mlx_edge_facts:MLX",
     }
     freeze_idioms = FREEZE_IDIOMS
     declaration = DECLARATION

@@ -72,8 +72,9 @@ class BlockDeclaration:
     # Binary cross-entropy losses by name -> what they take: "logits" or "probabilities".
     bce_losses: Cited[Mapping[str, str]]
     # Gradient of those losses on a softmax over ONE unit (the constant 1): "zero", or "sigmoid-of-its-input" where
-    # the loss reads the softmax's input as logits (so it trains a sigmoid the model does not apply).
-    one_unit_softmax_bce: Cited[str] = Cited("zero", "softmax over one unit is the constant 1")
+    # the loss reads the softmax's input as logits (so it trains a sigmoid the model does not apply), or "nan" where
+    # the loss's gradient at a probability of exactly 1 is NaN; one value for every loss, or a mapping loss -> value.
+    one_unit_softmax_bce: Cited[str | Mapping[str, str]] = Cited("zero", "softmax over one unit is the constant 1")
 
 
 class Blocks(ABC):
