@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 
 from bnsuite.adapters.base import FreezeFacts, Probe
+from bnsuite.adapters.blocks.mlx_blocks import DECLARATION as MLX_BLOCKS, MlxBlocks
 from bnsuite.adapters.mlx_bn import MlxBatchNorm
+from bnsuite.adapters.mlx_edge_facts import MLX as MLX_EDGE_FACTS
 from bnsuite.adapters.norms.mlx_norms import MlxNorms
 from meta_tests.broken.base import ref, wrong
 
@@ -61,10 +63,33 @@ class MlxGroupNormContiguous(MlxBatchNorm):
     capabilities = {**MlxBatchNorm.capabilities, "norms": ref(MlxNormsGroupsContiguous)}
 
 
+class MlxBceZeroGradientBlocks(MlxBlocks):
+    """Declares torch's zero gradient for every loss on a one-unit softmax, where MLX's probability loss gives NaN."""
+
+    declaration = dataclasses.replace(MLX_BLOCKS, one_unit_softmax_bce=wrong("zero"))
+
+
+class MlxBceNanDeclaredZero(MlxBatchNorm):
+    id = "broken-mlx-bce-nan-declared-zero"
+    capabilities = {**MlxBatchNorm.capabilities, "blocks": ref(MlxBceZeroGradientBlocks)}
+
+
+# The mlx table with torch's guard on an empty training batch (the statistics stay), which MLX lacks.
+EMPTY_BATCH_UNCHANGED = {**MLX_EDGE_FACTS, "empty_batch_training": wrong("empty output, running stats unchanged")}
+
+
+class MlxEmptyBatchDeclaredUnchanged(MlxBatchNorm):
+    id = "broken-mlx-empty-batch-declared-unchanged"
+    capabilities = {**MlxBatchNorm.capabilities,
+                    "edge_facts": f"{__name__}:EMPTY_BATCH_UNCHANGED"}
+
+
 EXPECTED_FAILURES = {
     MlxMomentumAsOld: {"running_mean", "running_var_estimator", "port_momentum_conversion"},
     MlxFreezeStopsStats: {"freeze_running_stats_update"},
     MlxFloat64NdarrayKept: {"mlx_array_float64_ndarray_dtype"},
     MlxGroupNormContiguous: {"group_norm_channel_layout"},
+    MlxBceNanDeclaredZero: {"softmax_one_unit_bce_gradient"},
+    MlxEmptyBatchDeclaredUnchanged: {"empty_batch_training"},
 }
 SEES = {MlxFloat64NdarrayKept: {"test_framework_traps.py"}}
