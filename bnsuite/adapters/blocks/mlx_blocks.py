@@ -51,20 +51,16 @@ class MlxBlocks(Blocks):
         import mlx.nn as nn
 
         self.mx, self.nn, self.dt = mx, nn, mx_dtype(mx, spec.dtype)
-        layers, width, self.at = [], spec.in_features, {}
+        make = {"dense": lambda op, width: nn.Linear(width, op[1]),
+                "bn": lambda op, width: nn.BatchNorm(width, eps=spec.eps, momentum=spec.momentum),
+                "dropout": lambda op, width: nn.Dropout(spec.rate),
+                "softmax": lambda op, width: self.softmax(op[1]),
+                "relu": lambda op, width: nn.ReLU(), "sigmoid": lambda op, width: nn.Sigmoid()}
+        layers, width = [], spec.in_features
         for op in spec.ops:
-            self.at[op[0]] = len(layers)
-            if op[0] == "dense":
-                layers.append(nn.Linear(width, op[1]))
-                width = op[1]
-            elif op[0] == "bn":
-                layers.append(nn.BatchNorm(width, eps=spec.eps, momentum=spec.momentum))
-            elif op[0] == "dropout":
-                layers.append(nn.Dropout(spec.rate))
-            elif op[0] == "softmax":
-                layers.append(self.softmax(op[1]))
-            else:
-                layers.append({"relu": nn.ReLU, "sigmoid": nn.Sigmoid}[op[0]]())
+            layers.append(make[op[0]](op, width))
+            width = op[1] if op[0] == "dense" else width
+        self.at = {op[0]: i for i, op in enumerate(spec.ops)}
         self.model = nn.Sequential(*layers)
         for name, value in weights.items():
             kind, attr = _SLOTS[name]
