@@ -48,63 +48,80 @@ PATHS = {
 }
 
 
+def _real(bn, a):
+    """A realized input tensor for a jitted call (TinyJit takes realized buffers as its inputs)."""
+    return bn._in(a).contiguous().realize()
+
+
+def _train_step(bn, state, batches, dy):
+    """step and infer of "TinyJit-train-step": the jitted step warmed up (run, capture), then the loaded state back."""
+    from tinygrad import Tensor, TinyJit
+
+    from bnsuite.adapters.tinygrad_bn import realize_step, training_mode
+
+    layer = bn.bn
+
+    def traced(x, d):
+        layer.weight.grad = layer.bias.grad = None
+        y = layer(x)
+        (y * d).sum().backward()
+        outs = (y, x.grad, layer.weight.grad, layer.bias.grad)
+        realize_step(Tensor, [layer], *outs)
+        return outs
+
+    jit = TinyJit(traced)
+    with training_mode(True):
+        for _ in range(2):  # TinyJit's first call runs fxn, the second captures
+            jit(_real(bn, batches[0]), _real(bn, dy))
+    bn.set_state(state)
+
+    def step(x, want):
+        with training_mode(True):
+            y, dx, ds, do = jit(_real(bn, x), _real(bn, dy))
+        return bn._out(y), (Grads(bn._out(dx), bn._np(ds), bn._np(do)) if want else None)
+
+    infer_jit = TinyJit(lambda x: layer(x).realize())
+
+    def infer(x):
+        with training_mode(False):
+            for _ in range(3):  # the third call is a replay
+                y = infer_jit(_real(bn, x))
+            return bn._out(y)
+    return step, infer
+
+
+def _forward(bn, state, batches, dy):
+    """step and infer of "TinyJit-forward": one jitted forward, called in and then outside training mode."""
+    from tinygrad import TinyJit
+
+    from bnsuite.adapters.tinygrad_bn import training_mode
+
+    jit = TinyJit(lambda x: bn.bn(x).realize())
+
+    def step(x, want):
+        with training_mode(True):
+            return bn._out(jit(_real(bn, x))), None
+
+    def infer(x):
+        with training_mode(False):
+            return bn._out(jit(_real(bn, x)))
+    return step, infer
+
+
+_BUILDERS = {"TinyJit-train-step": _train_step, "TinyJit-forward": _forward}
+
+
 class TinygradCompile(CompileLane):
     framework = "tinygrad"
+
+    def run(self, path, spec, state, batches, dy, grads=True):
+        start = time.perf_counter()
+        bn = self._layer(spec, state)
+        step, infer = _BUILDERS[path](bn, state, batches, dy)
+        out = self._run_steps(bn, step, infer, bn.get_state, batches, grads, start)
+        out.facts["num_batches_tracked"] = str(int(bn.bn.num_batches_tracked.numpy()))
+        return out
 
     @classmethod
     def declare(cls):
         return PATHS
-
-    def run(self, path, spec, state, batches, dy, grads=True):
-        from tinygrad import Tensor, TinyJit
-
-        from bnsuite.adapters.tinygrad_bn import realize_step, training_mode
-
-        start = time.perf_counter()
-        bn = self._layer(spec, state)
-        layer = bn.bn
-        dyt = lambda: bn._in(dy).contiguous().realize()
-        xin = lambda x: bn._in(x).contiguous().realize()
-        nbt = lambda: str(int(layer.num_batches_tracked.numpy()))
-        if path == "TinyJit-train-step":
-            def traced(x, d):
-                layer.weight.grad = layer.bias.grad = None
-                y = layer(x)
-                (y * d).sum().backward()
-                outs = (y, x.grad, layer.weight.grad, layer.bias.grad)
-                realize_step(Tensor, [layer], *outs)
-                return outs
-
-            jit = TinyJit(traced)
-            with training_mode(True):
-                for _ in range(2):  # TinyJit's first call runs fxn, the second captures
-                    jit(xin(batches[0]), dyt())
-            bn.set_state(state)
-
-            def step(x, want):
-                with training_mode(True):
-                    y, dx, ds, do = jit(xin(x), dyt())
-                return bn._out(y), (Grads(bn._out(dx), bn._np(ds), bn._np(do)) if want else None)
-
-            infer_jit = TinyJit(lambda x: layer(x).realize())
-
-            def infer(x):
-                with training_mode(False):
-                    for _ in range(3):  # the third call is a replay
-                        y = infer_jit(xin(x))
-                    return bn._out(y)
-        elif path == "TinyJit-forward":
-            jit = TinyJit(lambda x: layer(x).realize())
-
-            def step(x, want):
-                with training_mode(True):
-                    return bn._out(jit(xin(x))), None
-
-            def infer(x):
-                with training_mode(False):
-                    return bn._out(jit(xin(x)))
-        else:
-            raise KeyError(path)
-        out = self._run_steps(bn, step, infer, bn.get_state, batches, grads, start)
-        out.facts["num_batches_tracked"] = nbt()
-        return out
