@@ -198,6 +198,7 @@ class TinygradBatchNorm(OnFramework, SlotState, BatchNormAdapter):
         "norms": "bnsuite.adapters.norms.tinygrad_norms:TinygradNorms",
         "mixed_precision": "bnsuite.adapters.mixed_precision.tinygrad_mixed:step",
         "edge_facts": "bnsuite.adapters.edge_facts:TINYGRAD",
+        "compile": "bnsuite.lanes.compile.tinygrad_compile:TinygradCompile",
         # No "blocks" yet: tinygrad/nn/__init__.py has no Dropout or ReLU layer (Tensor.dropout in
         # tinygrad/mixin/rand.py reads Tensor.training), and every new block shape compiles kernels with clang.
         # No "replicas": tinygrad has no process-group engine; its multi-device sharding (Tensor.shard over

@@ -88,6 +88,23 @@ def eager_per_step(case, inp: Inputs) -> PerStepRun:
     return _RUNS[key]
 
 
+def first_n(running_stats: str) -> int:
+    """n of a declared "first-<n>": only the first n training calls move the running statistics."""
+    return int(running_stats.removeprefix("first-"))
+
+
+def eager_eval_after(case, inp: Inputs, n: int) -> np.ndarray:
+    """Eager inference on the last batch after the first n training steps from the loaded state."""
+    key = ("eager-eval-after", case.adapter.id, inp.spec, n)
+    if key not in _RUNS:
+        bn = case.adapter(inp.spec)
+        bn.set_state(inp.state)
+        for x in inp.batches[:n]:
+            bn.forward(x, training=True)
+        _RUNS[key] = bn.forward(inp.batches[-1], training=False)
+    return _RUNS[key]
+
+
 def path_run(lane, case, path: str, inp: Inputs, grads: bool = True):
     key = ("path", case.adapter.id, type(lane).__qualname__, path, inp.spec, grads)
     if key not in _RUNS:

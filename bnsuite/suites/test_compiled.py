@@ -50,7 +50,8 @@ def _moved(after, before) -> bool:
 
 def _observed_update(run, inp, estimator) -> str:
     """What the training calls did to the running statistics: updated (in sequence, as eagerly) / per-step (each
-    step its own copy of the loaded statistics) / passed / dropped, or the path's error."""
+    step its own copy of the loaded statistics) / first-<n> (only the first n calls, in sequence) / passed / dropped,
+    or the path's error."""
     if "train" in run.errors:
         return run.errors["train"]
     st, xs, axis = inp.state, inp.batches, inp.spec.channel_axis
@@ -60,7 +61,8 @@ def _observed_update(run, inp, estimator) -> str:
         return "passed" if moved else "own-only" if own else "dropped"
     after = np.concatenate([run.states[-1].mean, run.states[-1].var])
     cands = {name: np.concatenate(ref.train_steps(b, st.mean, st.var, inp.spec.momentum, estimator, axis))
-             for name, b in (("updated", xs), ("per-step", xs[-1:]))}
+             for name, b in (("updated", xs), ("per-step", xs[-1:]),
+                             *((f"first-{n}", xs[:n]) for n in range(1, len(xs))))}
     return ch.classify(after, cands, tc.running(xs, axis, inp.spec.dtype, len(xs), float(np.max(np.abs(st.var)))))
 
 
@@ -103,6 +105,11 @@ def test_compiled_training(case, rec):
                 mean_ref, var_ref = ref.train_steps(xs[:k], st.mean, st.var, spec.momentum, estimator, axis)
                 eager_st = eager.states[k - 1]
                 tol = tc.running(xs[:k], axis, spec.dtype, k, float(np.max(np.abs(st.var))))
+            elif facts.running_stats.startswith("first-"):  # only the first n calls moved them, in sequence
+                n = min(k, cr.first_n(facts.running_stats))
+                mean_ref, var_ref = ref.train_steps(xs[:n], st.mean, st.var, spec.momentum, estimator, axis)
+                eager_st = eager.states[n - 1]
+                tol = tc.running(xs[:n], axis, spec.dtype, n, float(np.max(np.abs(st.var))))
             elif facts.running_stats == "per-step":  # step k updated its own copy of the loaded statistics
                 mean_ref, var_ref = ref.train_steps(xs[k - 1:k], st.mean, st.var, spec.momentum, estimator, axis)
                 eager_st = cr.eager_per_step(case, inp).states[k - 1]
@@ -153,7 +160,10 @@ def test_compiled_mode_switch(case, rec):
         y_eager = eager.eval_output if facts.eval_switch == "running" else eager.train_outputs[-1]
         if facts.running_stats == "per-step" and facts.eval_switch == "running":
             y_eager = cr.eager_per_step(case, inp).eval_output
-        elif facts.running_stats not in ("updated", "passed", "per-step") and facts.eval_switch == "running":
+        elif facts.running_stats.startswith("first-") and facts.eval_switch == "running":
+            y_eager = cr.eager_eval_after(case, inp, cr.first_n(facts.running_stats))
+        elif facts.running_stats not in ("updated", "passed", "per-step") and \
+                not facts.running_stats.startswith("first-") and facts.eval_switch == "running":
             y_eager = eager.eval_at_start[-1]
         _both(rec, "compiled_eval_output_vs_eager", "compiled_eval_output_vs_oracle", run.eval_output, y_eager, y_ref,
               tol, facts.agreement, decl, extra)

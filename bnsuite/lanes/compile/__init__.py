@@ -30,7 +30,8 @@ class PathFacts:
     `train_normalizes`: what a training-mode call normalizes with, "batch" or "running" (a mode baked in at export),
     or "not observable" (a path that returns no output, a fit step: only its state is checked).
     `running_stats`: after the training-mode calls, "updated" (the layer's own statistics move in sequence, as
-    eagerly), "per-step" (a scanned path whose every step updates its own copy of the loaded statistics), "passed"
+    eagerly), "per-step" (a scanned path whose every step updates its own copy of the loaded statistics),
+    "first-<n>" (only the first n calls move them, in sequence: a jit whose replays leave out the update), "passed"
     (the statistics passed into the call move, the layer's own do not), "dropped" (nothing moves) or
     "error:<Exception>" (the path refuses a training-mode call).
     `eval_switch`: inference mode asked for after the first call: "running" (normalizes with the running statistics,
