@@ -157,6 +157,7 @@ class MlxBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     capabilities = {
         "network": "bnsuite.adapters.nets.mlx_net:build",
         "norms": "bnsuite.adapters.norms.mlx_norms:MlxNorms",
+        "compile": "bnsuite.lanes.compile.mlx_compile:MlxCompile",
     }
     freeze_idioms = FREEZE_IDIOMS
     declaration = DECLARATION
