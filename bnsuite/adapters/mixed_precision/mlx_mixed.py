@@ -39,13 +39,12 @@ def declared() -> dict:
 
 
 def step(cls, idiom: str, spec, state: State, x: np.ndarray) -> MixedRun:
-    """The float32 MLX layer (the adapter's own build) fed `x` in the idiom's low dtype."""
-    from bnsuite.adapters.mlx_bn import mx_dtype, mx_dtype_name
-
+    """The float32 MLX layer (the adapter's own build) fed `x` in the idiom's low dtype (mlx_bn reads declared() from
+    here, so this module leaves mlx_bn's helpers alone: str(mlx.core.float16) is "mlx.core.float16")."""
     kind, low, bn = float32_layer(cls, idiom, spec, state, KINDS, "mlx")
     built = bn.state_dtypes()
-    xt = bn._array(np.moveaxis(x, 1, -1) if bn.transpose else x, mx_dtype(bn.mx, low))
+    xt = bn._array(np.moveaxis(x, 1, -1) if bn.transpose else x, getattr(bn.mx, low))
     y, after, st, yi = train_then_infer(bn, bn.module, xt, contextlib.nullcontext)
     bn.mx.eval(y, yi)
     snippet = f"{bn.snippet()}\n# x: {low} activations, e.g. x = x.astype(mx.{low})"
-    return MixedRun(bn._out(y), mx_dtype_name(y.dtype), bn._out(yi), st, built, after, "default", snippet)
+    return MixedRun(bn._out(y), str(y.dtype).rpartition(".")[2], bn._out(yi), st, built, after, "default", snippet)
