@@ -153,6 +153,8 @@ class MixedRule:
     the running statistics are stored in when built and `state_after_training` after one training step (None:
     unchanged). `running_var_finite`: the running variance stays finite after a training step on activations whose
     variance exceeds the float16 range (65504). `running_stats_update`: False where a step leaves them as loaded.
+    `mean_sum_overflows`: the batch mean is a sum held in the 16-bit statistics dtype, then divided: a channel whose
+    sum exceeds float16's range has an inf mean (and a NaN output) though its mean is representable.
     """
 
     supported: str = "yes"
@@ -163,6 +165,7 @@ class MixedRule:
     state_after_training: str | None = None
     running_var_finite: bool = True
     running_stats_update: bool = True
+    mean_sum_overflows: bool = False
 
 
 @dataclasses.dataclass

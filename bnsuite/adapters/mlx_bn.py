@@ -16,6 +16,7 @@ from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRu
                                    Probe, State, Unsupported)
 from bnsuite.adapters.conventions import SlotState
 from bnsuite.adapters.frameworks import Framework, OnFramework
+from bnsuite.adapters.mixed_precision.mlx_mixed import declared as declared_mixed
 
 _SRC = "mlx/nn/layers/normalization.py"
 _BASE = "mlx/nn/layers/base.py"
@@ -78,6 +79,7 @@ DECLARATION = Declaration(
                          f"{_BASE}: Module.set_dtype(mx.float64); the CPU device runs float64 (observed on the Linux "
                          "CPU wheel mlx-cpu 0.32.4)"),
     },
+    mixed_precision=declared_mixed(),
 )
 
 
@@ -159,6 +161,8 @@ class MlxBatchNorm(OnFramework, SlotState, BatchNormAdapter):
         "norms": "bnsuite.adapters.norms.mlx_norms:MlxNorms",
         "blocks": "bnsuite.adapters.blocks.mlx_blocks:MlxBlocks",
         "edge_facts": "bnsuite.adapters.mlx_edge_facts:MLX",
+        "compile": "bnsuite.lanes.compile.mlx_compile:MlxCompile",
+        "mixed_precision": "bnsuite.adapters.mixed_precision.mlx_mixed:step",
     }
     freeze_idioms = FREEZE_IDIOMS
     declaration = DECLARATION

@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 
 from bnsuite.adapters.base import Cited, Grads, State
+from bnsuite.adapters.mlx_bn import MlxBatchNorm
 from bnsuite.adapters.torch_bn import TorchBatchNorm
+from bnsuite.lanes.compile.mlx_compile import MlxCompile
 from bnsuite.lanes.compile.torch_compile import TorchCompile
 from meta_tests.broken.base import ref, torch_with, wrong
 
@@ -135,6 +137,24 @@ CompileDeclaresFirstTwo = torch_with("CompileDeclaresFirstTwo", "broken-compile-
                                      compile=DeclaresFirstTwoLane)
 
 
+class MlxEvalSwitchLane(MlxCompile):
+    """The real mx.compile with the module's state captured, declared as a user expects it: bn.eval() after the
+    first compiled call normalizes with the running statistics and leaves them alone."""
+
+    @classmethod
+    def declare(cls):
+        real = MlxCompile.declare()["mx.compile-state-captured"].value
+        return {"mx.compile-state-captured": wrong(dataclasses.replace(
+            real, eval_switch="running", freeze=(), facts={"eval_call_moves_running_stats": "no"}))}
+
+
+class MlxCompileDeclaresEvalSwitch(MlxBatchNorm):
+    """The correct mlx BatchNorm whose compiled path is declared to follow bn.eval()."""
+
+    id = "broken-mlx-compile-declares-eval-switch"
+    capabilities = {**MlxBatchNorm.capabilities, "compile": ref(MlxEvalSwitchLane)}
+
+
 EXPECTED_FAILURES = {
     CompileDropsUpdate: {"compiled_running_stats_update", "compiled_running_mean_vs_eager",
                          "compiled_running_mean_vs_oracle", "compiled_running_var_vs_eager",
@@ -153,6 +173,8 @@ EXPECTED_FAILURES = {
     CompileDeclaresFirstTwo: {"compiled_running_stats_update", "compiled_running_mean_vs_eager",
                               "compiled_running_mean_vs_oracle", "compiled_running_var_vs_eager",
                               "compiled_running_var_vs_oracle", "compiled_eval_output_vs_eager"},
+    MlxCompileDeclaresEvalSwitch: {"compiled_eval_switch", "compiled_eval_output_vs_eager",
+                                   "compiled_eval_output_vs_oracle", "compiled_path_fact"},
     CompileDeclaresPerStep: {"compiled_running_stats_update", "compiled_running_mean_vs_eager",
                              "compiled_running_mean_vs_oracle", "compiled_running_var_vs_eager",
                              "compiled_running_var_vs_oracle", "compiled_eval_output_vs_eager"},

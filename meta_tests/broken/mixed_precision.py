@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from bnsuite.adapters.mixed_precision import torch_mixed
+from bnsuite.adapters.mlx_bn import MlxBatchNorm
 from bnsuite.adapters.torch_bn import TorchBatchNorm
 from meta_tests.broken.base import torch_with, wrong
 
@@ -56,7 +57,22 @@ class MixedWrongDeclarations(TorchBatchNorm):
         return dataclasses.replace(d, mixed_precision=mixed)
 
 
+class MlxMixedMeanKept(MlxBatchNorm):
+    """Declares that MLX's float16 batch mean stays finite where its float16 sum overflows (as NumPy's float32
+    intermediates keep it): the real layer's NaN outputs on wide float16 activations must fail."""
+
+    id = "broken-mlx-mixed-mean-kept"
+
+    @classmethod
+    def declare(cls):
+        decl = super().declare()
+        rule = decl.mixed_precision["defaults-float16"].value
+        return dataclasses.replace(decl, mixed_precision={
+            **decl.mixed_precision, "defaults-float16": wrong(dataclasses.replace(rule, mean_sum_overflows=False))})
+
+
 EXPECTED_FAILURES = {
+    MlxMixedMeanKept: {"mixed_wide_training_output"},
     MixedStatsInInputDtype: {"mixed_state_dtype", "mixed_state_dtype_after_training", "mixed_running_mean",
                              "mixed_running_var", "mixed_wide_running_var_finite", "mixed_wide_running_var"},
     MixedDropsScale: {"mixed_training_output", "mixed_inference_output", "mixed_wide_training_output"},
