@@ -85,6 +85,7 @@ def pytest_configure(config):
         config._bn_adapters = registry.load_all(refs)
     except registry.AdapterLoadError as e:
         raise pytest.UsageError(str(e)) from None
+    frameworks.import_early(config._bn_adapters)
     for cls in config._bn_adapters:  # a family no framework row names would be a marker -m cannot select
         unknown = [f for f in cls.families if f not in FAMILIES]
         if unknown:

@@ -62,3 +62,19 @@ def test_an_unknown_family_marker_fails_loudly():
                           cwd=root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 4, f"exit {proc.returncode}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
     assert "names the family 'mxnet'" in proc.stderr + proc.stdout
+
+
+def test_adapters_sharing_one_process_import_in_a_safe_order():
+    """Plain pytest runs every adapter in one process: paddle (imported first, its row's import_first) next to an
+    adapter that imports TensorFlow first must not kill the process (`import tensorflow; import paddle` segfaults)."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "TF_USE_LEGACY_KERAS")}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "bnsuite/suites/test_defaults.py", "-q", "-p",
+                           "no:cacheprovider", "--results=none", "--adapter", "keras-tensorflow", "--adapter", "paddle"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-1500:]}\n{proc.stderr[-1500:]}"
+    assert any(r.import_first for cls in (registry.load("paddle"),) for r in frameworks.rows_of(cls))

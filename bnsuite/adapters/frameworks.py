@@ -31,6 +31,9 @@ class Framework:
     numeric_settings: Callable[[], dict] | None = None  # TF32 and the like off, as read back
     device_reason: Callable[[str], "str | None"] | None = None  # None when the device is visible, else why not
     dtypes: tuple[str, ...] = FLOAT_DTYPES
+    # Import its modules before any other framework's when several adapters share one process (plain pytest);
+    # the reason, observed, in the row's source.
+    import_first: bool = False
 
 
 # Distributions that install a row's pinned distribution under another name (tox and the lock file install the
@@ -108,3 +111,20 @@ class OnFramework:
     @classmethod
     def supported_dtypes(cls) -> tuple[str, ...]:
         return cls.runs_on.dtypes
+
+
+def import_early(adapter_classes) -> None:
+    """Where several adapters share one process, import the modules of the rows that must come first (an import
+    order a framework crashes on is a fact of its row); a module that is not installed is left to the adapter's skip."""
+    import importlib
+
+    if len(adapter_classes) < 2:
+        return
+    for cls in adapter_classes:
+        for row in rows_of(cls):
+            for module in row.requires if row.import_first else ():
+                try:
+                    importlib.import_module(module)
+                except ImportError:
+                    pass
+

@@ -133,8 +133,11 @@ def _device_reason(device: str) -> str | None:
 
 
 # pins names the module; requirements and tox install the distribution paddlepaddle (frameworks.ALIASES).
+# import_first: `import tensorflow; import paddle` dies with SIGSEGV while paddle/base/core.py loads its extension
+# (paddlepaddle 3.3.1, tensorflow-cpu 2.21, observed); `import paddle; import tensorflow` works. Plain pytest with
+# every adapter imports TensorFlow long before paddle's first case.
 PADDLE = Framework(requires=("paddle",), families=("paddle",), pins={"paddle": "3.3.1"}, versions=_versions,
-                   numeric_settings=_numeric_settings, device_reason=_device_reason)
+                   numeric_settings=_numeric_settings, device_reason=_device_reason, import_first=True)
 
 class PaddleRecipe(NamedTuple):
     """How a paddle freeze idiom treats every BatchNorm layer, read alike by the lone layer and the networks."""
