@@ -14,6 +14,7 @@ import numpy as np
 
 from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, FreezeIdiom, Grads,
                                    Probe, State, Unsupported)
+from bnsuite.adapters.capabilities import conventional
 from bnsuite.adapters.conventions import SlotState
 from bnsuite.adapters.frameworks import Framework, OnFramework
 from bnsuite.adapters.mixed_precision.mlx_mixed import declared as declared_mixed
@@ -156,14 +157,8 @@ def mx_dtype_name(dtype) -> str:
 class MlxBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     id = "mlx"
     runs_on = MLX
-    capabilities = {
-        "network": "bnsuite.adapters.nets.mlx_net:build",
-        "norms": "bnsuite.adapters.norms.mlx_norms:MlxNorms",
-        "blocks": "bnsuite.adapters.blocks.mlx_blocks:MlxBlocks",
-        "edge_facts": "bnsuite.adapters.mlx_edge_facts:MLX",
-        "compile": "bnsuite.lanes.compile.mlx_compile:MlxCompile",
-        "mixed_precision": "bnsuite.adapters.mixed_precision.mlx_mixed:step",
-    }
+    capabilities = {**conventional("mlx", "network", "norms", "blocks", "compile", "mixed_precision"),
+                    "edge_facts": "bnsuite.adapters.mlx_edge_facts:MLX"}
     freeze_idioms = FREEZE_IDIOMS
     declaration = DECLARATION
 

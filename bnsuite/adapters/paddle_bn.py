@@ -19,6 +19,7 @@ import numpy as np
 
 from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, FreezeIdiom, Grads,
                                    MixedRule, Probe, State, Unsupported)
+from bnsuite.adapters.capabilities import conventional
 from bnsuite.adapters.conventions import SlotState
 from bnsuite.adapters.frameworks import Framework, OnFramework
 
@@ -220,15 +221,8 @@ def _import_after_tf() -> str:
 class PaddleBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     id = "paddle"
     runs_on = PADDLE
-    capabilities = {
-        "network": "bnsuite.adapters.nets.paddle_net:build",
-        "norms": "bnsuite.adapters.norms.paddle_norms:PaddleNorms",
-        "blocks": "bnsuite.adapters.blocks.paddle_blocks:PaddleBlocks",
-        "mixed_precision": "bnsuite.adapters.mixed_precision.paddle_mixed:step",
-        "edge_facts": "bnsuite.adapters.edge_facts:PADDLE",
-        "compile": "bnsuite.lanes.compile.paddle_compile:PaddleCompile",
-        "replicas": "bnsuite.adapters.replicas.paddle_dp:PaddleReplicas",
-    }
+    capabilities = {**conventional("paddle", "network", "norms", "blocks", "mixed_precision", "edge_facts", "compile"),
+                    "replicas": "bnsuite.adapters.replicas.paddle_dp:PaddleReplicas"}
     freeze_idioms = FREEZE_IDIOMS
     declaration = DECLARATION
 
