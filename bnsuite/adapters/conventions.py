@@ -107,12 +107,12 @@ MODULE_MODE = {
 }
 
 
-def module_mode_idioms(recipe: Callable[..., Any], frozen: str, frozen_switch: str) -> dict[str, FreezeIdiom]:
-    """The MODULE_MODE idioms as the framework runs them: `recipe` takes the switches as keywords, `frozen` names the
-    frozen-parameter idiom ("requires_grad_false", which also names "eval_requires_grad_false") and `frozen_switch`
-    the recipe's switch for it."""
-    return {role.replace("frozen", frozen): FreezeIdiom(recipe(**{frozen_switch if s == "frozen" else s: True
-                                                                  for s in switches}))
+def module_mode_idioms(recipe: Callable[..., Any], frozen_idiom: str, frozen_switch: str) -> dict[str, FreezeIdiom]:
+    """The MODULE_MODE idioms as the framework runs them: `recipe` takes the switches as keywords, `frozen_idiom` names
+    the frozen-parameter idiom ("requires_grad_false", which also names "eval_requires_grad_false") and
+    `frozen_switch` the recipe's switch for it."""
+    switch = lambda s: frozen_switch if s == "frozen" else s
+    return {role.replace("frozen", frozen_idiom): FreezeIdiom(recipe(**{switch(s): True for s in switches}))
             for role, (switches, _) in MODULE_MODE.items()}
 
 
