@@ -120,9 +120,8 @@ def test_a_default_results_folder_that_cannot_be_written_is_one_line(tmp_path):
     (tmp_path / "results").write_text("a file where the results folder would be")  # unwritable even for root
     body = "def test_a(case):\n    pass\n"
     proc = subprocess.run([sys.executable, "-m", "pytest", toy(tmp_path, body), "-q", "-p", "no:cacheprovider",
-                           "-p", "bnsuite.plugin",
-                           "--adapter", MINIMAL, "--device", "cpu"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": ROOT})
+                           *TOY_PLUGIN, "--device", "cpu"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 4 and len(lines) == 1 and "cannot write the results file" in lines[0], \
         (proc.returncode, proc.stderr[-2000:], proc.stdout[-2000:])
