@@ -27,7 +27,7 @@ def test_adapter_turns_tf32_off(adapter_id):
     if importlib.util.find_spec(NEEDS[adapter_id]) is None:
         pytest.skip(f"{NEEDS[adapter_id]} not installed")
     if adapter_id == "paddle" and "tensorflow" in sys.modules and "paddle" not in sys.modules:
-        # importing paddle after TensorFlow segfaults (where paddle came first, as the plugin imports it, it is safe)
+        # importing paddle after TensorFlow segfaults; a paddle imported before TensorFlow is safe to use in process
         settings = json.loads(subprocess.run(
             [sys.executable, "-c", "import json; from bnsuite.adapters.paddle_bn import PaddleBatchNorm as P; "
              "print(json.dumps(P.numeric_settings()))"], cwd=ROOT, capture_output=True, text=True,

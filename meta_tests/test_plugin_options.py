@@ -32,18 +32,12 @@ def clean_env(**extra):
     return {**env, **extra}
 
 
-# The probe runs that check an option of the process name one small adapter: the options do not depend on the
-# adapters, and loading every built-in one (some import their framework early) would cost each run seconds.
-ONE_ADAPTER = ("--adapter", "meta_tests.minimal_numpy_adapter:MinimalNumpyBatchNorm")
-
-
-def outside_run(tmp_path, *args, env=None, adapters=ONE_ADAPTER):
-    """pytest with the bnsuite plugin on a probe test in a folder outside the checkout (`adapters`: () for the
-    default, every built-in adapter)."""
+def outside_run(tmp_path, *args, env=None):
+    """pytest with the bnsuite plugin on a probe test in a folder outside the checkout."""
     (tmp_path / "test_probe.py").write_text(PROFILE_PROBE)
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "bnsuite.plugin", "-p", "no:cacheprovider", "-s",
-                           "-q", "test_probe.py", *adapters, *args], cwd=tmp_path, env=env or clean_env(),
-                          capture_output=True, text=True, timeout=120)
+                           "-q", "test_probe.py", *args], cwd=tmp_path, env=env or clean_env(), capture_output=True,
+                          text=True, timeout=120)
 
 
 def profile_line(proc):
@@ -69,7 +63,7 @@ def test_option_wins_over_env(tmp_path):
 
 def test_other_projects_keep_their_hypothesis_default(tmp_path):
     """The installed plugin loads in every pytest run of its environment: it must not derandomize other tests."""
-    proc = outside_run(tmp_path, adapters=())  # as another project's run: the default adapters
+    proc = outside_run(tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert profile_line(proc)[0] == "default"
     assert not (tmp_path / "results").exists(), "a run with no bnsuite case wrote a results file"
@@ -105,10 +99,9 @@ def collect(*args):
 
 @pytest.mark.skipif(opts.gpu_hardware_present(), reason="this machine has a GPU driver: GPU cases are parametrized")
 def test_gpu_cases_are_not_parametrized_where_no_gpu_can_be():
-    torch_ids = ("-k", "torch", "--adapter", "torch", "--adapter", "keras-torch")  # the adapters `-k torch` selects
-    default = collect(*torch_ids)
+    default = collect("-k", "torch")
     assert default and not [i for i in default if "-gpu-" in i], default
-    asked = collect(*torch_ids, "--device", "cpu", "--device", "gpu")
+    asked = collect("-k", "torch", "--device", "cpu", "--device", "gpu")
     assert [i for i in asked if "-gpu-" in i], "--device gpu must still list the GPU cases (as skips)"
 
 
