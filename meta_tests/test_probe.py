@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bnsuite.probe import ProbeError, find_batch_dependence
+from bnsuite.probe import __main__ as probe_main
 from meta_tests.probe_helpers import assert_names_planted, need
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,9 +162,13 @@ FACTORY = textwrap.dedent("""
 """)
 
 
-def cli(tmp_path, *args):
+def _user_files(tmp_path):
     (tmp_path / "user_models.py").write_text(FACTORY)
     np.save(tmp_path / "bad.npy", np.zeros((16, 5), np.float32))
+
+
+def cli(tmp_path, *args):
+    _user_files(tmp_path)
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run([sys.executable, "-m", "bnsuite.probe", *args], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)
@@ -176,25 +181,59 @@ def test_cli_reports_planted_layer(tmp_path):
     assert "first batch-dependent layer: '1' (BatchNorm1d)" in proc.stdout, proc.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["no_such_module:f", "--input", "bad.npy"], "cannot import module 'no_such_module'"),
-    (["user_models:nope", "--input", "bad.npy"], "has no callable 'nope'"),
-    (["user_models:model_only", "--input", "bad.npy"], "the model raised"),
-    (["user_models:model_only"], "no input"),
-    (["user_models:model_only", "--input", "missing.npy"], "cannot read --input"),
-    (["user_models:model_and_x", "--framework", "mxnet"], "unknown framework 'mxnet'"),
-    (["user_models:model_and_x", "--batch-sizes", "3"], "does not divide"),
-    (["user_models:broken"], "factory exploded"),
-    (["user_models:model_and_x", "--bogus"], "unrecognized arguments"),
-], ids=["bad-module", "bad-factory", "shape-mismatch", "no-input", "missing-file", "unknown-framework",
-        "bad-batch-size", "factory-raises", "bad-option"])
-def test_cli_errors_are_one_line(tmp_path, args, message):
+def cli_in_process(tmp_path, monkeypatch, capsys, *args):
+    """(exit status, stdout, stderr) of `python -m bnsuite.probe ARGS` from tmp_path, run by its main() in this
+    process; the user's module is imported afresh and forgotten after."""
+    _user_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the loader puts the current folder first
+    monkeypatch.delitem(sys.modules, "user_models", raising=False)
+    try:
+        rc = probe_main.main(list(args))
+    except SystemExit as e:  # argparse's usage errors
+        rc = e.code
+    finally:
+        sys.modules.pop("user_models", None)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_line_error(rc, out, err, message):
+    __tracebackhide__ = True
+    assert rc == 2, (rc, out, err)
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    assert message in lines[0] and "Traceback" not in err
+
+
+CLI_ERRORS = {  # id -> (arguments, what the one line says)
+    "bad-module": (["no_such_module:f", "--input", "bad.npy"], "cannot import module 'no_such_module'"),
+    "bad-factory": (["user_models:nope", "--input", "bad.npy"], "has no callable 'nope'"),
+    "shape-mismatch": (["user_models:model_only", "--input", "bad.npy"], "the model raised"),
+    "no-input": (["user_models:model_only"], "no input"),
+    "missing-file": (["user_models:model_only", "--input", "missing.npy"], "cannot read --input"),
+    "unknown-framework": (["user_models:model_and_x", "--framework", "mxnet"], "unknown framework 'mxnet'"),
+    "bad-batch-size": (["user_models:model_and_x", "--batch-sizes", "3"], "does not divide"),
+    "factory-raises": (["user_models:broken"], "factory exploded"),
+    "bad-option": (["user_models:model_and_x", "--bogus"], "unrecognized arguments"),
+}
+
+
+@pytest.mark.parametrize("bad", list(CLI_ERRORS))
+def test_cli_errors_are_one_line(tmp_path, monkeypatch, capsys, bad):
+    """Each bad input through the command's main(); the command line end to end: test_cli_error_end_to_end."""
     need("torch")
+    args, message = CLI_ERRORS[bad]
+    assert_one_line_error(*cli_in_process(tmp_path, monkeypatch, capsys, *args), message)
+
+
+def test_cli_error_end_to_end(tmp_path):
+    """A bad input that imports torch and runs the model, from the command line: one line on stderr (nothing the
+    interpreter or torch prints besides), exit 2."""
+    need("torch")
+    args, message = CLI_ERRORS["shape-mismatch"]
     proc = cli(tmp_path, *args)
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert message in lines[0] and "Traceback" not in proc.stderr
+    assert_one_line_error(proc.returncode, proc.stdout, proc.stderr, message)
 
 
 # -- blocks: a softmax over the batch axis -------------------------------------------------------------------------
