@@ -24,11 +24,13 @@ from meta_tests.suite_outcomes import assert_ran_clean
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUITES = os.path.join(ROOT, "bnsuite", "suites")
 REAL = "bnsuite.adapters.torch_bn:TorchBatchNorm"
-# The suites that compile, export, loop over training steps and build real models: the torch group runs them on the
-# real adapter; here only their broken adapters (torch subclasses with one lane broken, each running the whole tests
-# that see it) run them, and the properties those record stand for the ones the real adapter checks
-# (test_every_check_can_fail). The folding suite is not among them: its broken adapters run one path each.
-LANE_MODULES = ("test_compiled.py", "test_deploy.py", "test_training_loops.py", "test_real_models.py")
+# The suites that compile, export, loop over training steps, build real models or deep networks, or port from every
+# framework: the torch group runs them on the real adapter; here only their broken adapters (torch subclasses with
+# one thing broken, each running the whole tests that see it) run them, and the properties those record stand for
+# the ones the real adapter checks (test_every_check_can_fail). The folding suite is not among them: its broken
+# adapters run one path each.
+LANE_MODULES = ("test_compiled.py", "test_deploy.py", "test_training_loops.py", "test_real_models.py",
+                "test_batch_size.py", "test_deep_batch_size.py", "test_porting.py")
 
 
 def _suite_sources() -> dict[str, str]:
