@@ -112,7 +112,9 @@ def install_commands(tool: str, path: str, py: str, reqs: list[str], nodeps: lis
     with --no-deps."""
     if tool == "uv":
         uv = [uv_path() or "uv"]
-        pip = uv + ["pip", "install", "--python", py, "-q", *uv_source_args()]
+        # Bytecode at install, as pip does: otherwise every group process (and every process a meta test starts)
+        # compiles the frameworks' sources again wherever PYTHONDONTWRITEBYTECODE is set.
+        pip = uv + ["pip", "install", "--python", py, "-q", "--compile-bytecode", *uv_source_args()]
         create = [] if os.path.exists(py) else [uv + ["venv", "-q", "--python", sys.executable, path]]
     else:
         pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
