@@ -181,6 +181,16 @@ def realize_step(Tensor, bns: list, *tensors) -> None:
     Tensor.realize(*tensors, *stats)
 
 
+def host_tensor(Tensor, dtypes, a, dtype):
+    """A tinygrad tensor of `dtype` holding the float64 values `a`. For float32 and float64 NumPy rounds as tinygrad's
+    cast would (IEEE round to nearest even, beyond the range to inf), so the values arrive by copy, with no cast
+    kernel to compile per shape; other dtypes are cast by tinygrad."""
+    if dtype in (dtypes.float32, dtypes.float64):
+        with np.errstate(over="ignore"):
+            return Tensor(np.ascontiguousarray(a, np.float32 if dtype == dtypes.float32 else np.float64))
+    return Tensor(np.ascontiguousarray(a, np.float64)).cast(dtype)
+
+
 def training_mode(training: bool | None):
     """Context(TRAINING=...) for one call; None leaves the process's setting (default 0: inference)."""
     if training is None:
@@ -266,7 +276,7 @@ class TinygradBatchNorm(OnFramework, SlotState, BatchNormAdapter):
         return self._np(t)
 
     def _write(self, t, value):
-        t.assign(self.Tensor(np.asarray(value, np.float64)).cast(t.dtype)).realize()
+        t.assign(host_tensor(self.Tensor, self.dtypes, value, t.dtype)).realize()
 
     def _dtype(self, t):
         return np.dtype(np_dtype(dtype_name(t.dtype))).name
