@@ -29,6 +29,9 @@ from bnsuite.adapters.dtypes import np_dtype
 # * PARALLEL=0: lower and compile new kernels in this process. The default pool (one spawned worker per core, each
 #   re-importing tinygrad and respawned every 16 kernels, tinygrad/engine/worker.py) costs more than it saves on a
 #   small machine: the deep-network case took 125 s with it and 55 s without, same kernels, same cache.
+# The CPU device keeps its default renderer, CLANG (a clang process per new kernel): DEV=CPU:X86, tinygrad's own x86
+# emitter with no compiler process, gives other low bits on the deep network, and DEV=CPU:LLVM fails to parse its
+# own IR with Debian's libLLVM 15 ('%v18' defined with type 'float*' but expected '<4 x float>*').
 _CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("CACHEDB", os.path.join(_CHECKOUT, ".cache", "tinygrad", "cache.db")
                       if os.path.isfile(os.path.join(_CHECKOUT, "requirements", "all.txt")) else
