@@ -30,6 +30,9 @@ from bnsuite.adapters.dtypes import np_dtype
 # * PARALLEL=0: lower and compile new kernels in this process. The default pool (one spawned worker per core, each
 #   re-importing tinygrad and respawned every 16 kernels, tinygrad/engine/worker.py) costs more than it saves on a
 #   small machine: the deep-network case took 125 s with it and 55 s without, same kernels, same cache.
+# The CPU device keeps its default renderer, CLANG (a clang process per new kernel): DEV=CPU:X86, tinygrad's own x86
+# emitter with no compiler process, gives other low bits on the deep network, and DEV=CPU:LLVM fails to parse its
+# own IR with Debian's libLLVM 15 ('%v18' defined with type 'float*' but expected '<4 x float>*').
 _CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("CACHEDB", os.path.join(_CHECKOUT, ".cache", "tinygrad", "cache.db")
                       if os.path.isfile(os.path.join(_CHECKOUT, "requirements", "all.txt")) else
@@ -182,6 +185,16 @@ def realize_step(Tensor, bns: list, *tensors) -> None:
     Tensor.realize(*tensors, *stats)
 
 
+def host_tensor(Tensor, dtypes, a, dtype):
+    """A tinygrad tensor of `dtype` holding the float64 values `a`. For float32 and float64 NumPy rounds as tinygrad's
+    cast would (IEEE round to nearest even, beyond the range to inf), so the values arrive by copy, with no cast
+    kernel to compile per shape; other dtypes are cast by tinygrad."""
+    if dtype in (dtypes.float32, dtypes.float64):
+        with np.errstate(over="ignore"):
+            return Tensor(np.ascontiguousarray(a, np.float32 if dtype == dtypes.float32 else np.float64))
+    return Tensor(np.ascontiguousarray(a, np.float64)).cast(dtype)
+
+
 def training_mode(training: bool | None):
     """Context(TRAINING=...) for one call; None leaves the process's setting (default 0: inference)."""
     if training is None:
@@ -261,7 +274,7 @@ class TinygradBatchNorm(OnFramework, SlotState, BatchNormAdapter):
         return self._np(t)
 
     def _write(self, t, value):
-        t.assign(self.Tensor(np.asarray(value, np.float64)).cast(t.dtype)).realize()
+        t.assign(host_tensor(self.Tensor, self.dtypes, value, t.dtype)).realize()
 
     def _dtype(self, t):
         return np.dtype(np_dtype(dtype_name(t.dtype))).name

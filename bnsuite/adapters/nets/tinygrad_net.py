@@ -12,7 +12,7 @@ import numpy as np
 from bnsuite.adapters.base import Cited
 from bnsuite.adapters.nets import OIHW, Network
 from bnsuite.adapters.nets.layers import plan_layers, run_plan
-from bnsuite.adapters.tinygrad_bn import realize_step, training_mode
+from bnsuite.adapters.tinygrad_bn import host_tensor, realize_step, training_mode
 
 
 class TinygradNet(Network):
@@ -29,8 +29,12 @@ class TinygradNet(Network):
         with Context(DEFAULT_FLOAT=dtype):
             self.mods = plan_layers(self.ops, lambda cin, cout, k: nn.Conv2d(cin, cout, k, padding="same"),
                                     lambda c: nn.BatchNorm(c, eps=eps, momentum=momentum), nn.Linear)
-        for name, t in self._tensors().items():
-            t.assign(Tensor(np.asarray(weights[name], np.float64)).cast(t.dtype)).realize()
+        # Loaded as tinygrad's nn.state.load_state_dict loads (Tensor.replace: the layer keeps its Tensor objects),
+        # realized in one schedule: copies, with no kernel to compile where NumPy has the dtype.
+        tensors = self._tensors()
+        for name, t in tensors.items():
+            t.replace(self._tensor(weights[name], t.dtype))
+        Tensor.realize(*tensors.values())
         self.opt = None
 
     def _tensors(self):
@@ -47,9 +51,12 @@ class TinygradNet(Network):
         return run_plan(self.ops, self.mods.__getitem__, h, relu=lambda a: a.relu(), gap=lambda a: a.mean(axis=(2, 3)),
                         cat=lambda a, c: a.cat(c, dim=1))
 
+    def _tensor(self, a, dtype):
+        return host_tensor(self.Tensor, self.dtypes, a, dtype)
+
     def _in(self, x):
         x = np.moveaxis(x, -1, 1) if self.channels_last else x
-        return self.Tensor(np.ascontiguousarray(np.asarray(x, np.float64))).cast(getattr(self.dtypes, self.dtype))
+        return self._tensor(x, getattr(self.dtypes, self.dtype))
 
     def _np(self, t):
         d = self.dtypes
@@ -72,7 +79,7 @@ class TinygradNet(Network):
         self.opt.zero_grad()
         with training_mode(self.recipe is None or self.recipe.training_forward):
             y = self._run(self._in(x))
-            loss = ((y - self.Tensor(np.asarray(target, np.float64)).cast(y.dtype)) ** 2).mean()
+            loss = ((y - self._tensor(target, y.dtype)) ** 2).mean()
             value = float(self._np(loss))  # realized now: the lazy graph would read the weights after the step
             realize_step(self.Tensor, self._bns())
         with training_mode(True):
