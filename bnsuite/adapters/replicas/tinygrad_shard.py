@@ -41,7 +41,9 @@ DECLARATION = ReplicaDeclaration(
             "statistic) with the Bessel factor x.numel()/(x.numel()-x.shape[1]) of the logical (global) shape, into "
             "state replicated on every device (Tensor.shard_ with axis=None copies it to each), so every replica "
             "holds the same global running statistics; the backward of the all-reduced mean and variance carries "
-            "the cross-replica terms (tinygrad/gradient.py), the gradient is the global one"),
+            "the cross-replica terms (tinygrad/gradient.py), the gradient is the global one; upstream: tinygrad PR "
+            "#3472 wrote an UnsyncedBatchNorm for examples/hlb_cifar10.py to get per-device statistics, which "
+            "nn.BatchNorm on a sharded batch does not give"),
         "shard_batch_state_unsharded": Cited(
             IdiomFacts(how="bn.weight and bn.bias sharded, running_mean/running_var left on the default device; "
                            "bn(Tensor(x).shard(devices, axis=0)) inside Context(TRAINING=1)",
