@@ -207,11 +207,10 @@ def training_mode(training: bool | None):
 class TinygradBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     id = "tinygrad"
     runs_on = TINYGRAD
-    capabilities = conventional("tinygrad", "network", "norms", "mixed_precision", "edge_facts", "compile")
+    capabilities = {**conventional("tinygrad", "network", "norms", "mixed_precision", "edge_facts", "compile"),
+                    "replicas": "bnsuite.adapters.replicas.tinygrad_shard:TinygradReplicas"}
     # No "blocks" yet: tinygrad/nn/__init__.py has no Dropout or ReLU layer (Tensor.dropout in
     # tinygrad/mixin/rand.py reads Tensor.training), and every new block shape compiles kernels with clang.
-    # No "replicas": tinygrad has no process-group engine; its multi-device sharding (Tensor.shard over
-    # CPU devices) is not measured here.
     freeze_idioms = FREEZE_IDIOMS
 
     @classmethod
