@@ -64,10 +64,10 @@ class KerasModels:
             v["backend"] = K.backend.backend()
         return v
 
-    def _base(self, arch: str, seed: int = 0):
+    def _base(self, arch: str, init):
         K = self.K
         if arch == "resnet18":
-            return resnet18_base(K, kernel_initializer=NumpyGlorotUniform(seed))
+            return resnet18_base(K, kernel_initializer=init)
         kw = {"include_preprocessing": False} if arch == "mobilenet_v3" else {}
         return getattr(K.applications, self.architectures[arch].value)(
             weights=None, include_top=False, input_shape=(IMAGE, IMAGE, 3), **kw)
@@ -75,15 +75,19 @@ class KerasModels:
     def build(self, arch: str, seed: int = 0, idiom: str | None = None):
         """base -> global average pool -> Dense; `idiom` (a freeze idiom) wires the base the way the idiom does."""
         K = self.K
-        K.utils.set_random_seed(seed)
-        base = self._base(arch, seed)
+        # ResNet-18 (bnsuite's own) draws every kernel from NumPy; the applications use Keras' seeded initializers
+        # (on a Keras 3 backend other than TensorFlow, set_random_seed imports TensorFlow to seed it too)
+        init = NumpyGlorotUniform(seed) if arch == "resnet18" else None
+        if init is None:
+            K.utils.set_random_seed(seed)
+        base = self._base(arch, init)
         self._collect(base, seed)
         if idiom in ("transfer_learning", "trainable_false_only"):
             base.trainable = False
         inputs = K.Input((IMAGE, IMAGE, 3))
         h = base(inputs, training=False) if idiom in ("transfer_learning", "training_false_only") else base(inputs)
         h = K.layers.GlobalAveragePooling2D()(h)
-        model = K.Model(inputs, K.layers.Dense(CLASSES, name="head")(h))
+        model = K.Model(inputs, K.layers.Dense(CLASSES, name="head", kernel_initializer=init or "glorot_uniform")(h))
         model.base = base
         return model
 
