@@ -198,7 +198,7 @@ def lock() -> int:
     if not CHECKOUT:
         fail("`lock` regenerates requirements/lock.txt of a checkout; this bnsuite is installed")
     common = [uv, "pip", "compile", "--python-version", "3.11", "--no-emit-find-links", "--no-emit-index-url", "-q",
-              "--custom-compile-command", "python3 -m bnsuite lock"]
+              "--custom-compile-command", "python3 -m bnsuite lock", "-c", "requirements/constraints.txt"]
     # CPU: what pip sees here (torch's CPU wheel); GPU (the self-hosted job): PyPI only, for Linux x86_64.
     cpu = common + ["requirements/all.txt", "-o", "requirements/lock.txt", *uv_source_args()]
     gpu = common + ["requirements/gpu.txt", "-o", "requirements/gpu-lock.txt", "--no-config",

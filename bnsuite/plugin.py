@@ -85,7 +85,6 @@ def pytest_configure(config):
         config._bn_adapters = registry.load_all(refs)
     except registry.AdapterLoadError as e:
         raise pytest.UsageError(str(e)) from None
-    frameworks.import_early(config._bn_adapters)
     for cls in config._bn_adapters:  # a family no framework row names would be a marker -m cannot select
         unknown = [f for f in cls.families if f not in FAMILIES]
         if unknown:
@@ -204,45 +203,38 @@ def _case_params(config, dtypes):
     return params
 
 
+@pytest.hookimpl(tryfirst=True)  # before a suite's own parametrization: the case leads the id ([torch-cpu-float32-...])
 def pytest_generate_tests(metafunc):
     if "case" not in metafunc.fixturenames:
         return
     marker = metafunc.definition.get_closest_marker("dtypes")
     dtypes = marker.args if marker else ("float32",)
     params = _case_params(metafunc.config, dtypes)
-    if "freeze_idiom" in metafunc.fixturenames:
-        # Each adapter declares its own freezing idioms: parametrize (case, idiom) jointly.
-        joint = [pytest.param(p.values[0], idiom, id=f"{p.id}-{idiom}", marks=p.marks)
-                 for p in params for idiom in p.values[0].adapter.declare().freeze]
-        # An adapter that declares no idiom gets one case that skips saying so (not pytest's anonymous NOTSET).
-        joint += [pytest.param(p.values[0], None, id=f"{p.id}-no-idiom", marks=[*p.marks, pytest.mark.skip(
-                      reason=f"{p.values[0].adapter.id} declares no freeze idioms (Declaration.freeze is empty)")])
-                  for p in params if not p.values[0].adapter.declare().freeze]
-        metafunc.parametrize(("case", "freeze_idiom"), joint, indirect=["case"])
-    elif "replica_idiom" in metafunc.fixturenames:
-        # Each adapter's multi-replica engine declares its own idioms: parametrize (case, idiom) jointly.
-        from bnsuite.suites.replica_cases import idiom_params
-
-        metafunc.parametrize(("case", "replica_idiom"), idiom_params(params), indirect=["case"])
-    elif "mixed_idiom" in metafunc.fixturenames:
-        # Each adapter declares its own mixed-precision idioms: parametrize (case, idiom) jointly.
-        joint = [pytest.param(p.values[0], idiom, id=f"{p.id}-{idiom}", marks=p.marks)
-                 for p in params for idiom in p.values[0].adapter.declare().mixed_precision]
-        # An adapter that declares none gets one case that skips saying so (not pytest's anonymous empty set).
-        joint += [pytest.param(p.values[0], None, id=f"{p.id}-no-mixed-precision", marks=[*p.marks, pytest.mark.skip(
-                      reason=f"{p.values[0].adapter.id} declares no mixed-precision idioms "
-                             f"(Declaration.mixed_precision is empty)")])
-                  for p in params if not p.values[0].adapter.declare().mixed_precision]
-        metafunc.parametrize(("case", "mixed_idiom"), joint, indirect=["case"])
-    else:
+    # Values that depend on the case (freeze idioms, replica idioms, deploy routes, ...): a suite module names them in
+    # PER_CASE = {fixture: fn(case) -> [pytest.param(value, id=...)]}; they are parametrized jointly with the case, so
+    # no case exists for a value its adapter does not declare.
+    per_case = getattr(metafunc.module, "PER_CASE", {})
+    name = next((n for n in per_case if n in metafunc.fixturenames), None)
+    if name is None:
         metafunc.parametrize("case", params, indirect=True)
+        return
+    joint = [pytest.param(p.values[0], q.values[0], id=f"{p.id}-{q.id}", marks=[*p.marks, *q.marks])
+             for p in params for q in per_case[name](p.values[0])]
+    metafunc.parametrize(("case", name), joint, indirect=["case"])
+
+
+def _case_of(item) -> Case | None:
+    case = getattr(getattr(item, "callspec", None), "params", {}).get("case")
+    return case if isinstance(case, Case) else None
 
 
 def pytest_collection_finish(session):
-    """Start the multi-replica workers the selected cases will read, in the background (see replica_cases.prefetch):
-    their engines' start-up overlaps the other suites instead of adding to the run."""
+    """Import what must come first, and start the multi-replica workers the selected cases will read in the
+    background (see replica_cases.prefetch): their engines' start-up overlaps the other suites."""
     if session.config.getoption("collectonly"):
         return
+    # Only the frameworks of the selected cases are imported (`-k torch` imports no paddle), in a safe order.
+    frameworks.import_early(list(dict.fromkeys(c.adapter for c in map(_case_of, session.items) if c is not None)))
     refs: list[str] = []
     for item in session.items:
         params = getattr(getattr(item, "callspec", None), "params", {})

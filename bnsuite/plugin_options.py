@@ -13,6 +13,7 @@ from collections import Counter
 
 import pytest
 
+from bnsuite.adapters import frameworks
 from bnsuite.suites import hypothesis_profiles
 
 # -- Hypothesis profiles ----------------------------------------------------------------------------------------------
@@ -72,6 +73,8 @@ def visible_devices(adapters, known: tuple[str, ...]) -> tuple[dict[str, tuple[s
     hidden: dict[str, str] = {}
     per_adapter: dict[str, tuple[str, ...]] = {}
     hardware = gpu_hardware_present()
+    if hardware:  # the probes below import the frameworks: in the order some of them need
+        frameworks.import_early(adapters)
     for cls in adapters:
         devices = []
         for device in known:

@@ -23,7 +23,7 @@ try:
         jax.jit(jax.shard_map(f, mesh=mesh, in_specs=P("b"), out_specs=P("b")))(x)
         observed = "ok"
     except NotImplementedError as e:
-        observed = f"NotImplementedError({str(e)!r})"
+        observed = repr(e)
 except Exception as e:
     print(f"error: {type(e).__name__}: {e}")
     sys.exit(2)

@@ -8,8 +8,7 @@ try:
     import torch
     import torch.distributed as dist
     import torch.multiprocessing as mp
-    if __name__ == "__main__":  # not again in the spawned replicas
-        print(f"versions: torch {torch.__version__}, numpy {np.__version__}")
+    print(f"versions: torch {torch.__version__}, numpy {np.__version__}")
 except Exception as e:  # a missing framework cannot measure anything
     print(f"error: {type(e).__name__}: {e}")
     sys.exit(2)
@@ -30,8 +29,8 @@ if __name__ == "__main__":
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        q = mp.get_context("spawn").SimpleQueue()
-        mp.spawn(rank_main, args=(port, q), nprocs=2)
+        q = mp.get_context("fork").SimpleQueue()
+        mp.start_processes(rank_main, args=(port, q), nprocs=2, start_method="fork")  # replicas inherit the imports
         got = dict(q.get() for _ in range(2))
     except Exception as e:
         print(f"error: {type(e).__name__}: {e}")

@@ -268,6 +268,10 @@ def _run_reproduction(f: findings.Finding) -> tuple[findings.Finding, subprocess
     env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "TF_USE_LEGACY_KERAS")}
     env.update(registry.load(f.reproduce_with or f.adapters[0]).process_env)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # One core's worth of threads each: the pool already runs one reproduction per core, and framework thread pools
+    # sized to every core (OpenMP, TensorFlow's intra- and inter-op pools) would only spin against their neighbours.
+    for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        env.setdefault(var, "1")
     t0 = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, f.reproduction], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -279,8 +283,10 @@ def _run_reproduction(f: findings.Finding) -> tuple[findings.Finding, subprocess
 
 @pytest.fixture(scope="module")
 def reproduction_runs():
-    """Every reproduction in its own process and environment, several at a time (each imports a framework)."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+    """Every reproduction in its own process and environment, one per core (each imports a framework: CPU-bound), two
+    to four at a time (each holds a framework's memory)."""
+    workers = min(4, max(2, len(os.sched_getaffinity(0))))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         return {f.name: (proc, secs) for f, proc, secs in pool.map(_run_reproduction, findings.FINDINGS)}
 
 

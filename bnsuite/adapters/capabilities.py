@@ -10,7 +10,9 @@ An adapter class carries ``capabilities``, a mapping from a capability name (a k
   ``CapabilityBroken``, so its cases FAIL, naming the adapter, the capability, the reference and the error.
 
 A user's own adapter plugs into every capability the same way. ``require(adapter_cls, name)`` is the suites' form: a
-skip or a failure raised through pytest.
+skip or a failure raised through pytest. A built-in framework keeps its implementation of a capability at the home
+``CONVENTION`` names (``conventional("paddle", "norms")`` is ``{"norms": "bnsuite.adapters.norms.paddle_norms:
+PaddleNorms"}``); an entry that lives elsewhere is written out whole.
 """
 
 from __future__ import annotations
@@ -34,6 +36,29 @@ KNOWN: Mapping[str, str] = {
     "folding": "conv-BN folding and quantization-aware training (bnsuite.lanes.folding)",
     "models": "real architectures built in the framework (bnsuite.models)",
 }
+
+
+# name -> (module, attribute) of a framework's implementation at its conventional home, formatted with the framework's
+# module stem (`stem`, "torch"), its class prefix (`prefix`, "Torch") and the upper-case stem (`STEM`, "TORCH").
+CONVENTION: Mapping[str, tuple[str, str]] = {
+    "network": ("bnsuite.adapters.nets.{stem}_net", "build"),
+    "norms": ("bnsuite.adapters.norms.{stem}_norms", "{prefix}Norms"),
+    "blocks": ("bnsuite.adapters.blocks.{stem}_blocks", "{prefix}Blocks"),
+    "mixed_precision": ("bnsuite.adapters.mixed_precision.{stem}_mixed", "step"),
+    "edge_facts": ("bnsuite.adapters.edge_facts", "{STEM}"),
+    "compile": ("bnsuite.lanes.compile.{stem}_compile", "{prefix}Compile"),
+    "training_loops": ("bnsuite.lanes.loops.{stem}_loops", "{prefix}Loops"),
+    "deploy": ("bnsuite.lanes.deploy.{stem}_deploy", "{prefix}Deploy"),
+    "folding": ("bnsuite.lanes.folding.{stem}_folding", "{prefix}Folding"),
+    "models": ("bnsuite.models.{stem}_models", "MODELS"),
+}
+
+
+def conventional(stem: str, *names: str, prefix: str = "") -> dict[str, str]:
+    """The references of capabilities `names` at their CONVENTION homes for the framework whose modules are named
+    `stem`; `prefix` starts the class names (default: the stem capitalized)."""
+    fill = dict(stem=stem, prefix=prefix or stem.capitalize(), STEM=stem.upper())
+    return {name: ":".join(CONVENTION[name]).format(**fill) for name in names}
 
 
 class CapabilityAbsent(Unsupported):

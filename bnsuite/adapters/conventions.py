@@ -1,5 +1,5 @@
-"""Spec -> constructor arguments for the frameworks whose momentum weights the OLD running value, and the state loop
-every adapter family shares.
+"""Spec -> constructor arguments for the frameworks whose momentum weights the OLD running value, the state loop
+every adapter family shares, and the freeze idioms of the module-mode frameworks.
 
 Keras 3, tf_keras, ``tf.compat.v1.layers`` and Flax all take ``momentum`` as the weight of the old running value, an
 ``epsilon``, an ``axis`` and two switches for the affine parameters; only the switches' names differ. One function
@@ -9,11 +9,11 @@ home.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from bnsuite.adapters.base import Spec, State, Unsupported
+from bnsuite.adapters.base import Cited, FreezeFacts, FreezeIdiom, Spec, State, Unsupported
 
 # The names of the two affine switches: offset first, scale second.
 KERAS_AFFINE = ("center", "scale")
@@ -93,3 +93,34 @@ class SlotState:
 
     def state_dtypes(self) -> dict[str, str | None]:
         return {n: (None if (h := self._slot(n)) is None else self._dtype(h)) for n in SLOTS}
+
+
+# The freeze idioms of a module-mode framework (torch, paddle): the module's train()/eval() mode alone decides which
+# statistics normalize and whether the running ones update (the kernel updates them in training whatever the grad
+# mode); freezing the parameters or running the step under no_grad only takes the gradients away. Role -> (the
+# recipe switches the idiom sets, what it does); "frozen" stands for the framework's frozen-parameter idiom and switch.
+MODULE_MODE = {
+    "frozen": (("frozen",), FreezeFacts("batch", True, False)),
+    "eval": (("eval_mode",), FreezeFacts("running", False, True)),
+    "no_grad": (("no_grad",), FreezeFacts("batch", True, False)),
+    "eval_frozen": (("eval_mode", "frozen"), FreezeFacts("running", False, False)),
+}
+
+
+def module_mode_idioms(recipe: Callable[..., Any], frozen_idiom: str, frozen_switch: str) -> dict[str, FreezeIdiom]:
+    """The MODULE_MODE idioms as the framework runs them: `recipe` takes the switches as keywords, `frozen_idiom` names
+    the frozen-parameter idiom ("requires_grad_false", which also names "eval_requires_grad_false") and
+    `frozen_switch` the recipe's switch for it."""
+    switch = lambda s: frozen_switch if s == "frozen" else s
+    return {role.replace("frozen", frozen_idiom): FreezeIdiom(recipe(**{switch(s): True for s in switches}))
+            for role, (switches, _) in MODULE_MODE.items()}
+
+
+def module_mode_freeze(frozen_idiom: str, /, **sources: str) -> dict[str, Cited[FreezeFacts]]:
+    """The declared facts of the MODULE_MODE idioms, named as module_mode_idioms names them (`frozen_idiom` for the
+    frozen-parameter one), each resting on the framework's source given under its role (frozen=, eval=, no_grad=,
+    eval_frozen=)."""
+    if set(sources) != set(MODULE_MODE):
+        raise TypeError(f"module_mode_freeze wants a source for each of {', '.join(MODULE_MODE)}")
+    return {role.replace("frozen", frozen_idiom): Cited(facts, sources[role])
+            for role, (_, facts) in MODULE_MODE.items()}

@@ -10,6 +10,7 @@ import numpy as np
 
 from bnsuite.adapters import numerics
 from bnsuite.adapters.base import BatchNormAdapter, Cited, Declaration, DtypeRule, Grads, State, by_version
+from bnsuite.adapters.capabilities import conventional
 from bnsuite.adapters.conventions import FLAX_AFFINE, SlotState, is_channels_last, old_weight_kwargs
 from bnsuite.adapters.frameworks import Framework, OnFramework
 
@@ -154,6 +155,18 @@ def jax_versions() -> dict[str, str]:
 FLAX = Framework(requires=("flax", "jax"), families=("flax", "jax"),
                  pins={"jax": "0.10.2", "jaxlib": "0.10.2", "flax": "0.12.8", "optax": "0.2.8"}, versions=jax_versions,
                  numeric_settings=numerics.jax_full_fp32, device_reason=gpu_reason)
+
+
+def flax_capabilities(api: str) -> dict[str, str]:
+    """The capabilities of the adapter over Flax's `api` ("linen" or "nnx"): one module per capability serves both
+    APIs, with an entry point per API."""
+    prefix = f"Flax{api.capitalize()}"
+    return {**conventional("flax", "blocks", "training_loops", "compile", prefix=prefix),
+            "network": f"bnsuite.adapters.nets.flax_net:build_{api}",
+            "norms": f"bnsuite.adapters.norms.flax_norms:{api.capitalize()}Norms",
+            "replicas": f"bnsuite.adapters.replicas.flax_shard:{prefix}Replicas",
+            "mixed_precision": f"bnsuite.adapters.mixed_precision.flax_mixed:{api}_step",
+            "edge_facts": f"bnsuite.adapters.edge_facts:FLAX_{api.upper()}"}
 
 
 class FlaxAdapter(OnFramework, SlotState, BatchNormAdapter):

@@ -8,7 +8,7 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited, FreezeFacts, FreezeIdiom, dtype_name
 from bnsuite.adapters.conventions import build_shape
-from bnsuite.adapters.flax_common import LINEN, FlaxAdapter, flax_declaration, with_x64
+from bnsuite.adapters.flax_common import LINEN, FlaxAdapter, flax_capabilities, flax_declaration, with_x64
 from bnsuite.adapters.mixed_precision import flax_mixed
 
 # State slot -> (variable collection, name) in linen's variables.
@@ -34,17 +34,7 @@ LINEN_IDIOMS = {
 
 class FlaxLinen(FlaxAdapter):
     id = "flax-linen"
-    capabilities = {
-        "network": "bnsuite.adapters.nets.flax_net:build_linen",
-        "norms": "bnsuite.adapters.norms.flax_norms:LinenNorms",
-        "blocks": "bnsuite.adapters.blocks.flax_blocks:FlaxLinenBlocks",
-        "replicas": "bnsuite.adapters.replicas.flax_shard:FlaxLinenReplicas",
-        "mixed_precision": "bnsuite.adapters.mixed_precision.flax_mixed:linen_step",
-        "edge_facts": "bnsuite.adapters.edge_facts:FLAX_LINEN",
-        "training_loops": "bnsuite.lanes.loops.flax_loops:FlaxLinenLoops",
-        "compile": "bnsuite.lanes.compile.flax_compile:FlaxLinenCompile",
-        "models": "bnsuite.models.flax_models:MODELS",
-    }
+    capabilities = {**flax_capabilities("linen"), "models": "bnsuite.models.flax_models:MODELS"}
     freeze_idioms = LINEN_IDIOMS
 
     @classmethod

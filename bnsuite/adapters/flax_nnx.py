@@ -7,8 +7,8 @@ import numpy as np
 from typing import NamedTuple
 
 from bnsuite.adapters.base import Cited, FreezeFacts, FreezeIdiom, by_version, dtype_name
-from bnsuite.adapters.flax_common import (NNX, FlaxAdapter, assign, flax_declaration, optimizer_update,
-                                          with_x64)
+from bnsuite.adapters.flax_common import (NNX, FlaxAdapter, assign, flax_capabilities, flax_declaration,
+                                          optimizer_update, with_x64)
 from bnsuite.adapters.mixed_precision import flax_mixed
 
 MODULE = "flax/nnx/module.py"
@@ -36,16 +36,7 @@ NNX_IDIOMS = {
 
 class FlaxNnx(FlaxAdapter):
     id = "flax-nnx"
-    capabilities = {
-        "network": "bnsuite.adapters.nets.flax_net:build_nnx",
-        "norms": "bnsuite.adapters.norms.flax_norms:NnxNorms",
-        "blocks": "bnsuite.adapters.blocks.flax_blocks:FlaxNnxBlocks",
-        "replicas": "bnsuite.adapters.replicas.flax_shard:FlaxNnxReplicas",
-        "mixed_precision": "bnsuite.adapters.mixed_precision.flax_mixed:nnx_step",
-        "edge_facts": "bnsuite.adapters.edge_facts:FLAX_NNX",
-        "compile": "bnsuite.lanes.compile.flax_compile:FlaxNnxCompile",
-        "training_loops": "bnsuite.lanes.loops.flax_loops:FlaxNnxLoops",
-    }
+    capabilities = flax_capabilities("nnx")
     freeze_idioms = NNX_IDIOMS
 
     @classmethod

@@ -14,6 +14,7 @@ import numpy as np
 
 from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, FreezeIdiom, Grads,
                                    Probe, State, Unsupported)
+from bnsuite.adapters.capabilities import conventional
 from bnsuite.adapters.conventions import SlotState
 from bnsuite.adapters.frameworks import Framework, OnFramework
 from bnsuite.adapters.mixed_precision.mlx_mixed import declared as declared_mixed
@@ -148,6 +149,23 @@ def mx_dtype(mx, name: str):
         raise Unsupported(f"mlx: unknown dtype {name!r}") from None
 
 
+def mx_array(value, dtype):
+    """NumPy -> mx.array in `dtype`, through float64 with the dtype named: mx.array(float64 ndarray) alone gives
+    float32 (mlx/core/__init__.pyi: array; observed), which would round float64 layers' inputs and state."""
+    import mlx.core as mx
+
+    wide = mx.float64 if dtype == mx.float64 else mx.float32
+    return mx.array(np.ascontiguousarray(np.asarray(value, np.float64)), dtype=wide).astype(dtype)
+
+
+def mx_numpy(a) -> np.ndarray:
+    """mx.array -> float64 NumPy, widened through float32 (which holds every float16 and bfloat16 value) or float64."""
+    import mlx.core as mx
+
+    wide = mx.float64 if a.dtype == mx.float64 else mx.float32
+    return np.array(a.astype(wide), dtype=np.float64)
+
+
 def mx_dtype_name(dtype) -> str:
     """mlx.core.float16 -> "float16"."""
     return str(dtype).rpartition(".")[2]
@@ -156,14 +174,8 @@ def mx_dtype_name(dtype) -> str:
 class MlxBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     id = "mlx"
     runs_on = MLX
-    capabilities = {
-        "network": "bnsuite.adapters.nets.mlx_net:build",
-        "norms": "bnsuite.adapters.norms.mlx_norms:MlxNorms",
-        "blocks": "bnsuite.adapters.blocks.mlx_blocks:MlxBlocks",
-        "edge_facts": "bnsuite.adapters.mlx_edge_facts:MLX",
-        "compile": "bnsuite.lanes.compile.mlx_compile:MlxCompile",
-        "mixed_precision": "bnsuite.adapters.mixed_precision.mlx_mixed:step",
-    }
+    capabilities = {**conventional("mlx", "network", "norms", "blocks", "compile", "mixed_precision"),
+                    "edge_facts": "bnsuite.adapters.mlx_edge_facts:MLX"}
     freeze_idioms = FREEZE_IDIOMS
     declaration = DECLARATION
 
@@ -200,17 +212,8 @@ class MlxBatchNorm(OnFramework, SlotState, BatchNormAdapter):
         x = np.moveaxis(x, 1, -1) if self.transpose else x
         return self._array(x, self.dt)
 
-    def _array(self, value, dtype):
-        """NumPy -> mx.array in `dtype`, through float64 with the dtype named: mx.array(float64 ndarray) alone gives
-        float32 (mlx/core/__init__.pyi: array; observed), which would round float64 layers' inputs and state."""
-        mx = self.mx
-        wide = mx.float64 if dtype == mx.float64 else mx.float32
-        return mx.array(np.ascontiguousarray(np.asarray(value, np.float64)), dtype=wide).astype(dtype)
-
-    def _np(self, a) -> np.ndarray:
-        mx = self.mx
-        wide = mx.float64 if a.dtype == mx.float64 else mx.float32
-        return np.array(a.astype(wide), dtype=np.float64)
+    _array = staticmethod(mx_array)
+    _np = staticmethod(mx_numpy)
 
     def _out(self, a) -> np.ndarray:
         y = self._np(a)

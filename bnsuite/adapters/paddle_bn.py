@@ -19,7 +19,8 @@ import numpy as np
 
 from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, FreezeIdiom, Grads,
                                    MixedRule, Probe, State, Unsupported)
-from bnsuite.adapters.conventions import SlotState
+from bnsuite.adapters.capabilities import conventional
+from bnsuite.adapters.conventions import SlotState, module_mode_freeze, module_mode_idioms
 from bnsuite.adapters.frameworks import Framework, OnFramework
 
 _LAYER = "paddle/nn/layer/norm.py"
@@ -60,16 +61,14 @@ DECLARATION = Declaration(
     variance_algorithm=Cited("two-pass", f"{_KERNEL}: saved_mean_e summed and divided first, then saved_variance_e "
                                          "+= (x - saved_mean_e)^2 (both layouts)"),
     freeze={
-        "eval": Cited(FreezeFacts("running", False, True),
-                      f"{_UGS}: eval() -> use_global_stats = True, no update; weight/bias keep stop_gradient=False"),
-        "stop_gradient": Cited(FreezeFacts("batch", True, False),
-                               f"{_LAYER}: _BatchNormBase.forward passes training=self.training only; "
-                               "param.stop_gradient = True removes the gradient, not the running-stat update"),
-        "no_grad": Cited(FreezeFacts("batch", True, False),
-                         f"{_KERNEL}: the running-stat update happens inside the kernel whatever the grad mode; "
-                         "under paddle.no_grad() no gradient reaches the optimizer"),
-        "eval_stop_gradient": Cited(FreezeFacts("running", False, False),
-                                    "eval() -> running statistics; stop_gradient = True -> no gradients"),
+        **module_mode_freeze(
+            "stop_gradient",
+            frozen=f"{_LAYER}: _BatchNormBase.forward passes training=self.training only; param.stop_gradient = "
+                   "True removes the gradient, not the running-stat update",
+            eval=f"{_UGS}: eval() -> use_global_stats = True, no update; weight/bias keep stop_gradient=False",
+            no_grad=f"{_KERNEL}: the running-stat update happens inside the kernel whatever the grad mode; under "
+                    "paddle.no_grad() no gradient reaches the optimizer",
+            eval_frozen="eval() -> running statistics; stop_gradient = True -> no gradients"),
         "use_global_stats_true": Cited(FreezeFacts("running", False, True),
                                        f"{_LAYER}: BatchNorm2D docstring 'if set to True, use the global statistics'; "
                                        f"{_KERNEL}: global_stats = test_mode || use_global_stats skips the update"),
@@ -148,13 +147,8 @@ class PaddleRecipe(NamedTuple):
     use_global_stats: bool = False  # the layer built with use_global_stats=True
 
 
-FREEZE_IDIOMS = {
-    "eval": FreezeIdiom(PaddleRecipe(eval_mode=True)),
-    "stop_gradient": FreezeIdiom(PaddleRecipe(stop_gradient=True)),
-    "no_grad": FreezeIdiom(PaddleRecipe(no_grad=True)),
-    "eval_stop_gradient": FreezeIdiom(PaddleRecipe(eval_mode=True, stop_gradient=True)),
-    "use_global_stats_true": FreezeIdiom(PaddleRecipe(use_global_stats=True)),
-}
+FREEZE_IDIOMS = {**module_mode_idioms(PaddleRecipe, "stop_gradient", "stop_gradient"),
+                 "use_global_stats_true": FreezeIdiom(PaddleRecipe(use_global_stats=True))}
 
 
 def freeze_layers(how: PaddleRecipe, bns: list) -> None:
@@ -220,15 +214,8 @@ def _import_after_tf() -> str:
 class PaddleBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     id = "paddle"
     runs_on = PADDLE
-    capabilities = {
-        "network": "bnsuite.adapters.nets.paddle_net:build",
-        "norms": "bnsuite.adapters.norms.paddle_norms:PaddleNorms",
-        "blocks": "bnsuite.adapters.blocks.paddle_blocks:PaddleBlocks",
-        "mixed_precision": "bnsuite.adapters.mixed_precision.paddle_mixed:step",
-        "edge_facts": "bnsuite.adapters.edge_facts:PADDLE",
-        "compile": "bnsuite.lanes.compile.paddle_compile:PaddleCompile",
-        "replicas": "bnsuite.adapters.replicas.paddle_dp:PaddleReplicas",
-    }
+    capabilities = {**conventional("paddle", "network", "norms", "blocks", "mixed_precision", "edge_facts", "compile"),
+                    "replicas": "bnsuite.adapters.replicas.paddle_dp:PaddleReplicas"}
     freeze_idioms = FREEZE_IDIOMS
     declaration = DECLARATION
 

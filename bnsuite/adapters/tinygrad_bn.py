@@ -19,6 +19,7 @@ import numpy as np
 
 from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, FreezeIdiom, Grads,
                                    MixedRule, State, Unsupported)
+from bnsuite.adapters.capabilities import conventional
 from bnsuite.adapters.conventions import SlotState
 from bnsuite.adapters.frameworks import Framework, OnFramework
 from bnsuite.adapters.dtypes import np_dtype
@@ -193,17 +194,11 @@ def training_mode(training: bool | None):
 class TinygradBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     id = "tinygrad"
     runs_on = TINYGRAD
-    capabilities = {
-        "network": "bnsuite.adapters.nets.tinygrad_net:build",
-        "norms": "bnsuite.adapters.norms.tinygrad_norms:TinygradNorms",
-        "mixed_precision": "bnsuite.adapters.mixed_precision.tinygrad_mixed:step",
-        "edge_facts": "bnsuite.adapters.edge_facts:TINYGRAD",
-        "compile": "bnsuite.lanes.compile.tinygrad_compile:TinygradCompile",
-        # No "blocks" yet: tinygrad/nn/__init__.py has no Dropout or ReLU layer (Tensor.dropout in
-        # tinygrad/mixin/rand.py reads Tensor.training), and every new block shape compiles kernels with clang.
-        # No "replicas": tinygrad has no process-group engine; its multi-device sharding (Tensor.shard over
-        # CPU devices) is not measured here.
-    }
+    capabilities = conventional("tinygrad", "network", "norms", "mixed_precision", "edge_facts", "compile")
+    # No "blocks" yet: tinygrad/nn/__init__.py has no Dropout or ReLU layer (Tensor.dropout in
+    # tinygrad/mixin/rand.py reads Tensor.training), and every new block shape compiles kernels with clang.
+    # No "replicas": tinygrad has no process-group engine; its multi-device sharding (Tensor.shard over
+    # CPU devices) is not measured here.
     freeze_idioms = FREEZE_IDIOMS
 
     @classmethod

@@ -13,6 +13,7 @@ import numpy as np
 from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, FreezeIdiom, Grads,
                                    State, Unsupported, dtype_name)
 from bnsuite.adapters import numerics
+from bnsuite.adapters.conventions import module_mode_freeze, module_mode_idioms
 from bnsuite.adapters.frameworks import Framework, OnFramework
 from bnsuite.adapters.mixed_precision import torch_mixed
 
@@ -41,17 +42,15 @@ DECLARATION = Declaration(
     training_default=Cited("module-mode", "torch/nn/modules/module.py: Module.training, set by train()/eval(); "
                                           "a new module is in training mode"),
     freeze={
-        "requires_grad_false": Cited(FreezeFacts("batch", True, False),
-                                     f"{_SRC}: _BatchNorm.forward reads self.training only; requires_grad "
-                                     "affects autograd, not the running-stat update"),
-        "eval": Cited(FreezeFacts("running", False, True),
-                      f"{_SRC}: _BatchNorm.forward, bn_training False in eval -> running stats, no update; "
-                      "weight/bias keep requires_grad=True"),
-        "no_grad": Cited(FreezeFacts("batch", True, False),
-                         f"{_SRC}: the running-stat update happens inside F.batch_norm regardless of grad mode; "
-                         "no graph is recorded so the optimizer step has no gradient"),
-        "eval_requires_grad_false": Cited(FreezeFacts("running", False, False),
-                                          f"{_SRC}: eval() -> running stats; requires_grad_(False) -> no grads"),
+        **module_mode_freeze(
+            "requires_grad_false",
+            frozen=f"{_SRC}: _BatchNorm.forward reads self.training only; requires_grad affects autograd, not the "
+                   "running-stat update",
+            eval=f"{_SRC}: _BatchNorm.forward, bn_training False in eval -> running stats, no update; weight/bias "
+                 "keep requires_grad=True",
+            no_grad=f"{_SRC}: the running-stat update happens inside F.batch_norm regardless of grad mode; no graph "
+                    "is recorded so the optimizer step has no gradient",
+            eval_frozen=f"{_SRC}: eval() -> running stats; requires_grad_(False) -> no grads"),
         "func_replace_all_batch_norm_modules": Cited(
             FreezeFacts("batch", False, True),
             "torch/_functorch/batch_norm_replacement.py: replace_all_batch_norm_modules_ sets running_mean/var "
@@ -116,13 +115,8 @@ class TorchRecipe(NamedTuple):
     replace_modules: bool = False  # torch.func.replace_all_batch_norm_modules_ on the model
 
 
-FREEZE_IDIOMS = {
-    "requires_grad_false": FreezeIdiom(TorchRecipe(params_frozen=True)),
-    "eval": FreezeIdiom(TorchRecipe(eval_mode=True)),
-    "no_grad": FreezeIdiom(TorchRecipe(no_grad=True)),
-    "eval_requires_grad_false": FreezeIdiom(TorchRecipe(params_frozen=True, eval_mode=True)),
-    "func_replace_all_batch_norm_modules": FreezeIdiom(TorchRecipe(replace_modules=True)),
-}
+FREEZE_IDIOMS = {**module_mode_idioms(TorchRecipe, "requires_grad_false", "params_frozen"),
+                 "func_replace_all_batch_norm_modules": FreezeIdiom(TorchRecipe(replace_modules=True))}
 
 
 def freeze_modules(how: TorchRecipe, bns: list, root) -> list | None:

@@ -87,3 +87,15 @@ def freeze_step_of(case: Case, idiom: str):
         pytest.fail(f"{case.adapter.id}: declared freeze idiom {idiom!r} is not implemented (not in the adapter's "
                     f"freeze_idioms: {sorted(case.adapter.freeze_idioms)})", pytrace=False)
     return implemented
+
+
+def declared_params(case: Case, field: str, none_id: str, what: str) -> list:
+    """The idioms the case's adapter declares in Declaration.<field>, as parameters joint with the case (a suite's
+    PER_CASE); one case that skips saying so where it declares none (not pytest's anonymous empty parameter set)."""
+    names = getattr(case.adapter.declare(), field)
+    return [pytest.param(n, id=n) for n in names] or [pytest.param(None, id=none_id, marks=pytest.mark.skip(
+        reason=f"{case.adapter.id} declares no {what} (Declaration.{field} is empty)"))]
+
+
+def freeze_params(case: Case) -> list:
+    return declared_params(case, "freeze", "no-idiom", "freeze idioms")

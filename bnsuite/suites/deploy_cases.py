@@ -11,6 +11,7 @@ import tempfile
 import time
 
 import numpy as np
+import pytest
 
 from bnsuite.adapters import capabilities, reference
 from bnsuite.adapters.base import Cited
@@ -38,23 +39,23 @@ def lane_class(adapter_cls):
         return None
 
 
-def routes_for(adapters) -> list:
-    """Every route of the selected adapters' lanes, in order; [None] where none names one (its cases skip)."""
-    routes: list = []
-    for cls in adapters:
-        try:
-            lane = lane_class(cls)
-        except capabilities.CapabilityBroken:
-            continue  # the case itself fails on it, through capabilities.require
-        for r in (getattr(lane, "routes", ()) if lane else ()):
-            if r not in routes:
-                routes.append(r)
-    return routes or [None]
+def _routes(adapter_cls) -> tuple:
+    try:
+        lane = lane_class(adapter_cls)
+    except capabilities.CapabilityBroken:
+        return ()  # the case itself fails on it, through capabilities.require
+    return tuple(getattr(lane, "routes", ()) if lane else ())
 
 
-def exports_for(adapters) -> list:
-    out = list(dict.fromkeys(r.export for r in routes_for(adapters) if r is not None))
-    return out or [None]
+def routes_of(case) -> list:
+    """The routes of the case's deploy lane, joint with the case (the suite's PER_CASE); one "no-route" where it has
+    none (the case skips, or fails where the lane is broken)."""
+    return [pytest.param(r, id=r.id) for r in _routes(case.adapter)] or [pytest.param(None, id="no-route")]
+
+
+def exports_of(case) -> list:
+    exports = dict.fromkeys(r.export for r in _routes(case.adapter))
+    return [pytest.param(e, id="-".join(e)) for e in exports] or [pytest.param(None, id="no-export")]
 
 
 def inputs(seed: int) -> np.ndarray:

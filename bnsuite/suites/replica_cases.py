@@ -27,23 +27,15 @@ def _declaration(cls):
         return e
 
 
-def idiom_params(case_params) -> list:
-    """(case, idiom) pairs: every idiom the adapter's engine declares, on the device it declares (cpu idioms under
-    the cpu case, gpu idioms under the gpu case); one skipped pair where the adapter has no engine, one pair that fails
-    (the case asks for the engine) where the engine the adapter names cannot be loaded."""
-    out = []
-    for p in case_params:
-        case = p.values[0]
-        decl = _declaration(case.adapter)
-        if isinstance(decl, (str, Exception)):
-            if case.device == "cpu":
-                skip = [pytest.mark.skip(reason=decl)] if isinstance(decl, str) else []
-                out.append(pytest.param(case, "none", id=f"{p.id}-none", marks=[*p.marks, *skip]))
-            continue
-        for idiom, facts in decl.idioms.items():
-            if facts.value.device == case.device:
-                out.append(pytest.param(case, idiom, id=f"{p.id}-{idiom}", marks=p.marks))
-    return out
+def idioms_of(case) -> list:
+    """The idioms joint with a case (a suite's PER_CASE): every idiom the adapter's engine declares on the case's
+    device (cpu idioms under the cpu case, gpu idioms under the gpu case); one skipped "none" where the adapter has no
+    engine, one "none" that fails (the case asks for the engine) where the engine it names cannot be loaded."""
+    decl = _declaration(case.adapter)
+    if isinstance(decl, (str, Exception)):
+        skip = [pytest.mark.skip(reason=decl)] if isinstance(decl, str) else []
+        return [pytest.param("none", id="none", marks=skip)] if case.device == "cpu" else []
+    return [pytest.param(idiom, id=idiom) for idiom, facts in decl.idioms.items() if facts.value.device == case.device]
 
 
 def replica_declaration_record(cls) -> dict | None:

@@ -23,12 +23,10 @@ ROWS: list[dict] = []  # one per run, for the terminal summary
 COST: dict[str, dict[str, float]] = {}  # adapter -> step kind -> seconds
 
 
+PER_CASE = {"route": dc.routes_of, "export": dc.exports_of}
+
+
 def pytest_generate_tests(metafunc):
-    adapters = getattr(metafunc.config, "_bn_adapters", [])
-    if "route" in metafunc.fixturenames:
-        metafunc.parametrize("route", dc.routes_for(adapters), ids=lambda r: r.id if r else "no-route")
-    if "export" in metafunc.fixturenames:
-        metafunc.parametrize("export", dc.exports_for(adapters), ids=lambda e: "-".join(e) if e else "no-export")
     if "model" in metafunc.fixturenames:
         metafunc.parametrize("model", dl.MODELS)
 

@@ -15,12 +15,13 @@ from bnsuite.adapters import nets
 from bnsuite.adapters.base import Unsupported
 from bnsuite.suites import checks as ch
 from bnsuite.suites import data
-from bnsuite.suites.cases import freeze_step_of
+from bnsuite.suites.cases import freeze_params, freeze_step_of
 from bnsuite.suites.networks import ARCH, LR, build, fixed_batches
 
 # Idioms that stop the gradient of the WHOLE network, not only of the BN layers.
 STOPS_ALL_GRADIENTS = {"no_grad"}
 MATRIX: list[dict] = []
+PER_CASE = {"freeze_idiom": freeze_params}
 
 
 def _moved(before, after, keys):

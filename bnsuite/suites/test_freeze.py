@@ -12,10 +12,11 @@ from bnsuite.adapters.base import Unsupported
 from bnsuite.suites import checks as ch
 from bnsuite.suites import data
 from bnsuite.suites import tolerances as tl
-from bnsuite.suites.cases import freeze_step_of
+from bnsuite.suites.cases import freeze_params, freeze_step_of
 
 LR = 0.1
 MATRIX: list[dict] = []  # rows for the terminal summary
+PER_CASE = {"freeze_idiom": freeze_params}
 
 
 def test_freeze_idiom(case, rec, freeze_idiom):

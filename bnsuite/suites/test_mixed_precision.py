@@ -27,10 +27,13 @@ from bnsuite.suites import checks as ch
 from bnsuite.suites import data
 from bnsuite.suites import summaries
 from bnsuite.suites import tolerances as tl
+from bnsuite.suites.cases import declared_params
 
 # Per-channel std 500..2000 (data.batch's 0.5..2 times WIDE): every channel's variance is >= 2.5e5, beyond float16's
 # largest finite value 65504, while every value stays well inside float16's range.
 WIDE = 1000.0
+PER_CASE = {"mixed_idiom": lambda case: declared_params(case, "mixed_precision", "no-mixed-precision",
+                                                         "mixed-precision idioms")}
 FLOAT16_MAX = 65504.0
 TABLE: list[dict] = []  # one row per case, for the terminal summary and the results file ("matrix" records)
 

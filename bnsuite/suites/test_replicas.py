@@ -15,10 +15,11 @@ from bnsuite.adapters import reference as ref
 from bnsuite.adapters import replicas as rp
 from bnsuite.suites import checks as ch
 from bnsuite.suites import tolerances as tl
-from bnsuite.suites.replica_cases import Runs, engine
+from bnsuite.suites.replica_cases import Runs, engine, idioms_of
 
 AXIS = 1  # the plan's batches are (batch, C)
 NORMALIZE_RULES = ("local", "global", "pairs")
+PER_CASE = {"replica_idiom": idioms_of}
 
 
 @pytest.fixture(scope="module")

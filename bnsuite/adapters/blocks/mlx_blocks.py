@@ -12,7 +12,7 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited, Unsupported
 from bnsuite.adapters.blocks import BlockDeclaration, Blocks
-from bnsuite.adapters.mlx_bn import mx_dtype
+from bnsuite.adapters.mlx_bn import mx_dtype, mx_numpy
 
 _LOSS = "nn.losses.binary_cross_entropy"
 DECLARATION = BlockDeclaration(
@@ -86,9 +86,7 @@ class MlxBlocks(Blocks):
         mx = self.mx
         return mx.array(np.ascontiguousarray(np.asarray(a, np.float64)), dtype=mx.float64).astype(self.dt)
 
-    def _np(self, a):
-        mx = self.mx
-        return np.array(a.astype(mx.float64 if a.dtype == mx.float64 else mx.float32), dtype=np.float64)
+    _np = staticmethod(mx_numpy)
 
     def forward(self, x, training, seed=0):
         mx = self.mx

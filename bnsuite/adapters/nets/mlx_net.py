@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnsuite.adapters.base import Cited
-from bnsuite.adapters.mlx_bn import freeze_module, mx_dtype
+from bnsuite.adapters.mlx_bn import freeze_module, mx_dtype, mx_numpy
 from bnsuite.adapters.nets import Network, kernel_layout
 from bnsuite.adapters.nets.layers import plan_layers, run_plan
 
@@ -69,9 +69,7 @@ class MlxNet(Network):
         x = x if self.channels_last else np.moveaxis(x, 1, -1)
         return self.mx.array(np.ascontiguousarray(np.asarray(x, np.float64)), dtype=self.mx.float64).astype(self.dt)
 
-    def _np(self, a):
-        mx = self.mx
-        return np.array(a.astype(mx.float64 if a.dtype == mx.float64 else mx.float32), dtype=np.float64)
+    _np = staticmethod(mx_numpy)
 
     def forward(self, x, training):
         self.model.train(training)

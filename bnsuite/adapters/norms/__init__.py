@@ -104,13 +104,26 @@ class NormDeclaration:
         return self.kinds.get(kind)
 
 
+def no_running_stats(source: str) -> dict[str, Cited]:
+    """The NormDeclaration fields of an InstanceNorm that keeps no running statistics: it has no such option, so
+    inference cannot use them and the default keeps none; both facts rest on `source`."""
+    return {"instance_running_stats": Cited(None, source), "instance_running_stats_default": Cited(False, source)}
+
+
 class NormAdapter(ABC):
     """One normalization layer of one framework, built from a NormSpec. Raises Unsupported where the framework
     cannot express the spec (the case skips with the message). Framework imports happen inside methods."""
 
     framework: ClassVar[str]
-    # The declared facts, as data (returned by declare()); None where declare() computes them.
+    # The declared facts, as data (returned by declare()); None where declare() computes them. A class that sets it
+    # and no `framework` takes the declaration's framework name.
     declaration: ClassVar[NormDeclaration | None] = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        declaration = cls.__dict__.get("declaration")
+        if declaration is not None and "framework" not in cls.__dict__:
+            cls.framework = declaration.framework
 
     @classmethod
     def declare(cls) -> NormDeclaration:

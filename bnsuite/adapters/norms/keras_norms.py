@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from bnsuite.adapters.base import Cited, Unsupported, in_range, installed_version
-from bnsuite.adapters.norms import NormAdapter, NormDeclaration, NormFacts, NormSpec
+from bnsuite.adapters.norms import NormAdapter, NormDeclaration, NormFacts, NormSpec, no_running_stats
 
 _K3 = "keras/src/layers/normalization"
 _GN_DOC = ("GroupNormalization docstring: 'Relation to Instance Normalization: If the number of groups is set to the "
@@ -62,8 +62,7 @@ def _keras3_declaration(backend: str) -> NormDeclaration:
                                          "C // groups) at the channel axis: consecutive channels share a group"),
         group_layouts=Cited(("channels-first", "channels-last"),
                             f"{_K3}/group_normalization.py: GroupNormalization(axis=-1) by default; any axis"),
-        instance_running_stats=Cited(None, f"{_K3}/group_normalization.py: no running statistics"),
-        instance_running_stats_default=Cited(False, f"{_K3}/group_normalization.py: no running statistics"),
+        **no_running_stats(f"{_K3}/group_normalization.py: no running statistics"),
         layer_rms_scaling=Cited("variance", f"{_K3}/layer_normalization.py: LayerNormalization(rms_scaling=True) is "
                                             "deprecated with a warning: it 'incorrectly scales the input by the "
                                             "variance, not the root mean square'; keras/src/ops/nn.py: "
@@ -96,8 +95,7 @@ TF_KERAS_DECLARATION = NormDeclaration(
     group_layout=Cited("contiguous", f"{_TFK}/group_normalization.py: _reshape_into_groups inserts (groups, "
                                      "C // groups) at the channel axis"),
     group_layouts=Cited(("channels-first", "channels-last"), f"{_TFK}/group_normalization.py: axis=-1 by default"),
-    instance_running_stats=Cited(None, f"{_TFK}/group_normalization.py: no running statistics"),
-    instance_running_stats_default=Cited(False, f"{_TFK}/group_normalization.py: no running statistics"),
+    **no_running_stats(f"{_TFK}/group_normalization.py: no running statistics"),
     layer_rms_scaling=Cited(None, f"{_TFK}/layer_normalization.py: LayerNormalization has no rms_scaling argument"),
 )
 

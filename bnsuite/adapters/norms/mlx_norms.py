@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from bnsuite.adapters.base import Cited, Unsupported
-from bnsuite.adapters.norms import NormAdapter, NormDeclaration, NormFacts, NormSpec
+from bnsuite.adapters.mlx_bn import mx_array, mx_dtype, mx_numpy
+from bnsuite.adapters.norms import NormAdapter, NormDeclaration, NormFacts, NormSpec, no_running_stats
 
 _NORM = "mlx/nn/layers/normalization.py"
 _FAST = "mx.fast.layer_norm (mlx/core/fast.pyi)"
@@ -34,14 +35,12 @@ DECLARATION = NormDeclaration(
                                   "order/grouping as PyTorch. Default: False'"),
     group_layouts=Cited(("channels-last",), f"{_NORM}: GroupNorm docstring 'The feature dimension is assumed to be "
                                             "the last dimension'; InstanceNorm expects (N, ..., C)"),
-    instance_running_stats=Cited(None, f"{_NORM}: InstanceNorm has no running statistics"),
-    instance_running_stats_default=Cited(False, f"{_NORM}: InstanceNorm has no running statistics"),
+    **no_running_stats(f"{_NORM}: InstanceNorm has no running statistics"),
     layer_rms_scaling=Cited(None, f"{_NORM}: LayerNorm has no rms_scaling option; RMSNorm is its own layer"),
 )
 
 
 class MlxNorms(NormAdapter):
-    framework = "mlx"
     declaration = DECLARATION
 
     def __init__(self, spec: NormSpec):
@@ -49,8 +48,7 @@ class MlxNorms(NormAdapter):
         import mlx.core as mx
         import mlx.nn as nn
 
-        self.mx = mx
-        self.dt = getattr(mx, spec.dtype)
+        self.dt = mx_dtype(mx, spec.dtype)
         c = spec.num_features
         if spec.kind == "rms" and not spec.use_defaults and not spec.affine:
             raise Unsupported(f"mlx: RMSNorm always has a scale ({_NORM}: RMSNorm.__init__ has no affine argument)")
@@ -64,33 +62,24 @@ class MlxNorms(NormAdapter):
         if spec.dtype != "float32":
             self.module.set_dtype(self.dt)
 
-    def _array(self, value, dtype):
-        mx = self.mx
-        wide = mx.float64 if dtype == mx.float64 else mx.float32
-        return mx.array(np.ascontiguousarray(np.asarray(value, np.float64)), dtype=wide).astype(dtype)
-
-    def _np(self, a) -> np.ndarray:
-        mx = self.mx
-        return np.array(a.astype(mx.float64 if a.dtype == mx.float64 else mx.float32), dtype=np.float64)
-
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         x = np.asarray(x) if self.spec.channels_last or self.spec.kind in ("layer", "rms") else np.moveaxis(x, 1, -1)
         self.module.train(training)
-        y = self._np(self.module(self._array(x, self.dt)))
+        y = mx_numpy(self.module(mx_array(x, self.dt)))
         if not self.spec.channels_last and self.spec.kind in ("group", "instance") and self.spec.rank > 2:
             y = np.moveaxis(y, -1, 1)
         return y
 
     def get_params(self):
         m = self.module
-        get = lambda k: None if m.get(k) is None else self._np(m[k]).copy()
+        get = lambda k: None if m.get(k) is None else mx_numpy(m[k]).copy()
         return get("weight"), get("bias")
 
     def set_params(self, scale, offset) -> None:
         for name, v in (("weight", scale), ("bias", offset)):
             a = self.module.get(name)
             if a is not None and v is not None:
-                setattr(self.module, name, self._array(v, a.dtype))
+                setattr(self.module, name, mx_array(v, a.dtype))
 
     def snippet(self) -> str:
         return f"import mlx.nn as nn\nm = nn.{self.module!r}  # spec {self.spec}"

@@ -67,8 +67,7 @@ _INSTANCE = {3: "InstanceNorm1D", 4: "InstanceNorm2D", 5: "InstanceNorm3D"}
 class PaddleNorms(NormAdapter):
     """One paddle norm layer in dynamic-graph mode on the CPU, built under the spec's default dtype."""
 
-    framework = "paddle"
-    declare = classmethod(lambda cls: DECLARATION)
+    declaration = DECLARATION
 
     def __init__(self, spec: NormSpec):
         super().__init__(spec)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnsuite.adapters.base import Cited, Unsupported
-from bnsuite.adapters.norms import NormAdapter, NormDeclaration, NormFacts, NormSpec
+from bnsuite.adapters.norms import NormAdapter, NormDeclaration, NormFacts, NormSpec, no_running_stats
 
 _NN = "tinygrad/nn/__init__.py"
 _LN = ("tinygrad/mixin/op.py: layernorm, y = self - self.mean(axis, keepdim=True); "
@@ -38,11 +38,10 @@ _SOURCES = {
 }
 _KINDS = {kind: Cited(NormFacts(layer, eps, axes, True, variance, bitwise), _SOURCES[kind])
           for kind, (layer, eps, axes, variance, bitwise) in _FACTS.items()}
-_NO_RUNNING = f"{_NN}: InstanceNorm keeps no running statistics"
 DECLARATION = NormDeclaration(
     "tinygrad", _KINDS,
     layer_rms_scaling=Cited(None, f"{_NN}: LayerNorm has no rms_scaling option; RMSNorm is its own layer"),
-    instance_running_stats=Cited(None, _NO_RUNNING), instance_running_stats_default=Cited(False, _NO_RUNNING),
+    **no_running_stats(f"{_NN}: InstanceNorm keeps no running statistics"),
     group_layout=Cited("contiguous", f"{_NN}: GroupNorm.__call__ {_RESHAPE.format('self.num_groups')} on (N, C, "
                                      "...): group g holds channels [g*C/G, (g+1)*C/G)"),
     group_layouts=Cited(("channels-first",), f"{_NN}: GroupNorm and InstanceNorm reshape x.shape[0], groups, -1 "
@@ -53,8 +52,7 @@ DECLARATION = NormDeclaration(
 class TinygradNorms(NormAdapter):
     """One tinygrad norm layer on tinygrad's default (CPU) device; the mode is not read."""
 
-    framework = "tinygrad"
-    declare = classmethod(lambda cls: DECLARATION)
+    declaration = DECLARATION
 
     def __init__(self, spec: NormSpec):
         super().__init__(spec)

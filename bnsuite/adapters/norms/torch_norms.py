@@ -52,7 +52,6 @@ DECLARATION = NormDeclaration(
 
 
 class TorchNorms(NormAdapter):
-    framework = "torch"
     declaration = DECLARATION
 
     def __init__(self, spec: NormSpec):
