@@ -60,6 +60,35 @@ def _resnet18_class():
     return ResNet18
 
 
+def numpy_init(module, x, seed: int) -> dict:
+    """Variables of module.init with linen's default initializers (Conv, Dense: kernel lecun_normal, i.e.
+    variance_scaling(1, "fan_in", "truncated_normal"), bias zeros; BatchNorm: scale ones, bias zeros, mean zeros,
+    var ones; flax/linen/linear.py, normalization.py, jax/_src/nn/initializers.py) drawn by NumPy from `seed`: the
+    same distributions, with the shapes from an abstract init (jax.eval_shape) instead of a compiled random-number
+    program per kernel shape."""
+    import jax
+    from flax import traverse_util
+
+    shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(seed), x, train=False))
+    rng = np.random.default_rng(seed)
+    out = {}
+    for path, leaf in traverse_util.flatten_dict(shapes).items():
+        shape, dtype = tuple(leaf.shape), leaf.dtype
+        if path[-1] == "kernel":
+            # truncated to +-2 standard deviations, rescaled to unit variance (initializers.py: .87962566103423978)
+            z = rng.standard_normal(shape)
+            while np.any(np.abs(z) > 2):
+                bad = np.abs(z) > 2
+                z[bad] = rng.standard_normal(int(bad.sum()))
+            value = z * np.sqrt(1.0 / int(np.prod(shape[:-1]))) / .87962566103423978
+        elif path[-1] in ("scale", "var"):
+            value = np.ones(shape)
+        else:  # bias, mean
+            value = np.zeros(shape)
+        out[path] = jax.numpy.asarray(value.astype(dtype))
+    return traverse_util.unflatten_dict(out)
+
+
 class FlaxModels:
     framework = "flax"
     channels_last = True
@@ -91,7 +120,7 @@ class FlaxModels:
             raise KeyError(arch)
         module = _resnet18_class()(momentum=momentum, eps=eps)
         batches = stat_batches(seed)
-        variables = module.init(jax.random.PRNGKey(seed), batches[0][:1], train=False)
+        variables = numpy_init(module, batches[0][:1], seed)
         collect = module.clone(momentum=0.0)
         for x in batches:
             _, upd = collect.apply(variables, x, train=True, mutable=["batch_stats"])

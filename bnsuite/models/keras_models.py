@@ -64,10 +64,10 @@ class KerasModels:
             v["backend"] = K.backend.backend()
         return v
 
-    def _base(self, arch: str):
+    def _base(self, arch: str, init):
         K = self.K
         if arch == "resnet18":
-            return resnet18_base(K)
+            return resnet18_base(K, kernel_initializer=init)
         kw = {"include_preprocessing": False} if arch == "mobilenet_v3" else {}
         return getattr(K.applications, self.architectures[arch].value)(
             weights=None, include_top=False, input_shape=(IMAGE, IMAGE, 3), **kw)
@@ -75,15 +75,19 @@ class KerasModels:
     def build(self, arch: str, seed: int = 0, idiom: str | None = None):
         """base -> global average pool -> Dense; `idiom` (a freeze idiom) wires the base the way the idiom does."""
         K = self.K
-        K.utils.set_random_seed(seed)
-        base = self._base(arch)
+        # ResNet-18 (bnsuite's own) draws every kernel from NumPy; the applications use Keras' seeded initializers
+        # (on a Keras 3 backend other than TensorFlow, set_random_seed imports TensorFlow to seed it too)
+        init = NumpyGlorotUniform(seed) if arch == "resnet18" else None
+        if init is None:
+            K.utils.set_random_seed(seed)
+        base = self._base(arch, init)
         self._collect(base, seed)
         if idiom in ("transfer_learning", "trainable_false_only"):
             base.trainable = False
         inputs = K.Input((IMAGE, IMAGE, 3))
         h = base(inputs, training=False) if idiom in ("transfer_learning", "training_false_only") else base(inputs)
         h = K.layers.GlobalAveragePooling2D()(h)
-        model = K.Model(inputs, K.layers.Dense(CLASSES, name="head")(h))
+        model = K.Model(inputs, K.layers.Dense(CLASSES, name="head", kernel_initializer=init or "glorot_uniform")(h))
         model.base = base
         return model
 
@@ -146,7 +150,24 @@ class KerasModels:
         return model
 
 
-def resnet18_base(K, eps: float = 1e-5, momentum: float = 0.9):
+class NumpyGlorotUniform:
+    """Keras' default kernel initializer (GlorotUniform: U(-l, l), l = sqrt(6 / (fan_in + fan_out)), fans as
+    keras/src/initializers/random_initializers.py compute_fans) drawn by NumPy from `seed`: the same distribution
+    without a compiled random-number program per kernel shape on JAX (a dozen for ResNet-18)."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, shape, dtype=None, **kwargs):
+        shape = tuple(int(d) for d in shape)
+        receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        dtype = getattr(dtype, "as_numpy_dtype", dtype) or "float32"  # tf_keras passes a tf.DType
+        return self.rng.uniform(-limit, limit, shape).astype(dtype)
+
+
+def resnet18_base(K, eps: float = 1e-5, momentum: float = 0.9, kernel_initializer="glorot_uniform"):
     """torchvision's ResNet-18 without its pooling and fc, layer for layer (names follow torchvision's with '.' ->
     '_'): explicit ZeroPadding2D where torch pads symmetrically (Keras "same" pads stride-2 convolutions on one side),
     max pooling after ReLU so zero padding equals torch's -inf padding."""
@@ -155,7 +176,8 @@ def resnet18_base(K, eps: float = 1e-5, momentum: float = 0.9):
     def conv(h, filters, k, stride, name):
         if k > 1:
             h = L.ZeroPadding2D(k // 2, name=f"{name}_pad")(h)
-        return L.Conv2D(filters, k, strides=stride, use_bias=False, name=name)(h)
+        return L.Conv2D(filters, k, strides=stride, use_bias=False, name=name,
+                        kernel_initializer=kernel_initializer)(h)
 
     def bn(h, name):
         return L.BatchNormalization(epsilon=eps, momentum=momentum, name=name)(h)

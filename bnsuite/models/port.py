@@ -44,9 +44,10 @@ def torch_resnet18_to_keras(torch_model, naive: bool = False, package: str = "ke
         decl = TfKerasV2.declare()
     bn0 = next(m for m in torch_model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     hp = _target_bn(decl, bn0, naive)
-    base = resnet18_base(K, eps=hp["eps"], momentum=hp["momentum"])
+    # zeros: every weight is set from torch_model below (random initializers compile per kernel shape on JAX)
+    base = resnet18_base(K, eps=hp["eps"], momentum=hp["momentum"], kernel_initializer="zeros")
     h = K.layers.GlobalAveragePooling2D(name="avgpool")(base.output)
-    model = K.Model(base.input, K.layers.Dense(torch_model.fc.out_features, name="fc")(h))
+    model = K.Model(base.input, K.layers.Dense(torch_model.fc.out_features, name="fc", kernel_initializer="zeros")(h))
     sd = _torch_arrays(torch_model)
     for layer in model.layers:
         key = _torch_key(layer.name)

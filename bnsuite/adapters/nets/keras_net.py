@@ -75,6 +75,9 @@ class KerasNet(Network):
         # training=False baked into the model for the idiom that fits with BN in inference mode
         functional = self.recipe is not None and self.recipe.model == "functional"
         bn_kw = {"training": self.recipe.training} if functional else {}
+        # Every weight is set from `weights` below: zeros spare the random initializers (on JAX a compiled threefry
+        # program per kernel shape).
+        init = {"kernel_initializer": "zeros", "bias_initializer": "zeros"}
 
         def bn_layer(name, c):
             lay = bn_cls(axis=axis, epsilon=eps, momentum=1.0 - momentum, dtype=dtype, name=_key(name))
@@ -88,7 +91,8 @@ class KerasNet(Network):
             for op in plan(arch):
                 kind = op[0]
                 if kind == "conv":
-                    lay = L.Conv2D(op[3], op[4], padding="same", data_format=fmt, dtype=dtype, name=_key(op[1]))
+                    lay = L.Conv2D(op[3], op[4], padding="same", data_format=fmt, dtype=dtype, name=_key(op[1]),
+                                   **init)
                     self.layers[op[1]] = ("conv", lay)
                     h = lay(h)
                 elif kind == "bn":
@@ -98,13 +102,13 @@ class KerasNet(Network):
                 elif kind == "gap":
                     h = L.GlobalAveragePooling2D(data_format=fmt, dtype=dtype)(h)
                 elif kind == "dense":
-                    lay = L.Dense(op[3], dtype=dtype, name=_key(op[1]))
+                    lay = L.Dense(op[3], dtype=dtype, name=_key(op[1]), **init)
                     self.layers[op[1]] = ("dense", lay)
                     h = lay(h)
                 elif kind == "block":
                     a = bn_layer(f"{op[1]}.bn", op[2])(h, **bn_kw)
                     conv = L.Conv2D(op[3], 1, padding="same", data_format=fmt, dtype=dtype,
-                                    name=_key(f"{op[1]}.conv"))
+                                    name=_key(f"{op[1]}.conv"), **init)
                     self.layers[f"{op[1]}.conv"] = ("conv", conv)
                     h = L.Concatenate(axis=axis, dtype=dtype)([h, conv(L.ReLU(dtype=dtype)(a))])
             self.model = K.Model(inputs, h)

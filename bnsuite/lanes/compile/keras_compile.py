@@ -13,6 +13,7 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited, Grads, State
 from bnsuite.lanes.compile import CompileLane, PathFacts
+from bnsuite.lanes.compile.torch_compile import use_checkout_cache
 
 _BN3 = "keras/src/layers/normalization/batch_normalization.py: call(training=True) assigns moving_mean/moving_variance"
 _XLA = ("tensorflow/python/eager/polymorphic_function/polymorphic_function.py: tf.function(jit_compile=True) "
@@ -78,6 +79,11 @@ class KerasCompile(CompileLane):
     @classmethod
     def declare(cls):
         return _keras3(cls.backend)
+
+    def _layer(self, spec, state):
+        if self.backend == "torch":  # fit's torch.compile: Inductor's kernels in the checkout's cache, as torch's lane
+            use_checkout_cache()
+        return super()._layer(spec, state)
 
     def run(self, path, spec, state, batches, dy, grads=True):
         start = time.perf_counter()

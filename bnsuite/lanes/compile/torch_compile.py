@@ -19,6 +19,16 @@ from bnsuite.lanes.compile import torch_paths as tp
 _CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 CACHE = os.path.join(_CHECKOUT, ".cache", "torchinductor")
 
+
+def use_checkout_cache() -> None:
+    """Point Inductor's on-disk caches at CACHE unless the user chose a folder. `import torch._dynamo` (which Keras'
+    torch backend and torch.func import) already wrote torch's default (a temporary folder) into the environment, so
+    that value counts as unset; Inductor reads the variable at each cache access."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = CACHE
+
 _BN = "torch/nn/modules/batchnorm.py"
 _DYNAMO = ("torch/_dynamo/variables/nn_module.py: the module's forward is traced with its buffers as graph inputs; "
            "torch/_functorch/_aot_autograd/input_output_analysis.py + runtime_wrappers.py: functionalized buffer "
@@ -162,7 +172,7 @@ class TorchCompile(CompileLane):
         return None
 
     def _runner(self, path, bn, x):
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", CACHE)
+        use_checkout_cache()
         if path in COMPILE_PATHS:
             return tp.Compiled(bn, *COMPILE_PATHS[path])
         if path.startswith("export-"):
