@@ -175,7 +175,8 @@ class MlxBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     id = "mlx"
     runs_on = MLX
     capabilities = {**conventional("mlx", "network", "norms", "blocks", "compile", "mixed_precision"),
-                    "edge_facts": "bnsuite.adapters.mlx_edge_facts:MLX"}
+                    "edge_facts": "bnsuite.adapters.mlx_edge_facts:MLX",
+                    "replicas": "bnsuite.adapters.replicas.mlx_dist:MlxReplicas"}
     freeze_idioms = FREEZE_IDIOMS
     declaration = DECLARATION
 
