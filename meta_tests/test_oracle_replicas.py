@@ -82,3 +82,18 @@ def test_unweighted_moments_by_hand():
                                np.concatenate(ref.forward_train_replicas(X, (2, 2), "global", None, None, 0.0, 1)))
     # An empty shard makes them NaN.
     assert np.isnan(ref.unweighted_moments(ref.split_batch(X, (4, 0)), 1)[0]).all()
+
+
+def test_backward_own_loss_by_hand():
+    # Replica r's own part of the loss through the global statistics: dx_i = (dy_i - sum_r(dy)/n - xhat_i
+    # sum_r(dy xhat)/n) / sigma over replica r's shard only, with the global n and sigma.
+    dy = np.array([[1.0], [0.0], [0.0], [2.0]])
+    own = ref.backward_train_replicas(X, dy, (2, 2), "own_loss", None, 0.0, 1)
+    s, xhat = np.sqrt(8.75), (X[:, 0] - 3.5) / np.sqrt(8.75)
+    for r, idx in enumerate(([0, 1], [2, 3])):
+        d = dy[idx, 0]
+        want = (d - d.sum() / 4 - xhat[idx] * (d * xhat[idx]).sum() / 4) / s
+        np.testing.assert_allclose(own[r][:, 0], want)
+    # Summed over replicas' losses, the global backward: own_loss lacks exactly the cross-replica terms.
+    glob = np.concatenate(ref.backward_train_replicas(X, dy, (2, 2), "global", None, 0.0, 1))
+    assert np.abs(np.concatenate(own) - glob).max() > 0.01

@@ -134,7 +134,9 @@ def backward_inference(x, dy, scale, running_mean, running_var, eps: float, axis
 # A global batch is split along axis 0 into contiguous shards, one per replica. A rule names which replicas' shards
 # a replica's statistics cover: "local" (its own), "global" (all), "pairs" (replicas 2i and 2i+1 together). For the
 # running statistics, "broadcast0" is torch DDP's default: before every step replica 0's running statistics are
-# copied to every replica, which then updates them with its own shard.
+# copied to every replica, which then updates them with its own shard. For the gradient, "own_loss" is the global
+# statistics differentiated through a collective whose backward is the identity: each replica gets the gradient of its
+# OWN part of the loss only, the cross-replica terms (the other replicas' dy) missing.
 
 
 def replica_groups(rule: str, n_replicas: int) -> list[list[int]]:
@@ -214,8 +216,13 @@ def running_replicas(batches, sizes, rule: str, running_mean, running_var, momen
 
 def backward_train_replicas(x, dy, sizes, rule: str, scale, eps: float, axis: int) -> list[np.ndarray]:
     """Each replica's dx of sum(y * dy) over the whole global batch, where the statistics pool the rule's groups:
-    the backward of the group's pooled batch, sliced to the replica's shard (the cross-replica terms included)."""
+    the backward of the group's pooled batch, sliced to the replica's shard (the cross-replica terms included);
+    "own_loss": the global backward of the replica's own part of the loss (own_dy), sliced to its shard."""
     parts, dparts = split_batch(x, sizes), split_batch(dy, sizes)
+    if rule == "own_loss":
+        edges = np.cumsum([0, *sizes])
+        return [backward_train(x, own_dy(dy, sizes, r), scale, eps, axis)[0][edges[r]:edges[r + 1]]
+                for r in range(len(sizes))]
     out = []
     for r in range(len(sizes)):
         group = _group_of(rule, len(sizes), r)
@@ -225,3 +232,9 @@ def backward_train_replicas(x, dy, sizes, rule: str, scale, eps: float, axis: in
         start = sum(sizes[i] for i in group if i < r)
         out.append(dx[start:start + sizes[r]])
     return out
+
+
+def own_dy(dy, sizes, r: int) -> np.ndarray:
+    """The global dy with every shard but replica r's set to zero (replica r's own part of the loss)."""
+    dparts = split_batch(dy, sizes)
+    return np.concatenate([d if i == r else np.zeros_like(d) for i, d in enumerate(dparts)], axis=0)

@@ -202,7 +202,10 @@ def test_replica_gradients(case, rec, replica_idiom, replicas, replica_runs):
         cands[rule] = np.concatenate(ref.backward_train_replicas(x, dy, sizes, rule, p["scale"], rp.EPS, AXIS))
         tols[rule] = []
         for r in range(n):
-            px, pdy = _pooled(parts, sizes, rule, r), _pooled(dparts, sizes, rule, r)
+            if rule == "own_loss":  # the global statistics, replica r's part of the loss only
+                px, pdy = x, ref.own_dy(dy, sizes, r)
+            else:
+                px, pdy = _pooled(parts, sizes, rule, r), _pooled(dparts, sizes, rule, r)
             tols[rule].append(tl.replica_backward(px, pdy, AXIS, ref.backward_train(px, pdy, p["scale"], rp.EPS, AXIS)[0],
                                                   p["scale"], rp.EPS, dtype="float32"))
     declared = _classified(rec, "replica_gradient_rule", dx, cands, tols, facts.gradient, n,

@@ -53,6 +53,10 @@ SHARD_CASES: dict[str, tuple[int, ...]] = {"uneven": (5, 3), "one_sample": (7, 1
 # then updates them with its own shard; "unweighted": (normalization only) global, but every replica's moments weigh
 # the same whatever the size of its shard.
 RULES = ("local", "global", "pairs", "broadcast0", "unweighted")
+# What a replica's input gradient is: a normalization rule's backward (cross-replica terms within its group), or
+# "own_loss": the global statistics' backward of the replica's own part of the loss only, where the collective's
+# backward is the identity (reference.backward_train_replicas).
+GRADIENT_RULES = ("local", "global", "pairs", "own_loss")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +67,7 @@ class IdiomFacts:
     normalizes: str  # a rule of RULES, or "error:<ExceptionClass>" where the idiom refuses to run here
     running_stats: str  # a rule of RULES (which replicas' shards each replica's running statistics follow)
     replicas_equal: bool  # do all replicas hold the same running statistics after k steps
-    gradient: str  # dx rule ("local", "global", ...) or "n/a: <why>"
+    gradient: str  # dx rule of GRADIENT_RULES or "n/a: <why>"
     uneven: str = "ok"
     one_sample: str = "ok"
     empty: str = "ok"

@@ -37,14 +37,24 @@ _LOCAL = (f"{_BN}._calc_stats reduces over the rank's own input (mx.mean / mx.va
           f"{_BN}.__init__ freeze(keys=['running_mean', 'running_var'])), the input gradient stays the rank's own")
 _ONE = "error:ValueError"
 _ONE_WHY = (f"{_BN}.__call__ raises ValueError('BatchNorm training requires more than one value per channel.') on "
-            "the rank holding one sample (stats_size == 1); a rank with an empty shard passes that check (stats_size "
-            "0) and gives an empty output, its running statistics NaN (mx.mean of nothing: finding "
-            "empty_batch_nan_running_stats)")
+            "the rank holding one sample (stats_size == 1)")
+# An empty shard is not run: a reduction over an empty axis can hang the rank (and its world) for good.
+EMPTY = ("n/a: mx.sum / mx.var over an empty axis hang now and then on the CPU (mlx 0.32.4, finding "
+         "mlx_empty_reduction_hangs): a rank with an empty shard may never return from its BatchNorm")
+
+
+_VJP = ("mlx/distributed/primitives.cpp: AllReduce::vjp returns the cotangents unchanged, while AllReduce::jvp "
+        "all_sums the tangents: the backward of an all_sum does not sum the other ranks' cotangents, so a rank's "
+        "gradient misses the terms through which its input moves the other ranks' outputs (finding "
+        "mlx_all_sum_vjp_identity)")
+SYNC_HOW = ("class SyncBatchNorm(nn.BatchNorm) whose __call__ takes the count, the sum and the sum of squares over "
+            "every rank with mx.distributed.all_sum (NaiveSyncBatchNorm's recipe, count-weighted; running_var with "
+            "the global n / (n - 1)); the step as in average_gradients")
 
 
 def _data_parallel(how: str, source: str) -> Cited[IdiomFacts]:
     return Cited(IdiomFacts(how=how, normalizes="local", running_stats="local", replicas_equal=False,
-                            gradient="local", uneven="ok", one_sample=_ONE, empty="ok"),
+                            gradient="local", uneven="ok", one_sample=_ONE, empty=EMPTY),
                  f"{source}; {_LOCAL}; {_ONE_WHY}")
 
 
@@ -62,6 +72,15 @@ DECLARATION = ReplicaDeclaration(
             "mx.distributed.init(backend='ring')",
             f"{_UTILS}: average_gradients concatenates the gradient arrays into one buffer (all_reduce_size 32 MiB), "
             "all_sum over the group and divides by group.size()"),
+        "all_sum_sync_batchnorm": Cited(
+            IdiomFacts(how=SYNC_HOW, normalizes="global", running_stats="global", replicas_equal=True,
+                       gradient="own_loss", uneven="ok", one_sample="ok", empty=EMPTY),
+            "MLX has no synchronized BatchNorm (ml-explore/mlx#27, a NaiveSyncBatchNorm request, closed without "
+            "one; mlx/nn/layers/normalization.py has none), so users write one over mx.distributed.all_sum: the "
+            "forward all_sums are exact (every rank normalizes with the global batch, its running statistics the "
+            f"global ones, equal on every rank, any shard sizes since the count is summed too); {_VJP}: each rank's "
+            "input gradient is that of its OWN part of the loss through the global statistics (the own_loss rule), "
+            "not the global backward that torch's SyncBatchNorm computes by all-reducing sum_dy and sum_dy_xmu"),
     },
 )
 
@@ -83,10 +102,17 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+def _last_line(log) -> str:
+    log.flush()
+    log.seek(0)
+    lines = log.read().strip().splitlines()
+    return lines[-1] if lines else "(nothing logged)"
+
+
 class MlxReplicas(ReplicaEngine):
     worker_env = {"OMP_NUM_THREADS": "1"}
-    timeout_s = 120.0  # a run takes about 2 s of CPU; the rest is room for a loaded machine
-    world_timeout_s = 90.0  # both worlds together, inside the worker's own timeout
+    timeout_s = 90.0  # a run takes about 3 s of CPU; the rest is room for a loaded machine
+    world_timeout_s = 60.0  # both worlds together, inside the worker's own timeout
 
     @classmethod
     def declare(cls) -> ReplicaDeclaration:
@@ -99,9 +125,10 @@ class MlxReplicas(ReplicaEngine):
             with open(os.path.join(tmp, "idioms.json"), "w") as fh:
                 json.dump(idioms, fh)
             procs = []
+            ports = iter(_free_ports(sum(REPLICA_COUNTS)))  # distinct across the worlds that run at once
             try:
                 for n in REPLICA_COUNTS:
-                    procs += self._launch(tmp, n)
+                    procs += self._launch(tmp, n, [next(ports) for _ in range(n)])
                 self._wait(procs)
             finally:
                 for proc, _ in procs:
@@ -117,36 +144,35 @@ class MlxReplicas(ReplicaEngine):
                         per_rank[r].update({k: z[k] for k in z.files})
         return merge_ranks(per_rank)
 
-    def _launch(self, tmp: str, n: int) -> list:
-        """Start world `n`: its hostfile on free loopback ports, then one process per rank (MLX_RANK, MLX_HOSTFILE)."""
+    def _launch(self, tmp: str, n: int, ports: list[int]) -> list:
+        """Start world `n`: its hostfile on these loopback ports, then one process per rank (MLX_RANK, MLX_HOSTFILE;
+        MLX_RING_VERBOSE, so that a rank's log says where it stopped)."""
         hostfile = os.path.join(tmp, f"hosts{n}.json")
         with open(hostfile, "w") as fh:
-            json.dump([[f"{HOST}:{port}"] for port in _free_ports(n)], fh)
+            json.dump([[f"{HOST}:{port}"] for port in ports], fh)
         procs = []
         for r in range(n):
             log = open(os.path.join(tmp, f"world{n}-rank{r}.log"), "w+")
-            env = {**os.environ, "MLX_RANK": str(r), "MLX_HOSTFILE": hostfile}
-            procs.append((subprocess.Popen([sys.executable, "-m", __name__, tmp, str(n), type(self).__module__,
-                                            type(self).__qualname__], env=env, cwd=tmp, stdout=log,
-                                           stderr=subprocess.STDOUT), log))
+            env = {**os.environ, "MLX_RANK": str(r), "MLX_HOSTFILE": hostfile, "MLX_RING_VERBOSE": "1"}
+            proc = subprocess.Popen([sys.executable, "-m", __name__, tmp, str(n), type(self).__module__,
+                                     type(self).__qualname__], env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
+            proc.env_rank = r
+            procs.append((proc, log))
         return procs
 
     def _wait(self, procs) -> None:
-        """Until every rank exits 0; RuntimeError (its log's tail) at the first that fails or at the deadline."""
+        """Until every rank exits 0; RuntimeError (each unfinished rank's last log line) at the first that fails or
+        at the deadline."""
         deadline = time.monotonic() + self.world_timeout_s
         while any(proc.poll() is None for proc, _ in procs):
-            failed = [(proc, log) for proc, log in procs if proc.poll() not in (None, 0)]
+            failed = [proc for proc, _ in procs if proc.poll() not in (None, 0)]
             if failed or time.monotonic() > deadline:
-                proc, log = failed[0] if failed else next((p, lg) for p, lg in procs if p.poll() is None)
-                log.flush()
-                log.seek(0)
-                tail = " | ".join(log.read().strip().splitlines()[-3:])
-                why = f"exited {proc.returncode}" if failed else f"did not finish within {self.world_timeout_s:.0f} s"
-                raise RuntimeError(f"mlx ring rank ({' '.join(proc.args[-4:-2])}) {why}: {tail}")
+                why = (f"a rank exited {failed[0].returncode}" if failed else
+                       f"the ranks did not finish within {self.world_timeout_s:.0f} s")
+                raise RuntimeError(f"mlx ring worlds: {why}; " + "; ".join(
+                    f"world {p.args[-3]} rank {p.env_rank}: {_last_line(log)}" for p, log in procs
+                    if p.poll() != 0))
             time.sleep(0.02)
-        bad = [(proc, log) for proc, log in procs if proc.returncode != 0]
-        if bad:
-            raise RuntimeError(f"mlx ring rank exited {bad[0][0].returncode}")
 
     # -- in each rank ------------------------------------------------------------------------------------------------
     @staticmethod
@@ -159,16 +185,18 @@ class MlxReplicas(ReplicaEngine):
         if idiom == "all_reduce_grads":
             n = group.size()
             return tree_map(lambda g: mx.distributed.all_sum(g, group=group) / n, grads)
-        if idiom == "average_gradients":
+        if idiom in ("average_gradients", "all_sum_sync_batchnorm"):
             return nn.average_gradients(grads, group=group)
         raise ValueError(f"unknown idiom {idiom!r}")
 
     @classmethod
-    def build(cls, p):
+    def build(cls, idiom: str, p, group):
+        """The idiom's BatchNorm layer with the plan's state."""
         import mlx.core as mx
         import mlx.nn as nn
 
-        bn = nn.BatchNorm(p["scale"].size, eps=EPS, momentum=MOMENTUM)
+        layer = sync_batchnorm(group) if idiom == "all_sum_sync_batchnorm" else nn.BatchNorm
+        bn = layer(p["scale"].size, eps=EPS, momentum=MOMENTUM)
         for attr, key in (("weight", "scale"), ("bias", "offset"), ("running_mean", "mean"), ("running_var", "var")):
             setattr(bn, attr, mx.array(np.asarray(p[key], np.float32)))
         return bn
@@ -191,7 +219,8 @@ class MlxReplicas(ReplicaEngine):
         res: dict[str, np.ndarray] = {}
         for idiom in idioms:
             key = f"{idiom}/N{world}"
-            bn, opt = cls.build(p), optim.SGD(learning_rate=LR)
+            print(key, flush=True)  # the log's last line names the case a hung rank is in
+            bn, opt = cls.build(idiom, p, group), optim.SGD(learning_rate=LR)
             box = {}
 
             def loss(params, x, dy):  # nn.value_and_grad's recipe, with the input differentiated too
@@ -219,9 +248,10 @@ class MlxReplicas(ReplicaEngine):
             # Shard cases: one training forward on a world of 2, without a gradient step, so a rank whose forward
             # raises leaves no peer waiting in all_sum.
             for case, sizes in SHARD_CASES.items():
-                if len(sizes) != world:
+                if len(sizes) != world or getattr(cls.declare().idioms[idiom].value, case).startswith("n/a"):
                     continue
-                case_key, bn = f"{idiom}/{case}", cls.build(p)
+                case_key, bn = f"{idiom}/{case}", cls.build(idiom, p, group)
+                print(case_key, flush=True)
                 try:
                     y = bn(f32(shards(p["xs"][0], sizes)[rank]))
                     mx.eval(y, bn.parameters())
@@ -232,6 +262,35 @@ class MlxReplicas(ReplicaEngine):
                 res[f"{case_key}/mean"], res[f"{case_key}/var"] = npy(bn.running_mean), npy(bn.running_var)
         mx.eval(mx.distributed.all_sum(mx.array([1.0]), group=group))  # every rank done before any writes
         np.savez(os.path.join(tmp, f"world{world}-rank{rank}.npz"), **res)
+
+
+def sync_batchnorm(group):
+    """The synchronized BatchNorm an MLX user writes over mx.distributed.all_sum (MLX has none), after the
+    NaiveSyncBatchNorm that ml-explore/mlx#27 asked for: nn.BatchNorm whose statistics come from all_sums of the
+    count, the sum and the sum of squares (so shards of any size weigh by their count); the running variance keeps
+    nn.BatchNorm's n / (n - 1), with the global n."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    all_sum = lambda a: mx.distributed.all_sum(a, group=group)
+
+    class SyncBatchNorm(nn.BatchNorm):
+        def __call__(self, x):
+            if not self.training:
+                return super().__call__(x)
+            # One all_sum of [count, sum, sum of squares]: every rank runs the same collectives in the same order,
+            # whatever order the lazy graph is evaluated in (an empty shard's output needs none of them).
+            axes, c = tuple(range(x.ndim - 1)), x.shape[-1]
+            count = mx.array([float(np.prod(x.shape[:-1]))])
+            total = all_sum(mx.concatenate([count, x.sum(axis=axes), (x * x).sum(axis=axes)]))
+            n, mean = total[0], total[1:1 + c] / total[0]
+            var = total[1 + c:] / n - mean * mean
+            mu = self.momentum
+            self.running_mean = (1 - mu) * self.running_mean + mu * mean
+            self.running_var = (1 - mu) * self.running_var + mu * var * n / (n - 1)
+            return self.weight * (x - mean) * mx.rsqrt(var + self.eps) + self.bias
+
+    return SyncBatchNorm
 
 
 if __name__ == "__main__":
