@@ -10,6 +10,7 @@ from bnsuite.adapters.blocks.mlx_blocks import DECLARATION as MLX_BLOCKS, MlxBlo
 from bnsuite.adapters.mlx_bn import MlxBatchNorm
 from bnsuite.adapters.mlx_edge_facts import MLX as MLX_EDGE_FACTS
 from bnsuite.adapters.norms.mlx_norms import MlxNorms
+from bnsuite.adapters.replicas.mlx_dist import DECLARATION as MLX_REPLICAS, MlxReplicas
 from meta_tests.broken.base import ref, wrong
 
 
@@ -84,6 +85,24 @@ class MlxEmptyBatchDeclaredUnchanged(MlxBatchNorm):
                     "edge_facts": f"{__name__}:EMPTY_BATCH_UNCHANGED"}
 
 
+class SynchronizedDeclaredLocalEngine(MlxReplicas):
+    """Declares the plain data-parallel step's per-rank statistics (average_gradients, its only idiom) while its layer
+    is the all_sum-synchronized one: the real ring backend, statistics synchronized where declared per-replica."""
+
+    @classmethod
+    def declare(cls):
+        return dataclasses.replace(MLX_REPLICAS, idioms={"average_gradients": MLX_REPLICAS.idioms["average_gradients"]})
+
+    @classmethod
+    def build(cls, idiom, p, group):
+        return super().build("all_sum_sync_batchnorm", p, group)
+
+
+class MlxReplicasStatsSynchronized(MlxBatchNorm):
+    id = "broken-mlx-replicas-stats-synchronized"
+    capabilities = {**MlxBatchNorm.capabilities, "replicas": ref(SynchronizedDeclaredLocalEngine)}
+
+
 EXPECTED_FAILURES = {
     MlxMomentumAsOld: {"running_mean", "running_var_estimator", "port_momentum_conversion"},
     MlxFreezeStopsStats: {"freeze_running_stats_update"},
@@ -91,5 +110,8 @@ EXPECTED_FAILURES = {
     MlxGroupNormContiguous: {"group_norm_channel_layout"},
     MlxBceNanDeclaredZero: {"softmax_one_unit_bce_gradient"},
     MlxEmptyBatchDeclaredUnchanged: {"empty_batch_training"},
+    MlxReplicasStatsSynchronized: {"replica_normalizes_with", "replica_forward", "replica_gradient_rule", "replica_dx",
+                                   "replica_running_stats_equal", "replica_running_mean", "replica_running_var",
+                                   "replica_running_stats_rule", "replica_shard_outcome", "replica_shard_forward"},
 }
 SEES = {MlxFloat64NdarrayKept: {"test_framework_traps.py"}}

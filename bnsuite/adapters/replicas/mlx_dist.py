@@ -59,31 +59,30 @@ def _data_parallel(how: str, source: str) -> Cited[IdiomFacts]:
                  f"{source}; {_LOCAL}; {_ONE_WHY}")
 
 
-DECLARATION = ReplicaDeclaration(
-    framework="mlx",
-    default=Cited("local", f"{_LOCAL}; {_DOCS}: data parallelism in MLX averages gradients, it never touches "
-                           "activations"),
-    idioms={
-        "all_reduce_grads": _data_parallel(
-            "grads = tree_map(lambda g: mx.distributed.all_sum(g) / N, grads); optimizer.update(model, grads) "
-            "(the all_reduce_grads of MLX's data-parallelism example), mx.distributed.init(backend='ring')",
-            f"{_DOCS}: all_reduce_grads maps mx.distributed.all_sum(x) / N over the gradient tree"),
-        "average_gradients": _data_parallel(
-            "grads = mlx.nn.average_gradients(grads); optimizer.update(model, grads), "
-            "mx.distributed.init(backend='ring')",
-            f"{_UTILS}: average_gradients concatenates the gradient arrays into one buffer (all_reduce_size 32 MiB), "
-            "all_sum over the group and divides by group.size()"),
-        "all_sum_sync_batchnorm": Cited(
-            IdiomFacts(how=SYNC_HOW, normalizes="global", running_stats="global", replicas_equal=True,
-                       gradient="own_loss", uneven="ok", one_sample="ok", empty=EMPTY),
-            "MLX has no synchronized BatchNorm (ml-explore/mlx#27, a NaiveSyncBatchNorm request, closed without "
-            "one; mlx/nn/layers/normalization.py has none), so users write one over mx.distributed.all_sum: the "
-            "forward all_sums are exact (every rank normalizes with the global batch, its running statistics the "
-            f"global ones, equal on every rank, any shard sizes since the count is summed too); {_VJP}: each rank's "
-            "input gradient is that of its OWN part of the loss through the global statistics (the own_loss rule), "
-            "not the global backward that torch's SyncBatchNorm computes by all-reducing sum_dy and sum_dy_xmu"),
-    },
-)
+IDIOMS = {
+    "all_reduce_grads": _data_parallel(
+        "grads = tree_map(lambda g: mx.distributed.all_sum(g) / N, grads); optimizer.update(model, grads) "
+        "(the all_reduce_grads of MLX's data-parallelism example), mx.distributed.init(backend='ring')",
+        f"{_DOCS}: all_reduce_grads maps mx.distributed.all_sum(x) / N over the gradient tree"),
+    "average_gradients": _data_parallel(
+        "grads = mlx.nn.average_gradients(grads); optimizer.update(model, grads), "
+        "mx.distributed.init(backend='ring')",
+        f"{_UTILS}: average_gradients concatenates the gradient arrays into one buffer (all_reduce_size 32 MiB), "
+        "all_sum over the group and divides by group.size()"),
+    "all_sum_sync_batchnorm": Cited(
+        IdiomFacts(how=SYNC_HOW, normalizes="global", running_stats="global", replicas_equal=True,
+                   gradient="own_loss", uneven="ok", one_sample="ok", empty=EMPTY),
+        "MLX has no synchronized BatchNorm (ml-explore/mlx#27, a NaiveSyncBatchNorm request, closed without "
+        "one; mlx/nn/layers/normalization.py has none), so users write one over mx.distributed.all_sum: the "
+        "forward all_sums are exact (every rank normalizes with the global batch, its running statistics the "
+        f"global ones, equal on every rank, any shard sizes since the count is summed too); {_VJP}: each rank's "
+        "input gradient is that of its OWN part of the loss through the global statistics (the own_loss rule), "
+        "not the global backward that torch's SyncBatchNorm computes by all-reducing sum_dy and sum_dy_xmu"),
+}
+DEFAULT = Cited("local", f"{_LOCAL}; {_DOCS}: data parallelism in MLX averages gradients, it never touches "
+                         "activations")
+DECLARATION = ReplicaDeclaration("mlx", DEFAULT, IDIOMS)
+
 
 LR = 0.05  # the SGD step between the plan's batches (running statistics do not depend on it)
 HOST = "127.0.0.1"
@@ -110,6 +109,15 @@ def _last_line(log) -> str:
     return lines[-1] if lines else "(nothing logged)"
 
 
+def _rank_arrays(tmp: str, rank: int) -> dict[str, np.ndarray]:
+    """Rank `rank`'s arrays from every world it belongs to."""
+    out: dict[str, np.ndarray] = {}
+    for n in (n for n in REPLICA_COUNTS if rank < n):
+        with np.load(os.path.join(tmp, f"world{n}-rank{rank}.npz")) as z:
+            out.update({k: z[k] for k in z.files})
+    return out
+
+
 class MlxReplicas(ReplicaEngine):
     worker_env = {"OMP_NUM_THREADS": "1"}
     timeout_s = 90.0  # a run takes about 3 s of CPU; the rest is room for a loaded machine
@@ -120,11 +128,10 @@ class MlxReplicas(ReplicaEngine):
         return DECLARATION
 
     def measure(self, p):
-        idioms = list(self.declare().idioms)
         with tempfile.TemporaryDirectory(prefix="bnsuite-mlx-ring-") as tmp:
             np.savez(os.path.join(tmp, "plan.npz"), **p)
             with open(os.path.join(tmp, "idioms.json"), "w") as fh:
-                json.dump(idioms, fh)
+                json.dump(list(self.declare().idioms), fh)
             procs = []
             ports = iter(_free_ports(sum(REPLICA_COUNTS)))  # distinct across the worlds that run at once
             try:
@@ -138,11 +145,7 @@ class MlxReplicas(ReplicaEngine):
                         proc.wait()
                 for _, log in procs:
                     log.close()
-            per_rank = [{} for _ in range(max(REPLICA_COUNTS))]
-            for n in REPLICA_COUNTS:
-                for r in range(n):
-                    with np.load(os.path.join(tmp, f"world{n}-rank{r}.npz")) as z:
-                        per_rank[r].update({k: z[k] for k in z.files})
+            per_rank = [_rank_arrays(tmp, r) for r in range(max(REPLICA_COUNTS))]
         return merge_ranks(per_rank)
 
     def _launch(self, tmp: str, n: int, ports: list[int]) -> list:
