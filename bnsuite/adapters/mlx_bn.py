@@ -142,6 +142,27 @@ def _float64_ndarray_dtype() -> str:
     return mx_dtype_name(mx.array(np.array([1 / 3], np.float64)).dtype)
 
 
+# Fresh processes that reduce a (0, 3) array over its empty axis 100 times; a hung one spins until killed.
+_EMPTY_AXIS_SUM = """import numpy as np, mlx.core as mx
+x = mx.array(np.zeros((0, 3), np.float32))
+for i in range(100):
+    mx.eval(mx.sum(x, axis=0))"""
+
+
+def _empty_axis_sum() -> str:
+    """"hangs" when one of up to 8 fresh processes (one at a time) does not finish its reductions within 2 s (about
+    half do, on mlx 0.32.4's CPU), else "returns"."""
+    import subprocess
+    import sys
+
+    for _ in range(8):
+        try:
+            subprocess.run([sys.executable, "-c", _EMPTY_AXIS_SUM], capture_output=True, timeout=2, check=True)
+        except subprocess.TimeoutExpired:
+            return "hangs"
+    return "returns"
+
+
 def mx_dtype(mx, name: str):
     try:
         return getattr(mx, name)
@@ -185,7 +206,12 @@ class MlxBatchNorm(OnFramework, SlotState, BatchNormAdapter):
         return [Probe("mlx_array_float64_ndarray_dtype", Cited(
             "float32", "mlx/core/__init__.pyi: array(val, dtype=None) infers float32 for floating input unless dtype "
                        "names float64 (ml-explore/mlx#1995, maintainer: 'If you want a float64 array you have to "
-                       "explicitly ask for it'); observed with mlx 0.32.4"), _float64_ndarray_dtype)]
+                       "explicitly ask for it'); observed with mlx 0.32.4"), _float64_ndarray_dtype),
+                Probe("mlx_empty_axis_reduction", Cited(
+                    "hangs", "observed with mlx 0.32.4 on the Linux CPU wheel: mx.sum / mx.var / mx.prod of a (0, C) "
+                             "array over axis 0, evaluated repeatedly, stop returning in about half of fresh "
+                             "processes (spinning); a full reduction (mx.sum(x)) and elementwise ops do not (finding "
+                             "mlx_empty_axis_reduction_hangs)"), _empty_axis_sum)]
 
     # -- build -------------------------------------------------------------------------------------------------------
     def __init__(self, spec):

@@ -39,9 +39,9 @@ _ONE = "error:ValueError"
 _ONE_WHY = (f"{_BN}.__call__ raises ValueError('BatchNorm training requires more than one value per channel.') on "
             "the rank holding one sample (stats_size == 1)")
 # An empty shard is not run: a reduction over an empty axis can hang the rank (and its world) for good.
-EMPTY = ("n/a: mx.sum / mx.var over an empty axis hang now and then on the CPU (mlx 0.32.4, observed: "
-         "mx.eval(mx.sum(mx.zeros((0, 3)), axis=0)) in a loop stops returning after 0 to 20 calls in most runs): a "
-         "rank with an empty shard may never return from its BatchNorm, and its world with it")
+EMPTY = ("n/a: mx.sum / mx.var over an empty axis hang now and then on the CPU (mlx 0.32.4, finding "
+         "mlx_empty_axis_reduction_hangs, checked by the mlx_empty_axis_reduction probe): a rank with an empty shard "
+         "may never return from its BatchNorm, and its world with it")
 
 
 _VJP = ("mlx/distributed/primitives.cpp: AllReduce::vjp returns the cotangents unchanged, while AllReduce::jvp "
