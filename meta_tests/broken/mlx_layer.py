@@ -41,15 +41,18 @@ class MlxFreezeStopsStats(MlxBatchNorm):
         return dataclasses.replace(decl, freeze={**decl.freeze, "freeze": wrong(FreezeFacts("batch", False, False))})
 
 
+def _probe_declared(prop: str, value: str):
+    """The mlx adapter's probe `prop` alone (the others cost their own runs elsewhere), declared `value`."""
+    return classmethod(lambda cls: [Probe(p.property, wrong(value), p.run) for p in MlxBatchNorm.probes()
+                                    if p.property == prop])
+
+
 class MlxFloat64NdarrayKept(MlxBatchNorm):
     """Declares that mx.array keeps a float64 ndarray float64, as NumPy and torch do."""
 
     id = "broken-mlx-float64-ndarray-kept"
 
-    @classmethod
-    def probes(cls):
-        return [Probe(p.property, wrong("float64"), p.run) for p in super().probes()
-                if p.property == "mlx_array_float64_ndarray_dtype"]
+    probes = _probe_declared("mlx_array_float64_ndarray_dtype", "float64")
 
 
 class MlxEmptyAxisReductionReturns(MlxBatchNorm):
@@ -57,10 +60,7 @@ class MlxEmptyAxisReductionReturns(MlxBatchNorm):
 
     id = "broken-mlx-empty-axis-reduction-returns"
 
-    @classmethod
-    def probes(cls):
-        return [Probe(p.property, wrong("returns"), p.run) for p in super().probes()
-                if p.property == "mlx_empty_axis_reduction"]
+    probes = _probe_declared("mlx_empty_axis_reduction", "returns")
 
 
 class MlxNormsGroupsContiguous(MlxNorms):
