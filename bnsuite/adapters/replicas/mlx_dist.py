@@ -4,10 +4,11 @@ The worker launches each world as ``mlx.launch --backend ring`` does on one host
 launch_ring writes a hostfile, a JSON list of ["ip:port"] per rank, and make_launch_script exports MLX_HOSTFILE and
 MLX_RANK before running the script), here with free ports on 127.0.0.1 and no shell: a world of 2 processes (N=2 and
 the shard cases) and one of 4 (N=4), both at once, since the ring backend cannot split a group ("[ring] Group split
-not supported", observed). Each rank calls ``mx.distributed.init(strict=True, backend="ring")`` and trains
-mlx.nn.BatchNorm on its contiguous shard, averaging the parameter gradients the way MLX's documentation shows. A rank
-that fails has its world killed at once (the others would wait in all_sum); the world is bounded by the engine's
-timeout either way.
+not supported", observed). Each rank calls ``mx.distributed.init(strict=True, backend="ring")`` and trains, on its
+contiguous shard, mlx.nn.BatchNorm with the parameter gradients averaged as MLX's documentation shows (tree_map of
+all_sum / N, nn.average_gradients), and the synchronized BatchNorm a user writes over all_sum (MLX has none). A rank
+that fails has every rank killed at once (the others would wait in all_sum); the ranks are bounded by
+``world_timeout_s`` and the worker by the engine's timeout.
 """
 
 from __future__ import annotations
