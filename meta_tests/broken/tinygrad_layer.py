@@ -19,6 +19,21 @@ class TinygradBceFiniteBlocks(TinygradBlocks):
         TINYGRAD_BLOCKS, bce_at_probability_one=wrong({"Tensor.binary_crossentropy": "finite"}))
 
 
+class TinygradDropoutNoRescaleBlocks(TinygradBlocks):
+    """Dropout that zeroes values with probability p under TRAINING but never rescales the kept ones (a port of
+    Tensor.dropout that forgets the 1/(1-p))."""
+
+    def dropout(self, rate):
+        from tinygrad.helpers import TRAINING
+
+        return lambda x: (x.rand_like() >= rate).where(x, 0) if TRAINING else x
+
+
+class TinygradDropoutNoRescale(TinygradBatchNorm):
+    id = "broken-tinygrad-dropout-no-rescale"
+    capabilities = {**TinygradBatchNorm.capabilities, "blocks": ref(TinygradDropoutNoRescaleBlocks)}
+
+
 class TinygradBceAtOneDeclaredFinite(TinygradBatchNorm):
     id = "broken-tinygrad-bce-at-one-declared-finite"
     capabilities = {**TinygradBatchNorm.capabilities, "blocks": ref(TinygradBceFiniteBlocks)}
@@ -26,4 +41,8 @@ class TinygradBceAtOneDeclaredFinite(TinygradBatchNorm):
 
 EXPECTED_FAILURES = {
     TinygradBceAtOneDeclaredFinite: {"bce_at_probability_one"},
+    TinygradDropoutNoRescale: {"dropout_training_scaling", "block_layer_output_train", "variance_shift_train_variance",
+                               "variance_shift_ratio", "variance_shift_bn_output_ratio"},
 }
+# The blocks' layer-by-layer checks are written whole in suites/block_layers.py, a helper the block suites call.
+SEES = {TinygradDropoutNoRescale: {"test_dropout_order.py"}}

@@ -134,8 +134,7 @@ class TinygradBlocks(Blocks):
                 h = layer(h)
             value = getattr(h, _LOSSES[loss])(self._x(target))
             value.backward()
-            # The loss before the step: realized with the gradients, before the step's assigns change the weights
-            # its lazy graph reads.
-            realize_step(self.Tensor, self._bns(), value, *(t.grad for t in params))
-            opt.step()
+            # The loss, the step and the running statistics in one schedule, as tinygrad's own training loops do
+            # (loss.realize(*opt.schedule_step())): the loss reads the weights before the step's assigns.
+            realize_step(self.Tensor, self._bns(), value, *opt.schedule_step())
         return float(self._np(value))
