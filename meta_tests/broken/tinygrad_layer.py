@@ -29,14 +29,18 @@ class TinygradDropoutNoRescaleBlocks(TinygradBlocks):
         return lambda x: (x.rand_like() >= rate).where(x, 0) if TRAINING else x
 
 
-class TinygradDropoutNoRescale(TinygradBatchNorm):
-    id = "broken-tinygrad-dropout-no-rescale"
-    capabilities = {**TinygradBatchNorm.capabilities, "blocks": ref(TinygradDropoutNoRescaleBlocks)}
+def with_blocks(name: str, adapter_id: str, blocks_cls: type) -> type:
+    """The real tinygrad adapter whose `blocks` is `blocks_cls` (a class of this module), with its docstring."""
+    return type(name, (TinygradBatchNorm,), {"__doc__": blocks_cls.__doc__, "__module__": __name__,
+                                             "__qualname__": name, "id": adapter_id,
+                                             "capabilities": {**TinygradBatchNorm.capabilities,
+                                                              "blocks": ref(blocks_cls)}})
 
 
-class TinygradBceAtOneDeclaredFinite(TinygradBatchNorm):
-    id = "broken-tinygrad-bce-at-one-declared-finite"
-    capabilities = {**TinygradBatchNorm.capabilities, "blocks": ref(TinygradBceFiniteBlocks)}
+TinygradDropoutNoRescale = with_blocks("TinygradDropoutNoRescale", "broken-tinygrad-dropout-no-rescale",
+                                       TinygradDropoutNoRescaleBlocks)
+TinygradBceAtOneDeclaredFinite = with_blocks("TinygradBceAtOneDeclaredFinite",
+                                             "broken-tinygrad-bce-at-one-declared-finite", TinygradBceFiniteBlocks)
 
 
 EXPECTED_FAILURES = {
