@@ -268,9 +268,11 @@ class TinygradBatchNorm(OnFramework, SlotState, BatchNormAdapter):
             self.bn = nn.BatchNorm(spec.num_features, **self.kwargs)
 
     def _in(self, x):
+        """The case's input on the case's device (named here too: the lanes call it outside on_device)."""
         x = np.moveaxis(x, -1, 1) if self.transpose else x
         return self.Tensor(np.ascontiguousarray(np.asarray(x, np.float32 if self.spec.dtype != "float64" else
-                                                           np.float64))).cast(self.dt)
+                                                           np.float64)),
+                           device=device_target(self.spec.device)).cast(self.dt)
 
     def _np(self, t) -> np.ndarray:
         return np.asarray(t.cast(self.dtypes.float64 if self.spec.dtype == "float64" else self.dtypes.float32)
