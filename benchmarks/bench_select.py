@@ -5,7 +5,7 @@ reports for itself, over several runs, with the minimum and the median.
 
     python3 benchmarks/bench_select.py [-k torch] [--runs 5] [-- extra pytest args]
 
-The budget for `pytest -k torch` is 10 s on 2 cores. Runs one after another in the runner's venv; the machine should
+The budget for `pytest -k torch` is 8 s on 2 cores. Runs one after another in the runner's venv; the machine should
 be otherwise idle.
 """
 

@@ -102,3 +102,13 @@ def test_block_declaration_is_cited(adapter_id):
     per_loss = per_loss if isinstance(per_loss, dict) else dict.fromkeys(decl.bce_losses.value, per_loss)
     assert set(per_loss) == set(decl.bce_losses.value), f"{adapter_id}: one_unit_softmax_bce names other losses"
     assert set(per_loss.values()) <= {"zero", "sigmoid-of-its-input", "nan"}
+    at_one = decl.bce_at_probability_one
+    takes_p = {k for k, v in decl.bce_losses.value.items() if v == "probabilities"}
+    # Optional for a user's blocks; every built-in one with a loss on probabilities says what it does at p = 1.
+    assert at_one is not None or not takes_p, f"{adapter_id}: no bce_at_probability_one for {sorted(takes_p)}"
+    if at_one is not None:
+        assert at_one.source.strip(), f"{adapter_id}: bce_at_probability_one has no source"
+        assert at_one.value and set(at_one.value) == takes_p, \
+            f"{adapter_id}: bce_at_probability_one names other losses than those taking probabilities"
+        assert set(at_one.value.values()) <= {"finite", "non-finite gradient", "non-finite loss",
+                                              "non-finite loss and gradient"}

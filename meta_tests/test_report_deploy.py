@@ -44,7 +44,7 @@ def test_deploying_table_shows_what_survives(tmp_path):
     dynamo = table[table.index("torch.onnx-dynamo (train-model)"):]
     assert "✗ </span>running / running" in dynamo.split("</tr>")[0]  # a train-mode model run with running stats
     ts = table[table.index("torch.onnx-ts (training)"):].split("</tr>")[0]
-    assert ">0.7<" in ts and ">CHANGED<" in ts and "biased (unbiased)" in ts and "✗" not in ts
+    assert "0.001 · 0.7 · 1<" in ts and ">CHANGED<" in ts and "biased (unbiased)" in ts and "✗" not in ts
 
 
 def test_no_deploy_records_no_table(tmp_path):

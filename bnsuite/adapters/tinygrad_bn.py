@@ -39,6 +39,11 @@ os.environ.setdefault("CACHEDB", os.path.join(_CHECKOUT, ".cache", "tinygrad", "
                       os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bnsuite",
                                    "tinygrad", "cache.db"))
 os.environ.setdefault("PARALLEL", "0")
+# DEV: the process's default device is the CPU, named, so tinygrad does not probe every backend it knows (importing
+# each runtime, about a CPU second, tinygrad/device.py: _Device._select_device) and a machine with a GPU does not run
+# the cpu cases there. Each case still names its own device (on_device); the user's DEV is kept for its CPU renderer.
+_USER_DEV = os.environ.get("DEV")
+os.environ.setdefault("DEV", "CPU")
 
 _SRC = "tinygrad/nn/__init__.py"
 _STATS = f"{_SRC}: BatchNorm.calc_stats"
@@ -154,9 +159,9 @@ def _device_reason(device: str) -> str | None:
     from tinygrad import Device
 
     try:
-        Device["CUDA"]
+        Device[GPU_DEVICE]
     except Exception as e:  # no CUDA runtime or no GPU
-        return f"no GPU visible to tinygrad (Device['CUDA']: {type(e).__name__})"
+        return f"no GPU visible to tinygrad (Device[{GPU_DEVICE!r}]: {type(e).__name__})"
     return None
 
 
@@ -185,6 +190,27 @@ def realize_step(Tensor, bns: list, *tensors) -> None:
     Tensor.realize(*tensors, *stats)
 
 
+GPU_DEVICE = "CUDA"  # the GPU device a "gpu" case runs on, the one _device_reason opens
+
+
+@functools.lru_cache(maxsize=None)
+def device_target(device: str) -> str:
+    """tinygrad's device string for a case's device: "gpu" -> CUDA; "cpu" -> its CPU device, with the renderer the
+    user's DEV gives it if any (DEV=CPU:X86 keeps X86), else CPU (tinygrad/helpers.py: _DEV.target)."""
+    if device != "cpu":
+        return GPU_DEVICE
+    from tinygrad.helpers import DEV
+
+    return repr(DEV.target("CPU"))
+
+
+def on_device(device: str):
+    """Context(DEV=...) naming the case's device: every tensor made inside it (and every layer built) lives there."""
+    from tinygrad.helpers import Context
+
+    return Context(DEV=device_target(device))
+
+
 def host_tensor(Tensor, dtypes, a, dtype):
     """A tinygrad tensor of `dtype` holding the float64 values `a`. For float32 and float64 NumPy rounds as tinygrad's
     cast would (IEEE round to nearest even, beyond the range to inf), so the values arrive by copy, with no cast
@@ -207,17 +233,16 @@ def training_mode(training: bool | None):
 class TinygradBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     id = "tinygrad"
     runs_on = TINYGRAD
-    capabilities = {**conventional("tinygrad", "network", "norms", "mixed_precision", "edge_facts", "compile"),
+    capabilities = {**conventional("tinygrad", "network", "norms", "mixed_precision", "edge_facts", "compile",
+                                   "blocks"),
                     "replicas": "bnsuite.adapters.replicas.tinygrad_shard:TinygradReplicas"}
-    # No "blocks" yet: tinygrad/nn/__init__.py has no Dropout or ReLU layer (Tensor.dropout in
-    # tinygrad/mixin/rand.py reads Tensor.training), and every new block shape compiles kernels with clang.
     freeze_idioms = FREEZE_IDIOMS
 
     @classmethod
     def unavailable_reason(cls):
         why = super().unavailable_reason()
         if why is None and _clang_major() is None:
-            if not os.environ.get("DEV"):
+            if not _USER_DEV:
                 return "tinygrad's CPU device compiles its kernels with clang, which is not on PATH"
         return why
 
@@ -239,13 +264,15 @@ class TinygradBatchNorm(OnFramework, SlotState, BatchNormAdapter):
         self.kwargs = {} if spec.use_defaults else dict(eps=spec.eps, momentum=spec.momentum, affine=spec.affine,
                                                         track_running_stats=spec.track_running_stats)
         self.transpose = spec.channels_last and spec.rank > 2  # channels on axis 1 only: the user permutes
-        with Context(DEFAULT_FLOAT=spec.dtype):
+        with Context(DEFAULT_FLOAT=spec.dtype), on_device(spec.device):
             self.bn = nn.BatchNorm(spec.num_features, **self.kwargs)
 
     def _in(self, x):
+        """The case's input on the case's device (named here too: the lanes call it outside on_device)."""
         x = np.moveaxis(x, -1, 1) if self.transpose else x
         return self.Tensor(np.ascontiguousarray(np.asarray(x, np.float32 if self.spec.dtype != "float64" else
-                                                           np.float64))).cast(self.dt)
+                                                           np.float64)),
+                           device=device_target(self.spec.device)).cast(self.dt)
 
     def _np(self, t) -> np.ndarray:
         return np.asarray(t.cast(self.dtypes.float64 if self.spec.dtype == "float64" else self.dtypes.float32)
@@ -257,7 +284,7 @@ class TinygradBatchNorm(OnFramework, SlotState, BatchNormAdapter):
 
     # -- forward / state ---------------------------------------------------------------------------------------------
     def forward(self, x, training):
-        with training_mode(training):
+        with on_device(self.spec.device), training_mode(training):
             y = self.bn(self._in(x))
             realize_step(self.Tensor, [self.bn], y)
             out = self._out(y)
@@ -273,7 +300,8 @@ class TinygradBatchNorm(OnFramework, SlotState, BatchNormAdapter):
         return self._np(t)
 
     def _write(self, t, value):
-        t.assign(host_tensor(self.Tensor, self.dtypes, value, t.dtype)).realize()
+        with on_device(self.spec.device):
+            t.assign(host_tensor(self.Tensor, self.dtypes, value, t.dtype)).realize()
 
     def _dtype(self, t):
         return np.dtype(np_dtype(dtype_name(t.dtype))).name
@@ -283,11 +311,12 @@ class TinygradBatchNorm(OnFramework, SlotState, BatchNormAdapter):
 
     def backward(self, x, dy, training):
         saved = self.get_state()
-        xt = self._in(x)
+        with on_device(self.spec.device):
+            xt = self._in(x)
         for t in (self.bn.weight, self.bn.bias):
             if t is not None:
                 t.grad = None
-        with training_mode(training):
+        with on_device(self.spec.device), training_mode(training):
             y = self.bn(xt)
             dyt = self._in(dy)
             (y * dyt).sum().backward()
@@ -301,11 +330,11 @@ class TinygradBatchNorm(OnFramework, SlotState, BatchNormAdapter):
         recipe = self.freeze_recipe(idiom)
         opt = self.nn.optim.SGD(self.nn.state.get_parameters(self.bn), lr=lr)
         opt.zero_grad()
-        with training_mode(recipe.training_forward):
+        with on_device(self.spec.device), training_mode(recipe.training_forward):
             y = self.bn(self._in(x))
             loss = (y * self._in(dy)).sum()
             out = self._out(y)
-        with training_mode(True):
+        with on_device(self.spec.device), training_mode(True):
             loss.backward()
             opt.step()
         return out

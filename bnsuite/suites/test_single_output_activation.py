@@ -7,7 +7,8 @@ loss's gradient at a probability of exactly 1 is NaN (declared per loss: one ste
 softmax over
 the wrong axis (the batch axis) mixes the samples of a batch: outputs change with the batch size, and bnsuite.probe
 names that layer. The losses each framework offers for binary cross-entropy are declared with what they take (logits
-or probabilities) and checked by one SGD step each: loss and gradient equal the oracle's for that input.
+or probabilities) and checked by one SGD step each: loss and gradient equal the oracle's for that input; at a
+probability of exactly 1 (a saturated sigmoid) each loss on probabilities keeps the weights finite or not, as declared.
 """
 
 import numpy as np
@@ -95,6 +96,36 @@ def test_declared_bce_losses(case, rec):
         w_all1 = np.concatenate([w1["dense.kernel"].ravel(), w1["dense.bias"]])
         ch.close(rec, "bce_loss_gradient", g_obs, g_ref, tl.sgd_recovered_gradient(x, w_all0, w_all1, LR, case.dtype),
                  declared=f"oracle dBCE/dW ({loss} takes {takes})", source=decl.bce_losses.source, extra=extra)
+
+
+SATURATING_SHIFT = 40.0  # added to the dense bias: logits near 40, whose sigmoid rounds to exactly 1.0 in every dtype
+
+
+def test_bce_at_probability_one(case, rec):
+    """Each declared loss taking probabilities, fed a sigmoid that is exactly 1.0 on every sample (half the targets 0):
+    whether the loss and one SGD step keep the weights finite, as torch's BCELoss does (it clamps its log at -100:
+    'we can always have a finite loss value and a linear backward method'), or turn them NaN or infinite."""
+    decl = bl.declaration(case)
+    declared = decl.bce_at_probability_one
+    if "probabilities" not in decl.bce_losses.value.values():
+        pytest.skip(f"{case.adapter.id}: no declared binary cross-entropy takes probabilities")
+    if declared is None:
+        pytest.skip(f"{case.adapter.id}: its blocks declare no bce_at_probability_one")
+    spec = BlockSpec("dense_sigmoid_1", IN, dtype=case.dtype, device=case.device)
+    w = bl.weights(spec, bias_shift=SATURATING_SHIFT)
+    x = bl.inputs(N, IN, case.dtype)
+    t = _targets(case.dtype)
+    for loss, want in declared.value.items():
+        blk = bl.build(case, rec, spec, w)
+        p = blk.forward(x, training=True)[-1]
+        value = blk.sgd_step(x, t, loss, LR)
+        w1 = blk.weights()
+        finite = all(np.isfinite(w1[k]).all() for k in ("dense.kernel", "dense.bias"))
+        observed = (f"sigmoid output not exactly 1 (min {float(p.min())!r})" if not np.all(p == 1.0) else
+                    "finite" if finite and np.isfinite(value) else "non-finite gradient" if np.isfinite(value) else
+                    "non-finite loss" if finite else "non-finite loss and gradient")
+        ch.equal(rec, "bce_at_probability_one", want, observed, extra={"loss": loss, "loss_value": f"{value:.6g}"},
+                 source=declared.source)
 
 
 def test_softmax_over_batch_axis(case, rec):

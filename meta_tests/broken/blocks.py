@@ -84,6 +84,13 @@ class BceLossesSwappedBlocks(TorchBlocks):
                                    bce_losses=wrong({"BCELoss": "logits", "BCEWithLogitsLoss": "probabilities"}))
 
 
+class BceAtOneDeclaredNanBlocks(TorchBlocks):
+    """Declares BCELoss non-finite at a probability of exactly 1, as an unclamped log would be (torch clamps it)."""
+
+    declaration = dataclasses.replace(TORCH_BLOCKS,
+                                      bce_at_probability_one=wrong({"BCELoss": "non-finite loss and gradient"}))
+
+
 def no_network(adapter_cls, arch, weights, **kw):
     raise Unsupported("a blocks-only broken adapter: its network is the torch one, checked with the real adapter")
 
@@ -113,6 +120,7 @@ BlockMomentumWrongDirection = blocks_only(BlockMomentumWrongDirectionBlocks)
 SoftmaxAxisIgnored = blocks_only(SoftmaxAxisIgnoredBlocks)
 SoftmaxAlwaysOverBatch = blocks_only(SoftmaxAlwaysOverBatchBlocks)
 BceLossesSwapped = blocks_only(BceLossesSwappedBlocks)
+BceAtOneDeclaredNan = blocks_only(BceAtOneDeclaredNanBlocks)
 
 EXPECTED_FAILURES = {
     DropoutNoRescale: {"dropout_training_scaling", "block_layer_output_train", "variance_shift_train_variance",
@@ -125,6 +133,7 @@ EXPECTED_FAILURES = {
     SoftmaxAlwaysOverBatch: {"softmax_one_unit_output", "softmax_one_unit_bce_gradient",
                              "probe_softmax_over_units_invariant"},
     BceLossesSwapped: {"bce_loss_value", "bce_loss_gradient"},
+    BceAtOneDeclaredNan: {"bce_at_probability_one"},
 }
 # The blocks' layer-by-layer checks are written whole in suites/block_layers.py, a helper the block suites call.
 SEES = {DropoutNoRescale: {"test_dropout_order.py"}, DropoutScalesAtInference: {"test_dropout_order.py"},

@@ -75,6 +75,10 @@ class BlockDeclaration:
     # the loss reads the softmax's input as logits (so it trains a sigmoid the model does not apply), or "nan" where
     # the loss's gradient at a probability of exactly 1 is NaN; one value for every loss, or a mapping loss -> value.
     one_unit_softmax_bce: Cited[str | Mapping[str, str]] = Cited("zero", "softmax over one unit is the constant 1")
+    # What each loss taking probabilities gives at a prediction of exactly 1 (a saturated sigmoid, half the targets 0):
+    # loss -> "finite" (loss and gradient, as torch's BCELoss, which clamps its log at -100), "non-finite gradient" or
+    # "non-finite loss and gradient"; None where not declared (its check skips, saying so).
+    bce_at_probability_one: Cited[Mapping[str, str]] | None = None
 
 
 class Blocks(ABC):

@@ -17,6 +17,11 @@ from bnsuite.adapters.blocks import BlockDeclaration, Blocks
 _K3 = "keras/src/layers/regularization/dropout.py"
 _TFK = "tf_keras/src/layers/regularization/dropout.py"
 _LOSSES = {"BinaryCrossentropy(from_logits=False)": "probabilities", "BinaryCrossentropy(from_logits=True)": "logits"}
+# Every Keras backend clips the probabilities to [epsilon, 1 - epsilon] before the log: finite loss, and the clip's
+# gradient (0 outside the interval) keeps the weights finite.
+_AT_ONE = ({"BinaryCrossentropy(from_logits=False)": "finite"},
+           "{bce}: binary_crossentropy clips output to [epsilon(), 1 - epsilon()] (1e-7) before tf.math.log / "
+           "jnp.log / torch's binary_cross_entropy")
 
 KERAS3_DECLARATION = BlockDeclaration(
     dropout_scaling=Cited("inverted", f"{_K3}: Dropout docstring 'Inputs not set to 0 are scaled up by 1 / (1 - rate)"
@@ -26,6 +31,7 @@ KERAS3_DECLARATION = BlockDeclaration(
     bce_losses=Cited(_LOSSES, "keras/src/losses/losses.py: BinaryCrossentropy(from_logits=False) 'whether to "
                               "interpret y_pred as a tensor of logit values. By default, we assume that y_pred is "
                               "probabilities (i.e., values in [0, 1])'"),
+    bce_at_probability_one=Cited(_AT_ONE[0], _AT_ONE[1].format(bce="keras/src/backend/<backend>/nn.py")),
 )
 # On TensorFlow, softmax caches its input on its output tensor (`_keras_logits`) and binary_crossentropy takes any
 # cached `_keras_logits` as the logits: a one-unit softmax then trains like a sigmoid.
@@ -37,7 +43,8 @@ KERAS3_TF_DECLARATION = BlockDeclaration(
     dropout_scaling=KERAS3_DECLARATION.dropout_scaling, bce_losses=KERAS3_DECLARATION.bce_losses,
     one_unit_softmax_bce=Cited(_SIGMOID_OF_INPUT[0], _SIGMOID_OF_INPUT[1].format(
         act="keras/src/activations/activations.py: softmax", bce="keras/src/backend/tensorflow/nn.py: "
-                                                                 "binary_crossentropy")))
+                                                                 "binary_crossentropy")),
+    bce_at_probability_one=KERAS3_DECLARATION.bce_at_probability_one)
 TF_KERAS_DECLARATION = BlockDeclaration(
     dropout_scaling=Cited("inverted", f"{_TFK}: Dropout docstring 'Inputs not set to 0 are scaled up by 1/(1 - rate)'"
                                       "; tensorflow/python/ops/nn_ops.py: dropout_v2 scales by 1 / (1 - rate)"),
@@ -46,6 +53,7 @@ TF_KERAS_DECLARATION = BlockDeclaration(
                               "probabilities (i.e., values in [0, 1])'"),
     one_unit_softmax_bce=Cited(_SIGMOID_OF_INPUT[0], _SIGMOID_OF_INPUT[1].format(
         act="tf_keras/src/backend.py: softmax", bce="tf_keras/src/backend.py: binary_crossentropy")),
+    bce_at_probability_one=Cited(_AT_ONE[0], _AT_ONE[1].format(bce="tf_keras/src/backend.py")),
 )
 
 

@@ -32,6 +32,11 @@ DECLARATION = BlockDeclaration(
         "mx.clip(mx.log(1 - inputs), a_min=-100): at inputs = 1 the clip keeps the loss finite but its gradient is "
         "0 * d log(1 - p)/dp = 0 * inf = NaN, which the softmax's zero Jacobian cannot cancel (observed: one SGD "
         "step makes every weight NaN; finding mlx_bce_probabilities_nan_gradient_at_one)"),
+    bce_at_probability_one=Cited(
+        {f"{_LOSS}(with_logits=False)": "non-finite gradient"},
+        "mlx/nn/losses.py: binary_cross_entropy with_logits=False is mx.clip(mx.log(inputs), a_min=-100) and "
+        "mx.clip(mx.log(1 - inputs), a_min=-100): the clip keeps the loss finite at inputs = 1, its gradient is "
+        "0 * d log(1 - p)/dp = NaN (finding mlx_bce_probabilities_nan_gradient_at_one)"),
 )
 
 # The call each loss name stands for (independent of what the declaration says it takes, which the suite checks).

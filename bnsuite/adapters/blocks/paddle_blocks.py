@@ -22,6 +22,10 @@ DECLARATION = BlockDeclaration(
                                       "mode='upscale_in_train'); docstring 'upscale_in_train (default), upscale the "
                                       "output at training time - train: out = input * mask / (1.0 - p) - inference: "
                                       "out = input'"),
+    bce_at_probability_one=Cited({"BCELoss": "finite"},
+                                 "paddle/phi/kernels/cpu/bce_loss_kernel.cc: BCELossKernel takes "
+                                 "std::max(real_log(1 - x), -100) and std::max(real_log(x), -100); "
+                                 "bce_loss_grad_kernel.cc: dx = dout * (x - label) / max((1 - x) x, 1e-12), as torch"),
 )
 
 # canonical weight name -> (op kind, paddle attribute, transposed)

@@ -16,6 +16,11 @@ DECLARATION = BlockDeclaration(
     bce_losses=Cited({"BCELoss": "probabilities", "BCEWithLogitsLoss": "logits"},
                      "torch/nn/modules/loss.py: BCELoss ('the input ... should be numbers between 0 and 1'), "
                      "BCEWithLogitsLoss ('combines a Sigmoid layer and the BCELoss in one single class')"),
+    bce_at_probability_one=Cited({"BCELoss": "finite"},
+                                 "torch/nn/modules/loss.py: BCELoss docstring 'BCELoss clamps its log function outputs "
+                                 "to be greater than or equal to -100. This way, we can always have a finite loss "
+                                 "value and a linear backward method'; aten/src/ATen/native/Loss.cpp: "
+                                 "binary_cross_entropy_backward divides by max((1 - p) p, EPSILON)"),
 )
 
 
