@@ -258,7 +258,7 @@ class Tf1Graph(OnFramework, SlotState, BatchNormAdapter):
         return "fused" if self.layer_fused else "non-fused"
 
     def forward(self, x, training):
-        fetch = {True: self.y_train_with_updates, False: self.y_infer, None: self.y_default}[training]
+        fetch = self.y_default if training is None else self.y_train_with_updates if training else self.y_infer
         y = self.sess.run(fetch, {self.x: np.asarray(x)})
         self.last_output_dtype = tf_dtype_name(fetch)
         return np.asarray(y, np.float64)
