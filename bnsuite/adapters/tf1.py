@@ -160,15 +160,18 @@ class Tf1Graph(OnFramework, SlotState, BatchNormAdapter):
         self._build(trainable=True)
 
     def _build(self, trainable: bool) -> None:
-        """A fresh graph and session holding the layer; `trainable` is fixed when the graph is built."""
+        """A fresh graph and session holding the layer; `trainable` is fixed when the graph is built. The ops that
+        only some cases fetch (the default-mode output, the gradients, the train ops) are added to the same graph on
+        first use: they create no variables, and a TF1 session runs ops added after it was created."""
         import tensorflow as tf
 
         spec, kwargs = self.spec, self._kwargs
         v1 = tf.compat.v1
         self.tf = tf
         self.graph = tf.Graph()
-        device = "/GPU:0" if spec.device == "gpu" else "/CPU:0"
-        with self.graph.as_default(), tf.device(device):
+        self._trainable = trainable
+        self._lazy = {}
+        with self._in_graph():
             shape = list(getattr(self, "_x_shape", None) or build_shape(spec))  # rebuild_with_axes: feature dims
             self.x = v1.placeholder(spec.dtype, shape, name="x")
             self.dy = v1.placeholder(spec.dtype, shape, name="dy")
@@ -177,31 +180,63 @@ class Tf1Graph(OnFramework, SlotState, BatchNormAdapter):
             self.y_train = bn(self.x, training=True, trainable=trainable, name="bn", **kwargs)
             self.update_ops = list(v1.get_collection(v1.GraphKeys.UPDATE_OPS))
             self.y_infer = bn(self.x, training=False, trainable=trainable, name="bn", reuse=True, **kwargs)
-            self.y_default = bn(self.x, trainable=trainable, name="bn", reuse=True, **kwargs)  # training left out
             with tf.control_dependencies(self.update_ops):
                 self.y_train_with_updates = tf.identity(self.y_train)
-            loss = tf.reduce_sum(self.y_train * self.dy)
-            trainables = v1.trainable_variables()
-            opt = v1.train.GradientDescentOptimizer(self.lr)
-            self.step_without_updates = opt.minimize(loss, var_list=trainables) if trainables else tf.no_op()
-            with tf.control_dependencies(self.update_ops):
-                self.step_with_updates = (opt.minimize(loss, var_list=trainables) if trainables
-                                          else tf.group(*self.update_ops))
             variables = {v.name.split("/")[-1].split(":")[0]: v for v in v1.global_variables()
                          if v.name.startswith("bn/")}
             self.vars = {k: variables.get(k) for k in ("gamma", "beta", "moving_mean", "moving_variance")}
             self._ph = {k: v1.placeholder(v.dtype.base_dtype, v.shape) for k, v in self.vars.items() if v is not None}
             self._assign = {k: v.assign(self._ph[k]) for k, v in self.vars.items() if v is not None}
             self.layer_fused = self._fused_flag()
-            # Gradients of sum(y * dy) in the graph: training through the batch statistics (no update ops run).
-            wrt = [self.x] + [v for v in (self.vars["gamma"], self.vars["beta"]) if v is not None]
-            self.grads = {
-                True: tf.gradients(tf.reduce_sum(self.y_train * self.dy), wrt),
-                False: tf.gradients(tf.reduce_sum(self.y_infer * self.dy), wrt),
-            }
             init = v1.global_variables_initializer()
         self.sess = v1.Session(graph=self.graph)
         self.sess.run(init)
+
+    def _in_graph(self):
+        import contextlib
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.graph.as_default())
+        stack.enter_context(self.tf.device("/GPU:0" if self.spec.device == "gpu" else "/CPU:0"))
+        return stack
+
+    def _once(self, name, make):
+        if name not in self._lazy:
+            with self._in_graph():
+                self._lazy[name] = make(self.tf, self.tf.compat.v1)
+        return self._lazy[name]
+
+    @property
+    def y_default(self):
+        """The layer called with `training` left out."""
+        return self._once("y_default", lambda tf, v1: v1.layers.batch_normalization(
+            self.x, trainable=self._trainable, name="bn", reuse=True, **self._kwargs))
+
+    def _step(self, with_updates: bool):
+        def make(tf, v1):
+            loss = tf.reduce_sum(self.y_train * self.dy)
+            trainables = v1.trainable_variables()
+            opt = v1.train.GradientDescentOptimizer(self.lr)
+            if not with_updates:
+                return opt.minimize(loss, var_list=trainables) if trainables else tf.no_op()
+            with tf.control_dependencies(self.update_ops):
+                return opt.minimize(loss, var_list=trainables) if trainables else tf.group(*self.update_ops)
+        return self._once(f"step_{with_updates}", make)
+
+    @property
+    def step_with_updates(self):
+        return self._step(True)
+
+    @property
+    def step_without_updates(self):
+        return self._step(False)
+
+    def _grads(self, training: bool):
+        """Gradients of sum(y * dy) in the graph; in training through the batch statistics (no update ops run)."""
+        def make(tf, v1):
+            wrt = [self.x] + [v for v in (self.vars["gamma"], self.vars["beta"]) if v is not None]
+            return tf.gradients(tf.reduce_sum((self.y_train if training else self.y_infer) * self.dy), wrt)
+        return self._once(f"grads_{training}", make)
 
     # -- edge inputs: a fresh graph with the option over the spec's arguments ----------------------------------------
     def rebuild_with_virtual_batch_size(self, virtual_batch_size):
@@ -223,14 +258,14 @@ class Tf1Graph(OnFramework, SlotState, BatchNormAdapter):
         return "fused" if self.layer_fused else "non-fused"
 
     def forward(self, x, training):
-        fetch = {True: self.y_train_with_updates, False: self.y_infer, None: self.y_default}[training]
+        fetch = self.y_default if training is None else self.y_train_with_updates if training else self.y_infer
         y = self.sess.run(fetch, {self.x: np.asarray(x)})
         self.last_output_dtype = tf_dtype_name(fetch)
         return np.asarray(y, np.float64)
 
     def backward(self, x, dy, training):
         """tf.gradients built with the graph; fetching them runs no update op, so the state is untouched."""
-        out = self.sess.run(self.grads[bool(training)], {self.x: np.asarray(x), self.dy: np.asarray(dy)})
+        out = self.sess.run(self._grads(bool(training)), {self.x: np.asarray(x), self.dy: np.asarray(dy)})
         out = [np.asarray(g, np.float64) for g in out]
         dx, rest = out[0], out[1:]
         scale = rest.pop(0) if self.vars["gamma"] is not None else None

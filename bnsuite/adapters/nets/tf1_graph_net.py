@@ -42,7 +42,8 @@ class Tf1GraphNet(Network):
         # The freeze idiom's recipe (adapters/tf1.py TF1_GRAPH_IDIOMS); none: everything trains, UPDATE_OPS run.
         bn_trainable, update_ops_run = (recipe.trainable, recipe.update_ops) if recipe else (True, True)
         self.kinds = {}
-        with self.graph.as_default(), tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
+        self._device = "/GPU:0" if device == "gpu" else "/CPU:0"
+        with self.graph.as_default(), tf.device(self._device):
             shape = [None, *IMAGE, IN_CHANNELS] if channels_last else [None, IN_CHANNELS, *IMAGE]
             self.x = v1.placeholder(dtype, shape, name="x")
             self.t = v1.placeholder(dtype, [None, OUT_FEATURES], name="t")
@@ -80,16 +81,13 @@ class Tf1GraphNet(Network):
                         h = tf.concat([h, c], axis=axis)
                 return h
 
-            self.y_train = net(True, None)
-            update_ops = list(v1.get_collection(v1.GraphKeys.UPDATE_OPS))
-            self.y_infer = net(False, True)
-            self.loss = tf.reduce_mean(tf.square(self.y_train - self.t))
-            opt = v1.train.GradientDescentOptimizer(self.lr)
-            if not update_ops_run:
-                self.train_op = opt.minimize(self.loss)
-            else:
-                with tf.control_dependencies(update_ops):
-                    self.train_op = opt.minimize(self.loss)
+            # The inference branch creates the variables; the training branch (reusing them, its moving-statistic
+            # updates in UPDATE_OPS), the loss and the train op are built by the first sgd_step: the forward-only
+            # cases never train.
+            self.y_infer = net(False, None)
+            self._train_branch = lambda: net(True, True)
+            self._update_ops_run = update_ops_run
+            self.loss = self.train_op = None
             gv = {v.name.split(":")[0]: v for v in v1.global_variables()}
             self.vars = {}
             for name, kind in self.kinds.items():
@@ -123,6 +121,15 @@ class Tf1GraphNet(Network):
         return np.asarray(self.sess.run(self.y_infer, {self.x: np.asarray(x)}), np.float64)
 
     def sgd_step(self, x, target, lr):
+        if self.train_op is None:
+            tf = self.tf
+            v1 = tf.compat.v1
+            with self.graph.as_default(), tf.device(self._device):
+                y_train = self._train_branch()
+                update_ops = list(v1.get_collection(v1.GraphKeys.UPDATE_OPS)) if self._update_ops_run else []
+                self.loss = tf.reduce_mean(tf.square(y_train - self.t))
+                with tf.control_dependencies(update_ops):
+                    self.train_op = tf.compat.v1.train.GradientDescentOptimizer(self.lr).minimize(self.loss)
         loss, _ = self.sess.run([self.loss, self.train_op], {self.x: np.asarray(x), self.t: np.asarray(target),
                                                              self.lr: lr})
         return float(loss)
