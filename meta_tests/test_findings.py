@@ -338,8 +338,8 @@ def reproduction_runs():
         return {f.name: (proc, secs) for batch in pool.map(_run_batch, _batches()) for f, proc, secs in batch}
 
 
-# Every findings/<name>.py imports its framework (1.5 to 3 minutes in all on 2 cores): the test command runs them, the
-# main job (matrix) leaves them out with the other slow meta tests.
+# Every findings/<name>.py runs its framework (about 95 CPU s in all, the imports shared per batch): the test command
+# runs them, the main job (matrix) leaves them out with the other slow meta tests.
 @pytest.mark.slow
 @pytest.mark.reproductions
 @pytest.mark.parametrize("finding", findings.FINDINGS, ids=lambda f: f.name)
