@@ -3,16 +3,17 @@ their framework, so a batch of scripts on one framework pays its import once.
 
 `run(scripts, env, preload, cwd, timeout)` starts this file as a server with the environment `env` (the variables a
 framework reads at import, such as KERAS_BACKEND, are set before anything is imported); the server imports the modules
-of `preload`, then, one script at a time, forks a child that runs the script with `runpy.run_path(path,
-run_name="__main__")` with sys.argv, sys.path[0] and `__file__` as the interpreter sets them for a script, its stdin
-from /dev/null and its stdout and stderr (file descriptors 1 and 2, so a framework's C++ logging too) in files. The
-child exits the way the interpreter does after a script: SystemExit and uncaught exceptions unwind to the top,
-atexit handlers and non-daemon threads run, so its exit status is the script's. A child that outlives `timeout`
-is killed with its process group.
+of `preload`, then, one script at a time, forks a child that runs the script as the interpreter runs one (its code
+executed in a fresh `__main__` module, with sys.argv, sys.path[0] and `__file__` as `python script.py` sets them:
+runpy.run_path would make sys.argv[0] absolute), its stdin from /dev/null and its stdout and stderr (file descriptors 1
+and 2, so a framework's C++ logging too) in files. The child exits the way the interpreter does after a script:
+SystemExit and uncaught exceptions unwind to the top, atexit handlers and non-daemon threads run, so its exit status is
+the script's. A child that outlives `timeout` is killed with its process group.
 
-Forking is only as safe as the parent process: the server refuses to fork when importing `preload` started a
-thread (a thread pool that the child would lack, a lock held across the fork), and reports it instead of running
-anything; the caller then runs those scripts in fresh processes.
+Forking is only as safe as the parent process: the server refuses to fork when importing `preload` started a thread (a
+thread pool that the child would lack, a lock held across the fork; NumPy's OpenBLAS starts one at import unless
+OMP_NUM_THREADS or OPENBLAS_NUM_THREADS is 1), and reports it instead of running anything; the caller then runs those
+scripts in fresh processes.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def run(scripts: list[str], env: dict[str, str], preload: list[str], cwd: str, t
         out = {}
         for i, (script, result) in enumerate(zip(scripts, done)):
             with open(os.path.join(tmp, f"{i}.out")) as o, open(os.path.join(tmp, f"{i}.err")) as e:
-                out[script] = Outcome(result["returncode"], o.read(), e.read(), result["seconds"], result["cpu_seconds"])
+                out[script] = Outcome(result["returncode"], o.read(), e.read(), result["seconds"],
+                                      result["cpu_seconds"])
         return out
 
 
@@ -67,12 +69,20 @@ def _child(script: str, stdout: str, stderr: str) -> None:
         opened = os.open(path, flags, 0o644)
         os.dup2(opened, fd)
         os.close(opened)
+    import builtins
+    import importlib.machinery
+    import types
+
     path = os.path.abspath(script)
     sys.argv[:] = [script]
     sys.path[0] = os.path.dirname(path)
-    import runpy
-
-    runpy.run_path(path, run_name="__main__")
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__file__=path, __builtins__=builtins, __cached__=None,
+                         __loader__=importlib.machinery.SourceFileLoader("__main__", path))
+    sys.modules["__main__"] = main
+    with open(path, "rb") as fh:
+        code = compile(fh.read(), path, "exec")
+    exec(code, main.__dict__)
     sys.exit(0)
 
 

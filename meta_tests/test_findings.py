@@ -338,6 +338,44 @@ def reproduction_runs():
         return {f.name: (proc, secs) for batch in pool.map(_run_batch, _batches()) for f, proc, secs in batch}
 
 
+SCRIPT_ENDINGS = {
+    "exit_3": "sys.exit(3)",
+    "exit_message": "sys.exit('gone')",
+    "uncaught": "raise ValueError('uncaught')",
+    "falls_off_the_end": "pass",
+    "fd_writes": "os.write(1, b'fd1\\n'); os.write(2, b'fd2\\n'); print('buffered', end='')",
+    "atexit_and_thread": "atexit.register(print, 'atexit'); threading.Thread(target=lambda: (time.sleep(0.2), "
+                         "print('thread'))).start()",
+}
+
+
+def test_a_forked_script_ends_as_in_a_fresh_interpreter(tmp_path):
+    """What the fork server returns for a script is what `python script.py` gives: exit status, stdout, stderr (the
+    traceback's last line), the script's __name__, __file__, sys.argv and sys.path[0]; one past its timeout is
+    killed; a server whose imports started a thread forks nothing."""
+    scripts = []
+    for name, ending in SCRIPT_ENDINGS.items():
+        (tmp_path / f"{name}.py").write_text(
+            "import atexit, os, sys, threading, time\nimport numpy\n"
+            "print(__name__, __file__, sys.argv, sys.path[0], file=sys.stderr)\nprint('start')\n" + ending + "\n")
+        scripts.append(f"{name}.py")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"}  # NumPy's BLAS: no pool at import
+    forked = script_forks.run(scripts, env, ["numpy"], str(tmp_path), 60)
+    for script in scripts:
+        fresh = subprocess.run([sys.executable, script], cwd=tmp_path, env=env, capture_output=True, text=True)
+        got = forked[script]
+        assert (got.returncode, got.stdout) == (fresh.returncode, fresh.stdout), (script, got, fresh)
+        assert got.stderr.splitlines()[0] == fresh.stderr.splitlines()[0], (script, got.stderr, fresh.stderr)
+        assert got.stderr.splitlines()[-1] == fresh.stderr.splitlines()[-1], (script, got.stderr, fresh.stderr)
+    (tmp_path / "hangs.py").write_text("import time\ntime.sleep(60)\n")
+    (hung,) = script_forks.run(["hangs.py"], env, [], str(tmp_path), 1).values()
+    assert hung.returncode is None and hung.seconds < 30, hung
+    (tmp_path / "threaded.py").write_text("import threading, time\nthreading.Thread(target=time.sleep, args=(30,), "
+                                          "daemon=True).start()\n")
+    with pytest.raises(script_forks.ServerError, match="started 1 threads"):  # then the caller runs them fresh
+        script_forks.run(scripts, env, ["threaded"], str(tmp_path), 60)
+
+
 # Every findings/<name>.py runs its framework (about 95 CPU s in all, the imports shared per batch): the test command
 # runs them, the main job (matrix) leaves them out with the other slow meta tests.
 @pytest.mark.slow
