@@ -21,6 +21,7 @@ from bnsuite.adapters import registry
 from bnsuite.suites import checks as ch
 from bnsuite.suites.checks import Recorder
 from bnsuite.adapters.frameworks import framework_modules
+from meta_tests import script_forks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMEWORK_MODULES = {"torch", "torchao", "keras", "tensorflow", "tf_keras", "jax", "flax", "optax", "paddle", "tinygrad",
@@ -35,6 +36,7 @@ MAX_LINES = 45  # "about 40"
 # actual, why it matters.
 UPSTREAM_SECTIONS = ("# ", "## Versions", "## Reproduction", "## Expected", "## Actual", "## Why it matters")
 MAX_DRAFT_SNIPPET = 25  # "a minimal reproduction of at most ~20 lines", inline
+REPRODUCTION_TIMEOUT = 240
 
 
 def test_declarations_are_well_formed():
@@ -264,7 +266,7 @@ def test_bug_drafts_read_as_reports(finding):
         assert ref.split("/")[-1] in text or ref in text, f"{finding.upstream_report}: does not cite {ref}"
 
 
-def _run_reproduction(f: findings.Finding) -> tuple[findings.Finding, subprocess.CompletedProcess | str, float]:
+def _reproduction_env(f: findings.Finding) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "TF_USE_LEGACY_KERAS")}
     env.update(registry.load(f.reproduce_with or f.adapters[0]).process_env)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -272,26 +274,110 @@ def _run_reproduction(f: findings.Finding) -> tuple[findings.Finding, subprocess
     # sized to every core (OpenMP, TensorFlow's intra- and inter-op pools) would only spin against their neighbours.
     for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
         env.setdefault(var, "1")
+    return env
+
+
+def _run_reproduction(f: findings.Finding) -> tuple[findings.Finding, subprocess.CompletedProcess | str, float]:
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, f.reproduction], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=240)
+        proc = subprocess.run([sys.executable, f.reproduction], cwd=ROOT, env=_reproduction_env(f), capture_output=True,
+                              text=True, timeout=REPRODUCTION_TIMEOUT)
     except subprocess.TimeoutExpired:
-        return f, "timed out after 240 s", time.perf_counter() - t0
+        return f, f"timed out after {REPRODUCTION_TIMEOUT} s", time.perf_counter() - t0
     return f, proc, time.perf_counter() - t0
+
+
+def _imported_modules(path: str) -> list[str]:
+    """Every module a script imports, dotted names with their parents, in the order written."""
+    out: dict[str, None] = {}
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+            [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+        for name in names:
+            parts = name.split(".")
+            out.update(dict.fromkeys(".".join(parts[:i]) for i in range(1, len(parts) + 1)))
+    return list(out)
+
+
+def _batches() -> list[tuple[dict[str, str], list[str], list[findings.Finding]]]:
+    """The reproductions by process environment and framework, each batch with the framework modules (and NumPy)
+    that every one of its scripts imports itself, in the order the first imports them: what its fork server imports
+    once. Largest batch first."""
+    by_key: dict[tuple, list[findings.Finding]] = {}
+    for f in findings.FINDINGS:
+        adapter = registry.load(f.reproduce_with or f.adapters[0])
+        by_key.setdefault((tuple(sorted(adapter.process_env.items())), adapter.requires), []).append(f)
+    out = []
+    for batch in sorted(by_key.values(), key=len, reverse=True):
+        imported = [_imported_modules(os.path.join(ROOT, f.reproduction)) for f in batch]
+        preload = [m for m in imported[0] if m.split(".")[0] in FRAMEWORK_MODULES | {"numpy"}
+                   and all(m in other for other in imported[1:])]
+        out.append((_reproduction_env(batch[0]), preload, batch))
+    return out
+
+
+def _run_batch(batch) -> list[tuple[findings.Finding, script_forks.Outcome | subprocess.CompletedProcess | str, float]]:
+    """A batch through its fork server; where the server cannot fork (its preload failed or started threads), each
+    script in a fresh process."""
+    env, preload, fs = batch
+    try:
+        done = script_forks.run([f.reproduction for f in fs], env, preload, ROOT, REPRODUCTION_TIMEOUT)
+    except script_forks.ServerError:
+        return [_run_reproduction(f) for f in fs]
+    return [(f, o if o.returncode is not None else f"timed out after {REPRODUCTION_TIMEOUT} s", o.seconds)
+            for f, o in ((f, done[f.reproduction]) for f in fs)]
 
 
 @pytest.fixture(scope="module")
 def reproduction_runs():
-    """Every reproduction in its own process and environment, one per core (each imports a framework: CPU-bound), two
-    to four at a time (each holds a framework's memory)."""
+    """Every reproduction run as `python findings/<name>.py` would run, in its adapter's process environment: the
+    scripts of one environment and framework in children forked from one process that imported the framework once
+    (meta_tests/script_forks.py), two batches at a time (each child holds a framework's memory)."""
     workers = min(4, max(2, len(os.sched_getaffinity(0))))
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        return {f.name: (proc, secs) for f, proc, secs in pool.map(_run_reproduction, findings.FINDINGS)}
+        return {f.name: (proc, secs) for batch in pool.map(_run_batch, _batches()) for f, proc, secs in batch}
 
 
-# Every findings/<name>.py imports its framework (1.5 to 3 minutes in all on 2 cores): the test command runs them, the
-# main job (matrix) leaves them out with the other slow meta tests.
+SCRIPT_ENDINGS = {
+    "exit_3": "sys.exit(3)",
+    "exit_message": "sys.exit('gone')",
+    "uncaught": "raise ValueError('uncaught')",
+    "falls_off_the_end": "pass",
+    "fd_writes": "os.write(1, b'fd1\\n'); os.write(2, b'fd2\\n'); print('buffered', end='')",
+    "atexit_and_thread": "atexit.register(print, 'atexit'); threading.Thread(target=lambda: (time.sleep(0.2), "
+                         "print('thread'))).start()",
+}
+
+
+def test_a_forked_script_ends_as_in_a_fresh_interpreter(tmp_path):
+    """What the fork server returns for a script is what `python script.py` gives: exit status, stdout, stderr (the
+    traceback's last line), the script's __name__, __file__, sys.argv and sys.path[0]; one past its timeout is
+    killed; a server whose imports started a thread forks nothing."""
+    scripts = []
+    for name, ending in SCRIPT_ENDINGS.items():
+        (tmp_path / f"{name}.py").write_text(
+            "import atexit, os, sys, threading, time\nimport numpy\n"
+            "print(__name__, __file__, sys.argv, sys.path[0], file=sys.stderr)\nprint('start')\n" + ending + "\n")
+        scripts.append(f"{name}.py")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"}  # NumPy's BLAS: no pool at import
+    forked = script_forks.run(scripts, env, ["numpy"], str(tmp_path), 60)
+    for script in scripts:
+        fresh = subprocess.run([sys.executable, script], cwd=tmp_path, env=env, capture_output=True, text=True)
+        got = forked[script]
+        assert (got.returncode, got.stdout) == (fresh.returncode, fresh.stdout), (script, got, fresh)
+        assert got.stderr.splitlines()[0] == fresh.stderr.splitlines()[0], (script, got.stderr, fresh.stderr)
+        assert got.stderr.splitlines()[-1] == fresh.stderr.splitlines()[-1], (script, got.stderr, fresh.stderr)
+    (tmp_path / "hangs.py").write_text("import time\ntime.sleep(60)\n")
+    (hung,) = script_forks.run(["hangs.py"], env, [], str(tmp_path), 1).values()
+    assert hung.returncode is None and hung.seconds < 30, hung
+    (tmp_path / "threaded.py").write_text("import threading, time\nthreading.Thread(target=time.sleep, args=(30,), "
+                                          "daemon=True).start()\n")
+    with pytest.raises(script_forks.ServerError, match="started 1 threads"):  # then the caller runs them fresh
+        script_forks.run(scripts, env, ["threaded"], str(tmp_path), 60)
+
+
+# Every findings/<name>.py runs its framework (about 95 CPU s in all, the imports shared per batch): the test command
+# runs them, the main job (matrix) leaves them out with the other slow meta tests.
 @pytest.mark.slow
 @pytest.mark.reproductions
 @pytest.mark.parametrize("finding", findings.FINDINGS, ids=lambda f: f.name)
