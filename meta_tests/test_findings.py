@@ -272,8 +272,10 @@ def _reproduction_env(f: findings.Finding) -> dict[str, str]:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # One core's worth of threads each: the pool already runs one reproduction per core, and framework thread pools
     # sized to every core (OpenMP, TensorFlow's intra- and inter-op pools) would only spin against their neighbours.
+    # Set, not defaulted: the runner gives a group cores // jobs threads, and more than one would also let NumPy's
+    # OpenBLAS start its pool at import, so the fork servers would refuse to fork.
     for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
-        env.setdefault(var, "1")
+        env[var] = "1"
     return env
 
 
