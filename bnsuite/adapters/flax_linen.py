@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -72,12 +73,17 @@ class FlaxLinen(FlaxAdapter):
 
         jax, jnp = self.jax, self.jnp
         self.module = self._bn_module = nn.BatchNorm(**self._kwargs)
-        x0 = jax.device_put(jnp.zeros(build_shape(spec, 2), spec.dtype), self.device)
-        self.variables = jax.device_put(self.module.init(jax.random.PRNGKey(0), x0, use_running_average=True),
-                                        self.device)
-        m = self.module
-        self._train = jax.jit(lambda v, x: m.apply(v, x, use_running_average=False, mutable=["batch_stats"]))
-        self._infer = jax.jit(lambda v, x: m.apply(v, x, use_running_average=True))
+        self._use(self.module, build_shape(spec, 2))
+
+    def _use(self, m, x_shape):
+        """Take `m` as the layer, with the variables of its init on zeros of `x_shape`; the jitted train and
+        inference applies serve every layer of the process with the same constructor arguments and shapes."""
+        jax, jnp = self.jax, self.jnp
+        self.module = m
+        x0 = jax.device_put(jnp.zeros(x_shape, self.spec.dtype), self.device)
+        self.variables = jax.device_put(_jitted(_init)(m, jax.random.PRNGKey(0), x0), self.device)
+        self._train = functools.partial(_jitted(_train_apply), m)
+        self._infer = functools.partial(_jitted(_infer_apply), m)
 
     def _slot(self, name):
         col, key = LINEN_SLOTS[name]
@@ -111,12 +117,7 @@ class FlaxLinen(FlaxAdapter):
     def rebuild_with_axes(self, axes, x_shape):
         import flax.linen as nn
 
-        jax, jnp = self.jax, self.jnp
-        self.module = m = nn.BatchNorm(**{**self._kwargs, "axis": tuple(axes)})
-        x0 = jax.device_put(jnp.zeros(x_shape, self.spec.dtype), self.device)
-        self.variables = jax.device_put(m.init(jax.random.PRNGKey(0), x0, use_running_average=True), self.device)
-        self._train = jax.jit(lambda v, x: m.apply(v, x, use_running_average=False, mutable=["batch_stats"]))
-        self._infer = jax.jit(lambda v, x: m.apply(v, x, use_running_average=True))
+        self._use(nn.BatchNorm(**{**self._kwargs, "axis": tuple(axes)}), x_shape)
 
     @with_x64
     def forward_constructed_mode(self, x, constructed, call):
@@ -136,18 +137,8 @@ class FlaxLinen(FlaxAdapter):
 
     def _grads(self, xj, dyj, training):
         """jax.grad of sum(y * dy) w.r.t. (params, x); the batch_stats update is returned by apply and dropped."""
-        jax, jnp = self.jax, self.jnp
-        m = self.module
-        params = self.variables.get("params", {})
-        stats = self.variables["batch_stats"]
-
-        def loss(p, xj):
-            out = m.apply({"params": p, "batch_stats": stats}, xj, use_running_average=not training,
-                          mutable=["batch_stats"] if training else False)
-            y = out[0] if training else out
-            return jnp.sum(y * dyj)
-
-        dp, dx = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, xj)
+        dp, dx = _jitted(_grads)(self.module, bool(training), self.variables.get("params", {}),
+                                 self.variables["batch_stats"], xj, dyj)
         return dx, dp.__getitem__
 
     def _frozen_step(self, idiom, xj, dyj, lr):
@@ -180,3 +171,43 @@ class FlaxLinen(FlaxAdapter):
                 f"bn = nn.BatchNorm({self._snippet_kwargs()})\n"
                 "variables = bn.init(jax.random.PRNGKey(0), x, use_running_average=True)\n"
                 "y, updates = bn.apply(variables, x, use_running_average=False, mutable=['batch_stats'])")
+
+
+# Jitted functions shared by every layer of the process: the module (its constructor arguments) and the mode are static
+# arguments, so a second layer with the same arguments, shapes and dtypes reuses the first one's trace and program
+# instead of tracing, lowering and compiling its own.
+_JITS: dict = {}
+
+
+def _jitted(fn):
+    import jax
+
+    if fn not in _JITS:
+        _JITS[fn] = jax.jit(fn, static_argnums=(0, 1) if fn is _grads else (0,))
+    return _JITS[fn]
+
+
+def _init(m, key, x0):
+    return m.init(key, x0, use_running_average=True)
+
+
+def _train_apply(m, v, x):
+    return m.apply(v, x, use_running_average=False, mutable=["batch_stats"])
+
+
+def _infer_apply(m, v, x):
+    return m.apply(v, x, use_running_average=True)
+
+
+def _grads(m, training, params, stats, xj, dyj):
+    """jax.grad of sum(y * dy) w.r.t. (params, x); the batch_stats update is returned by apply and dropped."""
+    import jax
+    import jax.numpy as jnp
+
+    def loss(p, xj):
+        out = m.apply({"params": p, "batch_stats": stats}, xj, use_running_average=not training,
+                      mutable=["batch_stats"] if training else False)
+        y = out[0] if training else out
+        return jnp.sum(y * dyj)
+
+    return jax.grad(loss, argnums=(0, 1))(params, xj)

@@ -113,18 +113,15 @@ class FlaxModels:
         return {"flax": flax.__version__, "jax": jax.__version__, "optax": optax.__version__}
 
     def build(self, arch: str, seed: int = 0, momentum: float = 0.9, eps: float = 1e-5):
-        """(module, variables) after the collection forwards."""
-        import jax
-
+        """(module, variables) after the collection forwards (one jitted training-mode apply)."""
         if arch not in self.architectures:
             raise KeyError(arch)
         module = _resnet18_class()(momentum=momentum, eps=eps)
         batches = stat_batches(seed)
         variables = numpy_init(module, batches[0][:1], seed)
-        collect = module.clone(momentum=0.0)
+        collect = _jitted(_collect_apply)
         for x in batches:
-            _, upd = collect.apply(variables, x, train=True, mutable=["batch_stats"])
-            variables = {**variables, "batch_stats": upd["batch_stats"]}
+            variables = {**variables, "batch_stats": collect(module.clone(momentum=0.0), variables, x)}
         return module, variables
 
     def native(self, x: np.ndarray) -> np.ndarray:
@@ -146,29 +143,64 @@ class FlaxModels:
 
     def freeze_step(self, model, idiom: str, x: np.ndarray, t: np.ndarray):
         """One optax SGD step (lr 0.1, softmax cross-entropy) under `idiom`; returns the model to read afterwards."""
-        import jax
-        import optax
-
         module, variables = model[0], model[1]
-        train = idiom == "train_step"
-        if idiom == "frozen_backbone":
-            labels = {k: ("head" if k == "fc" else "frozen") for k in variables["params"]}
-            tx = optax.multi_transform({"head": optax.sgd(0.1), "frozen": optax.set_to_zero()}, labels)
+        grads, stats = _jitted(_grads)(module, idiom == "train_step", variables, x, t)
+        params = _jitted(_sgd_step)(idiom == "frozen_backbone", variables["params"], grads)
+        return module, {**variables, "params": params, "batch_stats": stats}, {"train": False}
+
+
+# ResNet-18 runs its collection forwards and optimizer steps jitted: one XLA program each, where op by op every
+# primitive at every shape (forward, then its transpose) is a program of its own (about 300 for one step). The module
+# and the mode are static arguments, so a jitted function serves every model and idiom of the process.
+_JITS: dict = {}
+
+
+def _jitted(fn):
+    """`fn` under jax.jit, its leading arguments (a module, a mode) static: as many as _STATIC says."""
+    import jax
+
+    if fn not in _JITS:
+        _JITS[fn] = jax.jit(fn, static_argnums=tuple(range(_STATIC[fn.__name__])))
+    return _JITS[fn]
+
+
+def _collect_apply(module, variables, x):
+    """The batch_stats after one training-mode forward of `module` (a clone with momentum 0: the batch's statistics)."""
+    return module.apply(variables, x, train=True, mutable=["batch_stats"])[1]["batch_stats"]
+
+
+def _grads(module, train: bool, variables, x, t):
+    """Gradients of the softmax cross-entropy w.r.t. params, and the batch_stats after the forward: updated in training
+    mode (use_running_average=False, mutable batch_stats), untouched in inference mode."""
+    import jax
+    import optax
+
+    def loss(params):
+        v = {**variables, "params": params}
+        if train:
+            y, upd = module.apply(v, x, train=True, mutable=["batch_stats"])
         else:
-            tx = optax.sgd(0.1)
+            y, upd = module.apply(v, x, train=False), {"batch_stats": variables["batch_stats"]}
+        return optax.softmax_cross_entropy(y, t).mean(), upd
 
-        def loss(params):
-            v = {**variables, "params": params}
-            if train:
-                y, upd = module.apply(v, x, train=True, mutable=["batch_stats"])
-            else:
-                y, upd = module.apply(v, x, train=False), {"batch_stats": variables["batch_stats"]}
-            return optax.softmax_cross_entropy(y, t).mean(), upd
+    (_, upd), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+    return grads, upd["batch_stats"]
 
-        (_, upd), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
-        updates, _ = tx.update(grads, tx.init(variables["params"]), variables["params"])
-        params = optax.apply_updates(variables["params"], updates)
-        return module, {**variables, "params": params, "batch_stats": upd["batch_stats"]}, {"train": False}
+
+def _sgd_step(frozen_backbone: bool, params, grads):
+    """optax SGD (lr 0.1); a frozen backbone: optax.multi_transform with set_to_zero on every param but the head."""
+    import optax
+
+    if frozen_backbone:
+        labels = {k: ("head" if k == "fc" else "frozen") for k in params}
+        tx = optax.multi_transform({"head": optax.sgd(0.1), "frozen": optax.set_to_zero()}, labels)
+    else:
+        tx = optax.sgd(0.1)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    return optax.apply_updates(params, updates)
+
+
+_STATIC = {"_collect_apply": 1, "_grads": 2, "_sgd_step": 1}
 
 
 MODELS = FlaxModels()

@@ -24,6 +24,7 @@ class KerasModels:
     def __init__(self, package: str):
         self.package = package  # "keras" or "tf_keras"
         self.framework = package
+        self._collected: dict = {}  # (arch, seed) -> the base's weights after the collection forwards
         self.architectures = {
             "resnet50": Cited("ResNet50", _APP.format("resnet", "ResNet50")),
             "densenet121": Cited("DenseNet121", _APP.format("densenet", "DenseNet121")),
@@ -81,7 +82,14 @@ class KerasModels:
         if init is None:
             K.utils.set_random_seed(seed)
         base = self._base(arch, init)
-        self._collect(base, seed)
+        # The collected weights (statistics included) of an (arch, seed) are the same for every build of the process:
+        # collected once, copied into each later base.
+        collected = self._collected.get((arch, seed))
+        if collected is None:
+            self._collect(base, seed)
+            self._collected[(arch, seed)] = base.get_weights()
+        else:
+            base.set_weights(collected)
         if idiom in ("transfer_learning", "trainable_false_only"):
             base.trainable = False
         inputs = K.Input((IMAGE, IMAGE, 3))
