@@ -6,6 +6,8 @@ Sources: google/flax @ 18f8f311 (flax 0.12.8): flax/linen/normalization.py (LINE
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from bnsuite.adapters import numerics
@@ -118,8 +120,6 @@ def assign(var, value) -> None:
 
 def with_x64(method):
     """Run an adapter method inside x64_scope(self.spec.dtype) (or the dtype of the Spec passed to __init__)."""
-    import functools
-
     @functools.wraps(method)
     def run(self, *args, **kwargs):
         spec = getattr(self, "spec", None) or args[0]
@@ -127,6 +127,16 @@ def with_x64(method):
             return method(self, *args, **kwargs)
 
     return run
+
+
+@functools.cache
+def shared_jit(fn, n_static: int):
+    """`fn` under jax.jit with its first `n_static` arguments (a module, a mode) static, one per process: every caller
+    with the same static arguments, shapes and dtypes reuses the first one's trace and program instead of tracing,
+    lowering and compiling its own."""
+    import jax
+
+    return jax.jit(fn, static_argnums=tuple(range(n_static)))
 
 
 def jax_device(kind: str):

@@ -9,7 +9,8 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited, FreezeFacts, FreezeIdiom, dtype_name
 from bnsuite.adapters.conventions import build_shape
-from bnsuite.adapters.flax_common import LINEN, FlaxAdapter, flax_capabilities, flax_declaration, with_x64
+from bnsuite.adapters.flax_common import (LINEN, FlaxAdapter, flax_capabilities, flax_declaration, shared_jit,
+                                         with_x64)
 from bnsuite.adapters.mixed_precision import flax_mixed
 
 # State slot -> (variable collection, name) in linen's variables.
@@ -81,9 +82,9 @@ class FlaxLinen(FlaxAdapter):
         jax, jnp = self.jax, self.jnp
         self.module = m
         x0 = jax.device_put(jnp.zeros(x_shape, self.spec.dtype), self.device)
-        self.variables = jax.device_put(_jitted(_init)(m, jax.random.PRNGKey(0), x0), self.device)
-        self._train = functools.partial(_jitted(_train_apply), m)
-        self._infer = functools.partial(_jitted(_infer_apply), m)
+        self.variables = jax.device_put(shared_jit(_init, 1)(m, jax.random.PRNGKey(0), x0), self.device)
+        self._train = functools.partial(shared_jit(_train_apply, 1), m)
+        self._infer = functools.partial(shared_jit(_infer_apply, 1), m)
 
     def _slot(self, name):
         col, key = LINEN_SLOTS[name]
@@ -137,7 +138,7 @@ class FlaxLinen(FlaxAdapter):
 
     def _grads(self, xj, dyj, training):
         """jax.grad of sum(y * dy) w.r.t. (params, x); the batch_stats update is returned by apply and dropped."""
-        dp, dx = _jitted(_grads)(self.module, bool(training), self.variables.get("params", {}),
+        dp, dx = shared_jit(_grads, 2)(self.module, bool(training), self.variables.get("params", {}),
                                  self.variables["batch_stats"], xj, dyj)
         return dx, dp.__getitem__
 
@@ -173,20 +174,7 @@ class FlaxLinen(FlaxAdapter):
                 "y, updates = bn.apply(variables, x, use_running_average=False, mutable=['batch_stats'])")
 
 
-# Jitted functions shared by every layer of the process: the module (its constructor arguments) and the mode are static
-# arguments, so a second layer with the same arguments, shapes and dtypes reuses the first one's trace and program
-# instead of tracing, lowering and compiling its own.
-_JITS: dict = {}
-
-
-def _jitted(fn):
-    import jax
-
-    if fn not in _JITS:
-        _JITS[fn] = jax.jit(fn, static_argnums=(0, 1) if fn is _grads else (0,))
-    return _JITS[fn]
-
-
+# Jitted through shared_jit (the module and the mode static), so layers with the same arguments share a program.
 def _init(m, key, x0):
     return m.init(key, x0, use_running_average=True)
 

@@ -11,6 +11,7 @@ Keras 3 and ``tf.compat.v1.layers.batch_normalization`` raises AttributeError (t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import NamedTuple
 
@@ -193,8 +194,7 @@ class Tf1Graph(OnFramework, SlotState, BatchNormAdapter):
         self.sess.run(init)
 
     def _in_graph(self):
-        import contextlib
-
+        """The layer's graph and device, for building ops in it."""
         stack = contextlib.ExitStack()
         stack.enter_context(self.graph.as_default())
         stack.enter_context(self.tf.device("/GPU:0" if self.spec.device == "gpu" else "/CPU:0"))
@@ -264,7 +264,7 @@ class Tf1Graph(OnFramework, SlotState, BatchNormAdapter):
         return np.asarray(y, np.float64)
 
     def backward(self, x, dy, training):
-        """tf.gradients built with the graph; fetching them runs no update op, so the state is untouched."""
+        """tf.gradients (built on first use); fetching them runs no update op, so the state is untouched."""
         out = self.sess.run(self._grads(bool(training)), {self.x: np.asarray(x), self.dy: np.asarray(dy)})
         out = [np.asarray(g, np.float64) for g in out]
         dx, rest = out[0], out[1:]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnsuite.adapters.base import Cited
+from bnsuite.adapters.flax_common import shared_jit
 from bnsuite.models import CLASSES, Moves, stat_batches
 
 _LINEN = "flax/linen/normalization.py: BatchNorm.__call__"
@@ -119,7 +120,7 @@ class FlaxModels:
         module = _resnet18_class()(momentum=momentum, eps=eps)
         batches = stat_batches(seed)
         variables = numpy_init(module, batches[0][:1], seed)
-        collect = _jitted(_collect_apply)
+        collect = shared_jit(_collect_apply, 1)
         for x in batches:
             variables = {**variables, "batch_stats": collect(module.clone(momentum=0.0), variables, x)}
         return module, variables
@@ -144,26 +145,14 @@ class FlaxModels:
     def freeze_step(self, model, idiom: str, x: np.ndarray, t: np.ndarray):
         """One optax SGD step (lr 0.1, softmax cross-entropy) under `idiom`; returns the model to read afterwards."""
         module, variables = model[0], model[1]
-        grads, stats = _jitted(_grads)(module, idiom == "train_step", variables, x, t)
-        params = _jitted(_sgd_step)(idiom == "frozen_backbone", variables["params"], grads)
+        grads, stats = shared_jit(_grads, 2)(module, idiom == "train_step", variables, x, t)
+        params = shared_jit(_sgd_step, 1)(idiom == "frozen_backbone", variables["params"], grads)
         return module, {**variables, "params": params, "batch_stats": stats}, {"train": False}
 
 
 # ResNet-18 runs its collection forwards and optimizer steps jitted: one XLA program each, where op by op every
 # primitive at every shape (forward, then its transpose) is a program of its own (about 300 for one step). The module
 # and the mode are static arguments, so a jitted function serves every model and idiom of the process.
-_JITS: dict = {}
-
-
-def _jitted(fn):
-    """`fn` under jax.jit, its leading arguments (a module, a mode) static: as many as _STATIC says."""
-    import jax
-
-    if fn not in _JITS:
-        _JITS[fn] = jax.jit(fn, static_argnums=tuple(range(_STATIC[fn.__name__])))
-    return _JITS[fn]
-
-
 def _collect_apply(module, variables, x):
     """The batch_stats after one training-mode forward of `module` (a clone with momentum 0: the batch's statistics)."""
     return module.apply(variables, x, train=True, mutable=["batch_stats"])[1]["batch_stats"]
@@ -199,8 +188,6 @@ def _sgd_step(frozen_backbone: bool, params, grads):
     updates, _ = tx.update(grads, tx.init(params), params)
     return optax.apply_updates(params, updates)
 
-
-_STATIC = {"_collect_apply": 1, "_grads": 2, "_sgd_step": 1}
 
 
 MODELS = FlaxModels()

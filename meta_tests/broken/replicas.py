@@ -76,9 +76,9 @@ class HungCollectiveEngine(TorchReplicas):
     def measure(self, p):
         import torch.multiprocessing as mp
 
-        from bnsuite.adapters.replicas.torch_ddp import _free_port
+        from bnsuite.adapters.replicas import free_ports
 
-        mp.start_processes(_hang_rank, args=(_free_port(),), nprocs=2, join=True, start_method="fork")
+        mp.start_processes(_hang_rank, args=(free_ports(1)[0],), nprocs=2, join=True, start_method="fork")
         return {}
 
 

@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -158,6 +159,20 @@ def shards(x: np.ndarray, sizes) -> list[np.ndarray]:
     """Contiguous shards of the batch axis with the given sizes."""
     edges = np.cumsum([0, *sizes])
     return [x[a:b] for a, b in zip(edges[:-1], edges[1:])]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct TCP ports free on the loopback now (bound together, then released for the ranks to listen on)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def even_sizes(n: int) -> tuple[int, ...]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited
 from bnsuite.adapters.replicas import (EPS, MOMENTUM, REPLICA_COUNTS, SHARD_CASES, STEPS, IdiomFacts,
-                                       ReplicaDeclaration, ReplicaEngine, even_sizes, merge_ranks, shards)
+                                       ReplicaDeclaration, ReplicaEngine, even_sizes, free_ports, merge_ranks, shards)
 
 _BN = "mlx/nn/layers/normalization.py: BatchNorm"
 _UTILS = "mlx/nn/utils.py"
@@ -89,20 +88,6 @@ LR = 0.05  # the SGD step between the plan's batches (running statistics do not 
 HOST = "127.0.0.1"
 
 
-def _free_ports(n: int) -> list[int]:
-    """n distinct ports free on the loopback now (bound together, then released for the ranks to listen on)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _last_line(log) -> str:
     log.flush()
     log.seek(0)
@@ -134,7 +119,7 @@ class MlxReplicas(ReplicaEngine):
             with open(os.path.join(tmp, "idioms.json"), "w") as fh:
                 json.dump(list(self.declare().idioms), fh)
             procs = []
-            ports = iter(_free_ports(sum(REPLICA_COUNTS)))  # distinct across the worlds that run at once
+            ports = iter(free_ports(sum(REPLICA_COUNTS)))  # distinct across the worlds that run at once
             try:
                 for n in REPLICA_COUNTS:
                     procs += self._launch(tmp, n, [next(ports) for _ in range(n)])

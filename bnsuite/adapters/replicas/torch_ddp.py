@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
 import tempfile
 
 import numpy as np
 
 from bnsuite.adapters.base import Cited
 from bnsuite.adapters.replicas import (EPS, MOMENTUM, REPLICA_COUNTS, SHARD_CASES, STEPS, IdiomFacts,
-                                       ReplicaDeclaration, ReplicaEngine, even_sizes, merge_ranks, shards)
+                                       ReplicaDeclaration, ReplicaEngine, even_sizes, free_ports, merge_ranks,
+                                       shards)
 
 _BN = "torch/nn/modules/batchnorm.py"
 _DDP = "torch/nn/parallel/distributed.py"
@@ -78,12 +78,6 @@ DECLARATION = ReplicaDeclaration(
 )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _outcome(e: BaseException | None) -> str:
     return "ok" if e is None else f"error:{type(e).__name__}"
 
@@ -109,7 +103,7 @@ class TorchReplicas(ReplicaEngine):
                 out[f"{name}/skipped"] = np.array(
                     f"needs {WORLD} CUDA devices for nccl (one per replica); torch sees {gpus}")
         with tempfile.TemporaryDirectory(prefix="bnsuite-torch-ddp-") as tmp:
-            port = _free_port()
+            port = free_ports(1)[0]
             mp.start_processes(_rank_main, args=(type(self), WORLD, port, tmp, p, idioms), nprocs=WORLD, join=True,
                                start_method="fork")
             per_rank = []
