@@ -129,6 +129,14 @@ def with_x64(method):
     return run
 
 
+def as_jax(a, dtype, device=None):
+    """jnp.asarray(a, dtype) placed on `device`: NumPy casts on the host, as jnp.asarray does with NumPy input, and the
+    array is transferred, without the identity convert_element_type program jnp.asarray compiles per new shape."""
+    import jax
+
+    return jax.device_put(np.asarray(a, jax.dtypes.canonicalize_dtype(dtype)), device)
+
+
 @functools.cache
 def shared_jit(fn, n_static: int):
     """`fn` under jax.jit with its first `n_static` arguments (a module, a mode) static, one per process: every caller
@@ -200,11 +208,11 @@ class FlaxAdapter(OnFramework, SlotState, BatchNormAdapter):
         self.device = jax_device(spec.device)
 
     def _x(self, x):
-        return self.jax.device_put(self.jnp.asarray(np.asarray(x), self.spec.dtype), self.device)
+        return as_jax(x, self.spec.dtype, self.device)
 
     def _put(self, value, like):
         """`value` on the layer's device in the dtype of the array it replaces."""
-        return self.jax.device_put(self.jnp.asarray(value, like.dtype), self.device)
+        return as_jax(value, like.dtype, self.device)
 
     @with_x64
     def get_state(self) -> State:

@@ -9,8 +9,8 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited, FreezeFacts, FreezeIdiom, dtype_name
 from bnsuite.adapters.conventions import build_shape
-from bnsuite.adapters.flax_common import (LINEN, FlaxAdapter, flax_capabilities, flax_declaration, shared_jit,
-                                         with_x64)
+from bnsuite.adapters.flax_common import (LINEN, FlaxAdapter, as_jax, flax_capabilities, flax_declaration,
+                                         shared_jit, with_x64)
 from bnsuite.adapters.mixed_precision import flax_mixed
 
 # State slot -> (variable collection, name) in linen's variables.
@@ -81,7 +81,7 @@ class FlaxLinen(FlaxAdapter):
         inference applies serve every layer of the process with the same constructor arguments and shapes."""
         jax, jnp = self.jax, self.jnp
         self.module = m
-        x0 = jax.device_put(jnp.zeros(x_shape, self.spec.dtype), self.device)
+        x0 = as_jax(np.zeros(x_shape), self.spec.dtype, self.device)
         self.variables = jax.device_put(shared_jit(_init, 1)(m, jax.random.PRNGKey(0), x0), self.device)
         self._train = functools.partial(shared_jit(_train_apply, 1), m)
         self._infer = functools.partial(shared_jit(_infer_apply, 1), m)

@@ -86,7 +86,7 @@ def numpy_init(module, x, seed: int) -> dict:
             value = np.ones(shape)
         else:  # bias, mean
             value = np.zeros(shape)
-        out[path] = jax.numpy.asarray(value.astype(dtype))
+        out[path] = jax.device_put(value.astype(dtype))  # no jnp.asarray: it compiles a program per new shape
     return traverse_util.unflatten_dict(out)
 
 

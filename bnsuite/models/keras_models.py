@@ -120,7 +120,9 @@ class KerasModels:
         """The probe reads a flat functional model's layers: the base with the pooling and head added to it."""
         K = self.K
         base, head = model.base, model.get_layer("head")
-        dense = K.layers.Dense(head.units, name="head_copy")  # a layer called in two graphs has two outputs
+        # A layer called in two graphs has two outputs, so the head is copied; its weights are set from the head
+        # below (zeros spare the random initializer: on JAX a compiled random-number program).
+        dense = K.layers.Dense(head.units, name="head_copy", kernel_initializer="zeros")
         y = dense(K.layers.GlobalAveragePooling2D()(base.output))
         dense.set_weights(head.get_weights())
         return K.Model(base.input, y)

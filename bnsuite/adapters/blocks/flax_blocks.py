@@ -10,7 +10,7 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited, Unsupported
 from bnsuite.adapters.blocks import BlockDeclaration, Blocks
-from bnsuite.adapters.flax_common import optimizer_update
+from bnsuite.adapters.flax_common import as_jax, optimizer_update
 
 _OPTAX = "optax/losses/_classification.py"
 
@@ -85,6 +85,11 @@ def _names(ops):
     return ["dense" if op[0] == "dense" else "bn" if op[0] == "bn" else f"{op[0]}_{i}" for i, op in enumerate(ops)]
 
 
+def _unset(key, shape, dtype):
+    """Zeros for a kernel that _load overwrites: no random-number program per kernel shape."""
+    return as_jax(np.zeros(shape), dtype)
+
+
 class _FlaxBlocks(Blocks):
     """Builds the block (`_build`) in the spec's dtype `self.dt`, then loads the canonical weights (`_load`)."""
 
@@ -104,20 +109,22 @@ class FlaxLinenBlocks(_FlaxBlocks):
     def _build(self, spec):
         jax, jnp = self.jax, self.jnp
         self.module = _linen_module(spec.ops, spec.rate, spec.eps, spec.momentum, self.dt)
-        x0 = jnp.zeros((2, spec.in_features), self.dt)
-        variables = self.module.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x0, training=False)
-        self.variables = jax.tree_util.tree_map(lambda a: a, dict(variables))
+        # _load sets every variable: their shapes come from an abstract init (no random-number program per shape).
+        x0 = jax.ShapeDtypeStruct((2, spec.in_features), self.dt)
+        shapes = jax.eval_shape(lambda x: self.module.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
+                                                           x, training=False), x0)
+        self.variables = jax.tree_util.tree_map(lambda a: as_jax(np.zeros(a.shape), a.dtype), dict(shapes))
 
     def _load(self, w):
         jnp = self.jnp
         params = {k: dict(v) for k, v in self.variables["params"].items()}
         stats = {k: dict(v) for k, v in self.variables.get("batch_stats", {}).items()}
         if "dense" in params:
-            params["dense"] = {"kernel": jnp.asarray(w["dense.kernel"].T, self.dt),
-                               "bias": jnp.asarray(w["dense.bias"], self.dt)}
+            params["dense"] = {"kernel": as_jax(w["dense.kernel"].T, self.dt),
+                               "bias": as_jax(w["dense.bias"], self.dt)}
         if "bn" in params:
-            params["bn"] = {"scale": jnp.asarray(w["bn.scale"], self.dt), "bias": jnp.asarray(w["bn.offset"], self.dt)}
-            stats["bn"] = {"mean": jnp.asarray(w["bn.mean"], self.dt), "var": jnp.asarray(w["bn.var"], self.dt)}
+            params["bn"] = {"scale": as_jax(w["bn.scale"], self.dt), "bias": as_jax(w["bn.offset"], self.dt)}
+            stats["bn"] = {"mean": as_jax(w["bn.mean"], self.dt), "var": as_jax(w["bn.var"], self.dt)}
         self.variables = {"params": params, **({"batch_stats": stats} if stats else {})}
 
     def forward(self, x, training, seed=0):
@@ -125,7 +132,7 @@ class FlaxLinenBlocks(_FlaxBlocks):
 
         kw = {"rngs": {"dropout": self.jax.random.key(seed)}} if training else {}
         mutable = ["intermediates"] + (["batch_stats"] if training and "batch_stats" in self.variables else [])
-        _, state = self.module.apply(self.variables, self.jnp.asarray(x, self.dt), training=training,
+        _, state = self.module.apply(self.variables, as_jax(x, self.dt), training=training,
                                      capture_intermediates=True, mutable=mutable, **kw)
         if "batch_stats" in state:
             self.variables = {**self.variables, "batch_stats": state["batch_stats"]}
@@ -149,7 +156,7 @@ class FlaxLinenBlocks(_FlaxBlocks):
         import optax
 
         jax, jnp = self.jax, self.jnp
-        xt, tt = jnp.asarray(x, self.dt), jnp.asarray(target, self.dt)
+        xt, tt = as_jax(x, self.dt), as_jax(target, self.dt)
         rest = {k: v for k, v in self.variables.items() if k != "params"}
 
         def f(params):
@@ -177,7 +184,8 @@ class FlaxNnxBlocks(_FlaxBlocks):
         layers, width = [], spec.in_features
         for op in spec.ops:
             if op[0] == "dense":
-                layers.append(nnx.Linear(width, op[1], dtype=self.dt, param_dtype=self.dt, rngs=rngs))
+                layers.append(nnx.Linear(width, op[1], dtype=self.dt, param_dtype=self.dt, rngs=rngs,
+                                         kernel_init=_unset))  # _load sets the kernel
                 width = op[1]
             elif op[0] == "bn":
                 layers.append(nnx.BatchNorm(width, momentum=1.0 - spec.momentum, epsilon=spec.eps, dtype=self.dt,
@@ -197,14 +205,14 @@ class FlaxNnxBlocks(_FlaxBlocks):
         jnp = self.jnp
         if "dense" in self._by:
             m = self._by["dense"]
-            m.kernel.value = jnp.asarray(w["dense.kernel"].T, self.dt)
-            m.bias.value = jnp.asarray(w["dense.bias"], self.dt)
+            m.kernel.value = as_jax(w["dense.kernel"].T, self.dt)
+            m.bias.value = as_jax(w["dense.bias"], self.dt)
         if "bn" in self._by:
             m = self._by["bn"]
-            m.scale.value = jnp.asarray(w["bn.scale"], self.dt)
-            m.bias.value = jnp.asarray(w["bn.offset"], self.dt)
-            m.mean.value = jnp.asarray(w["bn.mean"], self.dt)
-            m.var.value = jnp.asarray(w["bn.var"], self.dt)
+            m.scale.value = as_jax(w["bn.scale"], self.dt)
+            m.bias.value = as_jax(w["bn.offset"], self.dt)
+            m.mean.value = as_jax(w["bn.mean"], self.dt)
+            m.var.value = as_jax(w["bn.var"], self.dt)
 
     def _run(self, h, training, seed, collect):
         nnx = self.nnx
@@ -221,7 +229,7 @@ class FlaxNnxBlocks(_FlaxBlocks):
         return h, outs
 
     def forward(self, x, training, seed=0):
-        return self._run(self.jnp.asarray(x, self.dt), training, seed, True)[1]
+        return self._run(as_jax(x, self.dt), training, seed, True)[1]
 
     def weights(self):
         out = {}
@@ -244,7 +252,7 @@ class FlaxNnxBlocks(_FlaxBlocks):
         dense = self._by.get("dense")
         if dense is None:
             raise Unsupported("flax-nnx: sgd_step needs a dense layer")
-        xt, tt = jnp.asarray(x, self.dt), jnp.asarray(target, self.dt)
+        xt, tt = as_jax(x, self.dt), as_jax(target, self.dt)
 
         def f(dense_layer):
             h = dense_layer(xt)

@@ -71,7 +71,7 @@ class _KerasBlocks(Blocks):
         self.layers, width = [], spec.in_features
         for op in spec.ops:
             if op[0] == "dense":
-                layer = L.Dense(op[1], dtype=spec.dtype)
+                layer = L.Dense(op[1], dtype=spec.dtype, kernel_initializer="zeros")  # set from `weights` below
                 layer.build((None, width))
                 width = op[1]
             elif op[0] == "bn":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnsuite.adapters.base import Cited
-from bnsuite.adapters.flax_common import assign, optimizer_update
+from bnsuite.adapters.flax_common import as_jax, assign, optimizer_update
 from bnsuite.adapters.flax_linen import LinenRecipe
 from bnsuite.adapters.flax_nnx import NnxRecipe
 from bnsuite.adapters.nets import HWIO, Network, bn_names
@@ -25,7 +25,7 @@ def _nhwc_on_device(net, x):
     x = np.asarray(x)
     if not net.channels_last:
         x = np.moveaxis(x, 1, -1)
-    return net.jax.device_put(net.jnp.asarray(x, net.dtype), net.device)
+    return as_jax(x, net.dtype, net.device)
 
 
 def _key(name: str) -> str:
@@ -105,10 +105,10 @@ class LinenNet(Network):
         kinds = _kinds(self.arch)
         params, stats = {}, {}
         for name, kind in kinds.items():
-            params[_key(name)] = {f: jnp.asarray(_to_flax(f"{name}.{c}", weights[f"{name}.{c}"]), dtype)
+            params[_key(name)] = {f: as_jax(_to_flax(f"{name}.{c}", weights[f"{name}.{c}"]), dtype)
                                   for c, f in _FIELDS[kind]}
             if kind == "bn":
-                stats[_key(name)] = {f: jnp.asarray(weights[f"{name}.{c}"], dtype) for c, f in _STATS}
+                stats[_key(name)] = {f: as_jax(weights[f"{name}.{c}"], dtype) for c, f in _STATS}
         self.variables = jax.device_put({"params": params, "batch_stats": stats}, self.device)
         m = self.module
         self._infer = jax.jit(lambda v, x: m.apply(v, x, train=False))
@@ -156,7 +156,7 @@ class LinenNet(Network):
     def sgd_step(self, x, target, lr):
         if lr not in self._steps:
             self._steps[lr] = self._make_step(lr)
-        t = self.jax.device_put(self.jnp.asarray(np.asarray(target), self.dtype), self.device)
+        t = as_jax(target, self.dtype, self.device)
         loss, self.variables = self._steps[lr](self.variables, self._x(x), t)
         return float(loss)
 
@@ -237,8 +237,7 @@ class NnxNet(Network):
             mod = getattr(self.model, _key(name))
             fields = _FIELDS[kind] + (_STATS if kind == "bn" else ())
             for c, f in fields:
-                assign(getattr(mod, f), jax.device_put(
-                    jnp.asarray(_to_flax(f"{name}.{c}", weights[f"{name}.{c}"]), dtype), self.device))
+                assign(getattr(mod, f), as_jax(_to_flax(f"{name}.{c}", weights[f"{name}.{c}"]), dtype, self.device))
                 n_set += 1
         n_vars = len(jax.tree_util.tree_leaves(nnx.state(self.model)))
         if n_vars != n_set:  # a variable left abstract would fail later, obscurely
@@ -272,7 +271,7 @@ class NnxNet(Network):
         opt = nnx.Optimizer(model, optax.sgd(lr), wrt=wrt)
         target_model = nnx.view(model, use_running_average=True) if recipe.view else model
         xj = self._x(x)
-        tj = self.jax.device_put(jnp.asarray(np.asarray(target), self.dtype), self.device)
+        tj = as_jax(target, self.dtype, self.device)
 
         def loss_fn(m):
             return jnp.mean(jnp.square(m(xj) - tj))

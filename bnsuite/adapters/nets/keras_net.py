@@ -31,6 +31,24 @@ def _key(name: str) -> str:
     return name.replace(".", "_")
 
 
+_INIT_ARGS = {"conv": ("kernel_initializer", "bias_initializer"), "dense": ("kernel_initializer", "bias_initializer"),
+              "bn": ("gamma_initializer", "beta_initializer", "moving_mean_initializer", "moving_variance_initializer")}
+
+
+def _native(kind: str, name: str, weights: dict, dtype: str) -> list:
+    """The layer's weights in Keras' order and layout (set_weights' list)."""
+    if kind == "conv":
+        return [weights[f"{name}.kernel"].transpose(2, 3, 1, 0).astype(dtype), weights[f"{name}.bias"].astype(dtype)]
+    if kind == "dense":
+        return [weights[f"{name}.kernel"].T.astype(dtype), weights[f"{name}.bias"].astype(dtype)]
+    return [weights[f"{name}.{s}"].astype(dtype) for s in ("scale", "offset", "mean", "var")]
+
+
+def _given(value):
+    """A Keras initializer returning `value` (a JAX array: Keras takes it as it is)."""
+    return lambda shape, dtype=None, **kwargs: value
+
+
 class KerasNet(Network):
     weight_layout = Cited(HWIO, "keras/src/layers/convolutional/base_conv.py BaseConv.build: kernel_shape = kernel_size "
                                 "+ (input_channel // groups, filters); keras/src/layers/core/dense.py Dense.build: "
@@ -75,12 +93,20 @@ class KerasNet(Network):
         # training=False baked into the model for the idiom that fits with BN in inference mode
         functional = self.recipe is not None and self.recipe.model == "functional"
         bn_kw = {"training": self.recipe.training} if functional else {}
-        # Every weight is set from `weights` below: zeros spare the random initializers (on JAX a compiled threefry
-        # program per kernel shape).
-        init = {"kernel_initializer": "zeros", "bias_initializer": "zeros"}
+        # Every weight is set from `weights` below: zeros spare the random initializers. On JAX the layers are created
+        # with those values instead, since every random draw, and every zeros or ones fill, compiles a program per
+        # weight shape there.
+        def init(kind, name):
+            if self.backend != "jax":
+                return {} if kind == "bn" else {"kernel_initializer": "zeros", "bias_initializer": "zeros"}
+            import jax
+
+            values = [jax.device_put(a) for a in _native(kind, name, weights, dtype)]
+            return {arg: _given(v) for arg, v in zip(_INIT_ARGS[kind], values)}
 
         def bn_layer(name, c):
-            lay = bn_cls(axis=axis, epsilon=eps, momentum=1.0 - momentum, dtype=dtype, name=_key(name))
+            lay = bn_cls(axis=axis, epsilon=eps, momentum=1.0 - momentum, dtype=dtype, name=_key(name),
+                         **init("bn", name))
             self.layers[name] = ("bn", lay)
             return lay
 
@@ -92,7 +118,7 @@ class KerasNet(Network):
                 kind = op[0]
                 if kind == "conv":
                     lay = L.Conv2D(op[3], op[4], padding="same", data_format=fmt, dtype=dtype, name=_key(op[1]),
-                                   **init)
+                                   **init("conv", op[1]))
                     self.layers[op[1]] = ("conv", lay)
                     h = lay(h)
                 elif kind == "bn":
@@ -102,24 +128,18 @@ class KerasNet(Network):
                 elif kind == "gap":
                     h = L.GlobalAveragePooling2D(data_format=fmt, dtype=dtype)(h)
                 elif kind == "dense":
-                    lay = L.Dense(op[3], dtype=dtype, name=_key(op[1]), **init)
+                    lay = L.Dense(op[3], dtype=dtype, name=_key(op[1]), **init("dense", op[1]))
                     self.layers[op[1]] = ("dense", lay)
                     h = lay(h)
                 elif kind == "block":
                     a = bn_layer(f"{op[1]}.bn", op[2])(h, **bn_kw)
                     conv = L.Conv2D(op[3], 1, padding="same", data_format=fmt, dtype=dtype,
-                                    name=_key(f"{op[1]}.conv"), **init)
+                                    name=_key(f"{op[1]}.conv"), **init("conv", f"{op[1]}.conv"))
                     self.layers[f"{op[1]}.conv"] = ("conv", conv)
                     h = L.Concatenate(axis=axis, dtype=dtype)([h, conv(L.ReLU(dtype=dtype)(a))])
             self.model = K.Model(inputs, h)
             for name, (kind, lay) in self.layers.items():
-                if kind == "conv":
-                    lay.set_weights([weights[f"{name}.kernel"].transpose(2, 3, 1, 0).astype(dtype),
-                                     weights[f"{name}.bias"].astype(dtype)])
-                elif kind == "dense":
-                    lay.set_weights([weights[f"{name}.kernel"].T.astype(dtype), weights[f"{name}.bias"].astype(dtype)])
-                else:
-                    lay.set_weights([weights[f"{name}.{s}"].astype(dtype) for s in ("scale", "offset", "mean", "var")])
+                lay.set_weights(_native(kind, name, weights, dtype))
             if self.recipe is not None and not self.recipe.trainable:
                 for name, (kind, lay) in self.layers.items():
                     if kind == "bn":
