@@ -37,8 +37,9 @@ try:
 except Exception as e:
     print(f"error: {type(e).__name__}: {e}")
     sys.exit(2)
-print(f"observed: gamma {gamma} (EMA of the snapshots {ema_gamma}); moving_mean {mean} (last step {snaps[-1][1]}, "
-      f"EMA of the snapshots {ema_mean})")
+show = lambda a: np.array2string(a, precision=5)  # float32 values: their last digits vary with the kernels' order
+print(f"observed: gamma {show(gamma)} (EMA of the snapshots {show(ema_gamma)}); moving_mean {show(mean)} (last step "
+      f"{show(snaps[-1][1])}, EMA of the snapshots {show(ema_mean)})")
 print("expected (docstring: 'EMA consists of computing an exponential moving average of the weights of the model ... "
       "and periodically overwriting the weights with their moving average'): moving_mean averaged like gamma")
 stale = np.allclose(mean, snaps[-1][1], atol=1e-5) and not np.allclose(mean, ema_mean, atol=1e-5)
