@@ -2,8 +2,10 @@
 only in the suite tests that can see its breakage.
 
 The run passes BNSUITE_ONLY_IN, a JSON object {adapter id: {"in": ["test_<area>.py" or "test_<area>.py::test_name",
-...], "params": {parameter: [values]}}}; a case of an adapter named there is deselected outside those modules and
-tests, and where one of its parameters takes a value not listed. Adapters not named run everywhere.
+...], "params": {parameter: [values]}, "skip": {"test_<area>.py::test_name": {parameter: [values]}}}}; a case of an
+adapter named there is deselected outside those modules and tests, where one of its parameters takes a value not
+listed in "params", and in the tests named in "skip" where a parameter takes a value listed there. Adapters not named
+run everywhere.
 
 Most adapters of the run see few tests: a test's cases are made only for the adapters that run in it (the bnsuite
 plugin parametrizes from its adapter list, narrowed here for the one call), so collection does not build and then drop
@@ -26,7 +28,11 @@ def _kept(item, only: dict) -> bool:
     rule = only.get(getattr(params.get("case"), "adapter", None) and params["case"].adapter.id)
     if rule is None:
         return True
-    if not {item.path.name, f"{item.path.name}::{item.originalname}"} & set(rule["in"]):
+    where = {item.path.name, f"{item.path.name}::{item.originalname}"}
+    if not where & set(rule["in"]):
+        return False
+    if any(params.get(name) in values for test, skip in rule.get("skip", {}).items() if test in where
+           for name, values in skip.items()):
         return False
     return all(params[name] in values for name, values in rule.get("params", {}).items() if name in params)
 
