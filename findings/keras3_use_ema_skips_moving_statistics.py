@@ -37,8 +37,8 @@ try:
 except Exception as e:
     print(f"error: {type(e).__name__}: {e}")
     sys.exit(2)
-print(f"observed: gamma {gamma} (EMA of the snapshots {ema_gamma}); moving_mean {mean} (last step {snaps[-1][1]}, "
-      f"EMA of the snapshots {ema_mean})")
+print(f"observed: gamma {gamma.round(5)} (EMA of the snapshots {ema_gamma.round(5)}); moving_mean {mean.round(5)} "
+      f"(last step {snaps[-1][1].round(5)}, EMA of the snapshots {ema_mean.round(5)})")  # float32: stable digits only
 print("expected (docstring: 'EMA consists of computing an exponential moving average of the weights of the model ... "
       "and periodically overwriting the weights with their moving average'): moving_mean averaged like gamma")
 stale = np.allclose(mean, snaps[-1][1], atol=1e-5) and not np.allclose(mean, ema_mean, atol=1e-5)

@@ -1,6 +1,7 @@
 """A failure's reproduction script, as the report shows it, runs: taken from a real failing case of a broken torch
-adapter, run in a fresh process, it calls the layer through the adapter and prints the layer's own value beside the
-declared one, and the breakage shows in what it prints."""
+adapter (its records in the broken-adapter run, meta_tests/broken_run.py, which ran that case), run in a fresh
+process, it calls the layer through the adapter and prints the layer's own value beside the declared one, and the
+breakage shows in what it prints."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import numpy as np
 
 from bnsuite.reports.render import render
+from meta_tests import broken_run
 from meta_tests.broken.base import ref
 from meta_tests.broken.layer import BiasedRunningVar
 
@@ -27,12 +29,14 @@ def _vector(line: str) -> np.ndarray:
 
 
 def test_failure_script_calls_the_layer(tmp_path):
+    proc, all_records, _ = broken_run.run()
+    # the case's records, with its adapter's declaration and environment, as a run of that one case writes them
+    records = [r for r in all_records if r.get("test") == CASE or
+               (r.get("kind") in ("env", "declaration") and r.get("adapter") == BiasedRunningVar.id)]
+    outcomes = [r["outcome"] for r in records if r.get("kind") == "outcome"]
+    assert outcomes == ["failed"], (outcomes, proc.stdout[-3000:] + proc.stderr[-3000:])
     results = tmp_path / "results.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "pytest", CASE, "--adapter", ADAPTER, "--device", "cpu",
-                           f"--results={results}", "-q", "-p", "no:cacheprovider"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert "1 failed" in proc.stdout, (proc.stdout + proc.stderr)[-3000:]
-    records = [json.loads(line) for line in results.read_text().splitlines()]
+    results.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     failed = [r for r in records if r.get("kind") == "check" and r.get("passed") is False]
     assert [r["property"] for r in failed] == ["running_var_estimator"], failed
     script = failed[0]["script"]

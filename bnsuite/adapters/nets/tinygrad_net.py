@@ -12,7 +12,7 @@ import numpy as np
 from bnsuite.adapters.base import Cited
 from bnsuite.adapters.nets import OIHW, Network
 from bnsuite.adapters.nets.layers import plan_layers, run_plan
-from bnsuite.adapters.tinygrad_bn import host_tensor, realize_step, training_mode
+from bnsuite.adapters.tinygrad_bn import host_tensor, on_device, realize_step, training_mode
 
 
 class TinygradNet(Network):
@@ -25,8 +25,8 @@ class TinygradNet(Network):
         from tinygrad.helpers import Context
 
         self.Tensor, self.nn, self.dtypes = Tensor, nn, dtypes
-        self.dtype = dtype
-        with Context(DEFAULT_FLOAT=dtype):
+        self.dtype, self.device = dtype, device
+        with Context(DEFAULT_FLOAT=dtype), on_device(device):
             self.mods = plan_layers(self.ops, lambda cin, cout, k: nn.Conv2d(cin, cout, k, padding="same"),
                                     lambda c: nn.BatchNorm(c, eps=eps, momentum=momentum), nn.Linear)
         # Loaded as tinygrad's nn.state.load_state_dict loads (Tensor.replace: the layer keeps its Tensor objects),
@@ -52,7 +52,8 @@ class TinygradNet(Network):
                         cat=lambda a, c: a.cat(c, dim=1))
 
     def _tensor(self, a, dtype):
-        return host_tensor(self.Tensor, self.dtypes, a, dtype)
+        with on_device(self.device):  # the case's device: every tensor of the network is made here
+            return host_tensor(self.Tensor, self.dtypes, a, dtype)
 
     def _in(self, x):
         x = np.moveaxis(x, -1, 1) if self.channels_last else x

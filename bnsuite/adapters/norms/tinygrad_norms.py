@@ -50,14 +50,14 @@ DECLARATION = NormDeclaration(
 
 
 class TinygradNorms(NormAdapter):
-    """One tinygrad norm layer on tinygrad's default (CPU) device; the mode is not read."""
+    """One tinygrad norm layer on the case's device; the mode is not read."""
 
     declaration = DECLARATION
 
     def __init__(self, spec: NormSpec):
         super().__init__(spec)
         # the adapter module sets tinygrad's kernel cache and compile settings before tinygrad is imported
-        from bnsuite.adapters import tinygrad_bn  # noqa: F401
+        from bnsuite.adapters import tinygrad_bn
         from tinygrad import Tensor, dtypes, nn
         from tinygrad.helpers import Context
 
@@ -65,7 +65,8 @@ class TinygradNorms(NormAdapter):
         self.wide = dtypes.float64 if spec.dtype == "float64" else dtypes.float32
         c = spec.num_features
         kw = {} if spec.use_defaults else {"eps": spec.eps}
-        with Context(DEFAULT_FLOAT=spec.dtype):
+        self.on_device = lambda: tinygrad_bn.on_device(spec.device)
+        with Context(DEFAULT_FLOAT=spec.dtype), self.on_device():
             if spec.kind == "layer":
                 self.layer = nn.LayerNorm(c, **kw, **({} if spec.use_defaults else
                                                       {"elementwise_affine": spec.affine}))
@@ -79,8 +80,9 @@ class TinygradNorms(NormAdapter):
                 self.layer = cls(*args, **kw, **({} if spec.use_defaults else {"affine": spec.affine}))
 
     def _t(self, a):
-        return self.Tensor(np.ascontiguousarray(np.asarray(a, np.float64 if self.spec.dtype == "float64" else
-                                                           np.float32))).cast(self.dt)
+        with self.on_device():
+            return self.Tensor(np.ascontiguousarray(np.asarray(a, np.float64 if self.spec.dtype == "float64" else
+                                                               np.float32))).cast(self.dt)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         # the same function in training and inference: tinygrad's norms read no mode

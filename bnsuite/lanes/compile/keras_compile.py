@@ -212,10 +212,14 @@ class KerasCompileJax(KerasCompile):
 
 
 class KerasCompileTorch(KerasCompile):
-    """On torch, compile(jit_compile=True) is torch.compile (inductor) of Keras' whole train step: dynamo traces about
-    200 frames of keras/src/backend/torch/trainer.py and the layers' call machinery, with about 20 graph breaks (each
-    restarts its frame's trace), into about 10 graphs. For one BatchNorm layer that is about 10 s of CPU (about 17 s
-    wall on 2 busy cores), nearly all of it dynamo's bytecode tracing; inductor's own compilation is about 3 s. It
-    runs by default, once per process: the later steps reuse the compiled graphs."""
+    """On torch, compile(jit_compile=True) is torch.compile (inductor) of Keras' whole train step: dynamo traces
+    keras/src/backend/torch/trainer.py and the layers' call machinery (about 110 frames for the lane's three fit
+    models) into about 10 graphs per model.
+    The graphs are small and many: the layer's reduction axes are a Keras TrackedList, which dynamo cannot pass to
+    torch.mean, so keras/src/backend/torch/nn.py moments breaks the graph at each op. Cold on 2 cores the fit run
+    costs about 25 CPU s (10 C++ kernels and Inductor's one-time ISA probes about 13, dynamo and Inductor's Python
+    about 12), the two fit freeze idioms about 6 and 12 (4 and 8 kernels); warm, the kernels come from the cache and
+    dynamo's tracing (no disk cache) is most of what is left. Each model compiles once per process: the later steps
+    reuse its graphs (the second step recompiles one frame, as gradients are no longer None)."""
 
     backend = "torch"
