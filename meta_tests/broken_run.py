@@ -3,19 +3,17 @@ adapter would be) and every broken adapter of meta_tests/broken/, each broken ad
 see its breakage (``seen_in``: the tests that write one of its expected properties, plus its ``SEES`` entry).
 
 It runs once per meta-test process (run() is cached) and every meta test that needs a real failing case of a broken
-adapter, or the real adapter's records, reads its results file: meta_tests/test_broken_adapters.py (the suites fail
-on each breakage), test_report_repro.py (a failing case's reproduction script), test_numeric_settings.py (the settings
-the plugin records). Its folder is removed when the process exits.
+adapter, or the real adapter's records, reads its records: meta_tests/test_broken_adapters.py (the suites fail on each
+breakage), test_report_repro.py (a failing case's reproduction script), test_numeric_settings.py (the settings the
+plugin records). Its results file lives in a temporary folder removed as soon as the records are read.
 """
 
 from __future__ import annotations
 
 import ast
-import atexit
 import functools
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -100,11 +98,8 @@ def seen_in(broken, literals: dict[str, set[str]] | None = None) -> set[str]:
 
 
 @functools.cache
-def run() -> tuple[subprocess.CompletedProcess, list[dict], str]:
-    """(the pytest process, its records, the path of its results file)."""
-    folder = tempfile.mkdtemp(prefix="bnsuite-broken-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    results = os.path.join(folder, "results.jsonl")
+def run() -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """(the pytest process, its records)."""
     literals = suite_literals()
     only_in = {cls.id: {"in": sorted(seen_in(cls, literals)), "params": ba.ONLY_PARAMS.get(cls, {})}
                for cls in ba.EXPECTED_FAILURES}
@@ -114,10 +109,12 @@ def run() -> tuple[subprocess.CompletedProcess, list[dict], str]:
     refs = [REAL] + [ref(cls) for cls in ba.EXPECTED_FAILURES]
     # The verdicts are read from the results file: --tb=line spares formatting the source of some 300 expected
     # failures (CPython 3.11's ast.parse can fail on deep tracebacks there, an INTERNALERROR that ends the run).
-    cmd = [sys.executable, "-m", "pytest", "bnsuite/suites", "-q", "-p", "no:cacheprovider", "-p",
-           "meta_tests.seen_suites", "--device", "cpu", "--tb=line", f"--results={results}"]
-    for adapter in refs:
-        cmd += ["--adapter", adapter]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    records = [json.loads(line) for line in open(results, encoding="utf-8")] if os.path.exists(results) else []
-    return proc, records, results
+    with tempfile.TemporaryDirectory(prefix="bnsuite-broken-") as folder:
+        results = os.path.join(folder, "results.jsonl")
+        cmd = [sys.executable, "-m", "pytest", "bnsuite/suites", "-q", "-p", "no:cacheprovider", "-p",
+               "meta_tests.seen_suites", "--device", "cpu", "--tb=line", f"--results={results}"]
+        for adapter in refs:
+            cmd += ["--adapter", adapter]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        records = [json.loads(line) for line in open(results, encoding="utf-8")] if os.path.exists(results) else []
+    return proc, records

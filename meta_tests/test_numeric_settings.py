@@ -42,6 +42,6 @@ def test_adapter_turns_tf32_off(adapter_id):
 def test_settings_land_in_the_results_file():
     """The real torch adapter's run in the broken-adapter run (meta_tests/broken_run.py), a suite run like any other,
     records the settings its numeric_settings() returned."""
-    proc, records, _ = broken_run.run()
+    proc, records = broken_run.run()
     envs = [r for r in records if r["kind"] == "env" and r.get("adapter") == "torch"]
     assert envs and envs[0]["numeric"].get("tf32") == "off", (envs, proc.stdout[-2000:] + proc.stderr[-2000:])

@@ -29,7 +29,7 @@ def _vector(line: str) -> np.ndarray:
 
 
 def test_failure_script_calls_the_layer(tmp_path):
-    proc, all_records, _ = broken_run.run()
+    proc, all_records = broken_run.run()
     # the case's records, with its adapter's declaration and environment, as a run of that one case writes them
     records = [r for r in all_records if r.get("test") == CASE or
                (r.get("kind") in ("env", "declaration") and r.get("adapter") == BiasedRunningVar.id)]

@@ -72,14 +72,13 @@ class FlaxLinen(FlaxAdapter):
         super().__init__(spec)
         import flax.linen as nn
 
-        jax, jnp = self.jax, self.jnp
         self.module = self._bn_module = nn.BatchNorm(**self._kwargs)
         self._use(self.module, build_shape(spec, 2))
 
     def _use(self, m, x_shape):
         """Take `m` as the layer, with the variables of its init on zeros of `x_shape`; the jitted train and
         inference applies serve every layer of the process with the same constructor arguments and shapes."""
-        jax, jnp = self.jax, self.jnp
+        jax = self.jax
         self.module = m
         x0 = as_jax(np.zeros(x_shape), self.spec.dtype, self.device)
         self.variables = jax.device_put(shared_jit(_init, 1)(m, jax.random.PRNGKey(0), x0), self.device)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnsuite.adapters.base import Cited
-from bnsuite.adapters.flax_common import shared_jit
+from bnsuite.adapters.flax_common import as_jax, shared_jit
 from bnsuite.models import CLASSES, Moves, stat_batches
 
 _LINEN = "flax/linen/normalization.py: BatchNorm.__call__"
@@ -86,7 +86,7 @@ def numpy_init(module, x, seed: int) -> dict:
             value = np.ones(shape)
         else:  # bias, mean
             value = np.zeros(shape)
-        out[path] = jax.device_put(value.astype(dtype))  # no jnp.asarray: it compiles a program per new shape
+        out[path] = as_jax(value, dtype)
     return traverse_util.unflatten_dict(out)
 
 

@@ -107,7 +107,7 @@ class FlaxLinenBlocks(_FlaxBlocks):
     declaration = LINEN_DECLARATION
 
     def _build(self, spec):
-        jax, jnp = self.jax, self.jnp
+        jax = self.jax
         self.module = _linen_module(spec.ops, spec.rate, spec.eps, spec.momentum, self.dt)
         # _load sets every variable: their shapes come from an abstract init (no random-number program per shape).
         x0 = jax.ShapeDtypeStruct((2, spec.in_features), self.dt)
@@ -116,7 +116,6 @@ class FlaxLinenBlocks(_FlaxBlocks):
         self.variables = jax.tree_util.tree_map(lambda a: as_jax(np.zeros(a.shape), a.dtype), dict(shapes))
 
     def _load(self, w):
-        jnp = self.jnp
         params = {k: dict(v) for k, v in self.variables["params"].items()}
         stats = {k: dict(v) for k, v in self.variables.get("batch_stats", {}).items()}
         if "dense" in params:
@@ -155,7 +154,7 @@ class FlaxLinenBlocks(_FlaxBlocks):
     def sgd_step(self, x, target, loss, lr):
         import optax
 
-        jax, jnp = self.jax, self.jnp
+        jax = self.jax
         xt, tt = as_jax(x, self.dt), as_jax(target, self.dt)
         rest = {k: v for k, v in self.variables.items() if k != "params"}
 
@@ -202,7 +201,6 @@ class FlaxNnxBlocks(_FlaxBlocks):
         self._by = {op[0]: layers[i] for i, op in enumerate(spec.ops)}
 
     def _load(self, w):
-        jnp = self.jnp
         if "dense" in self._by:
             m = self._by["dense"]
             m.kernel.value = as_jax(w["dense.kernel"].T, self.dt)
@@ -248,7 +246,7 @@ class FlaxNnxBlocks(_FlaxBlocks):
     def sgd_step(self, x, target, loss, lr):
         import optax
 
-        nnx, jnp = self.nnx, self.jnp
+        nnx = self.nnx
         dense = self._by.get("dense")
         if dense is None:
             raise Unsupported("flax-nnx: sgd_step needs a dense layer")

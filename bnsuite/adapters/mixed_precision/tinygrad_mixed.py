@@ -18,7 +18,7 @@ def step(cls, idiom: str, spec, state: State, x: np.ndarray) -> MixedRun:
     """The float32 tinygrad layer (the adapter's own build) fed `x` in the idiom's low dtype."""
     kind, low, bn = float32_layer(cls, idiom, spec, state, KINDS, "tinygrad")
     built = bn.state_dtypes()
-    xt = bn._in(x.astype(np.float32)).cast(getattr(bn.dtypes, low))  # on the case's device
+    xt = bn._in(x).cast(getattr(bn.dtypes, low))  # float32 on the case's device, then the idiom's dtype
     with training_mode(True):
         y = bn.bn(xt)
         out, out_dtype = bn._out(y), np.dtype(np_dtype(dtype_name(y.dtype))).name

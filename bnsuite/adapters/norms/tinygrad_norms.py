@@ -10,6 +10,8 @@ import numpy as np
 
 from bnsuite.adapters.base import Cited, Unsupported
 from bnsuite.adapters.norms import NormAdapter, NormDeclaration, NormFacts, NormSpec, no_running_stats
+# the adapter module sets tinygrad's kernel cache and compile settings before tinygrad is imported
+from bnsuite.adapters.tinygrad_bn import on_device
 
 _NN = "tinygrad/nn/__init__.py"
 _LN = ("tinygrad/mixin/op.py: layernorm, y = self - self.mean(axis, keepdim=True); "
@@ -56,8 +58,6 @@ class TinygradNorms(NormAdapter):
 
     def __init__(self, spec: NormSpec):
         super().__init__(spec)
-        # the adapter module sets tinygrad's kernel cache and compile settings before tinygrad is imported
-        from bnsuite.adapters import tinygrad_bn
         from tinygrad import Tensor, dtypes, nn
         from tinygrad.helpers import Context
 
@@ -65,8 +65,7 @@ class TinygradNorms(NormAdapter):
         self.wide = dtypes.float64 if spec.dtype == "float64" else dtypes.float32
         c = spec.num_features
         kw = {} if spec.use_defaults else {"eps": spec.eps}
-        self.on_device = lambda: tinygrad_bn.on_device(spec.device)
-        with Context(DEFAULT_FLOAT=spec.dtype), self.on_device():
+        with Context(DEFAULT_FLOAT=spec.dtype), on_device(spec.device):
             if spec.kind == "layer":
                 self.layer = nn.LayerNorm(c, **kw, **({} if spec.use_defaults else
                                                       {"elementwise_affine": spec.affine}))
@@ -80,7 +79,7 @@ class TinygradNorms(NormAdapter):
                 self.layer = cls(*args, **kw, **({} if spec.use_defaults else {"affine": spec.affine}))
 
     def _t(self, a):
-        with self.on_device():
+        with on_device(self.spec.device):
             return self.Tensor(np.ascontiguousarray(np.asarray(a, np.float64 if self.spec.dtype == "float64" else
                                                                np.float32))).cast(self.dt)
 
