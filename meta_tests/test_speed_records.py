@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+
+import pytest
 
 from bnsuite import runner, scheduling
 from bnsuite.reports.render import render
@@ -61,3 +65,16 @@ def test_threads_are_split_between_the_groups_that_run_at_once():
     assert scheduling.thread_env(2, {}) == {"OMP_NUM_THREADS": str(max(1, cores // 2))}
     assert scheduling.thread_env(cores * 4, {}) == {"OMP_NUM_THREADS": "1"}
     assert scheduling.thread_env(2, {"OMP_NUM_THREADS": "3"}) == {}  # the user's own setting stays
+
+
+@pytest.mark.slow
+def test_group_benchmark_splits_a_cold_group_into_imports_compilers_and_the_rest():
+    """benchmarks/bench_groups.py, as the speed figures are measured: one small group, cold, with the compile clock.
+    The clock must see the framework's import (a clock that hooks nothing would print zeros)."""
+    out = subprocess.run([sys.executable, os.path.join(runner.ROOT, "benchmarks", "bench_groups.py"), "--only", "paddle",
+                          "--cold", "--compile-clock"], cwd=runner.ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    row = [line.split() for line in out.stdout.splitlines() if line.startswith("paddle ") and len(line.split()) == 5]
+    assert row, out.stdout
+    cpu, imports, compilers, rest = map(float, row[-1][1:])
+    assert cpu > 0 and imports > 0 and abs(cpu - imports - compilers - rest) < 0.2, out.stdout
