@@ -267,7 +267,6 @@ class ReferenceNet:
         every factor replaced by its absolute value (the magnitudes roundoff bounds scale with). At a DenseNet
         concatenation the gradient of h reaches h both directly and
         through the block."""
-        A = np.abs if absolute else (lambda v: v)
         grads: dict[str, np.ndarray] = {}
         layers = self.layers
         d = dy

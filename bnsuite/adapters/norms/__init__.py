@@ -142,10 +142,10 @@ class NormAdapter(ABC):
                 raise Unsupported(f"{decl.kinds[spec.kind].value.layer} takes {' or '.join(decl.group_layouts.value)} "
                                   f"input only, not {want} ({decl.group_layouts.source})")
         if spec.rms_scaling and decl.layer_rms_scaling.value is None:
-            raise Unsupported(f"{self.framework}: LayerNorm has no rms_scaling option "
+            raise Unsupported("LayerNorm has no rms_scaling option "
                               f"({decl.layer_rms_scaling.source})")
         if spec.track_running_stats and decl.instance_running_stats.value is None:
-            raise Unsupported(f"{self.framework}: no running statistics for {spec.kind} "
+            raise Unsupported(f"no running statistics for {spec.kind} "
                               f"({decl.instance_running_stats.source})")
 
     def options(self, eps: str, *affine: str) -> dict[str, Any]:
