@@ -6,11 +6,12 @@ the bare import time of its framework(s), the number of cases, and the suite/imp
 
 Runs groups one at a time so timings do not compete for the 2 cores, each with the thread split the main job gives a
 group when it runs --jobs groups at once (bnsuite/scheduling.py). --cold gives each group empty compilation caches
-(JAX's, Inductor's, tinygrad's, and a fresh temporary folder for Inductor's precompiled headers), as a fresh clone
-has; --compile-clock adds, per group, the CPU seconds of importing the frameworks and of their compilers
-(benchmarks/compile_clock.py) and what is left for the cases themselves; --write-costs stores the wall times in bnsuite/group_costs.json, which orders the main
-job's groups (longest first). CPU seconds (user + system of the group's processes) move far less than wall seconds
-on a shared machine: compare changes by them when the machine is busy. Uses the venv that the runner manages.
+(JAX's, Inductor's, tinygrad's, and a fresh TMPDIR, where Inductor keeps its precompiled headers and MLX its compiled
+kernels), as a fresh clone on a fresh machine has; --compile-clock adds, per group, the CPU seconds of importing the
+frameworks and of their compilers (benchmarks/compile_clock.py) and what is left for the cases themselves;
+--write-costs stores the wall times in bnsuite/group_costs.json, which orders the main job's groups (longest first).
+CPU seconds (user + system of the group's processes) move far less than wall seconds on a shared machine: compare
+changes by them when the machine is busy. Uses the venv that the runner manages.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def cold_caches(group: str, run_dir: str) -> dict[str, str]:
     return {"JAX_COMPILATION_CACHE_DIR": os.path.join(fresh, "jax"),
             "TORCHINDUCTOR_CACHE_DIR": os.path.join(fresh, "torchinductor"),
             "CACHEDB": os.path.join(fresh, "tinygrad.db"),
-            "TMPDIR": fresh}  # Inductor keeps its precompiled headers in $TMPDIR/torchinductor_<user>
+            "TMPDIR": fresh}  # Inductor's headers ($TMPDIR/torchinductor_<user>), MLX's kernels ($TMPDIR/mlx)
 
 
 def read_clock(path: str) -> dict[str, float]:
@@ -115,7 +116,7 @@ def main() -> int:
             if a.compile_clock:
                 clock = os.path.join(run_dir, f"clock-{g}.jsonl")
                 extra["BNSUITE_COMPILE_CLOCK"] = clock
-                extra["PYTEST_ADDOPTS"] = " ".join([os.environ.get("PYTEST_ADDOPTS", ""), "-p benchmarks.compile_clock"])
+                extra["PYTEST_ADDOPTS"] = f"{os.environ.get('PYTEST_ADDOPTS', '')} -p benchmarks.compile_clock"
                 extra["PYTHONPATH"] = os.pathsep.join(p for p in (runner.ROOT, os.environ.get("PYTHONPATH")) if p)
             marks = groups.META_MARKERS["matrix"].get(g) or groups.META_MARKERS["test"].get(g)
             if marks:

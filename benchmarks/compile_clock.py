@@ -8,8 +8,8 @@ its own CPU seconds (user + system, with its waited-for children such as clang a
 them:
 - import: the outermost import of each framework, exporter or runtime package (IMPORTED) or of one of their modules,
   with what it imports;
-- jax: tracing, lowering and XLA compilation of each new program (JAX's own /jax/core/compile/* duration events,
-  wall seconds of a single-threaded process);
+- jax: tracing, lowering and XLA compilation of each new program (the wall seconds that JAX's own
+  /jax/core/compile/* events cover, nested ones once);
 - tinygrad: codegen and clang for each new kernel (tinygrad.codegen.do_to_program);
 - torch: dynamo with its backend (Inductor's C++ compiler included), and torch.export's tracing (which the exporters,
   pt2e quantization and LiteRT conversion go through);
@@ -29,13 +29,14 @@ import json
 import os
 import sys
 
-IMPORTED = ("torch", "tensorflow", "tf_keras", "keras", "jax", "flax", "optax", "paddle", "tinygrad", "mlx",
-            "onnx", "onnxruntime", "openvino", "ai_edge_litert", "litert_torch", "torchvision", "tensorflow_probability")
+IMPORTED = ("torch", "tensorflow", "tf_keras", "keras", "jax", "flax", "optax", "paddle", "tinygrad", "mlx", "onnx",
+            "onnxruntime", "openvino", "ai_edge_litert", "litert_torch", "torchvision", "tensorflow_probability")
 JAX_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
               "/jax/core/compile/backend_compile_duration")
 _OUT = os.environ.get("BNSUITE_COMPILE_CLOCK")
 _SPENT = {"import": 0.0, "jax": 0.0, "tinygrad": 0.0, "torch": 0.0, "tensorflow": 0.0}
 _DEPTH = [0]
+_JAX_SPANS: list[tuple[float, float]] = []
 
 
 def _cpu() -> float:
@@ -59,15 +60,25 @@ def _clocked(kind: str, fn):
     return run
 
 
-def _on_jax_event(event: str, seconds: float, **_kw) -> None:
+def _on_jax_span(event: str, start: float, end: float, **_kw) -> None:
     if event in JAX_EVENTS and _DEPTH[0] == 0:
-        _SPENT["jax"] += seconds
+        _JAX_SPANS.append((start, end))
+
+
+def _union(spans: list[tuple[float, float]]) -> float:
+    """Seconds covered by the spans: tracing a jitted function that calls another traces both, nested in time."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def _patch(name: str, module) -> None:
     """The compilers' entry points, as each module is loaded."""
     if name == "jax._src.monitoring":
-        module.register_event_duration_secs_listener(_on_jax_event)
+        module.register_event_time_span_listener(_on_jax_span)
     elif name == "tinygrad.codegen":
         module.do_to_program = _clocked("tinygrad", module.do_to_program)
     elif name == "torch._dynamo.convert_frame":
@@ -115,6 +126,7 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 
 def _write() -> None:
+    _SPENT["jax"] += _union(_JAX_SPANS)
     with open(_OUT, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"pid": os.getpid(), "argv": sys.argv[1:6], "cpu": round(_cpu(), 2),
                              **{k: round(v, 2) for k, v in _SPENT.items()}}) + "\n")

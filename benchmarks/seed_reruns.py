@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -80,7 +79,8 @@ def main() -> int:
                 if key in done:
                     continue
                 env, args = known[g]
-                r = runner.run_group(py, f"{g}-seed{seed}", env, args, run_dir, [f"--bn-seed={seed}", f"--bn-case-timeout={a.case_timeout}", *ignore])
+                r = runner.run_group(py, f"{g}-seed{seed}", env, args, run_dir,
+                                     [f"--bn-seed={seed}", f"--bn-case-timeout={a.case_timeout}", *ignore])
                 failed = failed_cases(os.path.join(run_dir, f"{g}-seed{seed}.jsonl"))
                 done[key] = {"passed": r["counts"].get("passed", 0), "failed": failed, "status": r.get("status"),
                              "wall_s": round(r["wall_s"], 1), "core": a.core, "at": time.strftime("%Y-%m-%d %H:%M")}

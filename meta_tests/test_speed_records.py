@@ -71,8 +71,9 @@ def test_threads_are_split_between_the_groups_that_run_at_once():
 def test_group_benchmark_splits_a_cold_group_into_imports_compilers_and_the_rest():
     """benchmarks/bench_groups.py, as the speed figures are measured: one small group, cold, with the compile clock.
     The clock must see the framework's import (a clock that hooks nothing would print zeros)."""
-    out = subprocess.run([sys.executable, os.path.join(runner.ROOT, "benchmarks", "bench_groups.py"), "--only", "paddle",
-                          "--cold", "--compile-clock"], cwd=runner.ROOT, capture_output=True, text=True, timeout=300)
+    bench = os.path.join(runner.ROOT, "benchmarks", "bench_groups.py")
+    out = subprocess.run([sys.executable, bench, "--only", "paddle", "--cold", "--compile-clock"], cwd=runner.ROOT,
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     row = [line.split() for line in out.stdout.splitlines() if line.startswith("paddle ") and len(line.split()) == 5]
     assert row, out.stdout
