@@ -8,15 +8,18 @@ its own CPU seconds (user + system, with its waited-for children such as clang a
 them:
 - import: the outermost import of each framework, exporter or runtime package (IMPORTED) or of one of their modules,
   with what it imports;
-- jax: tracing, lowering and XLA compilation of each new program (the wall seconds that JAX's own
-  /jax/core/compile/* events cover, nested ones once);
+- jax: tracing, lowering and XLA compilation of each new program (from the start to the end of JAX's own
+  /jax/core/compile/* events);
 - tinygrad: codegen and clang for each new kernel (tinygrad.codegen.do_to_program);
-- torch: dynamo with its backend (Inductor's C++ compiler included), and torch.export's tracing (which the exporters,
-  pt2e quantization and LiteRT conversion go through);
+- torch: dynamo with its backend (Inductor's C++ compiler included), Inductor's compile of a backward graph (at the
+  first backward()), and torch.export's tracing (which the exporters, pt2e quantization and LiteRT conversion go
+  through);
 - tensorflow: tracing a tf.function into a graph (Keras' train, predict and test steps among them); building TF1
   graphs and Grappler's optimization at a graph's first run are not clocked (they count as the rest).
 Where one region runs inside another (an import inside a compile) only the outermost counts. What the categories
-leave out (the rest) is the cases themselves: framework calls, our checks, the oracle, pytest.
+leave out (the rest) is the cases themselves: framework calls, our checks, the oracle, pytest; and every process that
+writes no line: one that is not pytest (a reproduction's fork server, a replica worker, a subprocess probe) and a
+pytest attempt ended by the plugin's watchdog or the group's timeout. So the clocked parts are a lower bound.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from __future__ import annotations
 import atexit
 import functools
 import importlib.abc
-import importlib.util
 import json
 import os
 import sys
@@ -36,7 +38,8 @@ JAX_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr
 _OUT = os.environ.get("BNSUITE_COMPILE_CLOCK")
 _SPENT = {"import": 0.0, "jax": 0.0, "tinygrad": 0.0, "torch": 0.0, "tensorflow": 0.0}
 _DEPTH = [0]
-_JAX_SPANS: list[tuple[float, float]] = []
+_JAX_OPEN: list[float | None] = []  # per open JAX compile event: the CPU clock at its start, where outermost
+_HOOKED: list[str] = []
 
 
 def _cpu() -> float:
@@ -60,42 +63,59 @@ def _clocked(kind: str, fn):
     return run
 
 
-def _on_jax_span(event: str, start: float, end: float, **_kw) -> None:
-    if event in JAX_EVENTS and _DEPTH[0] == 0:
-        _JAX_SPANS.append((start, end))
+def _on_jax_start(event: str, _value: float, **_kw) -> None:
+    """JAX's compile events start with a scalar (their start time) and end with a time span: a region like the others,
+    clocked in CPU seconds (XLA's compiler threads included), nested ones once."""
+    if event in JAX_EVENTS:
+        _JAX_OPEN.append(_cpu() if _DEPTH[0] == 0 else None)
+        _DEPTH[0] += 1
 
 
-def _union(spans: list[tuple[float, float]]) -> float:
-    """Seconds covered by the spans: tracing a jitted function that calls another traces both, nested in time."""
-    total, reach = 0.0, float("-inf")
-    for start, end in sorted(spans):
-        if end > reach:
-            total += end - max(start, reach)
-            reach = end
-    return total
+def _on_jax_end(event: str, _start: float, _end: float, **_kw) -> None:
+    if event in JAX_EVENTS and _JAX_OPEN:
+        _DEPTH[0] -= 1
+        t0 = _JAX_OPEN.pop()
+        if t0 is not None:
+            _SPENT["jax"] += _cpu() - t0
+
+
+def _hook(module, attr: str, kind: str) -> None:
+    if callable(getattr(module, attr, None)):
+        setattr(module, attr, _clocked(kind, getattr(module, attr)))
+        _HOOKED.append(f"{module.__name__}.{attr}")
 
 
 def _patch(name: str, module) -> None:
-    """The compilers' entry points, as each module is loaded."""
+    """The compilers' entry points, as each module is loaded. An entry point a release renamed is left alone (the
+    JSON line lists what was hooked)."""
     if name == "jax._src.monitoring":
-        module.register_event_time_span_listener(_on_jax_span)
+        if hasattr(module, "register_scalar_listener") and hasattr(module, "register_event_time_span_listener"):
+            module.register_scalar_listener(_on_jax_start)
+            module.register_event_time_span_listener(_on_jax_end)
+            _HOOKED.append("jax compile events")
     elif name == "tinygrad.codegen":
-        module.do_to_program = _clocked("tinygrad", module.do_to_program)
+        _hook(module, "do_to_program", "tinygrad")
     elif name == "torch._dynamo.convert_frame":
-        module._compile = _clocked("torch", module._compile)
+        _hook(module, "_compile", "torch")
+    elif name == "torch._inductor.compile_fx":
+        _hook(module, "_compile_fx_inner", "torch")  # the backward graph, compiled at the first backward()
     elif name == "torch.export":
-        module.export = _clocked("torch", module.export)
+        _hook(module, "export", "torch")
     elif name == _TF_TRACING:
-        module._create_concrete_function = _clocked("tensorflow", module._create_concrete_function)
+        _hook(module, "_create_concrete_function", "tensorflow")
 
 
 _TF_TRACING = "tensorflow.python.eager.polymorphic_function.tracing_compilation"
-_WATCHED = ("jax._src.monitoring", "tinygrad.codegen", "torch._dynamo.convert_frame", "torch.export", _TF_TRACING)
+_WATCHED = ("jax._src.monitoring", "tinygrad.codegen", "torch._dynamo.convert_frame", "torch._inductor.compile_fx",
+            "torch.export", _TF_TRACING)
 
 
 class _Loader(importlib.abc.Loader):
     def __init__(self, inner, name):
         self.inner, self.name = inner, name
+
+    def __getattr__(self, attr):  # get_data, get_resource_reader, is_package ...: the real loader's
+        return getattr(self.inner, attr)
 
     def create_module(self, spec):
         if self.name.partition(".")[0] in IMPORTED:  # an extension module (mlx.core) initializes here
@@ -113,23 +133,22 @@ class _Loader(importlib.abc.Loader):
 
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name.partition(".")[0] not in IMPORTED and name not in _WATCHED:
-            return None
-        sys.meta_path.remove(self)
-        try:
-            spec = importlib.util.find_spec(name)
-        finally:
-            sys.meta_path.insert(0, self)
-        if spec is not None and spec.loader is not None:
-            spec.loader = _Loader(spec.loader, name)
-        return spec
+        if (name.partition(".")[0] not in IMPORTED and name not in _WATCHED) or name in sys.modules:
+            return None  # not ours, or a reload: the other finders' as usual
+        finders = sys.meta_path[sys.meta_path.index(self) + 1:] if self in sys.meta_path else []
+        for finder in finders:
+            spec = finder.find_spec(name, path, target) if hasattr(finder, "find_spec") else None
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _Loader(spec.loader, name)
+                return spec
+        return None
 
 
 def _write() -> None:
-    _SPENT["jax"] += _union(_JAX_SPANS)
     with open(_OUT, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"pid": os.getpid(), "argv": sys.argv[1:6], "cpu": round(_cpu(), 2),
-                             **{k: round(v, 2) for k, v in _SPENT.items()}}) + "\n")
+                             **{k: round(v, 2) for k, v in _SPENT.items()}, "hooked": _HOOKED}) + "\n")
 
 
 if _OUT and not any(isinstance(f, _Finder) for f in sys.meta_path):

@@ -79,3 +79,37 @@ def test_group_benchmark_splits_a_cold_group_into_imports_compilers_and_the_rest
     assert row, out.stdout
     cpu, imports, compilers, rest = map(float, row[-1][1:])
     assert cpu > 0 and imports > 0 and abs(cpu - imports - compilers - rest) < 0.2, out.stdout
+
+
+CLOCK_PROBE = '''
+import jax, numpy as np, tensorflow as tf, tinygrad
+import torch._dynamo.convert_frame, torch._inductor.compile_fx, torch.export
+
+
+def test_each_compiler_once():
+    jax.jit(lambda x: x * 2 + 1)(np.ones(3, np.float32)).block_until_ready()
+    tf.function(lambda x: x * 2)(tf.ones(3))
+    (tinygrad.Tensor.ones(3) * 2 + 1).realize()
+'''
+
+
+@pytest.mark.slow
+def test_compile_clock_hooks_every_compiler_and_clocks_them(tmp_path):
+    """benchmarks/compile_clock.py hooks each framework's compiler entry points (a release that renames one drops it
+    from `hooked`) and clocks what runs through them."""
+    (tmp_path / "test_probe.py").write_text(CLOCK_PROBE)
+    out_file = tmp_path / "clock.jsonl"
+    env = {**os.environ, "BNSUITE_COMPILE_CLOCK": str(out_file), "PYTHONPATH": runner.ROOT,
+           "CACHEDB": str(tmp_path / "tinygrad.db"), "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax"),
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "benchmarks.compile_clock", "-p",
+                          "no:cacheprovider", str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    line = json.loads(out_file.read_text().splitlines()[-1])
+    assert set(line["hooked"]) == {
+        "jax compile events", "tinygrad.codegen.do_to_program", "torch._dynamo.convert_frame._compile",
+        "torch._inductor.compile_fx._compile_fx_inner", "torch.export.export",
+        "tensorflow.python.eager.polymorphic_function.tracing_compilation._create_concrete_function"}, line
+    assert all(line[k] > 0 for k in ("import", "jax", "tinygrad", "tensorflow")), line
+    assert line["cpu"] >= sum(line[k] for k in ("import", "jax", "tinygrad", "torch", "tensorflow")), line

@@ -135,7 +135,7 @@ class NormAdapter(ABC):
         self.spec = spec
         decl = self.declare()
         if spec.kind not in decl.kinds:
-            raise Unsupported(decl.missing.get(spec.kind, f"{self.framework} has no {spec.kind} normalization"))
+            raise Unsupported(decl.missing.get(spec.kind, f"no {spec.kind} normalization"))
         if spec.kind in ("group", "instance") and spec.rank > 2:
             want = "channels-last" if spec.channels_last else "channels-first"
             if want not in decl.group_layouts.value:

@@ -72,7 +72,7 @@ class PaddleNorms(NormAdapter):
     def __init__(self, spec: NormSpec):
         super().__init__(spec)
         if spec.device != "cpu":
-            raise Unsupported(f"paddle norms: this adapter builds CPU layers only, not {spec.device}")
+            raise Unsupported(f"the paddle norms build CPU layers only, not {spec.device}")
         import paddle
 
         from bnsuite.adapters.paddle_bn import default_dtype
