@@ -148,7 +148,8 @@ class _Finder(importlib.abc.MetaPathFinder):
 def _write() -> None:
     with open(_OUT, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"pid": os.getpid(), "argv": sys.argv[1:6], "cpu": round(_cpu(), 2),
-                             **{k: round(v, 2) for k, v in _SPENT.items()}, "hooked": _HOOKED}) + "\n")
+                             **{k: round(v, 2) for k, v in _SPENT.items()}, "hooked": _HOOKED,
+                             "open_at_exit": _DEPTH[0]}) + "\n")  # regions still open: their CPU is not counted
 
 
 if _OUT and not any(isinstance(f, _Finder) for f in sys.meta_path):
