@@ -12,6 +12,7 @@ does to them. Run as its own process (TF_USE_LEGACY_KERAS=1 must precede TensorF
 """
 
 import json
+import random
 import os
 import sys
 
@@ -34,6 +35,10 @@ X = RNG.normal(1.0, 2.0, (8, 6, 6, 3)).astype(np.float32)
 def graph_model(eps_d=1e-5):
     """(session, x, y, inputs of each BatchNorm by scope, the train op, the training predicate)."""
     g = tf.Graph()
+    # The legacy layers' initializers take their seeds from Python's random module where none is given
+    # (tf_keras/src/backend.py: random.randint(1, int(1e9)) without a seed generator), which the graph seed does not
+    # fix: seeded here, so each run builds the same weights (the naive-eps diff's margin depended on the draw).
+    random.seed(0)
     with g.as_default():
         v1.set_random_seed(0)
         x = v1.placeholder(tf.float32, [None, 6, 6, 3], name="x")
