@@ -110,20 +110,26 @@ _WATCHED = ("jax._src.monitoring", "tinygrad.codegen", "torch._dynamo.convert_fr
             "torch.export", _TF_TRACING)
 
 
+def _framework(name: str) -> bool:
+    """A module of a framework whose import is clocked."""
+    return name.partition(".")[0] in IMPORTED
+
+
 class _Loader(importlib.abc.Loader):
     def __init__(self, inner, name):
         self.inner, self.name = inner, name
+        self.framework = _framework(name)  # a submodule too: mlx.core is an extension in a namespace package
 
     def __getattr__(self, attr):  # get_data, get_resource_reader, is_package ...: the real loader's
         return getattr(self.inner, attr)
 
     def create_module(self, spec):
-        if self.name.partition(".")[0] in IMPORTED:  # an extension module (mlx.core) initializes here
+        if self.framework:  # an extension module (mlx.core) initializes here
             return _clocked("import", self.inner.create_module)(spec)
         return self.inner.create_module(spec)
 
     def exec_module(self, module):
-        if self.name.partition(".")[0] in IMPORTED:  # a submodule too: mlx.core is an extension in a namespace package
+        if self.framework:
             _clocked("import", self.inner.exec_module)(module)
         else:
             self.inner.exec_module(module)
@@ -133,7 +139,7 @@ class _Loader(importlib.abc.Loader):
 
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if (name.partition(".")[0] not in IMPORTED and name not in _WATCHED) or name in sys.modules:
+        if not (_framework(name) or name in _WATCHED) or name in sys.modules:
             return None  # not ours, or a reload: the other finders' as usual
         finders = sys.meta_path[sys.meta_path.index(self) + 1:] if self in sys.meta_path else []
         for finder in finders:

@@ -8,7 +8,6 @@ layer's rounding (suites/tolerances/, blocks).
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from bnsuite.adapters import blocks, capabilities
 from bnsuite.adapters.base import Unsupported
@@ -27,8 +26,8 @@ def declaration(case) -> blocks.BlockDeclaration:
 def build(case, rec, spec: blocks.BlockSpec, weights) -> blocks.Blocks:
     try:
         blk = blocks.build_block(case.adapter, spec, weights)
-    except Unsupported as e:  # named once: the message may already start with the adapter's id
-        pytest.skip(str(e) if str(e).startswith(f"{case.adapter.id}:") else f"{case.adapter.id}: {e}")
+    except Unsupported as e:
+        case.skip_refused(e)
     rec.snippet = f"bnsuite.adapters.blocks.build_block({case.adapter.id!r}, {spec}, weights)"
     return blk
 

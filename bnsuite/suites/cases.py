@@ -35,7 +35,13 @@ class Case:
         try:
             return self.adapter(spec)
         except Unsupported as e:
-            pytest.skip(f"{self.adapter.id}: {e}")
+            self.skip_refused(e)
+
+    def skip_refused(self, e: Exception):
+        """Skip with the adapter's refusal as its reason, the adapter named once (the message may start with its id)."""
+        __tracebackhide__ = True
+        reason = str(e)
+        pytest.skip(reason if reason.startswith(f"{self.adapter.id}:") else f"{self.adapter.id}: {reason}")
 
     def build_declared(self, rec, prop: str, cited, spec: Spec) -> BatchNormAdapter:
         """Build a layer for a capability the adapter declares (`cited`): its refusal (Unsupported) FAILS the check

@@ -45,4 +45,4 @@ def build(case, arch, weights, channels_last, bn_idiom=None, eps=EPS, momentum=M
         if bn_idiom is not None and not isinstance(e, capabilities.CapabilityAbsent):
             pytest.fail(f"{case.adapter.id}: declared freeze idiom {bn_idiom!r} cannot run on its network: {e}",
                         pytrace=False)
-        pytest.skip(str(e) if str(e).startswith(f"{case.adapter.id}:") else f"{case.adapter.id}: {e}")  # named once
+        case.skip_refused(e)

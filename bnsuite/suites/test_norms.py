@@ -42,8 +42,8 @@ def norm_layer(case, rec, spec: NormSpec):
     decl = cls.declare()
     try:
         layer = cls(spec)
-    except Unsupported as e:  # named once: the message may already start with the adapter's id
-        pytest.skip(str(e) if str(e).startswith(f"{case.adapter.id}:") else f"{case.adapter.id}: {e}")
+    except Unsupported as e:
+        case.skip_refused(e)
     rec.snippet = layer.snippet()
     return decl, decl.facts(spec.kind), layer
 

@@ -113,7 +113,7 @@ class FlaxLinenBlocks(_FlaxBlocks):
         x0 = jax.ShapeDtypeStruct((2, spec.in_features), self.dt)
         shapes = jax.eval_shape(lambda x: self.module.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
                                                            x, training=False), x0)
-        self.variables = jax.tree_util.tree_map(lambda a: as_jax(np.zeros(a.shape), a.dtype), dict(shapes))
+        self.variables = jax.tree_util.tree_map(lambda a: _unset(None, a.shape, a.dtype), dict(shapes))
 
     def _load(self, w):
         params = {k: dict(v) for k, v in self.variables["params"].items()}
