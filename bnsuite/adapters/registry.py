@@ -20,6 +20,7 @@ BUILTIN: dict[str, str] = {
     "paddle": "bnsuite.adapters.paddle_bn:PaddleBatchNorm",
     "tinygrad": "bnsuite.adapters.tinygrad_bn:TinygradBatchNorm",
     "mlx": "bnsuite.adapters.mlx_bn:MlxBatchNorm",
+    "mindspore": "bnsuite.adapters.mindspore_bn:MindsporeBatchNorm",
 }
 
 ENV_VAR = "BNSUITE_ADAPTER"  # same as --adapter, comma-separated
