@@ -32,8 +32,8 @@ class Framework:
     device_reason: Callable[[str], "str | None"] | None = None  # None when the device is visible, else why not
     dtypes: tuple[str, ...] = FLOAT_DTYPES
     # Import its modules before any other framework's when several adapters share one process (plain pytest);
-    # the reason, observed, in the row's source.
-    import_first: bool = False
+    # the reason, observed, in the row's source. A number ranks the rows that must come first: higher imports earlier.
+    import_first: bool | int = False
 
 
 # Distributions that install a row's pinned distribution under another name (tox and the lock file install the
@@ -120,11 +120,11 @@ def import_early(adapter_classes) -> None:
 
     if len(adapter_classes) < 2:
         return
-    for cls in adapter_classes:
-        for row in rows_of(cls):
-            for module in row.requires if row.import_first else ():
-                try:
-                    importlib.import_module(module)
-                except ImportError:
-                    pass
+    rows = [row for cls in adapter_classes for row in rows_of(cls) if row.import_first]
+    for row in sorted(rows, key=lambda r: -int(r.import_first)):  # stable: equal ranks keep the adapters' order
+        for module in row.requires:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                pass
 

@@ -7,6 +7,7 @@ mindspore/ops/operations/manually_defined/ops_def.py), confirmed by running it; 
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from typing import NamedTuple
@@ -15,6 +16,7 @@ import numpy as np
 
 from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, FreezeIdiom, Grads,
                                    Probe, State, Unsupported)
+from bnsuite.adapters.capabilities import conventional
 from bnsuite.adapters.conventions import SlotState
 from bnsuite.adapters.frameworks import Framework, OnFramework
 
@@ -116,8 +118,13 @@ def _device_reason(device: str) -> str | None:
             f"device_target {mindspore.get_context('device_target')})")
 
 
+# import_first: `import paddle; import mindspore` fails (ImportError: libmindspore_ops_cpu.so: undefined symbol
+# dnnl_threadpool_interop_stream_create: paddle's oneDNN is loaded first); `import mindspore; import paddle` works, and
+# so do TensorFlow, torch and JAX in either order (mindspore 2.10.0, paddlepaddle 3.3.1, observed). Rank 2: before
+# paddle's import_first (True, rank 1).
 MINDSPORE = Framework(requires=("mindspore",), families=("mindspore",), pins={"mindspore": "2.10.0"},
-                      versions=_versions, numeric_settings=_numeric_settings, device_reason=_device_reason)
+                      versions=_versions, numeric_settings=_numeric_settings, device_reason=_device_reason,
+                      import_first=2)
 
 
 class MindsporeRecipe(NamedTuple):
@@ -184,6 +191,19 @@ def _first_tuple_op() -> str:
         f"exit {proc.returncode}"
 
 
+def _import_after_paddle() -> str:
+    """`import paddle; import mindspore` in a fresh process: "ok" or the exception class that stopped it."""
+    try:
+        proc = subprocess.run([sys.executable, "-c", "import paddle; import mindspore"], capture_output=True,
+                              text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return "timeout"
+    if proc.returncode == 0:
+        return "ok"
+    last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+    return f"error:{last.split(':')[0]}" if "Error" in last.split(":")[0] else f"exit {proc.returncode}"
+
+
 def _single_value_running_var() -> str:
     """One training call on one value per channel: is the running variance still finite?"""
     import mindspore as ms
@@ -244,8 +264,17 @@ def dtype_str(t) -> str:
 class MindsporeBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     id = "mindspore"
     runs_on = MINDSPORE
+    capabilities = conventional("mindspore", "network")
     freeze_idioms = FREEZE_IDIOMS
     declaration = DECLARATION
+
+    @classmethod
+    def unavailable_reason(cls):
+        why = super().unavailable_reason()
+        if why is None and "paddle" in sys.modules and "mindspore" not in sys.modules:
+            return ("paddle is already imported in this process, and importing mindspore after it fails (declared "
+                    "trap import_after_paddle); run mindspore in its own process: `tox -e mindspore`")
+        return why
 
     @classmethod
     def probes(cls):
@@ -270,6 +299,12 @@ class MindsporeBatchNorm(OnFramework, SlotState, BatchNormAdapter):
                                        "in a process raises SystemError ('A module that was compiled using NumPy 1.x "
                                        "cannot be run in NumPy 2'), the next one works; finding "
                                        "mindspore_numpy2_first_tuple_op_fails"), _first_tuple_op))
+        if importlib.util.find_spec("paddle") is not None:  # the trap needs paddle installed beside mindspore
+            probes.append(Probe("import_after_paddle", Cited(
+                "error:ImportError", "observed with paddlepaddle 3.3.1 and mindspore 2.10.0 on Linux x86-64: "
+                "`import paddle; import mindspore` raises ImportError (libmindspore_ops_cpu.so: undefined symbol "
+                "dnnl_threadpool_interop_stream_create, paddle's oneDNN loaded first) while `import mindspore; "
+                "import paddle` works"), _import_after_paddle))
         return probes
 
     # -- build -------------------------------------------------------------------------------------------------------

@@ -18,12 +18,12 @@ A property no suite writes whole (one a declared Probe names, say) needs the mod
 
 from __future__ import annotations
 
-from meta_tests.broken import (blocks, compiled, declarations, deploy, edge_inputs, folding, layer, mixed_precision,
-                               models, mlx_layer, networks, norms, paddle_layer, replicas, tinygrad_layer,
-                               training_loops)
+from meta_tests.broken import (blocks, compiled, declarations, deploy, edge_inputs, folding, layer, mindspore_layer,
+                               mixed_precision, models, mlx_layer, networks, norms, paddle_layer, replicas,
+                               tinygrad_layer, training_loops)
 
 AREAS = (layer, declarations, networks, norms, blocks, replicas, edge_inputs, mixed_precision, folding, training_loops,
-         deploy, compiled, models, paddle_layer, mlx_layer, tinygrad_layer)
+         deploy, compiled, models, mindspore_layer, paddle_layer, mlx_layer, tinygrad_layer)
 
 # Which properties each broken adapter must fail on (checked by meta_tests/test_broken_adapters.py).
 EXPECTED_FAILURES: dict[type, set[str]] = {cls: props for area in AREAS
