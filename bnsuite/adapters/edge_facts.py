@@ -186,6 +186,22 @@ TINYGRAD = _nan_on_empty_batch_eps_unchecked(
     "0 * inf = NaN",
     f"{_TG}.__init__ stores eps unchecked; rsqrt of a negative variance + eps is NaN")
 
+_MS_PRIM = "mindspore/ops/operations/manually_defined/ops_def.py: BatchNorm"
+_MS_EPS = (f"{_MS_PRIM} docstring 'epsilon (float, optional) ... value must be (0, 1]'; the primitive raises "
+           "ValueError 'For primitive[BatchNorm], the eps must be in (0,1]' (mindspore/nn/layer/normalization.py: "
+           "_BatchNorm.__init__ passes eps unchecked; observed mindspore 2.10.0)")
+MINDSPORE = {
+    "empty_batch_training": Cited("empty output, running stats changed",
+                                  f"{_MS_PRIM} (CPU kernel, compiled): observed mindspore 2.10.0, an N = 0 batch takes "
+                                  "mean 0 and variance 0 as its statistics, so moving_mean and moving_variance decay "
+                                  "toward 0 by the momentum (variance 1 -> 0.9 with the default) with no error"),
+    "empty_batch_inference": Cited("empty output, running stats unchanged",
+                                   "mindspore/nn/layer/normalization.py: _BatchNorm.construct, bn_infer reads "
+                                   "moving_mean/moving_variance only"),
+    "eps_zero": Cited("error:ValueError", _MS_EPS),
+    "eps_negative": Cited("error:ValueError", _MS_EPS),
+}
+
 
 # One table per built-in adapter, named by its `capabilities` as "edge_facts" ("bnsuite.adapters.edge_facts:TORCH").
 KERAS_TENSORFLOW = {**KERAS3, **_keras3_masks("error:InvalidArgumentError", "error:IndexError"), **KERAS3_OPTIONS}

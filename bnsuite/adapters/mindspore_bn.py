@@ -264,7 +264,7 @@ def dtype_str(t) -> str:
 class MindsporeBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     id = "mindspore"
     runs_on = MINDSPORE
-    capabilities = conventional("mindspore", "network")
+    capabilities = conventional("mindspore", "network", "edge_facts", "norms")
     freeze_idioms = FREEZE_IDIOMS
     declaration = DECLARATION
 
