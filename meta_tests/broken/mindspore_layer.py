@@ -49,11 +49,30 @@ class MindsporeFloat16StatsMove(MindsporeBatchNorm):
     probes = _probe_declared("float16_training_updates_running_stats", "running stats move")
 
 
+class MindsporeSingleValueFiniteVar(MindsporeBatchNorm):
+    """Declares that one value per channel leaves a finite running variance, as TensorFlow's biased update does."""
+
+    id = "broken-mindspore-single-value-finite-var"
+
+    probes = _probe_declared("single_value_batch_running_var", "finite")
+
+
+class MindsporeMomentumAttributeAsArgument(MindsporeBatchNorm):
+    """Declares that the layer's `momentum` attribute reads back the constructor's argument (0.9), as torch's does."""
+
+    id = "broken-mindspore-momentum-attribute-as-argument"
+
+    probes = _probe_declared("momentum_attribute_of_default", "0.9")
+
+
 EXPECTED_FAILURES = {
     MindsporeMomentumUnconverted: {"running_mean", "running_var", "running_var_estimator", "port_momentum_conversion",
                                    "port_running_mean", "port_running_var"},
     MindsporeRunningVarBiased: {"running_var_estimator"},
     MindsporeFloat16StatsMove: {"float16_training_updates_running_stats"},
+    MindsporeSingleValueFiniteVar: {"single_value_batch_running_var"},
+    MindsporeMomentumAttributeAsArgument: {"momentum_attribute_of_default"},
 }
 
-SEES = {MindsporeFloat16StatsMove: {"test_framework_traps.py"}}
+SEES = {cls: {"test_framework_traps.py"} for cls in (MindsporeFloat16StatsMove, MindsporeSingleValueFiniteVar,
+                                                     MindsporeMomentumAttributeAsArgument)}
