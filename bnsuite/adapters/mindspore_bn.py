@@ -19,6 +19,7 @@ from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRu
 from bnsuite.adapters.capabilities import conventional
 from bnsuite.adapters.conventions import SlotState
 from bnsuite.adapters.frameworks import Framework, OnFramework
+from bnsuite.adapters.mixed_precision.mindspore_mixed import declared as declared_mixed
 
 _LAYER = "mindspore/nn/layer/normalization.py"
 _INIT = f"{_LAYER}: _BatchNorm.__init__"
@@ -89,6 +90,7 @@ DECLARATION = Declaration(
                          f"{_PRIM}: 'the input argument[input_x] must be a type of {{Tensor[Float16], "
                          "Tensor[Float32]}, but got Tensor[Float64]' (the layer builds, its first call raises)"),
     },
+    mixed_precision=declared_mixed(),
     notes={"momentum_attribute": f"{_INIT}: self.momentum = 1.0 - momentum: the attribute reads 0.1 for the default "
                                  "argument 0.9 (the weight of the NEW value, torch's convention), while the argument "
                                  "weights the old value; extend_repr prints 1 - self.momentum"},
@@ -264,7 +266,7 @@ def dtype_str(t) -> str:
 class MindsporeBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     id = "mindspore"
     runs_on = MINDSPORE
-    capabilities = conventional("mindspore", "network", "edge_facts", "norms")
+    capabilities = conventional("mindspore", "network", "edge_facts", "norms", "mixed_precision")
     freeze_idioms = FREEZE_IDIOMS
     declaration = DECLARATION
 
