@@ -9,6 +9,7 @@ home.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable
 
 import numpy as np
@@ -93,6 +94,23 @@ class SlotState:
 
     def state_dtypes(self) -> dict[str, str | None]:
         return {n: (None if (h := self._slot(n)) is None else self._dtype(h)) for n in SLOTS}
+
+    @contextlib.contextmanager
+    def running_stats_kept(self, keep: bool = True):
+        """Undo on exit what the block did to the running statistics (where `keep`): for a framework that updates
+        them in a call whose contract leaves them alone (inference with batch statistics, a backward pass)."""
+        saved = self.get_state() if keep else None
+        try:
+            yield
+        finally:
+            if saved is not None:
+                self.set_state(State(None, None, saved.mean, saved.var))
+
+    def rebuild_keeping_state(self, **extra: Any) -> None:
+        """Replace the layer `self.bn` by `self._build(**extra)` (a build argument of a freeze idiom), state loaded."""
+        state = self.get_state()
+        self.bn = self._build(**extra)
+        self.set_state(state)
 
 
 # The freeze idioms of a module-mode framework (torch, paddle): the module's train()/eval() mode alone decides which

@@ -15,10 +15,11 @@ from typing import NamedTuple
 import numpy as np
 
 from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, FreezeIdiom, Grads,
-                                   Probe, State, Unsupported)
+                                   Probe, Unsupported)
 from bnsuite.adapters.capabilities import conventional
 from bnsuite.adapters.conventions import SlotState
 from bnsuite.adapters.frameworks import Framework, OnFramework
+from bnsuite.adapters.import_order import ImportTrap, import_after
 from bnsuite.adapters.mixed_precision.mindspore_mixed import declared as declared_mixed
 
 _LAYER = "mindspore/nn/layer/normalization.py"
@@ -43,12 +44,12 @@ DECLARATION = Declaration(
     momentum_weights=Cited("old", _UPDATE),
     default_channels_last=Cited(False, f"{_INIT}(data_format='NCHW'); 'NHWC' raises ValueError unless "
                                        "device_target is GPU ('the NHWC format only support in GPU target')"),
+    normalize_estimator=Cited("biased", f"{_PRIM} docstring 'y = (x - mean) / sqrt(variance + epsilon)', the batch "
+                                        "variance without correction (observed)"),
     running_var_estimator=Cited({"default": "unbiased"},
                                 f"{_PRIM} (CPU kernel, compiled): the running variance takes the batch variance with "
                                 "Bessel's correction, observed with mindspore 2.10.0 (running var = 0.9 + 0.1 * "
                                 "var(ddof=1) from ones); the BatchNorm2d docstring writes sigma^2_beta without saying"),
-    normalize_estimator=Cited("biased", f"{_PRIM} docstring 'y = (x - mean) / sqrt(variance + epsilon)', the batch "
-                                        "variance without correction (observed)"),
     single_value_batch=Cited("offset", f"{_CONSTRUCT}: no check of the batch size; the batch variance of one value "
                                        "is 0 so every output is beta (observed), and the running variance becomes NaN "
                                        "(probe single_value_batch_running_var)"),
@@ -193,19 +194,6 @@ def _first_tuple_op() -> str:
         f"exit {proc.returncode}"
 
 
-def _import_after_paddle() -> str:
-    """`import paddle; import mindspore` in a fresh process: "ok" or the exception class that stopped it."""
-    try:
-        proc = subprocess.run([sys.executable, "-c", "import paddle; import mindspore"], capture_output=True,
-                              text=True, timeout=300)
-    except subprocess.TimeoutExpired:
-        return "timeout"
-    if proc.returncode == 0:
-        return "ok"
-    last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-    return f"error:{last.split(':')[0]}" if "Error" in last.split(":")[0] else f"exit {proc.returncode}"
-
-
 def _single_value_running_var() -> str:
     """One training call on one value per channel: is the running variance still finite?"""
     import mindspore as ms
@@ -263,20 +251,13 @@ def dtype_str(t) -> str:
     return str(t.dtype).lower()
 
 
-class MindsporeBatchNorm(OnFramework, SlotState, BatchNormAdapter):
+class MindsporeBatchNorm(ImportTrap, OnFramework, SlotState, BatchNormAdapter):
     id = "mindspore"
     runs_on = MINDSPORE
     capabilities = conventional("mindspore", "network", "edge_facts", "norms", "mixed_precision")
     freeze_idioms = FREEZE_IDIOMS
     declaration = DECLARATION
-
-    @classmethod
-    def unavailable_reason(cls):
-        why = super().unavailable_reason()
-        if why is None and "paddle" in sys.modules and "mindspore" not in sys.modules:
-            return ("paddle is already imported in this process, and importing mindspore after it fails (declared "
-                    "trap import_after_paddle); run mindspore in its own process: `tox -e mindspore`")
-        return why
+    import_trap = ("paddle", "paddle", "fails", "import_after_paddle")
 
     @classmethod
     def probes(cls):
@@ -306,7 +287,7 @@ class MindsporeBatchNorm(OnFramework, SlotState, BatchNormAdapter):
                 "error:ImportError", "observed with paddlepaddle 3.3.1 and mindspore 2.10.0 on Linux x86-64: "
                 "`import paddle; import mindspore` raises ImportError (libmindspore_ops_cpu.so: undefined symbol "
                 "dnnl_threadpool_interop_stream_create, paddle's oneDNN loaded first) while `import mindspore; "
-                "import paddle` works"), _import_after_paddle))
+                "import paddle` works"), lambda: import_after("paddle", "mindspore")))
         return probes
 
     # -- build -------------------------------------------------------------------------------------------------------
@@ -357,12 +338,9 @@ class MindsporeBatchNorm(OnFramework, SlotState, BatchNormAdapter):
         bn = self.bn
         if training is not None:
             bn.set_train(training)
-        keep = None
-        if not self.core.training and not self.spec.track_running_stats:
-            keep = self.get_state()  # use_batch_statistics=True updates them in inference too: declared, undone
-        y = bn(self._in(x))
-        if keep is not None:
-            self.set_state(State(None, None, keep.mean, keep.var))
+        # use_batch_statistics=True updates them in inference too: declared, then undone
+        with self.running_stats_kept(not self.core.training and not self.spec.track_running_stats):
+            y = bn(self._in(x))
         self.last_output_dtype = dtype_str(y)
         return self._out(y)
 
@@ -405,12 +383,11 @@ class MindsporeBatchNorm(OnFramework, SlotState, BatchNormAdapter):
 
     def backward(self, x, dy, training):
         bn = self.core
-        saved = self.get_state()
         was_training = bn.training
         bn.set_train(training)
-        _, gx, gw, _ = self._value_and_grads(x, dy)
+        with self.running_stats_kept():
+            _, gx, gw, _ = self._value_and_grads(x, dy)
         bn.set_train(was_training)
-        self.set_state(State(None, None, saved.mean, saved.var))
         g = lambda p: None if p.name not in gw else ms_numpy(self.ms, gw[p.name])
         affine = self.spec.affine or self.spec.use_defaults
         return Grads(self._out(gx), g(bn.gamma) if affine else None, g(bn.beta) if affine else None)
@@ -419,9 +396,7 @@ class MindsporeBatchNorm(OnFramework, SlotState, BatchNormAdapter):
     def frozen_step(self, idiom, x, dy, lr):
         recipe = self.freeze_recipe(idiom)
         if recipe.batch_statistics is not None:
-            state = self.get_state()
-            self.bn = self._build(use_batch_statistics=recipe.batch_statistics)
-            self.set_state(state)
+            self.rebuild_keeping_state(use_batch_statistics=recipe.batch_statistics)
         freeze_cells(recipe, [self.core])
         y, _, gw, weights = self._value_and_grads(x, dy)
         if weights:

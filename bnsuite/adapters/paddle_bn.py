@@ -10,18 +10,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
-import signal
-import subprocess
-import sys
 from typing import NamedTuple
 
 import numpy as np
 
 from bnsuite.adapters.base import (BatchNormAdapter, Cited, Declaration, DtypeRule, FreezeFacts, FreezeIdiom, Grads,
-                                   MixedRule, Probe, State, Unsupported)
+                                   MixedRule, Probe, Unsupported)
 from bnsuite.adapters.capabilities import conventional
 from bnsuite.adapters.conventions import SlotState, module_mode_freeze, module_mode_idioms
 from bnsuite.adapters.frameworks import Framework, OnFramework
+from bnsuite.adapters.import_order import ImportTrap, import_after
 
 _LAYER = "paddle/nn/layer/norm.py"
 _F = "paddle/nn/functional/norm.py: batch_norm"
@@ -199,33 +197,14 @@ def _eval_moves_running_stats() -> str:
     return "running stats move" if np.any(bn._mean.numpy() != 0.0) else "running stats unchanged"
 
 
-def _import_after_tf() -> str:
-    """`import tensorflow; import paddle` in a fresh process (a crash costs that process only)."""
-    try:
-        proc = subprocess.run([sys.executable, "-c", "import tensorflow; import paddle"], capture_output=True,
-                              timeout=300)
-    except subprocess.TimeoutExpired:
-        return "timeout"
-    if proc.returncode < 0:
-        return f"crash:{signal.Signals(-proc.returncode).name}"
-    return "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
-
-
-class PaddleBatchNorm(OnFramework, SlotState, BatchNormAdapter):
+class PaddleBatchNorm(ImportTrap, OnFramework, SlotState, BatchNormAdapter):
     id = "paddle"
     runs_on = PADDLE
     capabilities = {**conventional("paddle", "network", "norms", "blocks", "mixed_precision", "edge_facts", "compile"),
                     "replicas": "bnsuite.adapters.replicas.paddle_dp:PaddleReplicas"}
     freeze_idioms = FREEZE_IDIOMS
     declaration = DECLARATION
-
-    @classmethod
-    def unavailable_reason(cls):
-        why = super().unavailable_reason()
-        if why is None and "tensorflow" in sys.modules and "paddle" not in sys.modules:
-            return ("TensorFlow is already imported in this process, and importing paddle after it segfaults "
-                    "(declared trap import_after_tensorflow); run paddle in its own process: `tox -e paddle`")
-        return why
+    import_trap = ("tensorflow", "TensorFlow", "segfaults", "import_after_tensorflow")
 
     @classmethod
     def probes(cls):
@@ -235,7 +214,8 @@ class PaddleBatchNorm(OnFramework, SlotState, BatchNormAdapter):
             probes.append(Probe("import_after_tensorflow", Cited(
                 "crash:SIGSEGV", "observed with tensorflow-cpu 2.21.0 and paddlepaddle 3.3.1 on Linux x86-64: "
                 "`import tensorflow; import paddle` dies with a segmentation fault while `import paddle; import "
-                "tensorflow` works (two copies of protobuf/abseil native code in one process)"), _import_after_tf))
+                "tensorflow` works (two copies of protobuf/abseil native code in one process)"),
+                lambda: import_after("tensorflow", "paddle")))
         return probes
 
     # -- build -------------------------------------------------------------------------------------------------------
@@ -289,13 +269,9 @@ class PaddleBatchNorm(OnFramework, SlotState, BatchNormAdapter):
         bn = self.bn
         if training is not None:
             bn.train() if training else bn.eval()
-        keep = None
-        if training is False and not self.spec.track_running_stats:
-            keep = self.get_state()  # use_global_stats=False updates them even in eval(): declared, then undone
-        with self.paddle.no_grad():
+        # use_global_stats=False updates them even in eval(): declared, then undone
+        with self.running_stats_kept(training is False and not self.spec.track_running_stats), self.paddle.no_grad():
             y = bn(self._in(x))
-        if keep is not None:
-            self.set_state(State(None, None, keep.mean, keep.var))
         self.last_output_dtype = _dt(y)
         return self._out(y)
 
@@ -317,15 +293,14 @@ class PaddleBatchNorm(OnFramework, SlotState, BatchNormAdapter):
 
     def backward(self, x, dy, training):
         bn = self.bn
-        saved = self.get_state()
         was_training = bn.training
         bn.train() if training else bn.eval()
         xt = self._in(x, requires_grad=True)
         for p in bn.parameters():
             p.clear_gradient()
-        y = bn(xt)
-        (y * self._in(dy)).sum().backward()
-        self.set_state(State(None, None, saved.mean, saved.var))
+        with self.running_stats_kept():
+            y = bn(xt)
+            (y * self._in(dy)).sum().backward()
         bn.train() if was_training else bn.eval()
         g = lambda p: None if p is None or p.grad is None else self._np(p.grad)
         return Grads(self._out(xt.grad), g(bn.weight), g(bn.bias))
@@ -335,9 +310,7 @@ class PaddleBatchNorm(OnFramework, SlotState, BatchNormAdapter):
         paddle = self.paddle
         recipe = self.freeze_recipe(idiom)
         if recipe.use_global_stats:
-            state = self.get_state()
-            self.bn = self._build(use_global_stats=True)
-            self.set_state(state)
+            self.rebuild_keeping_state(use_global_stats=True)
         bn = self.bn
         bn.train()
         params = [p for p in (bn.weight, bn.bias) if p is not None]

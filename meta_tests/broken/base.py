@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from bnsuite.adapters.base import Cited
+from bnsuite.adapters.base import Cited, Probe
 from bnsuite.adapters.torch_bn import TorchBatchNorm
 
 
@@ -61,3 +61,28 @@ def nudge_running_stats(adapter: TorchBatchNorm) -> None:
     with adapter.torch.no_grad():
         adapter.module.running_mean.add_(0.01)
         adapter.module.running_var.mul_(1.01)
+
+
+def probe_declared(adapter_cls, prop: str, value: str):
+    """A `probes` class method: the real adapter's probe `prop` alone (the others cost their own runs elsewhere),
+    declared `value`."""
+    return classmethod(lambda cls: [Probe(p.property, wrong(value), p.run) for p in adapter_cls.probes()
+                                    if p.property == prop])
+
+
+class MomentumUnconverted:
+    """Mixed in before an adapter that builds `self.bn = self._build()` from `self.kwargs`: passes the canonical
+    momentum (weight of the NEW statistic) unchanged where the framework's `momentum` weights the OLD value."""
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        if not spec.use_defaults and spec.momentum is not None:
+            self.kwargs["momentum"] = spec.momentum
+            self.bn = self._build()
+
+
+def declaring_probe(adapter_cls, name: str, adapter_id: str, prop: str, value: str, doc: str, module: str) -> type:
+    """A broken adapter class `name` (defined in `module`, so that `ref` finds it): the real `adapter_cls` whose probe
+    `prop` alone runs, declared `value`."""
+    return type(name, (adapter_cls,), {"__doc__": doc, "__module__": module, "__qualname__": name, "id": adapter_id,
+                                       "probes": probe_declared(adapter_cls, prop, value)})

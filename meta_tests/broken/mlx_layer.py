@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from bnsuite.adapters.base import FreezeFacts, Probe
+from bnsuite.adapters.base import FreezeFacts
 from bnsuite.adapters.blocks.mlx_blocks import DECLARATION as MLX_BLOCKS, MlxBlocks
 from bnsuite.adapters.mlx_bn import MlxBatchNorm
 from bnsuite.adapters.mlx_edge_facts import MLX as MLX_EDGE_FACTS
 from bnsuite.adapters.norms.mlx_norms import MlxNorms
 from bnsuite.adapters.replicas.mlx_dist import DECLARATION as MLX_REPLICAS, MlxReplicas
-from meta_tests.broken.base import ref, wrong
+from meta_tests.broken.base import probe_declared, ref, wrong
 
 
 class MlxMomentumAsOld(MlxBatchNorm):
@@ -41,18 +41,12 @@ class MlxFreezeStopsStats(MlxBatchNorm):
         return dataclasses.replace(decl, freeze={**decl.freeze, "freeze": wrong(FreezeFacts("batch", False, False))})
 
 
-def _probe_declared(prop: str, value: str):
-    """The mlx adapter's probe `prop` alone (the others cost their own runs elsewhere), declared `value`."""
-    return classmethod(lambda cls: [Probe(p.property, wrong(value), p.run) for p in MlxBatchNorm.probes()
-                                    if p.property == prop])
-
-
 class MlxFloat64NdarrayKept(MlxBatchNorm):
     """Declares that mx.array keeps a float64 ndarray float64, as NumPy and torch do."""
 
     id = "broken-mlx-float64-ndarray-kept"
 
-    probes = _probe_declared("mlx_array_float64_ndarray_dtype", "float64")
+    probes = probe_declared(MlxBatchNorm, "mlx_array_float64_ndarray_dtype", "float64")
 
 
 class MlxEmptyAxisReductionReturns(MlxBatchNorm):
@@ -60,7 +54,7 @@ class MlxEmptyAxisReductionReturns(MlxBatchNorm):
 
     id = "broken-mlx-empty-axis-reduction-returns"
 
-    probes = _probe_declared("mlx_empty_axis_reduction", "returns")
+    probes = probe_declared(MlxBatchNorm, "mlx_empty_axis_reduction", "returns")
 
 
 class MlxNormsGroupsContiguous(MlxNorms):

@@ -8,20 +8,14 @@ import dataclasses
 from bnsuite.adapters.base import Cited
 from bnsuite.adapters.paddle_bn import PaddleBatchNorm
 from bnsuite.adapters.replicas.paddle_dp import DECLARATION as PADDLE_REPLICAS, PaddleReplicas
-from meta_tests.broken.base import ref, wrong
+from meta_tests.broken.base import MomentumUnconverted, ref, wrong
 
 
-class PaddleMomentumUnconverted(PaddleBatchNorm):
+class PaddleMomentumUnconverted(MomentumUnconverted, PaddleBatchNorm):
     """Passes the canonical momentum (weight of the NEW statistic) to paddle unchanged, although paddle's momentum
     weights the OLD running value: the classic torch-to-paddle porting slip."""
 
     id = "broken-paddle-momentum-unconverted"
-
-    def __init__(self, spec):
-        super().__init__(spec)
-        if not spec.use_defaults and spec.momentum is not None:
-            self.kwargs["momentum"] = spec.momentum
-            self.bn = self._build()
 
 
 class PaddleSingleValueOffset(PaddleBatchNorm):

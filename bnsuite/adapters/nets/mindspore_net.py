@@ -15,8 +15,6 @@ from bnsuite.adapters.mindspore_bn import freeze_cells, ms_numpy, ms_tensor, war
 from bnsuite.adapters.nets import OIHW, Network
 from bnsuite.adapters.nets.layers import plan_layers, run_plan
 
-_BN_SLOTS = {"scale": "gamma", "offset": "beta", "mean": "moving_mean", "var": "moving_variance"}
-
 
 class MindsporeNet(Network):
     weight_layout = Cited(OIHW, "mindspore/nn/layer/conv.py: _Conv.__init__ weight shape [out_channels, in_channels "
@@ -51,7 +49,8 @@ class MindsporeNet(Network):
         out = {}
         for name, m in self.mods.items():
             if isinstance(m, self.ms.nn.BatchNorm2d):
-                out.update({f"{name}.{slot}": (getattr(m, attr), same) for slot, attr in _BN_SLOTS.items()})
+                out.update({f"{name}.scale": (m.gamma, same), f"{name}.offset": (m.beta, same),
+                            f"{name}.mean": (m.moving_mean, same), f"{name}.var": (m.moving_variance, same)})
             else:
                 out.update({f"{name}.kernel": (m.weight, same), f"{name}.bias": (m.bias, same)})
         return out

@@ -16,47 +16,43 @@ _NORM = "mindspore/nn/layer/normalization.py"
 _ROWWISE = "each sample is normalized with its own statistics; observed bitwise between batches of 8, 3 and 1 on " \
            "mindspore 2.10.0 CPU"
 
+_LAYER = Cited(NormFacts("mindspore.nn.LayerNorm(normalized_shape=(C,))", 1e-7, "last", True, "two-pass", True),
+               f"{_NORM}: LayerNorm.__init__(normalized_shape, begin_norm_axis=-1, begin_params_axis=-1, "
+               "gamma_init='ones', beta_init='zeros', epsilon=1e-7) (1e-7, not the 1e-5 of the others; the "
+               "docstring announces epsilon -> eps and a change of the signature), ops.LayerNorm over the "
+               f"axes from begin_norm_axis; {_ROWWISE}")
+_GROUP = Cited(NormFacts("mindspore.nn.GroupNorm(num_groups, num_channels)", 1e-5, "channels-first", True,
+                         "two-pass", True),
+               f"{_NORM}: GroupNorm.__init__(num_groups, num_channels, eps=1e-05, affine=True); "
+               f"_cal_output -> ops.group_norm (compiled; float32 inputs of mean 1e4 and spread 1 normalize "
+               f"to 1e-7, observed); {_ROWWISE}")
+
 DECLARATION = NormDeclaration(
     framework="mindspore",
-    kinds={
-        "layer": Cited(NormFacts(layer="mindspore.nn.LayerNorm(normalized_shape=(C,))", default_eps=1e-7,
-                                 default_axes="last", default_affine=True, variance="two-pass",
-                                 bitwise_batch_independent=True),
-                       f"{_NORM}: LayerNorm.__init__(normalized_shape, begin_norm_axis=-1, begin_params_axis=-1, "
-                       "gamma_init='ones', beta_init='zeros', epsilon=1e-7) (1e-7, not the 1e-5 of the others; the "
-                       "docstring announces epsilon -> eps and a change of the signature), ops.LayerNorm over the "
-                       f"axes from begin_norm_axis; {_ROWWISE}"),
-        "group": Cited(NormFacts(layer="mindspore.nn.GroupNorm(num_groups, num_channels)", default_eps=1e-5,
-                                 default_axes="channels-first", default_affine=True, variance="two-pass",
-                                 bitwise_batch_independent=True),
-                       f"{_NORM}: GroupNorm.__init__(num_groups, num_channels, eps=1e-05, affine=True); "
-                       f"_cal_output -> ops.group_norm (compiled; float32 inputs of mean 1e4 and spread 1 normalize "
-                       f"to 1e-7, observed); {_ROWWISE}"),
-    },
+    kinds={"layer": _LAYER, "group": _GROUP},
     missing={"rms": f"mindspore.nn has no RMSNorm layer ({_NORM} defines none; mindspore.mint.nn has none either)",
              "instance": f"{_NORM}: InstanceNorm2d.construct runs P.InstanceNorm, which has no CPU kernel "
                          "(RuntimeError on the CPU; its docstring lists GPU only)"},
+    layer_rms_scaling=Cited(None, f"{_NORM}: LayerNorm.__init__ has no rms_scaling option"),
+    **no_running_stats(f"{_NORM}: the CPU has no InstanceNorm (missing['instance'])"),
+    group_layouts=Cited(("channels-first",), f"{_NORM}: GroupNorm._channel_check compares 'the second dim of the "
+                                             "input' with num_channels (NCHW only; no data_format)"),
     group_layout=Cited("contiguous", f"{_NORM}: GroupNorm docstring 'divides the channels into groups' (the Group "
                                      "Normalization paper's contiguous groups); observed contiguous on mindspore "
                                      "2.10.0"),
-    group_layouts=Cited(("channels-first",), f"{_NORM}: GroupNorm._channel_check compares 'the second dim of the "
-                                             "input' with num_channels (NCHW only; no data_format)"),
-    **no_running_stats(f"{_NORM}: the CPU has no InstanceNorm (missing['instance'])"),
-    layer_rms_scaling=Cited(None, f"{_NORM}: LayerNorm.__init__ has no rms_scaling option"),
 )
 
 
 class MindsporeNorms(NormAdapter):
-    """One mindspore norm layer in PyNative mode on the CPU."""
+    """One mindspore norm layer in PyNative mode on the CPU (the framework row's device probe keeps other devices
+    out)."""
 
     declaration = DECLARATION
 
     def __init__(self, spec: NormSpec):
-        super().__init__(spec)
-        if spec.device != "cpu":
-            raise Unsupported(f"the mindspore norms build CPU layers only, not {spec.device}")
         import mindspore as ms
 
+        super().__init__(spec)
         self.ms = ms
         warm_up(ms)
         c, nn = spec.num_features, ms.nn
