@@ -114,6 +114,37 @@ def test_framework_override(framework):
     assert report.first.name == "planted"
 
 
+KERAS_ON_JAX = textwrap.dedent("""
+    import numpy as np, keras
+    from bnsuite.probe import find_batch_dependence
+
+    class BatchMean(keras.layers.Layer):
+        def call(self, x):
+            return x - keras.ops.mean(x, axis=0, keepdims=True)
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,))
+    h = BatchMean(name="planted")(keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(8, name="d")(inp)))
+    model = keras.Model(inp, keras.layers.Dense(2, name="out")(h))
+    x = np.random.default_rng(0).standard_normal((16, 4)).astype("float32")
+    for planted in (True, False):
+        m = model if planted else keras.Model(inp, model.get_layer("bn").output)
+        r = find_batch_dependence(m, x, batch_sizes=(1, 8, None))
+        print(keras.backend.backend(), r.first.name if r.first else None)
+""")
+
+
+def test_probe_on_keras_jax_compiled_inference():
+    """On the JAX backend the probe runs Keras' compiled inference (predict_on_batch), not the eager call: it still
+    names the planted layer, keeps the BatchNorm before it in inference mode, and sees nothing without it."""
+    need("keras")
+    need("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", KERAS_ON_JAX], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["jax", "planted", "jax", "None"], proc.stdout
+
+
 def _one_line_error(fn, *args, **kw):
     with pytest.raises(ProbeError) as info:
         fn(*args, **kw)

@@ -99,13 +99,29 @@ class KerasModels:
         model.base = base
         return model
 
+    def _on_jax(self) -> bool:
+        return self.package == "keras" and self.K.backend.backend() == "jax"
+
     def _collect(self, base, seed):
         bns = [l for l in base.layers if isinstance(l, self.K.layers.BatchNormalization)]
         momenta = [l.momentum for l in bns]
         for l in bns:
             l.momentum = 0.0
-        for x in stat_batches(seed):
-            base(x, training=True)
+        if self._on_jax():
+            # The training-mode forward as one compiled program (Keras' own stateless call, as fit() runs it), not
+            # an eager forward that compiles every operation of the model on its own.
+            import jax
+
+            step = jax.jit(lambda tv, ntv, x: base.stateless_call(tv, ntv, x, training=True)[1])
+            tv = [v.value for v in base.trainable_variables]
+            ntv = [v.value for v in base.non_trainable_variables]
+            for x in stat_batches(seed):
+                ntv = step(tv, ntv, x)
+            for v, value in zip(base.non_trainable_variables, ntv):
+                v.assign(value)
+        else:
+            for x in stat_batches(seed):
+                base(x, training=True)
         for l, m in zip(bns, momenta):
             l.momentum = m
 
@@ -113,6 +129,8 @@ class KerasModels:
         return x
 
     def infer(self, model, x: np.ndarray) -> np.ndarray:
+        if self._on_jax():  # Keras' compiled inference (one program per batch shape), as predict() runs it
+            return np.asarray(model.predict_on_batch(x), np.float64)
         y = model(x, training=False)
         return np.asarray(self.K.ops.convert_to_numpy(y) if self.package == "keras" else y.numpy(), np.float64)
 
@@ -146,7 +164,9 @@ class KerasModels:
         out = []
         for layer in [*model.base.layers, model.get_layer("head")]:
             if isinstance(layer, (K.layers.Conv2D, K.layers.DepthwiseConv2D, K.layers.Dense)):
-                shape = tuple(layer.kernel.shape)
+                # tf_keras names a depthwise kernel depthwise_kernel, Keras 3 kernel
+                kernel = getattr(layer, "depthwise_kernel", None)
+                shape = tuple((layer.kernel if kernel is None else kernel).shape)
                 out.append(int(np.prod(shape[:2])) if isinstance(layer, K.layers.DepthwiseConv2D)
                            else int(np.prod(shape[:-1])))
         return out

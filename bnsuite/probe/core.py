@@ -213,8 +213,12 @@ def _keras_runner(model) -> tuple[Runner, Callable[[], None]]:
         raise ProbeError(f"keras: cannot read every layer's output ({type(e).__name__}: {_one_line(e)}); the probe "
                          "needs a functional or built Sequential model") from None
 
+    # On JAX, Keras' compiled inference (one program per batch shape, as predict() runs it); an eager call there
+    # compiles every operation of the model on its own, for every batch size.
+    on_jax = hasattr(keras, "backend") and getattr(keras.backend, "backend", lambda: "")() == "jax"
+
     def run(x):
-        ys = inner(x, training=False)
+        ys = inner.predict_on_batch(x) if on_jax else inner(x, training=False)
         ys = ys if isinstance(ys, (list, tuple)) else [ys]
         to_numpy = keras.ops.convert_to_numpy if hasattr(keras, "ops") else np.asarray  # tf_keras has no ops
         return [(l.name, type(l).__name__, np.asarray(to_numpy(y), np.float64))

@@ -1,8 +1,10 @@
 """The real-architecture suite's shared setup: which architectures and freeze idioms run in the main job, the models
 built once per process, and the per-layer attribution of a batch-size departure.
 
-The main job runs ResNet-18 in every framework (and the Keras idioms that differ between Keras 3 and tf_keras); ``BNSUITE_MODELS=all`` runs every architecture and idiom the framework has (about ten times the cost),
-``BNSUITE_MODELS=densenet121,resnet50`` the main ones, those named, and every idiom.
+The main job runs every architecture each framework has. Freeze idioms: every idiom on ResNet-18; on the other
+architectures the Keras and tf_keras models run the transfer-learning idiom only (each idiom on a Keras application
+compiles a training step of the whole model). ``BNSUITE_MODELS=all`` runs every idiom on every architecture,
+``BNSUITE_MODELS=densenet121,resnet50`` on those named.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import pytest
 
 from bnsuite.adapters import capabilities
 
-# ResNet-18 everywhere: the cheapest, and the one architecture every framework here has (Keras' is bnsuite's own
-# functional ResNet-18, layer for layer torchvision's), so the main job compares it side by side.
-MAIN_ARCHS = {"torch": ("resnet18",), "keras": ("resnet18",), "tf_keras": ("resnet18",), "flax": ("resnet18",)}
-MAIN_IDIOMS = {"keras": ("transfer_learning", "training_false_only"),
-               "tf_keras": ("transfer_learning", "training_false_only")}
+# ResNet-18 runs every freeze idiom everywhere: the cheapest, and the one architecture every framework here has
+# (Keras' is bnsuite's own functional ResNet-18, layer for layer torchvision's), so the report compares it side by side.
+EVERY_IDIOM_ARCH = "resnet18"
+# The idioms the other architectures run in the main job, per framework (absent: every idiom).
+MAIN_IDIOMS = {"keras": ("transfer_learning",), "tf_keras": ("transfer_learning",)}
 EXTRA = {a.strip() for a in os.environ.get("BNSUITE_MODELS", "").split(",") if a.strip()}
 ALL = "all" in EXTRA
 _BUILT: dict = {}
@@ -25,21 +27,20 @@ _BUILT: dict = {}
 
 def models_for(case, arch: str):
     """The adapter's models capability (skip where absent, fail where broken), skipping an architecture the framework
-    does not have or that runs outside the main job."""
+    does not have."""
     __tracebackhide__ = True
     models = capabilities.require(type(case.adapter) if not isinstance(case.adapter, type) else case.adapter, "models")
     if case.device != "cpu":
         pytest.skip(f"{case.adapter.id}: the real architectures run on the CPU only")
     if arch not in models.architectures:
         pytest.skip(f"{case.adapter.id}: {models.framework} has no {arch} (it has {', '.join(models.architectures)})")
-    if not ALL and arch not in EXTRA and arch not in MAIN_ARCHS.get(models.framework, ()):
-        pytest.skip(f"{case.adapter.id}: {arch} runs outside the main job (BNSUITE_MODELS=all or ={arch} runs it)")
     return models
 
 
-def idioms_for(models) -> list[str]:
+def idioms_for(models, arch: str) -> list[str]:
     main = MAIN_IDIOMS.get(models.framework)
-    return [i for i in models.freeze_idioms if EXTRA or main is None or i in main]
+    every = main is None or ALL or arch in EXTRA or arch == EVERY_IDIOM_ARCH
+    return [i for i in models.freeze_idioms if every or i in main]
 
 
 def built(models, arch: str):

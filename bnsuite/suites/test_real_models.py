@@ -95,7 +95,7 @@ def test_real_model_freeze(case, rec, arch):
     models = rm.models_for(case, arch)
     x, t = images(8, data.seed_for(7)), targets(8, data.seed_for(7))
     probe_x = models.native(x[:2])
-    for idiom in rm.idioms_for(models):
+    for idiom in rm.idioms_for(models, arch):
         t0 = time.perf_counter()
         declared = models.freeze_idioms[idiom]
         if models.framework in ("keras", "tf_keras"):
