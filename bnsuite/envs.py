@@ -175,7 +175,7 @@ def ensure_venv(path: str | None = None) -> str:
     inputs = main_stamp_inputs()
     cached = os.path.exists(os.path.join(path, "bin", "python")) and _stamp(path) == requirements_hash(inputs)
     if not cached:
-        say(f"bnsuite: installing the pinned frameworks into {path} (a few minutes, about 3 GB) ...")
+        say(f"bnsuite: installing the pinned frameworks into {path} (a few minutes, about 7 GB) ...")
     env = build(path, [LOCK], [NODEPS], stamp_inputs=inputs)
     if env["error"]:
         fail(env["error"])
