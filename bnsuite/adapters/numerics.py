@@ -45,3 +45,27 @@ def jax_full_fp32() -> dict:
     jax.config.update("jax_default_matmul_precision", "highest")
     value = jax.config.jax_default_matmul_precision
     return {"jax_default_matmul_precision": value, "tf32": "off" if value == "highest" else "on"}
+
+
+class torch_cpu_backend_flags_kept:
+    """torch's oneDNN and NNPACK flags put back after the block. torch.export switches both off on entry
+    (torch/export/_trace.py: _ignore_backend_decomps) and, when the cuDNN call after them raises (the finding
+    torch_export_fails_after_fp32_precision_ieee), never switches them back: every later CPU convolution of the
+    process would run without oneDNN (finding torch_failed_export_leaves_onednn_disabled)."""
+
+    def __enter__(self):
+        import torch
+
+        self.torch = torch
+        self.kept = (torch.backends.mkldnn.set_flags(), torch._C._get_nnpack_enabled())
+        torch.backends.mkldnn.set_flags(*self.kept[0])  # set_flags() reads them, and sets the precision: undone
+        return self
+
+    def enabled_now(self) -> dict:
+        """What the block left, before the flags are put back: {"oneDNN": bool, "NNPACK": bool}."""
+        return {"oneDNN": bool(self.torch._C._get_mkldnn_enabled()), "NNPACK": bool(self.torch._C._get_nnpack_enabled())}
+
+    def __exit__(self, *exc):
+        self.torch.backends.mkldnn.set_flags(*self.kept[0])
+        self.torch._C._set_nnpack_enabled(self.kept[1])
+        return False

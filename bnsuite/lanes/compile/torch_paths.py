@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnsuite.adapters.base import Grads, State
+from bnsuite.adapters.numerics import torch_cpu_backend_flags_kept
 
 
 def _arr(t):
@@ -113,7 +114,8 @@ class Exported(Runner):
         cudnn = torch.backends.cudnn
         new_api = getattr(torch.backends, "fp32_precision", "none") == "ieee"
         try:
-            torch.export.export(self.m, (xt,))
+            with torch_cpu_backend_flags_kept():  # a failed export leaves oneDNN off for the whole process otherwise
+                torch.export.export(self.m, (xt,))
             self.facts["export_with_tf32_off_by_new_api"] = "ok" if new_api else "not set"
         except RuntimeError as e:
             if not new_api or "allow_tf32" not in str(e):

@@ -115,7 +115,13 @@ class TorchDeploy(DeployLane):
             Cited("raises RuntimeError", "torch/backends/cudnn/__init__.py: the legacy getter allow_tf32 raises after "
                                          "the new fp32_precision API set the flags ('a mix of the legacy and new "
                                          "APIs'), and torch.export reads that getter (pytorch/pytorch#179445)"),
-            _export_after_ieee)}
+            _export_after_ieee),
+            "deploy_torch_failed_export_leaves_onednn_disabled": (
+            Cited("oneDNN and NNPACK disabled",
+                  "torch/export/_trace.py: _ignore_backend_decomps calls torch.backends.mkldnn.set_flags(False) and "
+                  "nnpack.set_flags(False), then cudnn.set_flags(False), which raises here, all before its "
+                  "try/finally: the flags are never put back"),
+            _onednn_after_failed_export)}
 
     # -- models -------------------------------------------------------------------------------------------------------
     def train(self, kind, batches, frozen=False):
@@ -244,17 +250,32 @@ def _default_fp32_precision():
 def _export_after_ieee() -> str:
     """torch.export of a BatchNorm2d after every fp32_precision flag is set to "ieee" through the new API only (what
     adapters/numerics.py torch_full_fp32 does to compare with a float64 oracle)."""
+    return _failed_export()[0]
+
+
+def _onednn_after_failed_export() -> str:
+    """Which of oneDNN and NNPACK that export left switched off (each was on before it)."""
+    off = [name for name, on in _failed_export()[1].items() if not on]
+    return {0: "kept", 1: f"{''.join(off)} disabled"}.get(len(off), "oneDNN and NNPACK disabled")
+
+
+def _failed_export() -> tuple[str, dict]:
+    """The export after "ieee", and oneDNN's and NNPACK's flags as it left them; the process's precision and backend
+    flags are put back after."""
     import torch
 
-    from bnsuite.adapters.numerics import torch_full_fp32
+    from bnsuite.adapters.numerics import torch_cpu_backend_flags_kept, torch_full_fp32
 
-    with _default_fp32_precision():  # whatever the process set is put back after
+    with _default_fp32_precision(), torch_cpu_backend_flags_kept() as flags:
+        torch._C._set_mkldnn_enabled(True)  # on, as in a fresh process: the export decides what stays
+        torch._C._set_nnpack_enabled(True)
         torch_full_fp32()
         try:
             torch.export.export(torch.nn.BatchNorm2d(CHANNELS).eval(), (torch.zeros(2, CHANNELS, 4, 4),))
-            return "exports"
+            outcome = "exports"
         except RuntimeError:
-            return "raises RuntimeError"
+            outcome = "raises RuntimeError"
+        return outcome, flags.enabled_now()
 
 
 def _bn_training_outputs(path: str) -> tuple[str, ...]:
