@@ -63,7 +63,8 @@ class torch_cpu_backend_flags_kept:
 
     def enabled_now(self) -> dict:
         """What the block left, before the flags are put back: {"oneDNN": bool, "NNPACK": bool}."""
-        return {"oneDNN": bool(self.torch._C._get_mkldnn_enabled()), "NNPACK": bool(self.torch._C._get_nnpack_enabled())}
+        c = self.torch._C
+        return {"oneDNN": bool(c._get_mkldnn_enabled()), "NNPACK": bool(c._get_nnpack_enabled())}
 
     def __exit__(self, *exc):
         self.torch.backends.mkldnn.set_flags(*self.kept[0])
