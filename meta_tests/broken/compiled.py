@@ -7,8 +7,10 @@ from __future__ import annotations
 import dataclasses
 
 from bnsuite.adapters.base import Cited, Grads, State
+from bnsuite.adapters.mindspore_bn import MindsporeBatchNorm
 from bnsuite.adapters.mlx_bn import MlxBatchNorm
 from bnsuite.adapters.torch_bn import TorchBatchNorm
+from bnsuite.lanes.compile.mindspore_compile import MindsporeCompile
 from bnsuite.lanes.compile.mlx_compile import MlxCompile
 from bnsuite.lanes.compile.torch_compile import TorchCompile
 from meta_tests.broken.base import ref, torch_with, wrong
@@ -155,6 +157,45 @@ class MlxCompileDeclaresEvalSwitch(MlxBatchNorm):
     capabilities = {**MlxBatchNorm.capabilities, "compile": ref(MlxEvalSwitchLane)}
 
 
+class MindsporeFunctionFollowsLane(MindsporeCompile):
+    """The real mindspore.jit over a function calling the cell (AST capture), declared as a user expects it:
+    set_train(False) after the first compiled call normalizes with the running statistics and leaves them alone."""
+
+    @classmethod
+    def declare(cls):
+        path = "mindspore.jit-function-ast"
+        return {path: wrong(dataclasses.replace(MindsporeCompile.declare()[path].value, eval_switch="running",
+                                                facts={"eval_call_moves_running_stats": "no"}))}
+
+
+class MindsporeCellBakedLane(MindsporeCompile):
+    """The real mindspore.jit over the cell itself, declared to keep the training mode of its first call as the
+    jitted function does."""
+
+    @classmethod
+    def declare(cls):
+        path = "mindspore.jit-cell-ast"
+        return {path: wrong(dataclasses.replace(MindsporeCompile.declare()[path].value, eval_switch="batch",
+                                                facts={"eval_call_moves_running_stats": "yes"}))}
+
+
+class MindsporeJitFunctionDeclaresFollows(MindsporeBatchNorm):
+    """The correct mindspore BatchNorm whose jitted function is declared to follow set_train(False)."""
+
+    id = "broken-mindspore-jit-function-declares-follows"
+    capabilities = {**MindsporeBatchNorm.capabilities, "compile": ref(MindsporeFunctionFollowsLane)}
+
+
+class MindsporeJitCellDeclaresBaked(MindsporeBatchNorm):
+    """The correct mindspore BatchNorm whose jitted cell is declared to ignore set_train(False)."""
+
+    id = "broken-mindspore-jit-cell-declares-baked"
+    capabilities = {**MindsporeBatchNorm.capabilities, "compile": ref(MindsporeCellBakedLane)}
+
+
+_EVAL_SWITCH = {"compiled_eval_switch", "compiled_eval_output_vs_eager", "compiled_eval_output_vs_oracle",
+                "compiled_path_fact"}
+
 EXPECTED_FAILURES = {
     CompileDropsUpdate: {"compiled_running_stats_update", "compiled_running_mean_vs_eager",
                          "compiled_running_mean_vs_oracle", "compiled_running_var_vs_eager",
@@ -173,8 +214,9 @@ EXPECTED_FAILURES = {
     CompileDeclaresFirstTwo: {"compiled_running_stats_update", "compiled_running_mean_vs_eager",
                               "compiled_running_mean_vs_oracle", "compiled_running_var_vs_eager",
                               "compiled_running_var_vs_oracle", "compiled_eval_output_vs_eager"},
-    MlxCompileDeclaresEvalSwitch: {"compiled_eval_switch", "compiled_eval_output_vs_eager",
-                                   "compiled_eval_output_vs_oracle", "compiled_path_fact"},
+    MlxCompileDeclaresEvalSwitch: _EVAL_SWITCH,
+    MindsporeJitFunctionDeclaresFollows: _EVAL_SWITCH,
+    MindsporeJitCellDeclaresBaked: _EVAL_SWITCH,
     CompileDeclaresPerStep: {"compiled_running_stats_update", "compiled_running_mean_vs_eager",
                              "compiled_running_mean_vs_oracle", "compiled_running_var_vs_eager",
                              "compiled_running_var_vs_oracle", "compiled_eval_output_vs_eager"},
