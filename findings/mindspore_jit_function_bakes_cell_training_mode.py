@@ -34,12 +34,11 @@ try:
     before = bn.moving_mean.asnumpy().copy()
     y_compiled = call(x).asnumpy()
     moved = float(np.abs(bn.moving_mean.asnumpy() - before).max())
-    y_eager = bn(x).asnumpy()  # the same cell, in PyNative, in inference mode
-    diff = float(np.abs(y_compiled - y_eager).max())
-    print(f"observed after bn.set_train(False): compiled output vs PyNative inference output, max |diff| = {diff:.4f}")
-    print(f"observed after bn.set_train(False): the compiled call moved moving_mean by {moved:.4f}")
-    print("expected: the same output as PyNative inference (diff 0) and the running statistics left alone (0)")
+    diff = float(np.abs(y_compiled - bn(x).asnumpy()).max())  # against the same cell in PyNative inference mode
+    present = diff > 1e-3 or moved > 0
+    print(f"after set_train(False): |compiled - PyNative inference| = {diff:.4f} (expected 0); moving_mean moved by "
+          f"{moved:.4f} (expected 0): {'training mode kept' if present else 'inference mode followed'}")
 except Exception as e:  # anything else is not the behaviour under test
     print(f"error: {type(e).__name__}: {e}")
     sys.exit(2)
-sys.exit(1 if diff > 1e-3 or moved > 0 else 0)
+sys.exit(1 if present else 0)

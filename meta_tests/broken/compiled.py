@@ -179,18 +179,12 @@ class MindsporeCellBakedLane(MindsporeCompile):
                                                 facts={"eval_call_moves_running_stats": "yes"}))}
 
 
-class MindsporeJitFunctionDeclaresFollows(MindsporeBatchNorm):
-    """The correct mindspore BatchNorm whose jitted function is declared to follow set_train(False)."""
-
-    id = "broken-mindspore-jit-function-declares-follows"
-    capabilities = {**MindsporeBatchNorm.capabilities, "compile": ref(MindsporeFunctionFollowsLane)}
-
-
-class MindsporeJitCellDeclaresBaked(MindsporeBatchNorm):
-    """The correct mindspore BatchNorm whose jitted cell is declared to ignore set_train(False)."""
-
-    id = "broken-mindspore-jit-cell-declares-baked"
-    capabilities = {**MindsporeBatchNorm.capabilities, "compile": ref(MindsporeCellBakedLane)}
+# the correct mindspore BatchNorm, its compiled path declared to follow set_train(False) / to ignore it
+MindsporeJitFunctionDeclaresFollows = torch_with("MindsporeJitFunctionDeclaresFollows",
+                                                 "broken-mindspore-jit-function-declares-follows",
+                                                 base=MindsporeBatchNorm, compile=MindsporeFunctionFollowsLane)
+MindsporeJitCellDeclaresBaked = torch_with("MindsporeJitCellDeclaresBaked", "broken-mindspore-jit-cell-declares-baked",
+                                           base=MindsporeBatchNorm, compile=MindsporeCellBakedLane)
 
 
 _EVAL_SWITCH = {"compiled_eval_switch", "compiled_eval_output_vs_eager", "compiled_eval_output_vs_oracle",
