@@ -147,7 +147,8 @@ class MlxEvalSwitchLane(MlxCompile):
     def declare(cls):
         real = MlxCompile.declare()["mx.compile-state-captured"].value
         return {"mx.compile-state-captured": wrong(dataclasses.replace(
-            real, eval_switch="running", freeze=(), facts={"eval_call_moves_running_stats": "no"}))}
+            real, eval_switch="running", freeze=(), facts={"eval_call_moves_running_stats": "no",
+                                                       "eval_call_compiles_ast_graph": "yes"}))}
 
 
 class MlxCompileDeclaresEvalSwitch(MlxBatchNorm):
@@ -157,27 +158,23 @@ class MlxCompileDeclaresEvalSwitch(MlxBatchNorm):
     capabilities = {**MlxBatchNorm.capabilities, "compile": ref(MlxEvalSwitchLane)}
 
 
-class MindsporeFunctionFollowsLane(MindsporeCompile):
-    """The real mindspore.jit over a function calling the cell (AST capture), declared as a user expects it:
-    set_train(False) after the first compiled call normalizes with the running statistics and leaves them alone."""
-
-    @classmethod
-    def declare(cls):
-        path = "mindspore.jit-function-ast"
-        return {path: wrong(dataclasses.replace(MindsporeCompile.declare()[path].value, eval_switch="running",
-                                                facts={"eval_call_moves_running_stats": "no"}))}
+def _mindspore_declaring(name: str, path: str, doc: str, eval_switch: str, moves: str, compiles: str) -> type:
+    """The real mindspore lane with `path` alone, declared with the other eval switch and its path facts."""
+    real = dataclasses.replace(MindsporeCompile.declare()[path].value, eval_switch=eval_switch, facts={
+        "eval_call_moves_running_stats": moves, "eval_call_compiles_ast_graph": compiles})
+    return type(name, (MindsporeCompile,), {"__doc__": doc, "__module__": __name__, "__qualname__": name,
+                                            "declare": classmethod(lambda cls: {path: wrong(real)})})
 
 
-class MindsporeCellBakedLane(MindsporeCompile):
-    """The real mindspore.jit over the cell itself, declared to keep the training mode of its first call as the
-    jitted function does."""
-
-    @classmethod
-    def declare(cls):
-        path = "mindspore.jit-cell-ast"
-        return {path: wrong(dataclasses.replace(MindsporeCompile.declare()[path].value, eval_switch="batch",
-                                                facts={"eval_call_moves_running_stats": "yes"}))}
-
+MindsporeFunctionFollowsLane = _mindspore_declaring(
+    "MindsporeFunctionFollowsLane", "mindspore.jit-function-ast",
+    "The real mindspore.jit over a function calling the cell (AST capture), declared as a user expects it: "
+    "set_train(False) after the first call normalizes with the running statistics and leaves them alone.",
+    "running", "no", "yes")
+MindsporeCellBakedLane = _mindspore_declaring(
+    "MindsporeCellBakedLane", "mindspore.jit-cell-ast",
+    "The real mindspore.jit over the cell itself, declared to keep the training mode of its first call as the "
+    "jitted function does.", "batch", "yes", "no")
 
 # the correct mindspore BatchNorm, its compiled path declared to follow set_train(False) / to ignore it
 MindsporeJitFunctionDeclaresFollows = torch_with("MindsporeJitFunctionDeclaresFollows",

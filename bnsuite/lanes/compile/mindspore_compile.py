@@ -35,16 +35,18 @@ _MOVES = ("the eval call runs the cached training graph: batch statistics, and t
           "(observed on mindspore 2.10.0; finding mindspore_jit_function_bakes_cell_training_mode)")
 
 _FOLLOWS = {"eval_call_moves_running_stats": "no"}
-_BAKED = {"eval_call_moves_running_stats": "yes"}
+# the AST capture's compiled graphs (mindspore/graph/api.py: ms_compile_cache, one phase per compiled graph)
+_AST_FOLLOWS = {**_FOLLOWS, "eval_call_compiles_ast_graph": "yes"}
+_BAKED = {"eval_call_moves_running_stats": "yes", "eval_call_compiles_ast_graph": "no"}
 
 PATHS = {
     "mindspore.jit-cell-ast": Cited(PathFacts(
         "mindspore.jit(bn) (capture_mode='ast', jit_level='O0'); bn.set_train(True/False) on the cell",
-        agreement="bitwise", cumulative="n/a", facts=_FOLLOWS),
+        agreement="bitwise", cumulative="n/a", facts=_AST_FOLLOWS),
         f"{_JIT}; {_CELL_KEY}; {_BN}; {_GRADS}; {_BITWISE}"),
     "mindspore.jit-cell-ast-O1": Cited(PathFacts(
         "mindspore.jit(bn, jit_level='O1') (operator fusion); bn.set_train(True/False) on the cell",
-        agreement="bitwise", cumulative="n/a", facts=_FOLLOWS),
+        agreement="bitwise", cumulative="n/a", facts=_AST_FOLLOWS),
         f"{_JIT}; jit_level 'O1: Using commonly used optimizations and automatic operator fusion optimizations'; "
         f"{_CELL_KEY}; {_BN}; {_GRADS}; {_BITWISE}"),
     "mindspore.jit-cell-bytecode": Cited(PathFacts(
@@ -65,10 +67,14 @@ PATHS = {
         f"statistics stay (observed on mindspore 2.10.0, unlike the AST capture of the same function); {_BN}; "
         f"{_GRADS}; {_BITWISE}"),
     "mindspore.GRAPH_MODE": Cited(PathFacts(
-        "mindspore.set_context(mode=GRAPH_MODE) around the run; bn(x) and value_and_grad compiled",
-        agreement="bitwise", cumulative="n/a", facts=_FOLLOWS),
+        "mindspore.set_context(mode=GRAPH_MODE) around the run; bn(x) and value_and_grad compiled; freeze idioms: the "
+        "adapter's SGD step (value_and_grad, nn.SGD) run whole in GRAPH_MODE",
+        agreement="bitwise", cumulative="n/a", facts=_FOLLOWS,
+        freeze=("train", "eval", "requires_grad_false", "eval_requires_grad_false", "use_batch_statistics_false")),
         f"{_GRAPH}; {_CELL_KEY.split(': _JitExecutor')[0]}; the graph is keyed on the cell's phase, so "
-        f"set_train(False) compiles the inference graph; {_BN}; {_GRADS}; {_BITWISE}"),
+        f"set_train(False) compiles the inference graph; {_BN}; {_GRADS}; {_BITWISE}; the freeze idioms are the adapter's "
+        "frozen_step (mindspore_bn.py: value_and_grad over the cell, nn.SGD on trainable_params) under GRAPH_MODE, "
+        "observed bitwise to the same step in PyNative"),
 }
 
 
@@ -116,6 +122,8 @@ class MindsporeCompile(CompileLane):
         return ms.jit(call, capture_mode=capture)
 
     def _compiled(self, bn, path, batches, dy, grads, start):
+        from mindspore.graph.api import ms_compile_cache
+
         from bnsuite.adapters.mindspore_bn import ms_numpy
 
         ms, cell = bn.ms, bn.core
@@ -138,17 +146,27 @@ class MindsporeCompile(CompileLane):
             return bn._out(y), Grads(bn._out(gx), g(cell.gamma), g(cell.beta))
 
         def infer(x):
-            before = bn.get_state()
+            before, graphs = bn.get_state(), len(ms_compile_cache)
             cell.set_train(False)
             y = bn._out(call(bn._in(x)))
             after = bn.get_state()
+            if not path.endswith(("bytecode", "GRAPH_MODE")):  # the AST capture's cache; the others keep their own
+                facts["eval_call_compiles_ast_graph"] = "yes" if len(ms_compile_cache) > graphs else "no"
             facts["eval_call_moves_running_stats"] = "yes" if any(
                 (getattr(before, f) != getattr(after, f)).any() for f in ("mean", "var")) else "no"
             return y
 
-        out = self._run_steps(bn, step, infer, bn.get_state, batches, grads, start)
-        out.facts.update(facts)
-        return out
+        run = self._run_steps(bn, step, infer, bn.get_state, batches, grads, start)
+        run.facts = {**run.facts, **facts}
+        return run
+
+    def freeze(self, path, idiom, spec, state, x, dy, lr):
+        """The adapter's own SGD step (value_and_grad and nn.SGD) with every call compiled: GRAPH_MODE only."""
+        if not PATHS[path].value.freeze:
+            raise NotImplementedError(f"{type(self).__name__}: no freeze idioms under {path}")
+        bn = self._layer(spec, state)
+        with _graph_run(bn.ms, graph_mode=True):
+            return bn.frozen_step(idiom, x, dy, lr), bn.get_state()
 
     @classmethod
     def declare(cls):
