@@ -254,7 +254,7 @@ def dtype_str(t) -> str:
 class MindsporeBatchNorm(ImportTrap, OnFramework, SlotState, BatchNormAdapter):
     id = "mindspore"
     runs_on = MINDSPORE
-    capabilities = conventional("mindspore", "network", "edge_facts", "norms", "mixed_precision")
+    capabilities = conventional("mindspore", "network", "edge_facts", "norms", "mixed_precision", "compile")
     freeze_idioms = FREEZE_IDIOMS
     declaration = DECLARATION
     import_trap = ("paddle", "paddle", "fails", "import_after_paddle")

@@ -7,8 +7,10 @@ from __future__ import annotations
 import dataclasses
 
 from bnsuite.adapters.base import Cited, Grads, State
+from bnsuite.adapters.mindspore_bn import MindsporeBatchNorm
 from bnsuite.adapters.mlx_bn import MlxBatchNorm
 from bnsuite.adapters.torch_bn import TorchBatchNorm
+from bnsuite.lanes.compile.mindspore_compile import MindsporeCompile
 from bnsuite.lanes.compile.mlx_compile import MlxCompile
 from bnsuite.lanes.compile.torch_compile import TorchCompile
 from meta_tests.broken.base import ref, torch_with, wrong
@@ -145,7 +147,8 @@ class MlxEvalSwitchLane(MlxCompile):
     def declare(cls):
         real = MlxCompile.declare()["mx.compile-state-captured"].value
         return {"mx.compile-state-captured": wrong(dataclasses.replace(
-            real, eval_switch="running", freeze=(), facts={"eval_call_moves_running_stats": "no"}))}
+            real, eval_switch="running", freeze=(), facts={"eval_call_moves_running_stats": "no",
+                                                       "eval_call_compiles_ast_graph": "yes"}))}
 
 
 class MlxCompileDeclaresEvalSwitch(MlxBatchNorm):
@@ -154,6 +157,35 @@ class MlxCompileDeclaresEvalSwitch(MlxBatchNorm):
     id = "broken-mlx-compile-declares-eval-switch"
     capabilities = {**MlxBatchNorm.capabilities, "compile": ref(MlxEvalSwitchLane)}
 
+
+def _mindspore_declaring(name: str, path: str, doc: str, eval_switch: str, moves: str, compiles: str) -> type:
+    """The real mindspore lane with `path` alone, declared with the other eval switch and its path facts."""
+    real = dataclasses.replace(MindsporeCompile.declare()[path].value, eval_switch=eval_switch, facts={
+        "eval_call_moves_running_stats": moves, "eval_call_compiles_ast_graph": compiles})
+    return type(name, (MindsporeCompile,), {"__doc__": doc, "__module__": __name__, "__qualname__": name,
+                                            "declare": classmethod(lambda cls: {path: wrong(real)})})
+
+
+MindsporeFunctionFollowsLane = _mindspore_declaring(
+    "MindsporeFunctionFollowsLane", "mindspore.jit-function-ast",
+    "The real mindspore.jit over a function calling the cell (AST capture), declared as a user expects it: "
+    "set_train(False) after the first call normalizes with the running statistics and leaves them alone.",
+    "running", "no", "yes")
+MindsporeCellBakedLane = _mindspore_declaring(
+    "MindsporeCellBakedLane", "mindspore.jit-cell-ast",
+    "The real mindspore.jit over the cell itself, declared to keep the training mode of its first call as the "
+    "jitted function does.", "batch", "yes", "no")
+
+# the correct mindspore BatchNorm, its compiled path declared to follow set_train(False) / to ignore it
+MindsporeJitFunctionDeclaresFollows = torch_with("MindsporeJitFunctionDeclaresFollows",
+                                                 "broken-mindspore-jit-function-declares-follows",
+                                                 base=MindsporeBatchNorm, compile=MindsporeFunctionFollowsLane)
+MindsporeJitCellDeclaresBaked = torch_with("MindsporeJitCellDeclaresBaked", "broken-mindspore-jit-cell-declares-baked",
+                                           base=MindsporeBatchNorm, compile=MindsporeCellBakedLane)
+
+
+_EVAL_SWITCH = {"compiled_eval_switch", "compiled_eval_output_vs_eager", "compiled_eval_output_vs_oracle",
+                "compiled_path_fact"}
 
 EXPECTED_FAILURES = {
     CompileDropsUpdate: {"compiled_running_stats_update", "compiled_running_mean_vs_eager",
@@ -173,8 +205,9 @@ EXPECTED_FAILURES = {
     CompileDeclaresFirstTwo: {"compiled_running_stats_update", "compiled_running_mean_vs_eager",
                               "compiled_running_mean_vs_oracle", "compiled_running_var_vs_eager",
                               "compiled_running_var_vs_oracle", "compiled_eval_output_vs_eager"},
-    MlxCompileDeclaresEvalSwitch: {"compiled_eval_switch", "compiled_eval_output_vs_eager",
-                                   "compiled_eval_output_vs_oracle", "compiled_path_fact"},
+    MlxCompileDeclaresEvalSwitch: _EVAL_SWITCH,
+    MindsporeJitFunctionDeclaresFollows: _EVAL_SWITCH,
+    MindsporeJitCellDeclaresBaked: _EVAL_SWITCH,
     CompileDeclaresPerStep: {"compiled_running_stats_update", "compiled_running_mean_vs_eager",
                              "compiled_running_mean_vs_oracle", "compiled_running_var_vs_eager",
                              "compiled_running_var_vs_oracle", "compiled_eval_output_vs_eager"},
