@@ -57,8 +57,8 @@ class torch_cpu_backend_flags_kept:
         import torch
 
         self.torch = torch
-        self.kept = (torch.backends.mkldnn.set_flags(), torch._C._get_nnpack_enabled())
-        torch.backends.mkldnn.set_flags(*self.kept[0])  # set_flags() reads them, and sets the precision: undone
+        # set_flags with every argument None changes nothing and returns oneDNN's four flags
+        self.kept = (torch.backends.mkldnn.set_flags(None, None, None, None), torch._C._get_nnpack_enabled())
         return self
 
     def enabled_now(self) -> dict:

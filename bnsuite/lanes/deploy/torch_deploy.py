@@ -256,7 +256,7 @@ def _export_after_ieee() -> str:
 def _onednn_after_failed_export() -> str:
     """Which of oneDNN and NNPACK that export left switched off (each was on before it)."""
     off = [name for name, on in _failed_export()[1].items() if not on]
-    return {0: "kept", 1: f"{''.join(off)} disabled"}.get(len(off), "oneDNN and NNPACK disabled")
+    return " and ".join(off) + " disabled" if off else "kept"
 
 
 def _failed_export() -> tuple[str, dict]:
